@@ -1,0 +1,1 @@
+"""Flashwire service: newsroom API, reader WebSocket endpoint and static web assets."""

@@ -1,0 +1,119 @@
+"""The application factory: the one place that wires settings, Redis, the hub and the routes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from service import api
+from service.desk import Desk
+from service.errors import ApiError
+from service.hub import Hub
+from service.keys import Keys
+from service.settings import Settings
+from service.tokens import TokenStore
+from service.ws import ticker_endpoint
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness and Redis reachability, for load balancers."""
+    try:
+        await request.app.state.redis.ping()
+    except Exception as exc:
+        return JSONResponse({"status": "unavailable", "redis": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ok", "node": request.app.state.settings.node_name})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text metrics of this node."""
+    hub: Hub = request.app.state.hub
+    stats = hub.stats
+    lines = [
+        ("flashwire_connections", "gauge", hub.connections),
+        ("flashwire_subscriptions", "gauge", hub.subscriber_count),
+        ("flashwire_outbox_frames", "gauge", hub.outbox_total()),
+        ("flashwire_events_read_total", "counter", stats.events_read),
+        ("flashwire_deliveries_total", "counter", stats.deliveries),
+        ("flashwire_slow_closed_total", "counter", stats.slow_closed),
+        ("flashwire_replay_reads_total", "counter", stats.replay_reads),
+        ("flashwire_replay_from_ring_total", "counter", stats.replay_from_ring),
+        ("flashwire_redis_errors_total", "counter", stats.redis_errors),
+    ]
+    text = "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in lines)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+async def index(request: Request) -> Response:
+    """The plain live ticker page."""
+    return FileResponse(WEB_DIR / "index.html")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    if request.url.path.startswith("/api/"):
+        return ApiError(404, "not_found", f"no route {request.url.path}").response()
+    return PlainTextResponse("Not Found", status_code=404)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here").response()
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the Starlette app; Redis connections open in the lifespan."""
+    settings = settings or Settings.from_env()
+    keys = Keys(settings.key_prefix)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url)
+        # The hub's blocking XREAD gets a connection of its own.
+        reader_redis = Redis.from_url(settings.redis_url)
+        hub = Hub(redis, reader_redis, keys, settings)
+        app.state.settings = settings
+        app.state.keys = keys
+        app.state.redis = redis
+        app.state.hub = hub
+        app.state.desk = Desk(
+            redis, keys, maxlen=settings.desk_retention, idempotency_ttl_s=settings.idempotency_ttl_s
+        )
+        app.state.tokens = TokenStore(redis, keys)
+        await hub.start()
+        log.info("flashwire node %s ready", settings.node_name)
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await reader_redis.aclose()
+            await redis.aclose()
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *api.routes,
+        WebSocketRoute("/ws", ticker_endpoint),
+        Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: _api_error, 404: _not_found, 405: _method_not_allowed},
+    )

@@ -1,0 +1,293 @@
+"""The `flashwire` command: dev, serve, worker, post, listen, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from service.settings import Settings, SettingsError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _settings() -> Settings:
+    env = dict(os.environ)
+    if not env.get("REDIS_URL"):
+        from service.devstack import data_dir
+
+        dev_url = data_dir() / "redis-url"
+        if dev_url.exists():
+            env["REDIS_URL"] = dev_url.read_text().strip()
+    return Settings.from_env(env)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run one service node under uvicorn."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = Settings.from_env()
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s service %(levelname)s %(message)s")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        ws_ping_interval=settings.heartbeat_s,
+        ws_ping_timeout=settings.heartbeat_s,
+        ws_per_message_deflate=False,
+        ws_max_size=64 * 1024,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the arq worker."""
+    from workers.main import run_worker
+
+    run_worker(Settings.from_env())
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Redis (embedded if REDIS_URL is unset), worker and service together."""
+    from service.devstack import run_dev
+
+    return run_dev()
+
+
+def _token(args: argparse.Namespace) -> str:
+    token = args.token or os.environ.get("FLASHWIRE_TOKEN")
+    if token:
+        return str(token)
+    from service.devstack import data_dir
+
+    path = data_dir() / "dev-token"
+    if path.exists():
+        return path.read_text().strip()
+    raise SystemExit("flashwire: no token: pass --token or set FLASHWIRE_TOKEN")
+
+
+def _parse_duration(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    raise SystemExit(f"flashwire: --expires-in takes e.g. 90s, 30m, 6h, got {text!r}")
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    """Post a line through the API, like the desk page does."""
+    body: dict[str, Any] = {"edition": args.edition, "text": " ".join(args.text), "urgency": args.urgency}
+    if args.topics:
+        body["topics"] = [t.strip() for t in args.topics.split(",") if t.strip()]
+    if args.link:
+        body["url"] = args.link
+    if args.expires_in:
+        body["expires_at"] = (datetime.now(UTC) + _parse_duration(args.expires_in)).isoformat()
+    headers = {"Authorization": f"Bearer {_token(args)}", "Content-Type": "application/json"}
+    if args.idempotency_key:
+        headers["Idempotency-Key"] = args.idempotency_key
+    request = urllib.request.Request(
+        f"{args.url.rstrip('/')}/api/v1/lines", data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", {})
+        field = f" [{detail['field']}]" if "field" in detail else ""
+        print(f"refused ({exc.code}){field}: {detail.get('message', exc.reason)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"flashwire: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"posted {result['id']} to {result['edition']} (desk {result['desk_id']})")
+    return 0
+
+
+def _format_event(event: dict[str, Any]) -> str:
+    kind = event["type"]
+    edition = event.get("edition", "")
+    if kind == "snapshot":
+        reset = " (reset)" if event.get("reset") else ""
+        return f"[{edition}] snapshot{reset}: {len(event['lines'])} live lines at {event['cursor']}"
+    line = event.get("line", {})
+    stamp = time.strftime("%H:%M:%S")
+    label = {"line": "NEW", "update": "CORRECTED", "retract": "RETRACTED"}.get(kind, kind)
+    urgency = line.get("urgency", "").upper()
+    return f"{stamp} [{edition}] {label:<9} {urgency:<7} {line.get('text', '')}  ({event.get('cursor')})"
+
+
+async def _listen(args: argparse.Namespace) -> None:
+    from service.client import TickerClient
+
+    base = args.url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
+    since = None
+    if args.since:
+        since = dict(part.split(":", 1) for part in args.since.split(","))
+    client = TickerClient(
+        f"{base}/ws",
+        editions=[e for e in (args.editions or "").split(",") if e],
+        topics=[t for t in (args.topics or "").split(",") if t],
+        min_urgency=args.min_urgency,
+        since=since,
+    )
+    count = 0
+    async for event in client.events():
+        if args.json:
+            print(json.dumps(event, ensure_ascii=False), flush=True)
+        elif event["type"] == "snapshot":
+            print(_format_event(event), flush=True)
+            for line in event["lines"]:
+                print(
+                    f"           [{event['edition']}] LIVE      {line['urgency'].upper():<7} {line['text']}",
+                    flush=True,
+                )
+        else:
+            print(_format_event(event), flush=True)
+        if event["type"] != "snapshot":
+            count += 1
+            if args.count and count >= args.count:
+                return
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """Print the live ticker, resuming after dropped connections."""
+    from service.client import SubscriptionRefused
+
+    try:
+        asyncio.run(_listen(args))
+    except KeyboardInterrupt:
+        return 0
+    except SubscriptionRefused as exc:
+        print(f"flashwire: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _token_command(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from service.keys import Keys
+    from service.tokens import TokenStore
+
+    settings = _settings()
+    redis = Redis.from_url(settings.redis_url)
+    store = TokenStore(redis, Keys(settings.key_prefix))
+    try:
+        if args.token_command == "create":
+            editions = [e.strip() for e in args.editions.split(",") if e.strip()]
+            unknown = [e for e in editions if e != "*" and e not in settings.editions]
+            if unknown:
+                print(f"flashwire: unknown edition(s) {', '.join(unknown)}", file=sys.stderr)
+                return 2
+            secret, record = await store.create(name=args.name, role=args.role, editions=editions)
+            print(secret)
+            print(
+                f"created token {record.id} for {record.name} ({record.role}; {', '.join(record.editions)})."
+                " The secret is shown only once.",
+                file=sys.stderr,
+            )
+        elif args.token_command == "list":
+            for token in await store.list():
+                state = f"revoked {token.revoked_at}" if token.revoked_at else "active"
+                print(
+                    f"{token.id}  {token.name:<20} {token.role:<7} {','.join(token.editions):<10} "
+                    f"created {token.created_at}  {state}"
+                )
+        else:
+            if not await store.revoke(args.id):
+                print(f"flashwire: no token {args.id!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.id}")
+        return 0
+    finally:
+        await redis.aclose()
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Manage editor tokens directly in Redis (an operator's tool)."""
+    try:
+        return asyncio.run(_token_command(args))
+    except ValueError as exc:
+        print(f"flashwire: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="flashwire", description="Real-time breaking-news push.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("dev", help="embedded Redis + worker + service, for a laptop").set_defaults(func=cmd_dev)
+    serve = sub.add_parser("serve", help="run a service node (uvicorn)")
+    serve.add_argument("--host", default=None, help="default $FLASHWIRE_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default $FLASHWIRE_PORT or 8000")
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("worker", help="run the fan-out worker (arq)").set_defaults(func=cmd_worker)
+
+    post = sub.add_parser("post", help="post a breaking line")
+    post.add_argument("text", nargs="+")
+    post.add_argument("--edition", default="en")
+    post.add_argument("--urgency", choices=["flash", "urgent", "routine"], default="routine")
+    post.add_argument("--topics", help="comma-separated, e.g. politics,mena")
+    post.add_argument("--link", help="URL of the full story")
+    post.add_argument("--expires-in", help="e.g. 30m, 6h")
+    post.add_argument("--idempotency-key")
+    post.add_argument("--token", help="default $FLASHWIRE_TOKEN, or the dev token")
+    post.add_argument("--url", default=os.environ.get("FLASHWIRE_URL", DEFAULT_URL))
+    post.set_defaults(func=cmd_post)
+
+    listen = sub.add_parser("listen", help="print the live ticker")
+    listen.add_argument("--editions", help="comma-separated; default all")
+    listen.add_argument("--topics")
+    listen.add_argument("--min-urgency", choices=["flash", "urgent", "routine"])
+    listen.add_argument("--since", help="resume from cursors: en:<cursor>,ar:<cursor>")
+    listen.add_argument("--count", type=int, default=0, help="exit after this many events")
+    listen.add_argument("--json", action="store_true", help="print the raw protocol messages")
+    listen.add_argument("--url", default=os.environ.get("FLASHWIRE_URL", DEFAULT_URL))
+    listen.set_defaults(func=cmd_listen)
+
+    token = sub.add_parser("token", help="manage editor tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=["editor", "chief", "admin"], default="editor")
+    create.add_argument("--editions", required=True, help="comma-separated, or '*' for all")
+    token_sub.add_parser("list")
+    revoke = token_sub.add_parser("revoke")
+    revoke.add_argument("id")
+    token.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `flashwire` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"flashwire: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Submitting editorial actions to the desk stream, atomically and idempotently.
+
+One Lua script does the whole acceptance: replay a stored Idempotency-Key
+result, check that a follow-up action names a known line, append the action to
+the desk stream and remember the result. Either all of it happens or none, so a
+retried POST can never produce a second line, and a rejected request writes
+nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from service.keys import Keys
+
+_SUBMIT = """
+local desk, idem, index = KEYS[1], KEYS[2], KEYS[3]
+local action, fingerprint, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local line_id, edition, mode, maxlen, response = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if fingerprint ~= '' then
+  local previous = redis.call('GET', idem)
+  if previous then return {'replay', previous} end
+end
+if mode == 'post' then
+  if redis.call('HSETNX', index, line_id, edition) == 0 then return {'exists', ''} end
+elseif redis.call('HGET', index, line_id) ~= edition then
+  return {'missing', ''}
+end
+local id = redis.call('XADD', desk, 'MAXLEN', '~', maxlen, '*', 'a', action)
+if fingerprint ~= '' then
+  redis.call('SET', idem, fingerprint .. '\\n' .. id .. '\\n' .. response, 'EX', ttl)
+end
+return {'ok', id}
+"""
+
+
+class UnknownLine(LookupError):
+    """A follow-up action names a line that was never posted in that edition."""
+
+
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key was reused with a different request."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The result of an accepted action: the response body, and whether it is a replay."""
+
+    body: dict[str, Any]
+    replayed: bool
+
+
+class Desk:
+    """Appends validated actions to the desk stream."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, maxlen: int, idempotency_ttl_s: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._maxlen = maxlen
+        self._idempotency_ttl_s = idempotency_ttl_s
+        self._script = redis.register_script(_SUBMIT)
+
+    async def line_edition(self, line_id: str) -> str | None:
+        """The edition a line was posted in, or None if there is no such line."""
+        raw = await self._redis.hget(self._keys.line_index, line_id)
+        return None if raw is None else raw.decode()
+
+    async def submit(
+        self,
+        action: dict[str, Any],
+        response: dict[str, Any],
+        *,
+        idempotency: tuple[str, str, str] | None = None,
+    ) -> Accepted:
+        """Append `action`; `response` is what the client gets, plus `desk_id`.
+
+        `idempotency` is (token id, key, request fingerprint). With it, the
+        first result is stored and returned again for a retry of the same
+        request; a different request under the same key is a conflict.
+        """
+        token_id, key, fingerprint = idempotency or ("", "", "")
+        idem_key = self._keys.idempotency(token_id, key) if key else self._keys.desk + ":noidem"
+        mode = "post" if action["action"] == "post" else "follow-up"
+        status, payload = await self._script(
+            keys=[self._keys.desk, idem_key, self._keys.line_index],
+            args=[
+                orjson.dumps(action),
+                fingerprint,
+                self._idempotency_ttl_s,
+                action["id"],
+                action["edition"],
+                mode,
+                self._maxlen,
+                orjson.dumps(response),
+            ],
+        )
+        status = status.decode()
+        if status == "replay":
+            stored_fingerprint, desk_id, stored = payload.decode().split("\n", 2)
+            if stored_fingerprint != fingerprint:
+                raise IdempotencyConflict("Idempotency-Key was used for a different request")
+            return Accepted(body={**orjson.loads(stored), "desk_id": desk_id}, replayed=True)
+        if status in {"missing", "exists"}:
+            raise UnknownLine(action["id"])
+        return Accepted(body={**response, "desk_id": payload.decode()}, replayed=False)

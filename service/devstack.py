@@ -1,0 +1,148 @@
+"""`flashwire dev`: the whole system in one command for a laptop.
+
+Starts an embedded redis-server (when REDIS_URL is unset) with its data under
+a project-local folder, then the worker and one service node, prints the URLs
+and an editor token, and stops all of them cleanly on Ctrl-C. Children are
+started with a parent-death signal, so even a killed `flashwire dev` leaves no
+orphan behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from service.keys import Keys
+from service.redis_server import RedisProcess
+from service.settings import Settings
+from service.tokens import TokenStore
+
+PR_SET_PDEATHSIG = 1
+STOP_TIMEOUT_S = 10.0
+
+
+def data_dir() -> Path:
+    """Where dev keeps Redis data and the dev token: $FLASHWIRE_DATA_DIR or ./.flashwire."""
+    return Path(os.environ.get("FLASHWIRE_DATA_DIR") or ".flashwire").resolve()
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+async def _dev_token(settings: Settings, folder: Path) -> str:
+    """Reuse the dev token kept in `folder` if Redis still knows it; else make a new one."""
+    path = folder / "dev-token"
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        store = TokenStore(redis, Keys(settings.key_prefix))
+        if path.exists():
+            existing = path.read_text().strip()
+            if await store.authenticate(existing) is not None:
+                return existing
+        token, _ = await store.create(name="dev-editor", role="chief", editions=["*"])
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        return token
+    finally:
+        await redis.aclose()
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with {process.returncode} during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the service did not answer {url} within {timeout_s:.0f}s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_dev() -> int:
+    """Run Redis (embedded unless REDIS_URL is set), worker and service until Ctrl-C."""
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    redis_process: RedisProcess | None = None
+    if not env.get("REDIS_URL"):
+        port = int(env.get("FLASHWIRE_REDIS_PORT") or 0) or None
+        redis_process = RedisProcess(folder / "redis", port=port).start()
+        env["REDIS_URL"] = redis_process.url
+        print(f"embedded Redis   {redis_process.url}  (data in {folder / 'redis'})", flush=True)
+    settings = Settings.from_env(env)
+    (folder / "redis-url").write_text(settings.redis_url + "\n")
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    exit_code = 0
+    try:
+        token = asyncio.run(_dev_token(settings, folder))
+        python = sys.executable
+        children.append(_spawn([python, "-m", "service.cli", "worker"], env))
+        service = _spawn([python, "-m", "service.cli", "serve"], env)
+        children.append(service)
+        base = f"http://{settings.host}:{settings.port}"
+        _wait_http(f"{base}/healthz", service)
+        print(
+            f"\nFlashwire is running.\n"
+            f"  ticker page    {base}/\n"
+            f"  WebSocket      ws://{settings.host}:{settings.port}/ws\n"
+            f"  API            {base}/api/v1/openapi.json\n"
+            f"  editor token   {token}\n"
+            f"                 (chief editor, all editions; kept in {folder / 'dev-token'})\n"
+            f'Try:  flashwire post --edition en --urgency flash "Your first breaking line"\n'
+            f"Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    print(f"a child process exited with {child.returncode}; stopping", file=sys.stderr)
+                    exit_code = 1
+                    stopping = True
+            time.sleep(0.2)
+    except RuntimeError as exc:
+        print(f"flashwire dev: {exc}", file=sys.stderr)
+        exit_code = 1
+    finally:
+        for child in reversed(children):
+            _stop(child)
+        if redis_process is not None:
+            redis_process.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        print("stopped.", flush=True)
+    return exit_code

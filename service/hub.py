@@ -1,0 +1,332 @@
+"""The hub: one Redis reader per process feeding every local subscriber.
+
+One task blocks on XREAD over all edition tickers and hands each new event to
+the subscribers of that edition whose filter matches, by appending it to their
+bounded outbox. Nothing here awaits a subscriber: a reader that cannot keep up
+overflows its own outbox and is closed, while the others carry on.
+
+Replays (resume from a cursor) are served from an in-memory ring of recent
+events when it reaches back far enough, and otherwise from Redis with reads
+coalesced per (edition, cursor), so a thousand clients resuming from the same
+cursor after a restart cause one XRANGE, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.events import HEARTBEAT_FRAME, Event, Filter, cursor_key
+from service.keys import Keys
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 5_000
+READ_COUNT = 1_000
+REPLAY_PAGE = 1_000
+SNAPSHOT_MAX_LINES = 200
+
+_SNAPSHOT = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local out = {newest[1] and newest[1][1] or '0-0'}
+local ids = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+for _, line_id in ipairs(ids) do
+  local doc = redis.call('GET', ARGV[1] .. line_id)
+  if doc then out[#out + 1] = doc end
+end
+return out
+"""
+
+
+class Outbox:
+    """A subscriber's bounded queue of frames; overflowing it marks the subscriber slow."""
+
+    __slots__ = ("_items", "_max", "_wake", "overflowed")
+
+    def __init__(self, max_items: int) -> None:
+        self._items: deque[Event | str] = deque()
+        self._max = max_items
+        self._wake = asyncio.Event()
+        self.overflowed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, item: Event | str) -> bool:
+        """Queue an item; False (and the subscriber is marked slow) if the outbox is full."""
+        if self.overflowed:
+            return False
+        if len(self._items) >= self._max:
+            self.overflowed = True
+            self._items.clear()
+            self._wake.set()
+            return False
+        self._items.append(item)
+        self._wake.set()
+        return True
+
+    async def take(self) -> list[Event | str]:
+        """Wait for items and return all queued ones (empty only once overflowed)."""
+        while not self._items and not self.overflowed:
+            self._wake.clear()
+            await self._wake.wait()
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One reader connection as the hub sees it."""
+
+    editions: tuple[str, ...]
+    filter: Filter
+    outbox: Outbox
+    on_overflow: Callable[[], None] = lambda: None
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def fresh(self, event: Event) -> bool:
+        """True if `event` is newer than what this subscriber already got for its edition."""
+        position = self.positions.get(event.edition)
+        if position is not None and event.key <= position:
+            return False
+        self.positions[event.edition] = event.key
+        return True
+
+
+@dataclass
+class Stats:
+    """Counters for /metrics."""
+
+    events_read: int = 0
+    deliveries: int = 0
+    slow_closed: int = 0
+    replay_reads: int = 0
+    replay_from_ring: int = 0
+    redis_errors: int = 0
+
+
+@dataclass(frozen=True)
+class CursorCheck:
+    """Whether a client's cursor can be resumed from, or needs a fresh snapshot."""
+
+    resumable: bool
+    reason: str = ""
+
+
+class Hub:
+    """Registry of local subscribers, the single ticker reader, replays and snapshots."""
+
+    def __init__(self, redis: Redis, reader_redis: Redis, keys: Keys, settings: Settings) -> None:
+        self._redis = redis
+        self._reader_redis = reader_redis
+        self._keys = keys
+        self._settings = settings
+        self._subscribers: dict[str, set[Subscriber]] = {e: set() for e in settings.editions}
+        self._positions: dict[str, str] = {}
+        self._rings: dict[str, deque[Event]] = {
+            e: deque(maxlen=settings.replay_ring) for e in settings.editions
+        }
+        self._inflight: dict[tuple[str, str], asyncio.Future[list[Event]]] = {}
+        self._snapshot_script = redis.register_script(_SNAPSHOT)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+        self.stats = Stats()
+        self.connections = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start reading from the current end of every ticker."""
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="hub-reader"),
+            asyncio.create_task(self._heartbeat_loop(), name="hub-heartbeat"),
+        ]
+        await asyncio.wait_for(self._ready.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        """Stop the reader and heartbeat tasks."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def subscriber_count(self) -> int:
+        """Subscribers registered right now (a subscriber of two editions counts once per edition)."""
+        return sum(len(subs) for subs in self._subscribers.values())
+
+    def outbox_total(self) -> int:
+        """Frames queued across all subscribers: bounded by subscribers x outbox size."""
+        seen: set[int] = set()
+        total = 0
+        for subs in self._subscribers.values():
+            for sub in subs:
+                if id(sub) not in seen:
+                    seen.add(id(sub))
+                    total += len(sub.outbox)
+        return total
+
+    # -- subscribers -----------------------------------------------------------
+
+    def register(self, subscriber: Subscriber) -> dict[str, str]:
+        """Add a subscriber; returns, per edition, the last cursor already dispatched.
+
+        Every event after that cursor reaches the subscriber's outbox; events up
+        to it must come from a snapshot or a replay. No await happens in here,
+        so no event can slip between the two.
+        """
+        for edition in subscriber.editions:
+            self._subscribers[edition].add(subscriber)
+        return {edition: self._positions[edition] for edition in subscriber.editions}
+
+    def unregister(self, subscriber: Subscriber) -> None:
+        """Remove a subscriber (idempotent)."""
+        for edition in subscriber.editions:
+            self._subscribers[edition].discard(subscriber)
+
+    def _dispatch(self, event: Event) -> None:
+        for subscriber in self._subscribers[event.edition]:
+            if subscriber.filter.accepts(event):
+                if subscriber.outbox.offer(event):
+                    self.stats.deliveries += 1
+                elif subscriber.outbox.overflowed:
+                    subscriber.on_overflow()
+
+    # -- the reader ------------------------------------------------------------
+
+    async def _current_positions(self) -> dict[str, str]:
+        positions = {}
+        for edition in self._settings.editions:
+            newest = await self._reader_redis.xrevrange(self._keys.ticker(edition), count=1)
+            positions[edition] = newest[0][0].decode() if newest else "0-0"
+        return positions
+
+    async def _read_loop(self) -> None:
+        backoff_s = 0.05
+        while True:
+            try:
+                if not self._positions:
+                    self._positions = await self._current_positions()
+                    self._ready.set()
+                streams = {self._keys.ticker(e): p for e, p in self._positions.items()}
+                response = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+                for stream, entries in response or []:
+                    edition = stream.decode().rsplit(":", 1)[1]
+                    ring = self._rings[edition]
+                    for entry_id, fields in entries:
+                        event = Event.from_entry(edition, entry_id, fields)
+                        self._positions[edition] = event.cursor
+                        ring.append(event)
+                        self.stats.events_read += 1
+                        self._dispatch(event)
+                backoff_s = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self.stats.redis_errors += 1
+                log.warning("hub: Redis unavailable (%s); retrying in %.2fs", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+            except Exception:
+                self.stats.redis_errors += 1
+                log.exception("hub: reader failed; retrying")
+                await asyncio.sleep(0.5)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_s)
+            seen: set[int] = set()
+            for subs in self._subscribers.values():
+                for sub in subs:
+                    if id(sub) not in seen:
+                        seen.add(id(sub))
+                        sub.outbox.offer(HEARTBEAT_FRAME)
+
+    # -- snapshots and replays -------------------------------------------------
+
+    async def snapshot(self, edition: str) -> tuple[str, list[dict[str, Any]]]:
+        """The live lines of an edition (newest first) and the cursor they stand at, atomically."""
+        result = await self._snapshot_script(
+            keys=[self._keys.ticker(edition), self._keys.live(edition)],
+            args=[self._keys.line(""), SNAPSHOT_MAX_LINES],
+        )
+        cursor = result[0].decode()
+        return cursor, [orjson.loads(doc) for doc in result[1:]]
+
+    async def check_cursor(self, edition: str, cursor: str) -> CursorCheck:
+        """Can a client resume `edition` from `cursor`, or has the log moved past it?"""
+        key = cursor_key(cursor)
+        ticker = self._keys.ticker(edition)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(ticker, count=1)
+            pipe.xrevrange(ticker, count=1)
+            pipe.xlen(ticker)
+            oldest, newest, length = await pipe.execute()
+        if not newest:
+            if key == (0, 0):
+                return CursorCheck(True)
+            return CursorCheck(False, "the ticker log is empty (data was lost or reset)")
+        if key > cursor_key(newest[0][0].decode()):
+            return CursorCheck(False, "cursor is ahead of the ticker log")
+        if key == (0, 0):
+            if length >= self._settings.ticker_retention:
+                return CursorCheck(False, "cursor is older than the retained log")
+            return CursorCheck(True)
+        if key < cursor_key(oldest[0][0].decode()):
+            return CursorCheck(False, "cursor is older than the retained log")
+        return CursorCheck(True)
+
+    async def replay(self, edition: str, after: str, upto: str) -> list[Event]:
+        """Events of `edition` with after < cursor <= upto, in order."""
+        after_key, upto_key = cursor_key(after), cursor_key(upto)
+        if after_key >= upto_key:
+            return []
+        ring = self._rings[edition]
+        if ring and ring[0].key <= after_key:
+            self.stats.replay_from_ring += 1
+            return [e for e in ring if after_key < e.key <= upto_key]
+        events: list[Event] = []
+        cursor = after
+        while cursor_key(cursor) < upto_key:
+            page = await self._coalesced_page(edition, cursor)
+            if not page:
+                break
+            events.extend(e for e in page if e.key <= upto_key)
+            cursor = page[-1].cursor
+        return events
+
+    async def _coalesced_page(self, edition: str, after: str) -> list[Event]:
+        """One XRANGE page after a cursor, shared by every concurrent caller asking the same."""
+        key = (edition, after)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            self.stats.replay_reads += 1
+            entries = await self._redis.xrange(
+                self._keys.ticker(edition), min=f"({after}", max="+", count=REPLAY_PAGE
+            )
+            page = [Event.from_entry(edition, entry_id, fields) for entry_id, fields in entries]
+            future.set_result(page)
+            return page
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._inflight[key]

@@ -1,0 +1,64 @@
+"""Every Redis key name Flashwire uses, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix, so several deployments can share a Redis."""
+
+    prefix: str = "fw"
+
+    @property
+    def desk(self) -> str:
+        """The desk stream: every accepted editorial action, in order."""
+        return f"{self.prefix}:desk"
+
+    desk_group: str = "fanout"
+
+    @property
+    def desk_applied(self) -> str:
+        """Id of the last desk entry applied to the tickers (the workers' shared cursor)."""
+        return f"{self.prefix}:desk:applied"
+
+    def ticker(self, edition: str) -> str:
+        """An edition's ticker stream: the order every reader sees; ids are cursors."""
+        return f"{self.prefix}:ticker:{edition}"
+
+    def line(self, line_id: str) -> str:
+        """A line's current state (JSON)."""
+        return f"{self.prefix}:line:{line_id}"
+
+    def history(self, line_id: str) -> str:
+        """Every version of a line (list of JSON documents, oldest first)."""
+        return f"{self.prefix}:history:{line_id}"
+
+    @property
+    def line_index(self) -> str:
+        """Hash line id -> edition, written with the post so follow-up actions validate."""
+        return f"{self.prefix}:lines"
+
+    def live(self, edition: str) -> str:
+        """Sorted set of an edition's live line ids, scored by first publication (ms)."""
+        return f"{self.prefix}:live:{edition}"
+
+    @property
+    def expiry(self) -> str:
+        """Sorted set of line ids scored by their expiry time (ms)."""
+        return f"{self.prefix}:expiry"
+
+    def idempotency(self, token_id: str, key: str) -> str:
+        """Stored first response of a POST made with an Idempotency-Key."""
+        return f"{self.prefix}:idem:{token_id}:{key}"
+
+    @property
+    def tokens(self) -> str:
+        """Hash token id -> token record (hashed secret, role, editions)."""
+        return f"{self.prefix}:tokens"
+
+    @property
+    def arq_queue(self) -> str:
+        """The arq job queue used for scheduled work (expiry)."""
+        return f"{self.prefix}:arq:queue"

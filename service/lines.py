@@ -1,0 +1,199 @@
+"""The breaking line: urgency scale, and validation of what editors send.
+
+Validation is strict and names the offending field, because an editor under
+pressure needs to know exactly what to fix, and because nothing malformed may
+ever reach the desk stream.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from service.clock import ms_from_iso, now_ms
+from service.settings import Settings
+
+# Urgency names mapped to IPTC urgency numbers (1 is the highest).
+URGENCY_IPTC: dict[str, int] = {"flash": 1, "urgent": 3, "routine": 5}
+URGENCY_RANK: dict[str, int] = {"flash": 0, "urgent": 1, "routine": 2}
+URL_MAX_CHARS = 2048
+RETRACT_REASON_MAX_CHARS = 200
+_TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+class ValidationError(ValueError):
+    """A request field is invalid; `field` names it as the client sent it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PostRequest:
+    """A validated new line."""
+
+    edition: str
+    text: str
+    urgency: str
+    topics: tuple[str, ...]
+    url: str | None
+    expires_at_ms: int
+
+
+@dataclass(frozen=True)
+class CorrectionRequest:
+    """A validated correction: only the fields the editor changed."""
+
+    changes: dict[str, Any]
+
+
+def _require_object(body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    return body
+
+
+def _reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    for name in body:
+        if name not in allowed:
+            raise ValidationError(name, "is not a known field")
+
+
+def clean_text(value: object, settings: Settings, field: str = "text") -> str:
+    """A headline: a non-empty string of printable characters within the limit."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a string")
+    text = unicodedata.normalize("NFC", " ".join(value.split()))
+    if not text:
+        raise ValidationError(field, "must not be empty")
+    if len(text) > settings.text_max_chars:
+        raise ValidationError(field, f"is {len(text)} characters; the limit is {settings.text_max_chars}")
+    for char in text:
+        category = unicodedata.category(char)
+        # Bidi marks (Cf) are legitimate in Arabic text; other controls are not.
+        if category == "Cc" or category in {"Cs", "Co", "Cn"}:
+            raise ValidationError(field, f"contains a control or unassigned character U+{ord(char):04X}")
+    return text
+
+
+def clean_urgency(value: object) -> str:
+    """One of flash / urgent / routine."""
+    if not isinstance(value, str) or value not in URGENCY_IPTC:
+        raise ValidationError("urgency", "must be one of flash, urgent, routine")
+    return value
+
+
+def clean_topics(value: object, settings: Settings) -> tuple[str, ...]:
+    """A list of configured section and region slugs, without duplicates."""
+    if not isinstance(value, list):
+        raise ValidationError("topics", "must be a list of topic slugs")
+    if len(value) > settings.max_topics:
+        raise ValidationError("topics", f"has {len(value)} entries; the limit is {settings.max_topics}")
+    known = set(settings.topics)
+    topics: list[str] = []
+    for index, topic in enumerate(value):
+        field = f"topics[{index}]"
+        if not isinstance(topic, str) or not _TOPIC_RE.match(topic):
+            raise ValidationError(field, "must be a lower-case slug such as 'politics'")
+        if topic not in known:
+            raise ValidationError(field, f"{topic!r} is not a configured section or region")
+        if topic not in topics:
+            topics.append(topic)
+    return tuple(topics)
+
+
+def clean_url(value: object) -> str | None:
+    """An absolute http(s) link to the full story, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("url", "must be a string or null")
+    if len(value) > URL_MAX_CHARS:
+        raise ValidationError("url", f"is longer than {URL_MAX_CHARS} characters")
+    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in value):
+        raise ValidationError("url", "must not contain spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in {"http", "https"}:
+        raise ValidationError("url", "must be an http or https URL")
+    if not parts.hostname:
+        raise ValidationError("url", "must name a host")
+    return value
+
+
+def clean_expiry(value: object, field: str = "expires_at") -> int:
+    """An RFC 3339 time in the future, as epoch milliseconds."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be an RFC 3339 timestamp such as 2026-11-25T18:00:00Z")
+    try:
+        expires_ms = ms_from_iso(value)
+    except ValueError as exc:
+        raise ValidationError(field, f"is not a valid RFC 3339 timestamp ({exc})") from None
+    if expires_ms <= now_ms():
+        raise ValidationError(field, "must be in the future")
+    return expires_ms
+
+
+def parse_post(body: object, settings: Settings, edition: str | None = None) -> PostRequest:
+    """Validate a new line; `edition` from the URL, if given, must match the body."""
+    data = _require_object(body)
+    _reject_unknown(data, {"edition", "text", "urgency", "topics", "url", "expires_at"})
+    chosen = data.get("edition", edition)
+    if not isinstance(chosen, str):
+        raise ValidationError("edition", "is required")
+    if chosen not in settings.editions:
+        raise ValidationError("edition", f"must be one of {', '.join(settings.editions)}")
+    if "text" not in data:
+        raise ValidationError("text", "is required")
+    expires_at_ms = (
+        clean_expiry(data["expires_at"])
+        if data.get("expires_at") is not None
+        else now_ms() + settings.default_ttl_s * 1000
+    )
+    return PostRequest(
+        edition=chosen,
+        text=clean_text(data["text"], settings),
+        urgency=clean_urgency(data.get("urgency", "routine")),
+        topics=clean_topics(data.get("topics", []), settings),
+        url=clean_url(data.get("url")),
+        expires_at_ms=expires_at_ms,
+    )
+
+
+def parse_correction(body: object, settings: Settings) -> CorrectionRequest:
+    """Validate a correction; at least one field must change."""
+    data = _require_object(body)
+    _reject_unknown(data, {"text", "urgency", "topics", "url", "expires_at"})
+    if not data:
+        raise ValidationError("body", "must change at least one of text, urgency, topics, url, expires_at")
+    changes: dict[str, Any] = {}
+    if "text" in data:
+        changes["text"] = clean_text(data["text"], settings)
+    if "urgency" in data:
+        changes["urgency"] = clean_urgency(data["urgency"])
+    if "topics" in data:
+        changes["topics"] = list(clean_topics(data["topics"], settings))
+    if "url" in data:
+        changes["url"] = clean_url(data["url"])
+    if "expires_at" in data:
+        changes["expires_at_ms"] = clean_expiry(data["expires_at"])
+    return CorrectionRequest(changes=changes)
+
+
+def parse_retraction(body: object) -> str:
+    """Validate a retraction; returns the (optional) public reason."""
+    if body is None:
+        return ""
+    data = _require_object(body)
+    _reject_unknown(data, {"reason"})
+    reason = data.get("reason", "")
+    if not isinstance(reason, str):
+        raise ValidationError("reason", "must be a string")
+    reason = " ".join(reason.split())
+    if len(reason) > RETRACT_REASON_MAX_CHARS:
+        raise ValidationError("reason", f"is longer than {RETRACT_REASON_MAX_CHARS} characters")
+    return reason

@@ -1,0 +1,136 @@
+"""Typed settings read once from the environment, validated at start-up.
+
+Every process (service, worker, CLI) builds one `Settings` with `from_env()`
+so that a bad value fails fast with the variable's name, not later mid-request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_EDITIONS = ("en", "ar", "es")
+DEFAULT_SECTIONS = (
+    "politics",
+    "economy",
+    "sports",
+    "arts-culture",
+    "health",
+    "technology",
+    "environment",
+    "miscellaneous",
+)
+DEFAULT_REGIONS = (
+    "africa",
+    "asia",
+    "asia-pacific",
+    "europe",
+    "latin-america",
+    "mena",
+    "palestine",
+    "us-canada",
+)
+RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a Flashwire process needs to know, with documented defaults."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "fw"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    editions: tuple[str, ...] = DEFAULT_EDITIONS
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    text_max_chars: int = 280
+    max_topics: int = 8
+    default_ttl_s: int = 12 * 3600
+    heartbeat_s: float = 15.0
+    outbox_max_frames: int = 512
+    max_connections: int = 18_000
+    ticker_retention: int = 10_000
+    desk_retention: int = 100_000
+    replay_ring: int = 2_048
+    idempotency_ttl_s: int = 24 * 3600
+    max_body_bytes: int = 16 * 1024
+    claim_idle_ms: int = 5_000
+    node_name: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Sections and regions: the topic slugs a line may carry."""
+        return self.sections + self.regions
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read FLASHWIRE_* variables (and REDIS_URL); see README for the list."""
+        env = os.environ if env is None else env
+        editions = _list(env, "FLASHWIRE_EDITIONS", DEFAULT_EDITIONS)
+        for edition in editions:
+            if not edition.replace("-", "").isalnum() or len(edition) > 16:
+                raise SettingsError(f"FLASHWIRE_EDITIONS has an invalid edition {edition!r}")
+        settings = cls(
+            redis_url=env.get("REDIS_URL") or cls.redis_url,
+            key_prefix=env.get("FLASHWIRE_KEY_PREFIX") or cls.key_prefix,
+            host=env.get("FLASHWIRE_HOST") or cls.host,
+            port=_int(env, "FLASHWIRE_PORT", cls.port),
+            editions=editions,
+            sections=_list(env, "FLASHWIRE_SECTIONS", DEFAULT_SECTIONS),
+            regions=_list(env, "FLASHWIRE_REGIONS", DEFAULT_REGIONS),
+            text_max_chars=_int(env, "FLASHWIRE_TEXT_MAX_CHARS", cls.text_max_chars, 1),
+            default_ttl_s=_int(env, "FLASHWIRE_DEFAULT_TTL_S", cls.default_ttl_s, 1),
+            heartbeat_s=_float(env, "FLASHWIRE_HEARTBEAT_S", cls.heartbeat_s),
+            outbox_max_frames=_int(env, "FLASHWIRE_OUTBOX_MAX_FRAMES", cls.outbox_max_frames, 1),
+            max_connections=_int(env, "FLASHWIRE_MAX_CONNECTIONS", cls.max_connections, 1),
+            ticker_retention=_int(env, "FLASHWIRE_TICKER_RETENTION", cls.ticker_retention, 10),
+            claim_idle_ms=_int(env, "FLASHWIRE_CLAIM_IDLE_MS", cls.claim_idle_ms, 100),
+        )
+        if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"REDIS_URL must be redis://, rediss:// or unix://, got {settings.redis_url!r}"
+            )
+        return settings
+
+    def direction(self, edition: str) -> str:
+        """Text direction of an edition: 'rtl' for right-to-left languages."""
+        return "rtl" if edition.split("-")[0] in RTL_LANGUAGES else "ltr"

@@ -1,0 +1,127 @@
+"""A reader's subscription: editions, filters and resume cursors, from a URL query or a message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.events import Filter, cursor_key
+from service.lines import URGENCY_RANK
+from service.settings import Settings
+
+QUERY_FIELDS = ("editions", "edition", "topics", "min_urgency", "since")
+
+
+class SubscriptionError(ValueError):
+    """The subscription is malformed; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a reader asked for."""
+
+    editions: tuple[str, ...]
+    filter: Filter = field(default_factory=Filter)
+    since: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The `subscribed` confirmation message."""
+        return {
+            "type": "subscribed",
+            "editions": list(self.editions),
+            "topics": sorted(self.filter.topics),
+            "min_urgency": next(n for n, r in URGENCY_RANK.items() if r == self.filter.max_rank),
+            "resuming": sorted(self.since),
+        }
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def build(
+    settings: Settings,
+    *,
+    editions: list[str] | None,
+    topics: list[str],
+    min_urgency: str | None,
+    since: Mapping[str, str] | str | None,
+) -> Subscription:
+    """Validate the parts of a subscription, whichever way they arrived."""
+    chosen = editions if editions else list(settings.editions)
+    for edition in chosen:
+        if edition not in settings.editions:
+            raise SubscriptionError("editions", f"unknown edition {edition!r}")
+    chosen = list(dict.fromkeys(chosen))
+    known_topics = set(settings.topics)
+    for topic in topics:
+        if topic not in known_topics:
+            raise SubscriptionError("topics", f"unknown topic {topic!r}")
+    urgency = min_urgency or "routine"
+    if urgency not in URGENCY_RANK:
+        raise SubscriptionError("min_urgency", "must be one of flash, urgent, routine")
+    cursors: dict[str, str] = {}
+    if isinstance(since, str):
+        if ":" not in since:
+            if len(chosen) != 1:
+                raise SubscriptionError("since", "name the edition of each cursor: en:<cursor>,ar:<cursor>")
+            since = {chosen[0]: since}
+        else:
+            parsed: dict[str, str] = {}
+            for part in _split(since):
+                edition, _, cursor = part.partition(":")
+                parsed[edition] = cursor
+            since = parsed
+    for edition, cursor in (since or {}).items():
+        if edition not in chosen:
+            raise SubscriptionError("since", f"cursor for edition {edition!r}, which is not subscribed")
+        if not isinstance(cursor, str):
+            raise SubscriptionError("since", f"cursor for {edition!r} must be a string")
+        try:
+            cursor_key(cursor)
+        except ValueError:
+            raise SubscriptionError("since", f"malformed cursor {cursor!r} for {edition!r}") from None
+        cursors[edition] = cursor
+    return Subscription(
+        editions=tuple(chosen),
+        filter=Filter(topics=frozenset(topics), max_rank=URGENCY_RANK[urgency]),
+        since=cursors,
+    )
+
+
+def from_query(settings: Settings, query: Mapping[str, str]) -> Subscription | None:
+    """A subscription from a URL query, or None if the query asks for nothing."""
+    if not any(name in query for name in QUERY_FIELDS):
+        return None
+    raw_editions = query.get("editions") or query.get("edition") or ""
+    return build(
+        settings,
+        editions=_split(raw_editions) or None,
+        topics=_split(query.get("topics", "")),
+        min_urgency=query.get("min_urgency"),
+        since=query.get("since") or None,
+    )
+
+
+def from_message(settings: Settings, message: Mapping[str, Any]) -> Subscription:
+    """A subscription from a `subscribe` message."""
+    editions = message.get("editions")
+    topics = message.get("topics", [])
+    since = message.get("since")
+    if editions is not None and not (
+        isinstance(editions, list) and all(isinstance(e, str) for e in editions)
+    ):
+        raise SubscriptionError("editions", "must be a list of edition codes")
+    if not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
+        raise SubscriptionError("topics", "must be a list of topic slugs")
+    if since is not None and not isinstance(since, dict | str):
+        raise SubscriptionError("since", "must be an object mapping edition to cursor")
+    min_urgency = message.get("min_urgency")
+    if min_urgency is not None and not isinstance(min_urgency, str):
+        raise SubscriptionError("min_urgency", "must be one of flash, urgent, routine")
+    return build(settings, editions=editions, topics=topics, min_urgency=min_urgency, since=since)

@@ -1,0 +1,232 @@
+"""The reader WebSocket endpoint `/ws`: greeting, snapshot or replay, then live events.
+
+Each connection runs two tasks: a receiver (client messages, disconnects) and a
+sender that drains the subscriber's outbox. The hub only ever appends to the
+outbox, so a slow connection slows nobody else; when its outbox overflows the
+sender is cancelled and the connection is closed with `SLOW_CONSUMER`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import MutableMapping
+from enum import IntEnum
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from service.events import cursor_key
+from service.hub import Hub, Outbox, Subscriber
+from service.settings import Settings
+from service.subscription import Subscription, SubscriptionError, from_message, from_query
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+SUBSCRIBE_WAIT_S = 10.0
+CLOSE_WAIT_S = 5.0
+PONG_FRAME = '{"type":"pong"}'
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes Flashwire uses (see docs/protocol.md)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    SLOW_CONSUMER = 4001
+    BAD_REQUEST = 4400
+    SUBSCRIBE_TIMEOUT = 4408
+
+
+class _Closing(Exception):
+    """Ends a session with a close code and reason."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
+
+
+async def ticker_endpoint(websocket: WebSocket) -> None:
+    """ASGI entry for /ws."""
+    hub: Hub = websocket.app.state.hub
+    settings: Settings = websocket.app.state.settings
+    await websocket.accept()
+    if hub.connections >= settings.max_connections:
+        await _close(websocket, CloseCode.TRY_AGAIN_LATER, "connection limit reached; retry later")
+        return
+    hub.connections += 1
+    try:
+        await websocket.send_text(
+            _dumps(
+                {
+                    "type": "hello",
+                    "protocol": PROTOCOL_VERSION,
+                    "node": settings.node_name,
+                    "heartbeat_s": settings.heartbeat_s,
+                    "editions": list(settings.editions),
+                }
+            )
+        )
+        subscription = from_query(settings, websocket.query_params)
+        if subscription is None:
+            subscription = await _await_subscribe(websocket, settings)
+        await ReaderSession(websocket, hub, settings, subscription).run()
+    except SubscriptionError as exc:
+        await _close(websocket, CloseCode.BAD_REQUEST, str(exc))
+    except _Closing as closing:
+        await _close(websocket, closing.code, closing.reason)
+    except (WebSocketDisconnect, OSError):
+        pass
+    finally:
+        hub.connections -= 1
+
+
+async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+    # A peer that stopped reading may never let the close frame out; don't wait on it forever.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(int(code), reason[:120]), CLOSE_WAIT_S)
+
+
+async def _await_subscribe(websocket: WebSocket, settings: Settings) -> Subscription:
+    try:
+        message = await asyncio.wait_for(websocket.receive(), SUBSCRIBE_WAIT_S)
+    except TimeoutError:
+        raise _Closing(
+            CloseCode.SUBSCRIBE_TIMEOUT, "no subscribe message; send one or use the URL query"
+        ) from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    data = _parse_client_message(message)
+    if data.get("type") != "subscribe":
+        raise _Closing(CloseCode.BAD_REQUEST, "type: expected a subscribe message first")
+    return from_message(settings, data)
+
+
+def _parse_client_message(message: MutableMapping[str, Any]) -> dict[str, Any]:
+    text = message.get("text")
+    if text is None:
+        raise _Closing(CloseCode.BAD_REQUEST, "messages must be JSON text frames")
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise _Closing(CloseCode.BAD_REQUEST, "message is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _Closing(CloseCode.BAD_REQUEST, "message must be a JSON object")
+    return data
+
+
+class ReaderSession:
+    """One subscribed connection: catch-up (snapshot or replay), then live delivery."""
+
+    def __init__(
+        self, websocket: WebSocket, hub: Hub, settings: Settings, subscription: Subscription
+    ) -> None:
+        self._ws = websocket
+        self._hub = hub
+        self._subscription = subscription
+        self._subscriber = Subscriber(
+            editions=subscription.editions,
+            filter=subscription.filter,
+            outbox=Outbox(settings.outbox_max_frames),
+            on_overflow=self._overflowed,
+        )
+        self._sender: asyncio.Task[None] | None = None
+
+    def _overflowed(self) -> None:
+        # Called by the hub, synchronously: stop sending now, close from run().
+        if self._sender is not None:
+            self._sender.cancel()
+
+    async def run(self) -> None:
+        """Serve the connection until it ends; raises _Closing to close with a code."""
+        positions = self._hub.register(self._subscriber)
+        self._sender = asyncio.create_task(self._send(positions))
+        receiver = asyncio.create_task(self._receive())
+        try:
+            await asyncio.wait({self._sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._hub.unregister(self._subscriber)
+            for task in (self._sender, receiver):
+                task.cancel()
+            results = await asyncio.gather(self._sender, receiver, return_exceptions=True)
+        if self._subscriber.outbox.overflowed:
+            self._hub.stats.slow_closed += 1
+            raise _Closing(
+                CloseCode.SLOW_CONSUMER, "too slow: outgoing queue overflowed; resume from your cursor"
+            )
+        for result in results:
+            if isinstance(result, _Closing | SubscriptionError):
+                raise result
+            if isinstance(result, WebSocketDisconnect | OSError | asyncio.CancelledError | type(None)):
+                continue
+            if isinstance(result, BaseException):
+                log.error("reader session failed", exc_info=result)
+                raise _Closing(CloseCode.INTERNAL_ERROR, "internal error")
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = _parse_client_message(message)
+            kind = data.get("type")
+            if kind == "ping":
+                self._subscriber.outbox.offer(PONG_FRAME)
+            elif kind == "subscribe":
+                raise _Closing(CloseCode.BAD_REQUEST, "type: already subscribed; open a new connection")
+            else:
+                raise _Closing(CloseCode.BAD_REQUEST, f"type: unknown message type {kind!r}")
+
+    async def _send(self, positions: dict[str, str]) -> None:
+        send = self._ws.send_text
+        subscription, subscriber = self._subscription, self._subscriber
+        await send(_dumps(subscription.describe()))
+        for edition in subscription.editions:
+            await self._catch_up(edition, positions[edition])
+        outbox = subscriber.outbox
+        while True:
+            for item in await outbox.take():
+                if isinstance(item, str):
+                    await send(item)
+                elif subscriber.fresh(item):
+                    await send(item.frame)
+
+    async def _catch_up(self, edition: str, dispatched: str) -> None:
+        """Bring one edition up to the hub's position at registration, by replay or snapshot."""
+        hub, subscriber = self._hub, self._subscriber
+        since = self._subscription.since.get(edition)
+        reset_reason = ""
+        if since is not None:
+            check = await hub.check_cursor(edition, since)
+            if not check.resumable:
+                since, reset_reason = None, check.reason
+        if since is None:
+            since, lines = await hub.snapshot(edition)
+            snapshot = {
+                "type": "snapshot",
+                "edition": edition,
+                "cursor": since,
+                "reset": bool(reset_reason),
+                "lines": [line for line in lines if subscriber.filter.accepts_line(line)],
+            }
+            if reset_reason:
+                snapshot["reason"] = reset_reason
+            await self._ws.send_text(_dumps(snapshot))
+        subscriber.positions[edition] = cursor_key(since)
+        for event in await hub.replay(edition, since, dispatched):
+            if subscriber.filter.accepts(event) and subscriber.fresh(event):
+                await self._ws.send_text(event.frame)
+        # Live events up to here are already covered by the snapshot or the replay.
+        subscriber.positions[edition] = max(subscriber.positions[edition], cursor_key(dispatched))
