@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -21,7 +24,7 @@ from service.hub import Hub
 from service.keys import Keys
 from service.settings import Settings
 from service.tokens import TokenStore
-from service.ws import ticker_endpoint
+from service.ws import TransportCapture, ticker_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,15 @@ async def index(request: Request) -> Response:
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return exc.response()
+
+
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("Redis unavailable during %s %s: %s", request.method, request.url.path, exc)
+    message = "the store is unavailable; retry shortly (with the same Idempotency-Key)"
+    error = ApiError(503, "unavailable", message)
+    response = error.response()
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -115,5 +127,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, 404: _not_found, 405: _method_not_allowed},
+        middleware=[Middleware(TransportCapture)],
+        exception_handlers={
+            ApiError: _api_error,
+            RedisConnectionError: _redis_unavailable,
+            RedisTimeoutError: _redis_unavailable,
+            404: _not_found,
+            405: _method_not_allowed,
+        },
     )

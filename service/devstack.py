@@ -10,7 +10,6 @@ orphan behind.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import subprocess
@@ -22,11 +21,10 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from service.keys import Keys
-from service.redis_server import RedisProcess
+from service.redis_server import RedisProcess, die_with_parent
 from service.settings import Settings
 from service.tokens import TokenStore
 
-PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 10.0
 
 
@@ -35,13 +33,8 @@ def data_dir() -> Path:
     return Path(os.environ.get("FLASHWIRE_DATA_DIR") or ".flashwire").resolve()
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
 
 async def _dev_token(settings: Settings, folder: Path) -> str:
@@ -94,7 +87,7 @@ def run_dev() -> int:
     redis_process: RedisProcess | None = None
     if not env.get("REDIS_URL"):
         port = int(env.get("FLASHWIRE_REDIS_PORT") or 0) or None
-        redis_process = RedisProcess(folder / "redis", port=port).start()
+        redis_process = RedisProcess(folder / "redis", port=port, tied_to_parent=True).start()
         env["REDIS_URL"] = redis_process.url
         print(f"embedded Redis   {redis_process.url}  (data in {folder / 'redis'})", flush=True)
     settings = Settings.from_env(env)

@@ -6,6 +6,7 @@ nothing but `pip install`; FLASHWIRE_REDIS_SERVER may point at another one.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -34,6 +35,17 @@ def redis_server_binary() -> str:
     return system
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies, so no orphan outlives it (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # pragma: no cover - not Linux
+        pass
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -53,10 +65,18 @@ def _ping(port: int) -> bool:
 class RedisProcess:
     """A redis-server child process on 127.0.0.1, with append-only persistence in `data_dir`."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        tied_to_parent: bool = False,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.tied_to_parent = tied_to_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +106,9 @@ class RedisProcess:
             "--logfile",
             str(self.data_dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent if self.tied_to_parent else None
+        )
         deadline = time.monotonic() + timeout_s
         while not _ping(self.port):
             if self.process.poll() is not None:

@@ -9,13 +9,13 @@ sender is cancelled and the connection is closed with `SLOW_CONSUMER`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import MutableMapping
 from enum import IntEnum
 from typing import Any
 
 import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from service.events import cursor_key
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 SUBSCRIBE_WAIT_S = 10.0
-CLOSE_WAIT_S = 5.0
+TRANSPORT_SCOPE_KEY = "flashwire.transport"
 PONG_FRAME = '{"type":"pong"}'
 
 
@@ -94,9 +94,34 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
 
 
 async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
-    # A peer that stopped reading may never let the close frame out; don't wait on it forever.
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(websocket.close(int(code), reason[:120]), CLOSE_WAIT_S)
+    """Close with a code; a peer that stopped reading gets one heartbeat period, then is cut off."""
+    settings: Settings = websocket.app.state.settings
+    try:
+        await asyncio.wait_for(websocket.close(int(code), reason[:120]), settings.heartbeat_s)
+        return
+    except TimeoutError:
+        pass
+    except Exception:
+        return
+    # The close frame cannot get out because the peer does not read. ASGI has no way to abort a
+    # connection, and uvicorn would keep it (and its buffer) until the kernel gives up, so
+    # drop the TCP connection ourselves.
+    transport = websocket.scope.get(TRANSPORT_SCOPE_KEY)
+    if transport is not None:
+        transport.abort()
+
+
+class TransportCapture:
+    """ASGI middleware that keeps a WebSocket's transport in the scope, for `_close` to abort."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            protocol = getattr(send, "__self__", None)
+            scope[TRANSPORT_SCOPE_KEY] = getattr(protocol, "transport", None)
+        await self.app(scope, receive, send)
 
 
 async def _await_subscribe(websocket: WebSocket, settings: Settings) -> Subscription:
@@ -189,8 +214,15 @@ class ReaderSession:
             else:
                 raise _Closing(CloseCode.BAD_REQUEST, f"type: unknown message type {kind!r}")
 
+    async def _transmit(self, frame: str) -> None:
+        try:
+            await self._ws.send_text(frame)
+        except RuntimeError:
+            # uvicorn refuses sends once it has failed the connection itself (ping timeout).
+            raise WebSocketDisconnect(1006) from None
+
     async def _send(self, positions: dict[str, str]) -> None:
-        send = self._ws.send_text
+        send = self._transmit
         subscription, subscriber = self._subscription, self._subscriber
         await send(_dumps(subscription.describe()))
         for edition in subscription.editions:
@@ -223,10 +255,10 @@ class ReaderSession:
             }
             if reset_reason:
                 snapshot["reason"] = reset_reason
-            await self._ws.send_text(_dumps(snapshot))
+            await self._transmit(_dumps(snapshot))
         subscriber.positions[edition] = cursor_key(since)
         for event in await hub.replay(edition, since, dispatched):
             if subscriber.filter.accepts(event) and subscriber.fresh(event):
-                await self._ws.send_text(event.frame)
+                await self._transmit(event.frame)
         # Live events up to here are already covered by the snapshot or the replay.
         subscriber.positions[edition] = max(subscriber.positions[edition], cursor_key(dispatched))

@@ -1,0 +1,182 @@
+"""`make run`'s entry point and the CLI, driven as a newcomer would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from service.redis_server import free_port
+from tests.conftest import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+FLASHWIRE = str(Path(sys.executable).parent / "flashwire")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(FLASHWIRE_DATA_DIR=str(tmp_path / "data"), FLASHWIRE_PORT=str(port), PYTHONUNBUFFERED="1")
+    dev = subprocess.Popen(
+        [FLASHWIRE, "dev"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return dev, env, port
+
+
+def _read_until(dev: subprocess.Popen[str], marker: str, timeout_s: float = 60.0) -> str:
+    assert dev.stdout is not None
+    output = ""
+    deadline = time.monotonic() + timeout_s
+    while marker not in output:
+        assert time.monotonic() < deadline, output
+        line = dev.stdout.readline()
+        assert line, f"flashwire dev exited early:\n{output}"
+        output += line
+    return output
+
+
+@pytest.mark.slow
+def test_dev_starts_embedded_redis_worker_service_and_stops_without_orphans(tmp_path: Path) -> None:
+    """`flashwire dev` with no REDIS_URL runs everything; a line posted with the CLI reaches
+    `flashwire listen`; Ctrl-C stops every process it started."""
+    dev, env, port = _start_dev(tmp_path)
+    try:
+        output = _read_until(dev, "Press Ctrl-C to stop.")
+        assert "embedded Redis" in output
+        token = re.search(r"editor token\s+(fwt_\S+)", output)
+        assert token, output
+        assert (tmp_path / "data" / "redis" / "appendonly.aof").exists() or (
+            tmp_path / "data" / "redis" / "appendonlydir"
+        ).exists()
+        children = _descendants(dev.pid)
+        assert len(children) >= 3, "redis-server, worker and service"
+        url = f"http://127.0.0.1:{port}"
+        listen = subprocess.Popen(
+            [FLASHWIRE, "listen", "--url", url, "--editions", "en", "--count", "1"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(1.5)
+        posted = subprocess.run(
+            [FLASHWIRE, "post", "--url", url, "--urgency", "flash", "Smoke", "test", "line"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert posted.returncode == 0, posted.stderr
+        assert posted.stdout.startswith("posted en-")
+        listened, _ = listen.communicate(timeout=30)
+        assert listen.returncode == 0, listened
+        assert "FLASH" in listened and "Smoke test line" in listened
+        dev.send_signal(signal.SIGINT)
+        rest, _ = dev.communicate(timeout=30)
+        assert "stopped." in rest
+        assert dev.returncode == 0
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if _alive(pid)], "orphans left behind"
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+        if dev.stdout is not None:
+            dev.stdout.close()
+
+
+@pytest.mark.slow
+def test_dev_killed_outright_leaves_no_orphans(tmp_path: Path) -> None:
+    """Even a SIGKILLed `flashwire dev` takes its Redis, worker and service down with it."""
+    dev, _, _ = _start_dev(tmp_path)
+    try:
+        _read_until(dev, "Press Ctrl-C to stop.")
+        children = _descendants(dev.pid)
+        assert len(children) >= 3
+        dev.kill()
+        dev.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if _alive(pid)], "orphans left behind"
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
+        if dev.stdout is not None:
+            dev.stdout.close()
+
+
+async def test_token_commands_create_list_and_revoke(stack: Stack) -> None:
+    """`flashwire token create|list|revoke` manage tokens the API then honours."""
+    env = {**stack.env}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FLASHWIRE, "token", *args], env=env, capture_output=True, text=True, timeout=30
+        )
+
+    created = await asyncio.to_thread(
+        run, "create", "--name", "Rania", "--role", "chief", "--editions", "ar,en"
+    )
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("fwt_")
+    token_id = secret.split("_")[1]
+    listed = await asyncio.to_thread(run, "list")
+    assert token_id in listed.stdout and "Rania" in listed.stdout and "active" in listed.stdout
+    assert secret.split("_", 2)[2] not in listed.stdout, "the secret is never listed"
+    bad = await asyncio.to_thread(run, "create", "--name", "X", "--editions", "fr")
+    assert bad.returncode == 2 and "unknown edition" in bad.stderr
+    node = stack.service()
+    import httpx
+
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        headers = {"Authorization": f"Bearer {secret}"}
+        response = await client.get("/api/v1/editions/ar/lines", headers=headers)
+        assert response.status_code == 200
+        revoked = await asyncio.to_thread(run, "revoke", token_id)
+        assert revoked.returncode == 0
+        response = await client.get("/api/v1/editions/ar/lines", headers=headers)
+        assert response.status_code == 401
+    assert "revoked" in (await asyncio.to_thread(run, "list")).stdout

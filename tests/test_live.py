@@ -1,0 +1,213 @@
+"""The live path end to end: API -> desk -> worker -> ticker -> WebSocket readers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.conftest import Reader, Stack, auth, open_reader, post_line
+
+
+async def test_posted_line_reaches_subscriber_then_update_and_retract_for_same_id(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """A line, its correction and its retraction reach a reader as line / update / retract."""
+    stack.worker()
+    node = stack.service()
+    chief = await stack.token("chief", ["en"])
+    reader = await open_reader(node.ws_url, "editions=en")
+    readers.append(reader)
+    assert (await reader.next_of("subscribed"))["editions"] == ["en"]
+    snapshot = await reader.next_of("snapshot")
+    assert snapshot["lines"] == [] and snapshot["reset"] is False
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        posted = await post_line(client, chief, "Parliament dissolved", urgency="flash", topics=["politics"])
+        [line] = await reader.events(1)
+        assert line["type"] == "line"
+        assert line["line"]["id"] == posted["id"]
+        assert line["line"]["text"] == "Parliament dissolved"
+        assert line["line"]["version"] == 1 and line["line"]["iptc_urgency"] == 1
+
+        response = await client.post(
+            f"/api/v1/lines/{posted['id']}/corrections",
+            json={"text": "Parliament dissolved by decree"},
+            headers=auth(chief),
+        )
+        assert response.status_code == 201, response.text
+        [update] = await reader.events(1)
+        assert update["type"] == "update"
+        assert update["line"]["id"] == posted["id"]
+        assert update["line"]["version"] == 2
+        assert update["line"]["text"] == "Parliament dissolved by decree"
+
+        response = await client.post(f"/api/v1/lines/{posted['id']}/retraction", headers=auth(chief))
+        assert response.status_code == 201, response.text
+        [retract] = await reader.events(1)
+        assert retract["type"] == "retract"
+        assert retract["id"] == posted["id"] and retract["reason"] == "killed"
+        assert retract["line"]["status"] == "canceled"
+        assert [e["cursor"] for e in (line, update, retract)] == sorted(
+            [line["cursor"], update["cursor"], retract["cursor"]], key=lambda c: tuple(map(int, c.split("-")))
+        )
+
+
+async def test_topic_and_urgency_filters_deliver_only_matching_lines(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """Readers filtered by topic or minimum urgency get exactly the matching lines."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    by_topic = await open_reader(node.ws_url, "editions=en&topics=mena,sports")
+    by_urgency = await open_reader(node.ws_url, "editions=en&min_urgency=urgent")
+    everything = await open_reader(node.ws_url, "editions=en")
+    readers.extend([by_topic, by_urgency, everything])
+    for reader in (by_topic, by_urgency, everything):
+        await reader.next_of("snapshot")
+    posts: list[tuple[str, dict[str, Any]]] = [
+        ("a", {"topics": ["mena"], "urgency": "routine"}),
+        ("b", {"topics": ["economy"], "urgency": "flash"}),
+        ("c", {"topics": ["sports", "europe"], "urgency": "urgent"}),
+        ("d", {"topics": [], "urgency": "routine"}),
+    ]
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        for text, fields in posts:
+            await post_line(client, editor, text, **fields)
+    assert [e["line"]["text"] for e in await everything.events(4)] == ["a", "b", "c", "d"]
+    assert [e["line"]["text"] for e in await by_topic.events(2)] == ["a", "c"]
+    assert [e["line"]["text"] for e in await by_urgency.events(2)] == ["b", "c"]
+    # Nothing else is on its way to the filtered readers.
+    for reader in (by_topic, by_urgency):
+        try:
+            extra = await reader.next_of("line", "update", "retract", timeout_s=0.5)
+        except TimeoutError:
+            continue
+        raise AssertionError(f"unexpected event {extra}")
+
+
+async def test_snapshot_holds_live_lines_newest_first_and_subscribe_message_works(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """A reader that subscribes by message gets a snapshot of live lines, filtered, newest first."""
+    stack.worker()
+    node = stack.service()
+    chief = await stack.token("chief", ["en", "ar"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        first = await post_line(client, chief, "first", topics=["health"])
+        await post_line(client, chief, "second", topics=["sports"])
+        third = await post_line(client, chief, "third", topics=["health"])
+        killed = await post_line(client, chief, "killed", topics=["health"])
+        await client.post(f"/api/v1/lines/{killed['id']}/retraction", headers=auth(chief))
+        await post_line(client, chief, "عاجل", edition="ar", topics=["health"])
+        await asyncio.sleep(0.3)
+    reader = await open_reader(node.ws_url)
+    readers.append(reader)
+    await reader.ws.send('{"type":"subscribe","editions":["en","ar"],"topics":["health"]}')
+    subscribed = await reader.next_of("subscribed")
+    assert subscribed["editions"] == ["en", "ar"] and subscribed["topics"] == ["health"]
+    en = await reader.next_of("snapshot")
+    ar = await reader.next_of("snapshot")
+    assert en["edition"] == "en" and [line["id"] for line in en["lines"]] == [third["id"], first["id"]]
+    assert ar["edition"] == "ar" and [line["text"] for line in ar["lines"]] == ["عاجل"]
+    assert ar["lines"][0]["direction"] == "rtl"
+
+
+async def test_resume_after_missing_50_lines_gets_exactly_those_then_live_ones(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """Reconnecting with the last cursor replays exactly the 50 missed lines, in order, then live ones,
+    including lines posted while the replay runs: no gap, no duplicate."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    reader = await open_reader(node.ws_url, "editions=en")
+    snapshot = await reader.next_of("snapshot")
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        await post_line(client, editor, "seen-0")
+        [seen] = await reader.events(1)
+        await reader.ws.close()
+        for i in range(50):
+            await post_line(client, editor, f"missed-{i}")
+        await asyncio.sleep(0.3)
+
+        async def keep_posting() -> None:
+            for i in range(20):
+                await post_line(client, editor, f"during-{i}")
+
+        poster = asyncio.create_task(keep_posting())
+        resumed = await open_reader(node.ws_url, f"editions=en&since={seen['cursor']}")
+        readers.append(resumed)
+        await poster
+        events = await resumed.events(70, timeout_s=20)
+    texts = [e["line"]["text"] for e in events]
+    assert texts == [f"missed-{i}" for i in range(50)] + [f"during-{i}" for i in range(20)]
+    cursors = [tuple(map(int, e["cursor"].split("-"))) for e in events]
+    assert cursors == sorted(set(cursors)), "cursors must strictly increase"
+    assert not any(m["type"] == "snapshot" for m in resumed.messages), "a resume must not resend a snapshot"
+    assert snapshot["cursor"] == "0-0"
+
+
+async def test_two_service_processes_each_deliver_every_line(stack: Stack, readers: list[Reader]) -> None:
+    """Two service nodes on one Redis both deliver every line to their subscribers."""
+    stack.worker()
+    first, second = stack.service(), stack.service()
+    editor = await stack.token("editor", ["en"])
+    on_first = [await open_reader(first.ws_url, "editions=en") for _ in range(3)]
+    on_second = [await open_reader(second.ws_url, "editions=en") for _ in range(3)]
+    readers.extend(on_first + on_second)
+    for reader in on_first + on_second:
+        await reader.next_of("snapshot")
+    async with httpx.AsyncClient(base_url=first.url) as client:
+        posted = [await post_line(client, editor, f"line {i}") for i in range(30)]
+    expected = [p["id"] for p in posted]
+    for reader in on_first + on_second:
+        assert [e["line"]["id"] for e in await reader.events(30)] == expected
+
+
+async def test_service_restart_readers_resume_with_cursors_and_lose_nothing(stack: Stack) -> None:
+    """Lines posted while the only service node restarts reach the reconnecting clients, once, in order."""
+    from service.client import TickerClient
+
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    clients = [
+        TickerClient(node.ws_url, editions=["en"], backoff_base_s=0.05, backoff_max_s=0.5) for _ in range(5)
+    ]
+    received: list[list[str]] = [[] for _ in clients]
+    total = 40
+
+    async def consume(client: TickerClient, into: list[str]) -> None:
+        async for event in client.events():
+            if event["type"] == "line":
+                into.append(event["line"]["text"])
+                if len(into) == total:
+                    return
+
+    tasks = [asyncio.create_task(consume(c, r)) for c, r in zip(clients, received, strict=True)]
+    await asyncio.sleep(0.5)
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        for i in range(20):
+            await post_line(client, editor, f"before-{i}")
+        await asyncio.sleep(0.3)
+        node.terminate()
+        # While the node is down, the newsroom keeps posting through a second node.
+        other = stack.service()
+        async with httpx.AsyncClient(base_url=other.url) as other_client:
+            for i in range(10):
+                await post_line(other_client, editor, f"during-{i}")
+        node.start()
+        node.wait_ready()
+        for i in range(10):
+            await post_line(client, editor, f"after-{i}")
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    expected = (
+        [f"before-{i}" for i in range(20)]
+        + [f"during-{i}" for i in range(10)]
+        + [f"after-{i}" for i in range(10)]
+    )
+    for client_received, client in zip(received, clients, strict=True):
+        assert client_received == expected
+        assert client.reconnects >= 1
