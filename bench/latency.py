@@ -1,0 +1,153 @@
+"""POST-to-delivery latency of one service node with N local subscribers.
+
+    python -m bench.latency --subscribers 1000 --lines 50
+
+Starts a private redis-server, the worker and one service node, a load-generator
+process with N subscribers, then posts L lines through the real API (one every
+`--interval` seconds) and reports, per line, the time from the POST being sent
+to the first, median, 99th-percentile and last delivery; plus lost and
+duplicated events. Loopback only, bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from service.redis_server import RedisProcess, free_port
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if process.poll() is not None:
+            raise SystemExit("service exited during start-up")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit("service did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--lines", type=int, default=50)
+    parser.add_argument("--interval", type=float, default=0.2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisProcess(Path(tmp) / "redis").start()
+        port = free_port()
+        env = {**os.environ, "REDIS_URL": redis.url, "FLASHWIRE_MAX_CONNECTIONS": str(args.subscribers + 100)}
+        python = sys.executable
+        worker = subprocess.Popen([python, "-m", "service.cli", "worker"], env=env, stderr=subprocess.DEVNULL)
+        service = subprocess.Popen(
+            [python, "-m", "service.cli", "serve", "--port", str(port)],
+            env=env,
+            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        out = Path(tmp) / "arrivals.json"
+        loadgen = None
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_ready(url, service)
+            import asyncio
+
+            from redis.asyncio import Redis
+
+            from service.keys import Keys
+            from service.tokens import TokenStore
+
+            async def make_token() -> str:
+                client = Redis.from_url(redis.url)
+                secret, _ = await TokenStore(client, Keys("fw")).create(
+                    name="bench", role="editor", editions=["en"]
+                )
+                await client.aclose()
+                return secret
+
+            token = asyncio.run(make_token())
+            loadgen = subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "bench.loadgen",
+                    "--url",
+                    f"ws://127.0.0.1:{port}/ws",
+                    "--subscribers",
+                    str(args.subscribers),
+                    "--lines",
+                    str(args.lines),
+                    "--out",
+                    str(out),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert loadgen.stdout is not None
+            if loadgen.stdout.readline().strip() != "ready":
+                raise SystemExit("load generator failed")
+            posted: dict[str, float] = {}
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+                for i in range(args.lines):
+                    started = time.time()
+                    response = client.post("/api/v1/lines", json={"edition": "en", "text": f"bench line {i}"})
+                    response.raise_for_status()
+                    posted[response.json()["id"]] = started
+                    time.sleep(args.interval)
+            loadgen.wait(180)
+            result = json.loads(out.read_text())
+        finally:
+            for process in (loadgen, service, worker):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    process.wait(20)
+            redis.stop()
+    arrivals: dict[str, list[float]] = result["arrivals"]
+    firsts, medians, p99s, lasts = [], [], [], []
+    lost = 0
+    for line_id, sent in posted.items():
+        times = [t - sent for t in arrivals.get(line_id, [])]
+        lost += args.subscribers - len(times)
+        if not times:
+            continue
+        firsts.append(min(times))
+        medians.append(statistics.median(times))
+        p99s.append(_percentile(times, 0.99))
+        lasts.append(max(times))
+    ms = 1000
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"command: python -m bench.latency --subscribers {args.subscribers} --lines {args.lines} "
+        f"--interval {args.interval}"
+    )
+    print(
+        "| subscribers | lines | first (median) | 50% (median) | 99% (median) | last (median) | last (max) "
+        "| lost | duplicated |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.subscribers} | {args.lines} | {statistics.median(firsts) * ms:.1f} ms "
+        f"| {statistics.median(medians) * ms:.1f} ms | {statistics.median(p99s) * ms:.1f} ms "
+        f"| {statistics.median(lasts) * ms:.1f} ms | {max(lasts) * ms:.1f} ms | {lost} | {result['duplicates']} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
