@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -151,22 +152,21 @@ async def _listen(args: argparse.Namespace) -> None:
         since=since,
     )
     count = 0
-    async for event in client.events():
-        if args.json:
-            print(json.dumps(event, ensure_ascii=False), flush=True)
-        elif event["type"] == "snapshot":
-            print(_format_event(event), flush=True)
-            for line in event["lines"]:
-                print(
-                    f"           [{event['edition']}] LIVE      {line['urgency'].upper():<7} {line['text']}",
-                    flush=True,
-                )
-        else:
-            print(_format_event(event), flush=True)
-        if event["type"] != "snapshot":
-            count += 1
-            if args.count and count >= args.count:
-                return
+    async with contextlib.aclosing(client.events()) as events:
+        async for event in events:
+            if args.json:
+                print(json.dumps(event, ensure_ascii=False), flush=True)
+            elif event["type"] == "snapshot":
+                print(_format_event(event), flush=True)
+                for line in event["lines"]:
+                    urgency = line["urgency"].upper()
+                    print(f"{'':11}[{event['edition']}] LIVE      {urgency:<7} {line['text']}", flush=True)
+            else:
+                print(_format_event(event), flush=True)
+            if event["type"] != "snapshot":
+                count += 1
+                if args.count and count >= args.count:
+                    return
 
 
 def cmd_listen(args: argparse.Namespace) -> int:

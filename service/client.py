@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -93,7 +93,7 @@ class TickerClient:
             self.cursors[edition] = cursor
         return True
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Yield snapshot and line/update/retract messages forever (and control ones if asked)."""
         attempt = 0
         while True:

@@ -25,9 +25,18 @@ def cursor_key(cursor: str) -> tuple[int, int]:
     return int(ms), int(seq) if seq else 0
 
 
+def _rank(urgency: object) -> int:
+    return URGENCY_RANK.get(urgency, 2) if isinstance(urgency, str) else 2
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One ticker event of one edition, ready to send."""
+    """One ticker event of one edition, ready to send.
+
+    An `update` that changed the line's topics or urgency also carries a
+    `withdrawal`: the same cursor as a `retract` with reason "filtered", for the
+    readers whose filter matched the line before the correction and not after.
+    """
 
     edition: str
     cursor: str
@@ -36,6 +45,9 @@ class Event:
     topics: frozenset[str]
     rank: int
     frame: str
+    withdrawal: Event | None = None
+    previous_topics: frozenset[str] = frozenset()
+    previous_rank: int = 2
 
     @classmethod
     def from_entry(cls, edition: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
@@ -43,17 +55,43 @@ class Event:
         cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         event_type = fields[b"t"].decode()
         body = fields[b"d"].decode()
-        line: dict[str, Any] = orjson.loads(body).get("line") or {}
+        data: dict[str, Any] = orjson.loads(body)
+        line: dict[str, Any] = data.get("line") or {}
         frame = f'{{"type":"{event_type}","edition":"{edition}","cursor":"{cursor}",{body[1:]}'
-        return cls(
-            edition=edition,
-            cursor=cursor,
-            key=cursor_key(cursor),
-            type=event_type,
-            topics=frozenset(line.get("topics", ())),
-            rank=URGENCY_RANK.get(line.get("urgency", "routine"), 2),
-            frame=frame,
-        )
+        key = cursor_key(cursor)
+        topics = frozenset(line.get("topics", ()))
+        rank = _rank(line.get("urgency"))
+        withdrawal = None
+        previous = data.get("previous")
+        if event_type == "update" and isinstance(previous, dict):
+            previous_topics = frozenset(previous.get("topics", ()))
+            previous_rank = _rank(previous.get("urgency"))
+            if (previous_topics, previous_rank) != (topics, rank):
+                withdrawn = {
+                    "type": "retract",
+                    "edition": edition,
+                    "cursor": cursor,
+                    "id": line.get("id"),
+                    "reason": "filtered",
+                    "note": "",
+                    "line": line,
+                }
+                withdrawal = cls(
+                    edition, cursor, key, "retract", topics, rank, orjson.dumps(withdrawn).decode()
+                )
+                return cls(
+                    edition,
+                    cursor,
+                    key,
+                    event_type,
+                    topics,
+                    rank,
+                    frame,
+                    withdrawal,
+                    previous_topics,
+                    previous_rank,
+                )
+        return cls(edition, cursor, key, event_type, topics, rank, frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +101,21 @@ class Filter:
     topics: frozenset[str] = frozenset()
     max_rank: int = 2
 
+    def _matches(self, topics: frozenset[str], rank: int) -> bool:
+        return rank <= self.max_rank and (not self.topics or not self.topics.isdisjoint(topics))
+
     def accepts(self, event: Event) -> bool:
-        """Should a subscriber with this filter get `event`?"""
-        if event.rank > self.max_rank:
-            return False
-        return not self.topics or not self.topics.isdisjoint(event.topics)
+        """Does `event`'s line (as it now stands) pass this filter?"""
+        return self._matches(event.topics, event.rank)
+
+    def select(self, event: Event) -> Event | None:
+        """What a subscriber with this filter is sent for `event`: the event, its withdrawal
+        (the line was corrected out of the filter), or nothing."""
+        if self._matches(event.topics, event.rank):
+            return event
+        if event.withdrawal is not None and self._matches(event.previous_topics, event.previous_rank):
+            return event.withdrawal
+        return None
 
     def accepts_line(self, line: dict[str, Any]) -> bool:
         """Same test on a line document (for snapshots)."""

@@ -196,11 +196,13 @@ class Hub:
 
     def _dispatch(self, event: Event) -> None:
         for subscriber in self._subscribers[event.edition]:
-            if subscriber.filter.accepts(event):
-                if subscriber.outbox.offer(event):
-                    self.stats.deliveries += 1
-                elif subscriber.outbox.overflowed:
-                    subscriber.on_overflow()
+            selected = subscriber.filter.select(event)
+            if selected is None:
+                continue
+            if subscriber.outbox.offer(selected):
+                self.stats.deliveries += 1
+            elif subscriber.outbox.overflowed:
+                subscriber.on_overflow()
 
     # -- the reader ------------------------------------------------------------
 

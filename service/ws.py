@@ -258,7 +258,8 @@ class ReaderSession:
             await self._transmit(_dumps(snapshot))
         subscriber.positions[edition] = cursor_key(since)
         for event in await hub.replay(edition, since, dispatched):
-            if subscriber.filter.accepts(event) and subscriber.fresh(event):
-                await self._transmit(event.frame)
+            selected = subscriber.filter.select(event)
+            if selected is not None and subscriber.fresh(selected):
+                await self._transmit(selected.frame)
         # Live events up to here are already covered by the snapshot or the replay.
         subscriber.positions[edition] = max(subscriber.positions[edition], cursor_key(dispatched))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
@@ -180,11 +181,12 @@ async def test_service_restart_readers_resume_with_cursors_and_lose_nothing(stac
     total = 40
 
     async def consume(client: TickerClient, into: list[str]) -> None:
-        async for event in client.events():
-            if event["type"] == "line":
-                into.append(event["line"]["text"])
-                if len(into) == total:
-                    return
+        async with contextlib.aclosing(client.events()) as events:
+            async for event in events:
+                if event["type"] == "line":
+                    into.append(event["line"]["text"])
+                    if len(into) == total:
+                        return
 
     tasks = [asyncio.create_task(consume(c, r)) for c, r in zip(clients, received, strict=True)]
     await asyncio.sleep(0.5)
@@ -211,3 +213,34 @@ async def test_service_restart_readers_resume_with_cursors_and_lose_nothing(stac
     for client_received, client in zip(received, clients, strict=True):
         assert client_received == expected
         assert client.reconnects >= 1
+
+
+async def test_correction_moving_a_line_out_of_a_filter_withdraws_it(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """A reader filtering on a topic is told to drop a line corrected out of that topic (retract,
+    reason 'filtered') and gets it back as an update when a later correction puts it back."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    mena = await open_reader(node.ws_url, "editions=en&topics=mena")
+    europe = await open_reader(node.ws_url, "editions=en&topics=europe")
+    readers.extend([mena, europe])
+    await mena.next_of("snapshot")
+    await europe.next_of("snapshot")
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        posted = await post_line(client, editor, "Border crossing reopens", topics=["mena"])
+        [line] = await mena.events(1)
+        assert line["type"] == "line"
+        for topics in (["europe"], ["mena"]):
+            response = await client.post(
+                f"/api/v1/lines/{posted['id']}/corrections", json={"topics": topics}, headers=auth(editor)
+            )
+            assert response.status_code == 201
+    withdrawn, back = await mena.events(2)
+    assert withdrawn["type"] == "retract" and withdrawn["reason"] == "filtered"
+    assert withdrawn["id"] == posted["id"]
+    assert back["type"] == "update" and back["line"]["topics"] == ["mena"] and back["line"]["version"] == 3
+    arrived, left = await europe.events(2)
+    assert arrived["type"] == "update" and arrived["line"]["version"] == 2
+    assert left["type"] == "retract" and left["reason"] == "filtered"

@@ -208,7 +208,9 @@ class Applier:
         line["version"] = int(current["version"]) + 1
         line["updated_at"] = iso_from_ms(int(action["at"]))
         line["author"] = action["by"]["name"]
-        plan.event_type, plan.event, plan.line = "update", {"line": line}, line
+        # Readers filtering by topic or urgency need the old values to notice a line leaving their filter.
+        previous = {"topics": current["topics"], "urgency": current["urgency"]}
+        plan.event_type, plan.event, plan.line = "update", {"line": line, "previous": previous}, line
         plan.expiry_op, plan.expiry_score = "add", ms_from_iso(line["expires_at"])
         return plan
 
