@@ -117,7 +117,7 @@ async def _submit(
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
     except UnknownLine:
         raise ApiError(404, "not_found", f"no line {action['id']!r}", field="id") from None
-    headers = {"Location": location} if location else {}
+    headers = {"Location": location.format(id=accepted.body["id"])} if location else {}
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(accepted.body, status_code=201, headers=headers)
@@ -163,7 +163,7 @@ async def post_line(request: Request) -> Response:
         "line": {"id": line_id, "edition": post.edition, **preview},
     }
     return await _submit(
-        request, action, response, _idempotency(request, token, raw), location=f"/api/v1/lines/{line_id}"
+        request, action, response, _idempotency(request, token, raw), location="/api/v1/lines/{id}"
     )
 
 

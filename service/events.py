@@ -7,6 +7,7 @@ matching subscriber is sent, so no per-subscriber encoding ever happens.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +16,13 @@ import orjson
 from service.lines import URGENCY_RANK
 
 HEARTBEAT_FRAME = '{"type":"heartbeat"}'
+_ASCII_DIGITS = re.compile(r"^[0-9]{1,20}$")
 
 
 def cursor_key(cursor: str) -> tuple[int, int]:
     """Sortable form of a cursor (a stream id such as '1732550400000-3'); ValueError if malformed."""
     ms, sep, seq = cursor.partition("-")
-    if not ms.isdigit() or (sep and not seq.isdigit()):
+    if not _ASCII_DIGITS.match(ms) or (sep and not _ASCII_DIGITS.match(seq)):
         raise ValueError(f"malformed cursor {cursor!r}")
     return int(ms), int(seq) if seq else 0
 

@@ -44,6 +44,19 @@ class Keys:
         """Sorted set of an edition's live line ids, scored by first publication (ms)."""
         return f"{self.prefix}:live:{edition}"
 
+    def scheduled(self, edition: str) -> str:
+        """Sorted set of an edition's embargoed line ids, scored by release time (ms)."""
+        return f"{self.prefix}:scheduled:{edition}"
+
+    @property
+    def audit(self) -> str:
+        """The audit stream: every applied editorial action with actor, before and after."""
+        return f"{self.prefix}:audit"
+
+    def reach(self, line_id: str) -> str:
+        """Hash of per-node delivery counts and times of a line's versions."""
+        return f"{self.prefix}:reach:{line_id}"
+
     @property
     def expiry(self) -> str:
         """Sorted set of line ids scored by their expiry time (ms)."""

@@ -7,21 +7,21 @@ ever reach the desk stream.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from service.clock import ms_from_iso, now_ms
-from service.settings import Settings
+from service.settings import TOPIC_SLUG, Settings
 
 # Urgency names mapped to IPTC urgency numbers (1 is the highest).
 URGENCY_IPTC: dict[str, int] = {"flash": 1, "urgent": 3, "routine": 5}
 URGENCY_RANK: dict[str, int] = {"flash": 0, "urgent": 1, "routine": 2}
 URL_MAX_CHARS = 2048
 RETRACT_REASON_MAX_CHARS = 200
-_TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# LRM, RLM, Arabic letter mark, ZWNJ, ZWJ.
+ALLOWED_FORMAT_CHARS = frozenset("\u200e\u200f\u061c\u200c\u200d")
 
 
 class ValidationError(ValueError):
@@ -75,9 +75,10 @@ def clean_text(value: object, settings: Settings, field: str = "text") -> str:
         raise ValidationError(field, f"is {len(text)} characters; the limit is {settings.text_max_chars}")
     for char in text:
         category = unicodedata.category(char)
-        # Bidi marks (Cf) are legitimate in Arabic text; other controls are not.
-        if category == "Cc" or category in {"Cs", "Co", "Cn"}:
-            raise ValidationError(field, f"contains a control or unassigned character U+{ord(char):04X}")
+        # Direction marks and joiners are needed in Arabic text; other format characters
+        # (bidi overrides, zero-width spaces) only serve to disguise a headline.
+        if category in {"Cc", "Cs", "Co", "Cn"} or (category == "Cf" and char not in ALLOWED_FORMAT_CHARS):
+            raise ValidationError(field, f"contains a control or invisible character U+{ord(char):04X}")
     return text
 
 
@@ -98,7 +99,7 @@ def clean_topics(value: object, settings: Settings) -> tuple[str, ...]:
     topics: list[str] = []
     for index, topic in enumerate(value):
         field = f"topics[{index}]"
-        if not isinstance(topic, str) or not _TOPIC_RE.match(topic):
+        if not isinstance(topic, str) or not TOPIC_SLUG.match(topic):
             raise ValidationError(field, "must be a lower-case slug such as 'politics'")
         if topic not in known:
             raise ValidationError(field, f"{topic!r} is not a configured section or region")

@@ -6,7 +6,9 @@ so that a bad value fails fast with the variable's name, not later mid-request.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,13 +34,16 @@ DEFAULT_REGIONS = (
     "us-canada",
 )
 RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
+TOPIC_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -48,6 +53,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -59,8 +66,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be > 0, got {value}")
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name} must be a finite number > 0, got {raw!r}")
     return value
 
 
@@ -109,14 +116,22 @@ class Settings:
         for edition in editions:
             if not edition.replace("-", "").isalnum() or len(edition) > 16:
                 raise SettingsError(f"FLASHWIRE_EDITIONS has an invalid edition {edition!r}")
+        sections = _list(env, "FLASHWIRE_SECTIONS", DEFAULT_SECTIONS)
+        regions = _list(env, "FLASHWIRE_REGIONS", DEFAULT_REGIONS)
+        for name, values in (("FLASHWIRE_SECTIONS", sections), ("FLASHWIRE_REGIONS", regions)):
+            for slug in values:
+                if not TOPIC_SLUG.match(slug):
+                    raise SettingsError(
+                        f"{name} has {slug!r}; topics are lower-case slugs such as 'arts-culture'"
+                    )
         settings = cls(
             redis_url=env.get("REDIS_URL") or cls.redis_url,
             key_prefix=env.get("FLASHWIRE_KEY_PREFIX") or cls.key_prefix,
             host=env.get("FLASHWIRE_HOST") or cls.host,
-            port=_int(env, "FLASHWIRE_PORT", cls.port),
+            port=_int(env, "FLASHWIRE_PORT", cls.port, 0, 65535),
             editions=editions,
-            sections=_list(env, "FLASHWIRE_SECTIONS", DEFAULT_SECTIONS),
-            regions=_list(env, "FLASHWIRE_REGIONS", DEFAULT_REGIONS),
+            sections=sections,
+            regions=regions,
             text_max_chars=_int(env, "FLASHWIRE_TEXT_MAX_CHARS", cls.text_max_chars, 1),
             default_ttl_s=_int(env, "FLASHWIRE_DEFAULT_TTL_S", cls.default_ttl_s, 1),
             heartbeat_s=_float(env, "FLASHWIRE_HEARTBEAT_S", cls.heartbeat_s),

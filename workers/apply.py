@@ -3,8 +3,9 @@
 All workers share one cursor in Redis, the id of the last desk entry applied.
 A worker applies entries strictly after that cursor, one at a time, and each
 commit is a Lua script that first checks the cursor is still where the worker
-read it (compare-and-set), then moves it and writes the ticker event and the
-line's state together. So:
+read it (compare-and-set), then moves it and performs every write of the entry
+together: the line's state, its indexes, the audit record and the ticker event.
+So:
 
 - a crash between "written" and "acknowledged" cannot duplicate: the entry is
   already behind the cursor and is skipped when it is claimed again;
@@ -17,7 +18,8 @@ line's state together. So:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -34,40 +36,30 @@ HISTORY_MAX_VERSIONS = 100
 LINE_KEEP_S = 30 * 24 * 3600
 
 _COMMIT = """
-local applied, ticker, line, history, live, expiry = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-if (redis.call('GET', applied) or '') ~= ARGV[1] then return false end
-redis.call('SET', applied, ARGV[2])
-local line_id, keep_s = ARGV[11], ARGV[12]
-if ARGV[5] ~= '' then
-  redis.call('SET', line, ARGV[5], 'EX', keep_s)
-  redis.call('RPUSH', history, ARGV[5])
-  redis.call('LTRIM', history, -tonumber(ARGV[13]), -1)
-  redis.call('EXPIRE', history, keep_s)
-end
-if ARGV[6] == 'add' then redis.call('ZADD', live, ARGV[7], line_id)
-elseif ARGV[6] == 'rem' then redis.call('ZREM', live, line_id) end
-if ARGV[8] == 'add' then redis.call('ZADD', expiry, ARGV[9], line_id)
-elseif ARGV[8] == 'rem' then redis.call('ZREM', expiry, line_id) end
-if ARGV[3] ~= '' then
-  return redis.call('XADD', ticker, 'MAXLEN', '~', ARGV[10], '*', 't', ARGV[3], 'd', ARGV[4])
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return false end
+redis.call('SET', KEYS[1], ARGV[2])
+for _, op in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(op)) end
+if ARGV[4] ~= '' then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 't', ARGV[4], 'd', ARGV[5])
 end
 return ''
 """
 
+# Called after a commit that scheduled a line: (line id, release time in ms).
+ScheduleHook = Callable[[str, int], Awaitable[None]]
+
 
 @dataclass
 class Plan:
-    """What one desk entry changes; an empty `event_type` means no reader-visible event."""
+    """Everything one desk entry changes; an empty `event_type` means nothing for readers."""
 
     line_id: str
     edition: str
+    entry_id: str = "0-0"
+    ops: list[list[str]] = field(default_factory=list)
     event_type: str = ""
     event: dict[str, Any] | None = None
-    line: dict[str, Any] | None = None
-    live_op: str = ""
-    live_score: int = 0
-    expiry_op: str = ""
-    expiry_score: int = 0
+    scheduled_at_ms: int | None = None
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
@@ -83,11 +75,14 @@ def _decode(value: bytes | str) -> str:
 class Applier:
     """Applies desk entries up to a target id, in order, exactly once."""
 
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, settings: Settings, *, on_schedule: ScheduleHook | None = None
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._settings = settings
         self._commit = redis.register_script(_COMMIT)
+        self._on_schedule = on_schedule
 
     async def applied_cursor(self) -> str:
         """The id of the last desk entry applied, or '' if none yet."""
@@ -108,37 +103,24 @@ class Applier:
                 return done
             for raw_id, fields in entries:
                 entry_id = _decode(raw_id)
-                plan = await self._plan(fields)
+                plan = await self._plan(entry_id, fields)
                 if not await self._apply(last, entry_id, plan):
                     break  # another worker moved the cursor: re-read it
                 last = entry_id
                 done += 1
+                if plan.scheduled_at_ms is not None and self._on_schedule is not None:
+                    await self._on_schedule(plan.line_id, plan.scheduled_at_ms)
 
     async def _apply(self, expected: str, entry_id: str, plan: Plan) -> bool:
-        keys = self._keys
         result = await self._commit(
-            keys=[
-                keys.desk_applied,
-                keys.ticker(plan.edition),
-                keys.line(plan.line_id),
-                keys.history(plan.line_id),
-                keys.live(plan.edition),
-                keys.expiry,
-            ],
+            keys=[self._keys.desk_applied, self._keys.ticker(plan.edition)],
             args=[
                 expected,
                 entry_id,
+                orjson.dumps(plan.ops),
                 plan.event_type,
                 orjson.dumps(plan.event) if plan.event is not None else b"",
-                orjson.dumps(plan.line) if plan.line is not None else b"",
-                plan.live_op,
-                plan.live_score,
-                plan.expiry_op,
-                plan.expiry_score,
                 self._settings.ticker_retention,
-                plan.line_id,
-                LINE_KEEP_S,
-                HISTORY_MAX_VERSIONS,
             ],
         )
         return result is not None
@@ -147,34 +129,90 @@ class Applier:
         raw = await self._redis.get(self._keys.line(line_id))
         return None if raw is None else dict(orjson.loads(raw))
 
-    async def _plan(self, fields: dict[bytes, bytes]) -> Plan:
+    # -- planning --------------------------------------------------------------
+
+    async def _plan(self, entry_id: str, fields: dict[bytes, bytes]) -> Plan:
         try:
             action = orjson.loads(fields[b"a"])
             kind = action["action"]
-            plan = Plan(line_id=action["id"], edition=action["edition"])
+            plan = Plan(line_id=action["id"], edition=action["edition"], entry_id=entry_id)
         except (KeyError, TypeError, orjson.JSONDecodeError):
-            log.error("skipping malformed desk entry %r", fields)
+            log.error("skipping malformed desk entry %s: %r", entry_id, fields)
             return Plan(line_id="-", edition="-")
+        handler = getattr(self, f"_plan_{kind}", None)
+        if handler is None:
+            log.error("skipping desk entry %s with unknown action %r", entry_id, kind)
+            return plan
         current = await self._current(plan.line_id)
-        if kind == "post":
-            return self._plan_post(plan, action, current)
-        if current is None or current["status"] != "usable" or current.get("expired"):
-            return plan  # follow-up on a line that is gone: nothing for readers
-        if kind == "correct":
-            return self._plan_correct(plan, action, current)
-        if kind == "retract":
-            return self._plan_retract(plan, action, current)
-        if kind == "expire":
-            return self._plan_expire(plan, action, current)
-        log.error("skipping desk entry with unknown action %r", kind)
+        after: dict[str, Any] | None = handler(plan, action, current)
+        if after is not None:
+            self._store(plan, after)
+            self._audit(plan, entry_id, action, current, after)
         return plan
 
-    def _plan_post(self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None) -> Plan:
+    def _store(self, plan: Plan, line: dict[str, Any]) -> None:
+        doc = orjson.dumps(line).decode()
+        keep = str(LINE_KEEP_S)
+        history = self._keys.history(plan.line_id)
+        plan.ops += [
+            ["SET", self._keys.line(plan.line_id), doc, "EX", keep],
+            ["RPUSH", history, doc],
+            ["LTRIM", history, str(-HISTORY_MAX_VERSIONS), "-1"],
+            ["EXPIRE", history, keep],
+        ]
+
+    def _audit(
+        self,
+        plan: Plan,
+        entry_id: str,
+        action: dict[str, Any],
+        before: dict[str, Any] | None,
+        after: dict[str, Any],
+    ) -> None:
+        record = {
+            "at": iso_from_ms(int(action["at"])),
+            "actor": action.get("by") or {"name": "flashwire", "role": "system"},
+            "action": action["action"],
+            "edition": plan.edition,
+            "line_id": plan.line_id,
+            "desk_id": entry_id,
+            "before": before,
+            "after": after,
+        }
+        if action.get("reason"):
+            record["reason"] = action["reason"]
+        plan.ops.append(["XADD", self._keys.audit, "*", "e", orjson.dumps(record).decode()])
+
+    def _live(self, plan: Plan, line: dict[str, Any], *, add: bool) -> None:
+        live, expiry = self._keys.live(plan.edition), self._keys.expiry
+        if add:
+            # Ordered by the desk entry that put it live: ms x 1000 + sequence stays exact in a double.
+            ms, seq = stream_id_key(plan.entry_id)
+            plan.ops.append(["ZADD", live, str(ms * 1000 + min(seq, 999)), plan.line_id])
+            plan.ops.append(["ZADD", expiry, str(ms_from_iso(line["expires_at"])), plan.line_id])
+        else:
+            plan.ops.append(["ZREM", live, plan.line_id])
+            plan.ops.append(["ZREM", expiry, plan.line_id])
+
+    def _event(self, plan: Plan, event_type: str, event: dict[str, Any]) -> None:
+        plan.event_type, plan.event = event_type, event
+
+    @staticmethod
+    def _is_live(line: dict[str, Any] | None) -> bool:
+        return line is not None and line["status"] == "usable" and not line.get("expired")
+
+    @staticmethod
+    def _by(action: dict[str, Any]) -> str:
+        return str(action["by"]["name"])
+
+    def _plan_post(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
         if current is not None:
-            return plan
+            return None
         body = action["line"]
         at = int(action["at"])
-        expires_ms = int(body["expires_at_ms"])
+        embargo_ms = body.get("embargo_until_ms")
         line = {
             "id": plan.line_id,
             "version": 1,
@@ -186,18 +224,51 @@ class Applier:
             "iptc_urgency": URGENCY_IPTC[body["urgency"]],
             "topics": body["topics"],
             "url": body.get("url"),
-            "status": "usable",
-            "published_at": iso_from_ms(at),
+            "source": body.get("source"),
+            "status": "withheld" if embargo_ms else "usable",
+            "pinned": False,
+            "published_at": iso_from_ms(embargo_ms or at),
             "updated_at": iso_from_ms(at),
-            "expires_at": iso_from_ms(expires_ms),
-            "author": action["by"]["name"],
+            "expires_at": iso_from_ms(int(body["expires_at_ms"])),
+            "embargoed": iso_from_ms(embargo_ms) if embargo_ms else None,
+            "author": self._by(action),
         }
-        plan.event_type, plan.event, plan.line = "line", {"line": line}, line
-        plan.live_op, plan.live_score = "add", at
-        plan.expiry_op, plan.expiry_score = "add", expires_ms
-        return plan
+        if embargo_ms:
+            plan.ops.append(["ZADD", self._keys.scheduled(plan.edition), str(embargo_ms), plan.line_id])
+            plan.scheduled_at_ms = int(embargo_ms)
+            return line
+        self._live(plan, line, add=True)
+        self._event(plan, "line", {"line": line})
+        return line
 
-    def _plan_correct(self, plan: Plan, action: dict[str, Any], current: dict[str, Any]) -> Plan:
+    def _plan_release(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if current is None or current["status"] != "withheld":
+            return None  # cancelled, or released already
+        if current.get("embargoed") != iso_from_ms(int(action["expected_embargo_ms"])):
+            return None
+        line = dict(current, status="usable", embargoed=None, updated_at=iso_from_ms(int(action["at"])))
+        line["published_at"] = line["updated_at"]
+        plan.ops.append(["ZREM", self._keys.scheduled(plan.edition), plan.line_id])
+        self._live(plan, line, add=True)
+        self._event(plan, "line", {"line": line})
+        return line
+
+    def _plan_cancel(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if current is None or current["status"] != "withheld":
+            return None
+        line = dict(current, status="canceled", updated_at=iso_from_ms(int(action["at"])))
+        plan.ops.append(["ZREM", self._keys.scheduled(plan.edition), plan.line_id])
+        return line
+
+    def _plan_correct(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if current is None or current["status"] == "canceled" or current.get("expired"):
+            return None
         line = dict(current)
         changes = dict(action["changes"])
         expires_ms = changes.pop("expires_at_ms", None)
@@ -207,30 +278,77 @@ class Applier:
         line["iptc_urgency"] = URGENCY_IPTC[line["urgency"]]
         line["version"] = int(current["version"]) + 1
         line["updated_at"] = iso_from_ms(int(action["at"]))
-        line["author"] = action["by"]["name"]
+        line["author"] = self._by(action)
+        if current["status"] == "withheld":
+            return line  # a scheduled line: corrected quietly, readers see it at release
+        if expires_ms is not None:
+            plan.ops.append(["ZADD", self._keys.expiry, str(int(expires_ms)), plan.line_id])
         # Readers filtering by topic or urgency need the old values to notice a line leaving their filter.
         previous = {"topics": current["topics"], "urgency": current["urgency"]}
-        plan.event_type, plan.event, plan.line = "update", {"line": line, "previous": previous}, line
-        plan.expiry_op, plan.expiry_score = "add", ms_from_iso(line["expires_at"])
-        return plan
+        self._event(plan, "update", {"line": line, "previous": previous})
+        return line
 
-    def _plan_retract(self, plan: Plan, action: dict[str, Any], current: dict[str, Any]) -> Plan:
-        line = dict(current)
-        line["status"] = "canceled"
+    def _plan_expiry(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if not self._is_live(current) and not (current and current["status"] == "withheld"):
+            return None
+        assert current is not None
+        expires_ms = int(action["expires_at_ms"])
+        line = dict(current, expires_at=iso_from_ms(expires_ms), updated_at=iso_from_ms(int(action["at"])))
+        if current["status"] == "usable":
+            plan.ops.append(["ZADD", self._keys.expiry, str(expires_ms), plan.line_id])
+        return line
+
+    def _plan_pin(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        return self._pinning(plan, action, current, pinned=True)
+
+    def _plan_unpin(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        return self._pinning(plan, action, current, pinned=False)
+
+    def _pinning(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None, *, pinned: bool
+    ) -> dict[str, Any] | None:
+        if not self._is_live(current):
+            return None
+        assert current is not None
+        if bool(current.get("pinned")) == pinned:
+            return None
+        line = dict(current, pinned=pinned, updated_at=iso_from_ms(int(action["at"])))
+        self._event(plan, "update", {"line": line})
+        return line
+
+    def _plan_retract(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if not self._is_live(current):
+            return None
+        assert current is not None
+        line = dict(current, status="canceled", pinned=False)
         line["version"] = int(current["version"]) + 1
         line["updated_at"] = iso_from_ms(int(action["at"]))
-        line["author"] = action["by"]["name"]
-        event = {"id": plan.line_id, "reason": "killed", "note": action.get("reason", ""), "line": line}
-        plan.event_type, plan.event, plan.line = "retract", event, line
-        plan.live_op, plan.expiry_op = "rem", "rem"
-        return plan
+        line["author"] = self._by(action)
+        self._live(plan, line, add=False)
+        self._event(
+            plan,
+            "retract",
+            {"id": plan.line_id, "reason": "killed", "note": action.get("reason", ""), "line": line},
+        )
+        return line
 
-    def _plan_expire(self, plan: Plan, action: dict[str, Any], current: dict[str, Any]) -> Plan:
+    def _plan_expire(
+        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if not self._is_live(current):
+            return None
+        assert current is not None
         if ms_from_iso(current["expires_at"]) != int(action["expected_expires_at_ms"]):
-            return plan  # a correction moved the expiry after this was enqueued
-        line = dict(current)
-        line["expired"] = True
-        event = {"id": plan.line_id, "reason": "expired", "note": "", "line": line}
-        plan.event_type, plan.event, plan.line = "retract", event, line
-        plan.live_op, plan.expiry_op = "rem", "rem"
-        return plan
+            return None  # the expiry was moved after this was enqueued
+        line = dict(current, expired=True, pinned=False)
+        self._live(plan, line, add=False)
+        self._event(plan, "retract", {"id": plan.line_id, "reason": "expired", "note": "", "line": line})
+        return line
