@@ -1,7 +1,8 @@
-"""The newsroom API under /api/v1: post, correct and retract lines; read them back.
+"""The newsroom API under /api/v1: editorial actions on lines, and reading them back.
 
 Every write is authorised against the token's role and editions, validated
-field by field, and answered 201 only once the action is in the desk stream.
+field by field, checked against the line's current state, and answered 201
+only once the action is in the desk stream.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,71 +21,16 @@ from starlette.routing import Route
 from service.clock import iso_from_ms, now_ms
 from service.desk import Desk, IdempotencyConflict, UnknownLine
 from service.errors import ApiError
+from service.http import LINE_ID_RE, authenticate, authorise, edition_param, invalid, json_body
 from service.hub import Hub
-from service.lines import ValidationError, parse_correction, parse_post, parse_retraction
+from service.keys import Keys
+from service.lines import ValidationError, parse_correction, parse_expiry, parse_post, parse_retraction
 from service.openapi import OPENAPI
+from service.reach import read_reach
 from service.settings import Settings
-from service.tokens import Token, TokenStore
+from service.tokens import Token
 
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
-_LINE_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
-
-
-def _state(request: Request) -> tuple[Settings, Desk, TokenStore, Hub]:
-    state = request.app.state
-    return state.settings, state.desk, state.tokens, state.hub
-
-
-async def _authenticate(request: Request) -> Token:
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    challenge = {"WWW-Authenticate": 'Bearer realm="flashwire"'}
-    if scheme.lower() != "bearer" or not presented.strip():
-        raise ApiError(
-            401,
-            "unauthorized",
-            "an editor token is required: Authorization: Bearer <token>",
-            field="Authorization",
-            headers=challenge,
-        )
-    tokens: TokenStore = request.app.state.tokens
-    token = await tokens.authenticate(presented.strip())
-    if token is None:
-        raise ApiError(
-            401, "unauthorized", "the token is unknown or revoked", field="Authorization", headers=challenge
-        )
-    return token
-
-
-def _authorise(token: Token, action: str, edition: str) -> None:
-    if not token.may(action, edition):
-        raise ApiError(
-            403,
-            "forbidden",
-            f"a {token.role} token for {', '.join(token.editions)} may not {action} in {edition!r}",
-        )
-
-
-async def _json_body(request: Request, *, optional: bool = False) -> tuple[Any, bytes]:
-    settings: Settings = request.app.state.settings
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise ApiError(413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes", field="body")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > settings.max_body_bytes:
-            raise ApiError(
-                413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes", field="body"
-            )
-    if not raw.strip():
-        if optional:
-            return None, raw
-        raise ApiError(422, "invalid", "a JSON body is required", field="body")
-    try:
-        return orjson.loads(raw), raw
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(422, "invalid", f"the body is not valid JSON ({exc.msg})", field="body") from None
 
 
 def _idempotency(request: Request, token: Token, raw: bytes) -> tuple[str, str, str] | None:
@@ -98,8 +45,8 @@ def _idempotency(request: Request, token: Token, raw: bytes) -> tuple[str, str, 
     return token.id, key, fingerprint
 
 
-def _invalid(exc: ValidationError) -> ApiError:
-    return ApiError(422, "invalid", exc.message, field=exc.field)
+def _actor(token: Token) -> dict[str, str]:
+    return {"token": token.id, "name": token.name, "role": token.role}
 
 
 async def _submit(
@@ -124,18 +71,20 @@ async def _submit(
 
 
 async def post_line(request: Request) -> Response:
-    """POST /api/v1/lines: publish a new line."""
-    settings, _, _, _ = _state(request)
-    token = await _authenticate(request)
-    body, raw = await _json_body(request)
+    """POST /api/v1/lines: publish a new line, or schedule it with `embargo_until`."""
+    settings: Settings = request.app.state.settings
+    token = await authenticate(request)
+    body, raw = await json_body(request)
     edition = body.get("edition") if isinstance(body, dict) else None
     if isinstance(edition, str) and edition in settings.editions:
-        _authorise(token, "post", edition)
+        authorise(token, "post", edition)
     try:
         post = parse_post(body, settings)
     except ValidationError as exc:
-        raise _invalid(exc) from None
-    _authorise(token, "post", post.edition)
+        raise invalid(exc) from None
+    authorise(token, "post", post.edition)
+    if post.embargo_until_ms is not None:
+        authorise(token, "schedule", post.edition)
     line_id = f"{post.edition}-{secrets.token_hex(8)}"
     at = now_ms()
     line = {
@@ -143,23 +92,27 @@ async def post_line(request: Request) -> Response:
         "urgency": post.urgency,
         "topics": list(post.topics),
         "url": post.url,
+        "source": post.source,
         "expires_at_ms": post.expires_at_ms,
+        "embargo_until_ms": post.embargo_until_ms,
     }
     action = {
         "action": "post",
         "id": line_id,
         "edition": post.edition,
         "at": at,
-        "by": {"token": token.id, "name": token.name},
+        "by": _actor(token),
         "line": line,
     }
-    preview = {k: v for k, v in line.items() if k != "expires_at_ms"}
+    preview = {k: v for k, v in line.items() if not k.endswith("_ms")}
     preview["expires_at"] = iso_from_ms(post.expires_at_ms)
+    preview["embargoed"] = iso_from_ms(post.embargo_until_ms) if post.embargo_until_ms else None
     response = {
         "action": "post",
         "id": line_id,
         "edition": post.edition,
         "accepted_at": iso_from_ms(at),
+        "scheduled": post.embargo_until_ms is not None,
         "line": {"id": line_id, "edition": post.edition, **preview},
     }
     return await _submit(
@@ -167,101 +120,160 @@ async def post_line(request: Request) -> Response:
     )
 
 
-async def _follow_up(request: Request, action_name: str) -> tuple[Token, str, str, Any, bytes]:
-    """Common part of correct / retract: who, which line, which edition, the body."""
-    _, desk, _, _ = _state(request)
-    token = await _authenticate(request)
-    line_id = request.path_params["line_id"]
-    edition = await desk.line_edition(line_id) if _LINE_ID_RE.match(line_id) else None
-    if edition is None:
-        raise ApiError(404, "not_found", f"no line {line_id!r}", field="id")
-    _authorise(token, action_name, edition)
-    body, raw = await _json_body(request, optional=action_name == "retract")
-    return token, line_id, edition, body, raw
+# What each follow-up action requires of the line's current state, and the refusal otherwise.
+def _state_error(action: str, line: dict[str, Any]) -> str | None:
+    status = line["status"]
+    if status == "canceled":
+        return (
+            "the line was retracted" if line.get("embargoed") is None else "the scheduled line was cancelled"
+        )
+    if line.get("expired"):
+        return "the line has expired"
+    if action == "cancel" and status != "withheld":
+        return "only a scheduled line can be cancelled; retract a published one"
+    if action in {"retract", "pin", "unpin"} and status != "usable":
+        return "the line is scheduled and not yet published; cancel it instead"
+    if action == "pin" and line.get("pinned"):
+        return "the line is already pinned"
+    if action == "unpin" and not line.get("pinned"):
+        return "the line is not pinned"
+    return None
 
 
-async def correct_line(request: Request) -> Response:
-    """POST /api/v1/lines/{id}/corrections: a new version of the line."""
-    settings = request.app.state.settings
-    token, line_id, edition, body, raw = await _follow_up(request, "correct")
-    try:
-        correction = parse_correction(body, settings)
-    except ValidationError as exc:
-        raise _invalid(exc) from None
-    at = now_ms()
-    action = {
-        "action": "correct",
-        "id": line_id,
-        "edition": edition,
-        "at": at,
-        "by": {"token": token.id, "name": token.name},
-        "changes": correction.changes,
-    }
-    changes = dict(correction.changes)
-    if "expires_at_ms" in changes:
-        changes["expires_at"] = iso_from_ms(changes.pop("expires_at_ms"))
-    response = {
-        "action": "correct",
-        "id": line_id,
-        "edition": edition,
-        "accepted_at": iso_from_ms(at),
-        "changes": changes,
-    }
-    return await _submit(request, action, response, _idempotency(request, token, raw))
+BodyParser = Callable[[Any, Settings], dict[str, Any]]
 
 
-async def retract_line(request: Request) -> Response:
-    """POST /api/v1/lines/{id}/retraction: kill the line everywhere."""
-    token, line_id, edition, body, raw = await _follow_up(request, "retract")
-    try:
-        reason = parse_retraction(body)
-    except ValidationError as exc:
-        raise _invalid(exc) from None
-    at = now_ms()
-    action = {
-        "action": "retract",
-        "id": line_id,
-        "edition": edition,
-        "at": at,
-        "by": {"token": token.id, "name": token.name},
-        "reason": reason,
-    }
-    response = {
-        "action": "retract",
-        "id": line_id,
-        "edition": edition,
-        "accepted_at": iso_from_ms(at),
-        "reason": reason,
-    }
-    return await _submit(request, action, response, _idempotency(request, token, raw))
+def _parse_correct(body: Any, settings: Settings) -> dict[str, Any]:
+    return {"changes": parse_correction(body, settings).changes}
+
+
+def _parse_retract(body: Any, settings: Settings) -> dict[str, Any]:
+    return {"reason": parse_retraction(body)}
+
+
+def _parse_expiry(body: Any, settings: Settings) -> dict[str, Any]:
+    return {"expires_at_ms": parse_expiry(body)}
+
+
+def _no_body(body: Any, settings: Settings) -> dict[str, Any]:
+    if body not in (None, {}):
+        raise ValidationError("body", "this action takes no body")
+    return {}
+
+
+# action name -> (permission, body parser, body optional)
+_FOLLOW_UPS: dict[str, tuple[str, BodyParser, bool]] = {
+    "correct": ("correct", _parse_correct, False),
+    "retract": ("retract", _parse_retract, True),
+    "pin": ("pin", _no_body, True),
+    "unpin": ("pin", _no_body, True),
+    "expiry": ("expiry", _parse_expiry, False),
+    "cancel": ("schedule", _no_body, True),
+}
+
+
+def _follow_up(action_name: str) -> Callable[[Request], Any]:
+    permission, parse, optional = _FOLLOW_UPS[action_name]
+
+    async def endpoint(request: Request) -> Response:
+        desk: Desk = request.app.state.desk
+        settings: Settings = request.app.state.settings
+        token = await authenticate(request)
+        line_id = request.path_params["line_id"]
+        edition = await desk.line_edition(line_id) if LINE_ID_RE.match(line_id) else None
+        if edition is None:
+            raise ApiError(404, "not_found", f"no line {line_id!r}", field="id")
+        authorise(token, permission, edition)
+        body, raw = await json_body(request, optional=optional)
+        try:
+            fields = parse(body, settings)
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        current = await _current_line(request, line_id)
+        refusal = _state_error(action_name, current) if current is not None else None
+        if refusal is not None:
+            raise ApiError(409, "conflict", refusal, field="id")
+        at = now_ms()
+        action = {
+            "action": action_name,
+            "id": line_id,
+            "edition": edition,
+            "at": at,
+            "by": _actor(token),
+            **fields,
+        }
+        response = {"action": action_name, "id": line_id, "edition": edition, "accepted_at": iso_from_ms(at)}
+        for name, value in fields.items():
+            if name == "changes":
+                changes = dict(value)
+                if "expires_at_ms" in changes:
+                    changes["expires_at"] = iso_from_ms(changes.pop("expires_at_ms"))
+                response["changes"] = changes
+            elif name == "expires_at_ms":
+                response["expires_at"] = iso_from_ms(value)
+            else:
+                response[name] = value
+        return await _submit(request, action, response, _idempotency(request, token, raw))
+
+    endpoint.__name__ = f"{action_name}_line"
+    endpoint.__doc__ = f"POST a {action_name} action for one line."
+    return endpoint
+
+
+async def _current_line(request: Request, line_id: str) -> dict[str, Any] | None:
+    keys: Keys = request.app.state.keys
+    raw = await request.app.state.redis.get(keys.line(line_id))
+    return None if raw is None else dict(orjson.loads(raw))
+
+
+async def _with_reach(request: Request, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each line with the reach of its current version (None before any delivery is counted)."""
+    reaches = await read_reach(
+        request.app.state.redis, request.app.state.keys, [line["id"] for line in lines]
+    )
+    out = []
+    for line, reach in zip(lines, reaches, strict=True):
+        current = reach.get(int(line["version"]))
+        out.append({**line, "reach": current.public() if current else None})
+    return out
 
 
 async def live_lines(request: Request) -> Response:
-    """GET /api/v1/editions/{edition}/lines: the edition's live lines, newest first."""
-    settings, _, _, hub = _state(request)
-    token = await _authenticate(request)
-    edition = request.path_params["edition"]
-    if edition not in settings.editions:
-        raise ApiError(404, "not_found", f"no edition {edition!r}", field="edition")
-    if "*" not in token.editions and edition not in token.editions:
-        raise ApiError(403, "forbidden", f"this token has no access to {edition!r}")
+    """GET /api/v1/editions/{edition}/lines: live lines (pinned first, then newest) with their reach."""
+    hub: Hub = request.app.state.hub
+    token = await authenticate(request)
+    edition = edition_param(request)
+    authorise(token, "read", edition)
     cursor, lines = await hub.snapshot(edition)
-    return JSONResponse({"edition": edition, "cursor": cursor, "lines": lines})
+    return JSONResponse({"edition": edition, "cursor": cursor, "lines": await _with_reach(request, lines)})
+
+
+async def scheduled_lines(request: Request) -> Response:
+    """GET /api/v1/editions/{edition}/scheduled: embargoed lines, soonest first."""
+    token = await authenticate(request)
+    edition = edition_param(request)
+    authorise(token, "read", edition)
+    redis, keys = request.app.state.redis, request.app.state.keys
+    ids = await redis.zrange(keys.scheduled(edition), 0, 199)
+    docs = await redis.mget([keys.line(i.decode()) for i in ids]) if ids else []
+    lines = [orjson.loads(doc) for doc in docs if doc is not None]
+    return JSONResponse(
+        {"edition": edition, "lines": [line for line in lines if line["status"] == "withheld"]}
+    )
 
 
 async def get_line(request: Request) -> Response:
-    """GET /api/v1/lines/{id}: the line's current state and every version."""
-    _, desk, _, _ = _state(request)
-    token = await _authenticate(request)
+    """GET /api/v1/lines/{id}: the line's current state, every version, and reach per version."""
+    desk: Desk = request.app.state.desk
+    token = await authenticate(request)
     line_id = request.path_params["line_id"]
-    edition = await desk.line_edition(line_id) if _LINE_ID_RE.match(line_id) else None
+    edition = await desk.line_edition(line_id) if LINE_ID_RE.match(line_id) else None
     if edition is None:
         raise ApiError(404, "not_found", f"no line {line_id!r}", field="id")
-    if "*" not in token.editions and edition not in token.editions:
-        raise ApiError(403, "forbidden", f"this token has no access to {edition!r}")
-    redis = request.app.state.redis
-    keys = request.app.state.keys
+    authorise(token, "read", edition)
+    redis, keys = request.app.state.redis, request.app.state.keys
     current, history = await redis.get(keys.line(line_id)), await redis.lrange(keys.history(line_id), 0, -1)
+    [reach] = await read_reach(redis, keys, [line_id])
     return JSONResponse(
         {
             "id": line_id,
@@ -269,6 +281,7 @@ async def get_line(request: Request) -> Response:
             # None for the few milliseconds between acceptance and fan-out.
             "line": orjson.loads(current) if current else None,
             "history": [orjson.loads(version) for version in history],
+            "reach": {str(version): value.public() for version, value in sorted(reach.items())},
         }
     )
 
@@ -282,7 +295,12 @@ routes = [
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
     Route("/api/v1/lines", post_line, methods=["POST"]),
     Route("/api/v1/lines/{line_id}", get_line, methods=["GET"]),
-    Route("/api/v1/lines/{line_id}/corrections", correct_line, methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/retraction", retract_line, methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/corrections", _follow_up("correct"), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/retraction", _follow_up("retract"), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/pin", _follow_up("pin"), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/unpin", _follow_up("unpin"), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/expiry", _follow_up("expiry"), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/cancellation", _follow_up("cancel"), methods=["POST"]),
     Route("/api/v1/editions/{edition}/lines", live_lines, methods=["GET"]),
+    Route("/api/v1/editions/{edition}/scheduled", scheduled_lines, methods=["GET"]),
 ]

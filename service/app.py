@@ -17,11 +17,12 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from service import api
+from service import account, api, audit
 from service.desk import Desk
 from service.errors import ApiError
 from service.hub import Hub
 from service.keys import Keys
+from service.reach import ReachRecorder
 from service.settings import Settings
 from service.tokens import TokenStore
 from service.ws import TransportCapture, ticker_endpoint
@@ -107,11 +108,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             redis, keys, maxlen=settings.desk_retention, idempotency_ttl_s=settings.idempotency_ttl_s
         )
         app.state.tokens = TokenStore(redis, keys)
+        app.state.reach = ReachRecorder(redis, keys, settings.node_name)
         await hub.start()
+        app.state.reach.start()
         log.info("flashwire node %s ready", settings.node_name)
         try:
             yield
         finally:
+            await app.state.reach.stop()
             await hub.stop()
             await reader_redis.aclose()
             await redis.aclose()
@@ -121,6 +125,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *api.routes,
+        *audit.routes,
+        *account.routes,
         WebSocketRoute("/ws", ticker_endpoint),
         Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
     ]

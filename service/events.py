@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from service.clock import ms_from_iso
 from service.lines import URGENCY_RANK
 
 HEARTBEAT_FRAME = '{"type":"heartbeat"}'
@@ -50,6 +51,10 @@ class Event:
     withdrawal: Event | None = None
     previous_topics: frozenset[str] = frozenset()
     previous_rank: int = 2
+    # (line id, version) of a publication or a correction, counted for reach; else None.
+    reach_key: tuple[str, int] | None = None
+    # When the desk accepted this version (ms): reach latency runs from here.
+    accepted_ms: int = 0
 
     @classmethod
     def from_entry(cls, edition: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
@@ -59,16 +64,22 @@ class Event:
         body = fields[b"d"].decode()
         data: dict[str, Any] = orjson.loads(body)
         line: dict[str, Any] = data.get("line") or {}
-        frame = f'{{"type":"{event_type}","edition":"{edition}","cursor":"{cursor}",{body[1:]}'
-        key = cursor_key(cursor)
-        topics = frozenset(line.get("topics", ()))
-        rank = _rank(line.get("urgency"))
-        withdrawal = None
+        common: dict[str, Any] = {
+            "edition": edition,
+            "cursor": cursor,
+            "key": cursor_key(cursor),
+            "topics": frozenset(line.get("topics", ())),
+            "rank": _rank(line.get("urgency")),
+        }
+        extra: dict[str, Any] = {}
+        if event_type == "line" or (event_type == "update" and data.get("change") == "correction"):
+            extra["reach_key"] = (str(line.get("id")), int(line.get("version", 1)))
+            extra["accepted_ms"] = ms_from_iso(line["updated_at"]) if "updated_at" in line else 0
         previous = data.get("previous")
         if event_type == "update" and isinstance(previous, dict):
             previous_topics = frozenset(previous.get("topics", ()))
             previous_rank = _rank(previous.get("urgency"))
-            if (previous_topics, previous_rank) != (topics, rank):
+            if (previous_topics, previous_rank) != (common["topics"], common["rank"]):
                 withdrawn = {
                     "type": "retract",
                     "edition": edition,
@@ -78,22 +89,11 @@ class Event:
                     "note": "",
                     "line": line,
                 }
-                withdrawal = cls(
-                    edition, cursor, key, "retract", topics, rank, orjson.dumps(withdrawn).decode()
-                )
-                return cls(
-                    edition,
-                    cursor,
-                    key,
-                    event_type,
-                    topics,
-                    rank,
-                    frame,
-                    withdrawal,
-                    previous_topics,
-                    previous_rank,
-                )
-        return cls(edition, cursor, key, event_type, topics, rank, frame)
+                extra["withdrawal"] = cls(type="retract", frame=orjson.dumps(withdrawn).decode(), **common)
+                extra["previous_topics"] = previous_topics
+                extra["previous_rank"] = previous_rank
+        frame = f'{{"type":"{event_type}","edition":"{edition}","cursor":"{cursor}",{body[1:]}'
+        return cls(type=event_type, frame=frame, **common, **extra)
 
 
 @dataclass(frozen=True, slots=True)

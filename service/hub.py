@@ -257,13 +257,16 @@ class Hub:
     # -- snapshots and replays -------------------------------------------------
 
     async def snapshot(self, edition: str) -> tuple[str, list[dict[str, Any]]]:
-        """The live lines of an edition (newest first) and the cursor they stand at, atomically."""
+        """An edition's live lines (pinned, then newest first) and the cursor they stand at, atomically."""
         result = await self._snapshot_script(
             keys=[self._keys.ticker(edition), self._keys.live(edition)],
             args=[self._keys.line(""), SNAPSHOT_MAX_LINES],
         )
         cursor = result[0].decode()
-        return cursor, [orjson.loads(doc) for doc in result[1:]]
+        lines = [orjson.loads(doc) for doc in result[1:]]
+        # Pinned lines lead; otherwise newest first (the sort is stable).
+        lines.sort(key=lambda line: not line.get("pinned"))
+        return cursor, lines
 
     async def check_cursor(self, edition: str, cursor: str) -> CursorCheck:
         """Can a client resume `edition` from `cursor`, or has the log moved past it?"""

@@ -33,6 +33,11 @@ class ValidationError(ValueError):
         self.message = message
 
 
+SOURCE_MAX_CHARS = 120
+# Wire practice (AFP): alerts for tickers and pushes aim at 55 characters. Warn, don't block.
+SHORT_TEXT_CHARS = 55
+
+
 @dataclass(frozen=True)
 class PostRequest:
     """A validated new line."""
@@ -42,7 +47,9 @@ class PostRequest:
     urgency: str
     topics: tuple[str, ...]
     url: str | None
+    source: str | None
     expires_at_ms: int
+    embargo_until_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,21 @@ def clean_url(value: object) -> str | None:
     return value
 
 
+def clean_source(value: object) -> str | None:
+    """Optional attribution ("Reuters", "Ministry of Health"), one short line."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("source", "must be a string or null")
+    source = " ".join(value.split())
+    if len(source) > SOURCE_MAX_CHARS:
+        raise ValidationError("source", f"is longer than {SOURCE_MAX_CHARS} characters")
+    for char in source:
+        if unicodedata.category(char) in {"Cc", "Cs", "Co", "Cn"}:
+            raise ValidationError("source", f"contains a control character U+{ord(char):04X}")
+    return source or None
+
+
 def clean_expiry(value: object, field: str = "expires_at") -> int:
     """An RFC 3339 time in the future, as epoch milliseconds."""
     if not isinstance(value, str):
@@ -142,7 +164,9 @@ def clean_expiry(value: object, field: str = "expires_at") -> int:
 def parse_post(body: object, settings: Settings, edition: str | None = None) -> PostRequest:
     """Validate a new line; `edition` from the URL, if given, must match the body."""
     data = _require_object(body)
-    _reject_unknown(data, {"edition", "text", "urgency", "topics", "url", "expires_at"})
+    _reject_unknown(
+        data, {"edition", "text", "urgency", "topics", "url", "source", "expires_at", "embargo_until"}
+    )
     chosen = data.get("edition", edition)
     if not isinstance(chosen, str):
         raise ValidationError("edition", "is required")
@@ -150,27 +174,39 @@ def parse_post(body: object, settings: Settings, edition: str | None = None) -> 
         raise ValidationError("edition", f"must be one of {', '.join(settings.editions)}")
     if "text" not in data:
         raise ValidationError("text", "is required")
+    embargo_ms = (
+        clean_expiry(data["embargo_until"], "embargo_until")
+        if data.get("embargo_until") is not None
+        else None
+    )
+    starts_ms = embargo_ms or now_ms()
     expires_at_ms = (
         clean_expiry(data["expires_at"])
         if data.get("expires_at") is not None
-        else now_ms() + settings.default_ttl_s * 1000
+        else starts_ms + settings.default_ttl_s * 1000
     )
+    if expires_at_ms <= starts_ms:
+        raise ValidationError("expires_at", "must be after the embargo time")
     return PostRequest(
         edition=chosen,
         text=clean_text(data["text"], settings),
         urgency=clean_urgency(data.get("urgency", "routine")),
         topics=clean_topics(data.get("topics", []), settings),
         url=clean_url(data.get("url")),
+        source=clean_source(data.get("source")),
         expires_at_ms=expires_at_ms,
+        embargo_until_ms=embargo_ms,
     )
 
 
 def parse_correction(body: object, settings: Settings) -> CorrectionRequest:
     """Validate a correction; at least one field must change."""
     data = _require_object(body)
-    _reject_unknown(data, {"text", "urgency", "topics", "url", "expires_at"})
+    _reject_unknown(data, {"text", "urgency", "topics", "url", "source", "expires_at"})
     if not data:
-        raise ValidationError("body", "must change at least one of text, urgency, topics, url, expires_at")
+        raise ValidationError(
+            "body", "must change at least one of text, urgency, topics, url, source, expires_at"
+        )
     changes: dict[str, Any] = {}
     if "text" in data:
         changes["text"] = clean_text(data["text"], settings)
@@ -180,6 +216,8 @@ def parse_correction(body: object, settings: Settings) -> CorrectionRequest:
         changes["topics"] = list(clean_topics(data["topics"], settings))
     if "url" in data:
         changes["url"] = clean_url(data["url"])
+    if "source" in data:
+        changes["source"] = clean_source(data["source"])
     if "expires_at" in data:
         changes["expires_at_ms"] = clean_expiry(data["expires_at"])
     return CorrectionRequest(changes=changes)
@@ -198,3 +236,12 @@ def parse_retraction(body: object) -> str:
     if len(reason) > RETRACT_REASON_MAX_CHARS:
         raise ValidationError("reason", f"is longer than {RETRACT_REASON_MAX_CHARS} characters")
     return reason
+
+
+def parse_expiry(body: object) -> int:
+    """Validate a change of expiry: {"expires_at": <future RFC 3339 time>}."""
+    data = _require_object(body)
+    _reject_unknown(data, {"expires_at"})
+    if "expires_at" not in data:
+        raise ValidationError("expires_at", "is required")
+    return clean_expiry(data["expires_at"])

@@ -42,6 +42,51 @@ def _body(schema: str, required: bool = True) -> dict[str, Any]:
 
 _WRITE_ERRORS = {"401": _ERROR, "403": _ERROR, "404": _ERROR, "409": _ERROR, "413": _ERROR, "422": _ERROR}
 
+_EDITION = {"name": "edition", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, kind: str = "string") -> dict[str, Any]:
+    schema = {"type": "integer"} if kind == "integer" else {"type": "string"}
+    if kind == "date-time":
+        schema["format"] = "date-time"
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _read(
+    summary: str, operation: str, schema: str, parameters: list[dict[str, Any]], *, public: bool = False
+) -> dict[str, Any]:
+    get: dict[str, Any] = {
+        "summary": summary,
+        "operationId": operation,
+        "parameters": parameters,
+        "responses": {
+            "200": {
+                "description": summary,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+            },
+            "401": _ERROR,
+            "403": _ERROR,
+            "404": _ERROR,
+        },
+    }
+    if public:
+        get["security"] = []
+        get["responses"] = {"200": get["responses"]["200"]}
+    return {"get": get}
+
+
+def _line_action(summary: str, operation: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    post: dict[str, Any] = {
+        "summary": summary,
+        "operationId": operation,
+        "parameters": [_LINE_ID, _IDEMPOTENCY],
+        "responses": {"201": _accepted("Accepted into the desk stream"), **_WRITE_ERRORS},
+    }
+    if body is not None:
+        post["requestBody"] = body
+    return {"post": post}
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -119,6 +164,87 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/api/v1/lines/{line_id}/pin": _line_action(
+            "Pin a live line to the top of its edition (chief)", "pinLine"
+        ),
+        "/api/v1/lines/{line_id}/unpin": _line_action("Unpin a line (chief)", "unpinLine"),
+        "/api/v1/lines/{line_id}/expiry": _line_action(
+            "Extend or shorten a line's expiry", "setExpiry", _body("Expiry")
+        ),
+        "/api/v1/lines/{line_id}/cancellation": _line_action(
+            "Cancel a scheduled (embargoed) line before its release (chief)", "cancelScheduled"
+        ),
+        "/api/v1/editions/{edition}/scheduled": _read(
+            "Embargoed lines of an edition, soonest first", "scheduled", "LiveLines", [_EDITION]
+        ),
+        "/api/v1/audit": _read(
+            "The audit trail, newest first",
+            "listAudit",
+            "AuditPage",
+            [
+                _query("edition"),
+                _query("editor"),
+                _query("action"),
+                _query("from", "date-time"),
+                _query("to", "date-time"),
+                _query("limit", "integer"),
+                _query("before"),
+            ],
+        ),
+        "/api/v1/audit/export": {
+            "get": {
+                "summary": "Export the audit trail (oldest first) as CSV or JSON lines",
+                "operationId": "exportAudit",
+                "parameters": [
+                    _query("format"),
+                    _query("edition"),
+                    _query("editor"),
+                    _query("action"),
+                    _query("from", "date-time"),
+                    _query("to", "date-time"),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A download",
+                        "content": {"text/csv": {}, "application/x-ndjson": {}},
+                    },
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "422": _ERROR,
+                },
+            }
+        },
+        "/api/v1/me": _read("The presented token: name, role, editions, permitted actions", "me", "Me", []),
+        "/api/v1/config": _read("Editions, topics and limits", "config", "Config", [], public=True),
+        "/api/v1/tokens": {
+            **_read("Every token (admin)", "listTokens", "TokenList", []),
+            "post": {
+                "summary": "Create a token (admin); the secret is in the response only",
+                "operationId": "createToken",
+                "requestBody": _body("NewToken"),
+                "responses": {
+                    "201": {"description": "The new token"},
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "422": _ERROR,
+                },
+            },
+        },
+        "/api/v1/tokens/{token_id}/revoke": {
+            "post": {
+                "summary": "Revoke a token (admin)",
+                "operationId": "revokeToken",
+                "parameters": [
+                    {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "The revoked token"},
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
     },
     "components": {
         "securitySchemes": {
@@ -132,9 +258,71 @@ OPENAPI: dict[str, Any] = {
             "Error": {
                 "description": "A refusal naming the field at fault",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            }
+            },
         },
         "schemas": {
+            "Expiry": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["expires_at"],
+                "properties": {"expires_at": _TIME},
+            },
+            "AuditEntry": {
+                "type": "object",
+                "properties": {
+                    "audit_id": {"type": "string"},
+                    "at": _TIME,
+                    "actor": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "role": {"type": "string"},
+                            "token": {"type": "string"},
+                        },
+                    },
+                    "action": {"type": "string"},
+                    "edition": {"type": "string"},
+                    "line_id": {"type": "string"},
+                    "desk_id": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "before": {"type": ["object", "null"]},
+                    "after": {"type": ["object", "null"]},
+                },
+            },
+            "AuditPage": {
+                "type": "object",
+                "properties": {
+                    "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+                    "next_before": {
+                        "type": ["string", "null"],
+                        "description": "Pass as `before` for the next page",
+                    },
+                },
+            },
+            "Me": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "role": {"type": "string"},
+                    "editions": {"type": "array", "items": {"type": "string"}},
+                    "actions": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "Config": {"type": "object"},
+            "TokenList": {
+                "type": "object",
+                "properties": {"tokens": {"type": "array", "items": {"type": "object"}}},
+            },
+            "NewToken": {
+                "type": "object",
+                "required": ["name", "editions"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "role": {"type": "string", "enum": ["editor", "chief", "admin"]},
+                    "editions": {"type": "array", "items": {"type": "string"}},
+                },
+            },
             "NewLine": {
                 "type": "object",
                 "additionalProperties": False,
@@ -145,6 +333,11 @@ OPENAPI: dict[str, Any] = {
                     "urgency": {**_URGENCY, "default": "routine"},
                     "topics": _TOPICS,
                     "url": {"type": ["string", "null"], "format": "uri", "description": "http or https only"},
+                    "source": {"type": ["string", "null"], "maxLength": 120},
+                    "embargo_until": {
+                        **_TIME,
+                        "description": "Schedule the line (chief); released at this time",
+                    },
                     "expires_at": {**_TIME, "description": "Default: now + FLASHWIRE_DEFAULT_TTL_S"},
                 },
             },
@@ -157,6 +350,7 @@ OPENAPI: dict[str, Any] = {
                     "urgency": _URGENCY,
                     "topics": _TOPICS,
                     "url": {"type": ["string", "null"], "format": "uri"},
+                    "source": {"type": ["string", "null"], "maxLength": 120},
                     "expires_at": _TIME,
                 },
             },
@@ -169,7 +363,10 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["action", "id", "edition", "accepted_at", "desk_id"],
                 "properties": {
-                    "action": {"type": "string", "enum": ["post", "correct", "retract"]},
+                    "action": {
+                        "type": "string",
+                        "enum": ["post", "correct", "retract", "pin", "unpin", "expiry", "cancel"],
+                    },
                     "id": {"type": "string"},
                     "edition": {"type": "string"},
                     "accepted_at": _TIME,

@@ -22,10 +22,13 @@ from service.keys import Keys
 ROLES = ("editor", "chief", "admin")
 ALL_EDITIONS = "*"
 # What each role may do, on the editions its token is scoped to.
+EDITOR_ACTIONS = frozenset({"read", "post", "correct", "expiry"})
+CHIEF_ACTIONS = EDITOR_ACTIONS | {"retract", "pin", "schedule"}
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    "editor": frozenset({"post", "correct"}),
-    "chief": frozenset({"post", "correct", "retract"}),
-    "admin": frozenset({"post", "correct", "retract"}),
+    "editor": EDITOR_ACTIONS,
+    "chief": CHIEF_ACTIONS,
+    # Admins manage tokens; on the editions they hold they may also do what a chief does.
+    "admin": CHIEF_ACTIONS | {"manage-tokens"},
 }
 
 

@@ -18,8 +18,10 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from service.clock import now_ms
 from service.events import cursor_key
 from service.hub import Hub, Outbox, Subscriber
+from service.reach import ReachRecorder
 from service.settings import Settings
 from service.subscription import Subscription, SubscriptionError, from_message, from_query
 
@@ -168,6 +170,7 @@ class ReaderSession:
             on_overflow=self._overflowed,
         )
         self._sender: asyncio.Task[None] | None = None
+        self._reach: ReachRecorder = websocket.app.state.reach
 
     def _overflowed(self) -> None:
         # Called by the hub, synchronously: stop sending now, close from run().
@@ -228,12 +231,15 @@ class ReaderSession:
         for edition in subscription.editions:
             await self._catch_up(edition, positions[edition])
         outbox = subscriber.outbox
+        reach = self._reach
         while True:
             for item in await outbox.take():
                 if isinstance(item, str):
                     await send(item)
                 elif subscriber.fresh(item):
                     await send(item.frame)
+                    if item.reach_key is not None:
+                        reach.delivered(item, now_ms())
 
     async def _catch_up(self, edition: str, dispatched: str) -> None:
         """Bring one edition up to the hub's position at registration, by replay or snapshot."""
@@ -261,5 +267,6 @@ class ReaderSession:
             selected = subscriber.filter.select(event)
             if selected is not None and subscriber.fresh(selected):
                 await self._transmit(selected.frame)
+                self._reach.delivered(selected, now_ms(), live=False)
         # Live events up to here are already covered by the snapshot or the replay.
         subscriber.positions[edition] = max(subscriber.positions[edition], cursor_key(dispatched))

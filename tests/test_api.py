@@ -15,7 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from service.api import routes as api_routes
+from service import account, audit
+from service.api import routes as line_routes
 from service.keys import Keys
 from service.tokens import TokenStore
 from tests.conftest import Reader, ServiceNode, Stack, auth, open_reader, post_line
@@ -481,7 +482,7 @@ async def test_openapi_document_lists_every_api_route(client: httpx.AsyncClient)
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     served = {
         (route.path, method.lower())
-        for route in api_routes
+        for route in [*line_routes, *audit.routes, *account.routes]
         for method in (route.methods or ())
         if method != "HEAD" and route.path != "/api/v1/openapi.json"  # the document need not describe itself
     }

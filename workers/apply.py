@@ -45,8 +45,8 @@ end
 return ''
 """
 
-# Called after a commit that scheduled a line: (line id, release time in ms).
-ScheduleHook = Callable[[str, int], Awaitable[None]]
+# Called after a commit that scheduled a line: (line id, edition, release time in ms).
+ScheduleHook = Callable[[str, str, int], Awaitable[None]]
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Applier:
                 last = entry_id
                 done += 1
                 if plan.scheduled_at_ms is not None and self._on_schedule is not None:
-                    await self._on_schedule(plan.line_id, plan.scheduled_at_ms)
+                    await self._on_schedule(plan.line_id, plan.edition, plan.scheduled_at_ms)
 
     async def _apply(self, expected: str, entry_id: str, plan: Plan) -> bool:
         result = await self._commit(
@@ -285,7 +285,7 @@ class Applier:
             plan.ops.append(["ZADD", self._keys.expiry, str(int(expires_ms)), plan.line_id])
         # Readers filtering by topic or urgency need the old values to notice a line leaving their filter.
         previous = {"topics": current["topics"], "urgency": current["urgency"]}
-        self._event(plan, "update", {"line": line, "previous": previous})
+        self._event(plan, "update", {"change": "correction", "line": line, "previous": previous})
         return line
 
     def _plan_expiry(
@@ -319,7 +319,7 @@ class Applier:
         if bool(current.get("pinned")) == pinned:
             return None
         line = dict(current, pinned=pinned, updated_at=iso_from_ms(int(action["at"])))
-        self._event(plan, "update", {"line": line})
+        self._event(plan, "update", {"change": "pin" if pinned else "unpin", "line": line})
         return line
 
     def _plan_retract(

@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.keys import Keys
 from service.settings import Settings
-from workers.apply import Applier, stream_id_key
+from workers.apply import Applier, ScheduleHook, stream_id_key
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,20 @@ def _decode(value: bytes | str) -> str:
 class DeskConsumer:
     """One consumer of the desk stream's group; several may run at once."""
 
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings, *, name: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        *,
+        name: str,
+        on_schedule: ScheduleHook | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._settings = settings
         self.name = name
-        self.applier = Applier(redis, keys, settings)
+        self.applier = Applier(redis, keys, settings, on_schedule=on_schedule)
 
     async def ensure_group(self) -> None:
         """Create the consumer group from the start of the stream, if it is missing."""

@@ -10,13 +10,13 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.cron import cron
-from arq.worker import Worker
+from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from service.keys import Keys
 from service.settings import Settings
-from workers.expiry import expire_due_lines
 from workers.fanout import DeskConsumer
+from workers.schedule import every_second, release_embargo, release_time
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,22 @@ async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["flashwire_settings"]
     keys = Keys(settings.key_prefix)
     redis = Redis.from_url(settings.redis_url)
-    consumer = DeskConsumer(redis, keys, settings, name=f"{socket.gethostname()}-{os.getpid()}")
+    arq_redis = ctx["redis"]
+
+    async def schedule_release(line_id: str, edition: str, embargo_ms: int) -> None:
+        await arq_redis.enqueue_job(
+            "release_embargo",
+            line_id,
+            edition,
+            embargo_ms,
+            _job_id=f"release:{line_id}:{embargo_ms}",
+            _defer_until=release_time(embargo_ms),
+            _queue_name=keys.arq_queue,
+        )
+
+    consumer = DeskConsumer(
+        redis, keys, settings, name=f"{socket.gethostname()}-{os.getpid()}", on_schedule=schedule_release
+    )
     ctx["flashwire_redis"] = redis
     ctx["flashwire_keys"] = keys
     ctx["flashwire_consumer"] = asyncio.create_task(consumer.run(), name="desk-consumer")
@@ -45,8 +60,8 @@ def build_worker(settings: Settings) -> Worker:
     """An arq Worker running the desk consumer and the expiry cron job."""
     keys = Keys(settings.key_prefix)
     return Worker(
-        functions=[],
-        cron_jobs=[cron(expire_due_lines, second=set(range(60)), run_at_startup=True)],
+        functions=[func(release_embargo, name="release_embargo")],
+        cron_jobs=[cron(every_second, second=set(range(60)), run_at_startup=True)],
         on_startup=_startup,
         on_shutdown=_shutdown,
         redis_settings=RedisSettings.from_dsn(settings.redis_url),

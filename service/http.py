@@ -1,0 +1,85 @@
+"""Request helpers shared by the API modules: authentication, authorisation, JSON bodies."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from service.errors import ApiError
+from service.lines import ValidationError
+from service.settings import Settings
+from service.tokens import Token, TokenStore
+
+LINE_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flashwire"'}
+
+
+async def authenticate(request: Request) -> Token:
+    """The token presented as `Authorization: Bearer …`, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an editor token is required: Authorization: Bearer <token>",
+            field="Authorization",
+            headers=_CHALLENGE,
+        )
+    tokens: TokenStore = request.app.state.tokens
+    token = await tokens.authenticate(presented.strip())
+    if token is None:
+        raise ApiError(
+            401, "unauthorized", "the token is unknown or revoked", field="Authorization", headers=_CHALLENGE
+        )
+    return token
+
+
+def authorise(token: Token, action: str, edition: str) -> None:
+    """403 unless the token's role allows `action` on `edition`."""
+    if not token.may(action, edition):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"a {token.role} token for {', '.join(token.editions)} may not {action} in {edition!r}",
+        )
+
+
+async def json_body(request: Request, *, optional: bool = False) -> tuple[Any, bytes]:
+    """The parsed JSON body and its raw bytes; 413 beyond the size limit, 422 if malformed."""
+    settings: Settings = request.app.state.settings
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise ApiError(413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes", field="body")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > settings.max_body_bytes:
+            raise ApiError(
+                413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes", field="body"
+            )
+    if not raw.strip():
+        if optional:
+            return None, raw
+        raise ApiError(422, "invalid", "a JSON body is required", field="body")
+    try:
+        return orjson.loads(raw), raw
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(422, "invalid", f"the body is not valid JSON ({exc.msg})", field="body") from None
+
+
+def invalid(exc: ValidationError) -> ApiError:
+    """A 422 naming the field of a validation error."""
+    return ApiError(422, "invalid", exc.message, field=exc.field)
+
+
+def edition_param(request: Request) -> str:
+    """The {edition} path parameter, or 404."""
+    settings: Settings = request.app.state.settings
+    edition = str(request.path_params["edition"])
+    if edition not in settings.editions:
+        raise ApiError(404, "not_found", f"no edition {edition!r}", field="edition")
+    return edition
