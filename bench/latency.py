@@ -145,7 +145,8 @@ def main() -> None:
     print(
         f"| {args.subscribers} | {args.lines} | {statistics.median(firsts) * ms:.1f} ms "
         f"| {statistics.median(medians) * ms:.1f} ms | {statistics.median(p99s) * ms:.1f} ms "
-        f"| {statistics.median(lasts) * ms:.1f} ms | {max(lasts) * ms:.1f} ms | {lost} | {result['duplicates']} |"
+        f"| {statistics.median(lasts) * ms:.1f} ms | {max(lasts) * ms:.1f} ms | {lost} "
+        f"| {result['duplicates']} |"
     )
 
 

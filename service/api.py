@@ -25,7 +25,7 @@ from service.http import LINE_ID_RE, authenticate, authorise, edition_param, inv
 from service.hub import Hub
 from service.keys import Keys
 from service.lines import ValidationError, parse_correction, parse_expiry, parse_post, parse_retraction
-from service.openapi import OPENAPI
+from service.openapi import openapi_for
 from service.reach import read_reach
 from service.settings import Settings
 from service.tokens import Token
@@ -288,7 +288,8 @@ async def get_line(request: Request) -> Response:
 
 async def openapi(request: Request) -> Response:
     """GET /api/v1/openapi.json."""
-    return JSONResponse(OPENAPI)
+    settings: Settings = request.app.state.settings
+    return JSONResponse(openapi_for(settings.text_max_chars))
 
 
 routes = [

@@ -65,6 +65,21 @@ async def index(request: Request) -> Response:
     return FileResponse(WEB_DIR / "index.html")
 
 
+# The desk handles tokens: no inline script, no third-party origin, no framing.
+DESK_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+async def desk(request: Request) -> Response:
+    """The newsroom desk page."""
+    return FileResponse(WEB_DIR / "desk" / "index.html", headers=DESK_HEADERS)
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return exc.response()
@@ -122,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         Route("/", index, methods=["GET"]),
+        Route("/desk", desk, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *api.routes,

@@ -141,12 +141,23 @@ async def _listen(args: argparse.Namespace) -> None:
     from service.client import TickerClient
 
     base = args.url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
-    since = None
+    editions = [e for e in (args.editions or "").split(",") if e]
+    since: dict[str, str] | None = None
     if args.since:
-        since = dict(part.split(":", 1) for part in args.since.split(","))
+        parts = [part for part in args.since.split(",") if part]
+        if len(parts) == 1 and ":" not in parts[0]:
+            if len(editions) != 1:
+                raise SystemExit(
+                    "flashwire: a bare --since cursor needs exactly one --editions; else use en:<cursor>"
+                )
+            since = {editions[0]: parts[0]}
+        elif all(":" in part for part in parts):
+            since = dict(part.split(":", 1) for part in parts)
+        else:
+            raise SystemExit("flashwire: --since takes en:<cursor>,ar:<cursor>")
     client = TickerClient(
         f"{base}/ws",
-        editions=[e for e in (args.editions or "").split(",") if e],
+        editions=editions,
         topics=[t for t in (args.topics or "").split(",") if t],
         min_urgency=args.min_urgency,
         since=since,
@@ -183,6 +194,20 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _audit_token_change(
+    redis: Any, settings: Settings, action: str, before: dict[str, Any] | None, after: dict[str, Any]
+) -> None:
+    """Token changes made from the shell are audited like those made through the API."""
+    from service import audit
+    from service.clock import iso_from_ms, now_ms
+    from service.keys import Keys
+
+    operator = {"token": "", "name": os.environ.get("USER") or "operator", "role": "operator (cli)"}
+    entry = {"at": iso_from_ms(now_ms()), "actor": operator, "action": action, "edition": "*",
+             "line_id": "", "before": before, "after": after}  # fmt: skip
+    await audit.record(redis, Keys(settings.key_prefix), entry)
+
+
 async def _token_command(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
@@ -200,6 +225,7 @@ async def _token_command(args: argparse.Namespace) -> int:
                 print(f"flashwire: unknown edition(s) {', '.join(unknown)}", file=sys.stderr)
                 return 2
             secret, record = await store.create(name=args.name, role=args.role, editions=editions)
+            await _audit_token_change(redis, settings, "token-create", None, record.public())
             print(secret)
             print(
                 f"created token {record.id} for {record.name} ({record.role}; {', '.join(record.editions)})."
@@ -214,9 +240,12 @@ async def _token_command(args: argparse.Namespace) -> int:
                     f"created {token.created_at}  {state}"
                 )
         else:
-            if not await store.revoke(args.id):
+            before = next((t.public() for t in await store.list() if t.id == args.id), None)
+            if before is None or not await store.revoke(args.id):
                 print(f"flashwire: no token {args.id!r}", file=sys.stderr)
                 return 1
+            after = next(t.public() for t in await store.list() if t.id == args.id)
+            await _audit_token_change(redis, settings, "token-revoke", before, after)
             print(f"revoked {args.id}")
         return 0
     finally:

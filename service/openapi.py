@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 _ERROR = {"$ref": "#/components/responses/Error"}
@@ -389,7 +390,10 @@ OPENAPI: dict[str, Any] = {
                     "iptc_urgency": {"type": "integer", "minimum": 1, "maximum": 9},
                     "topics": _TOPICS,
                     "url": {"type": ["string", "null"]},
-                    "status": {"type": "string", "enum": ["usable", "canceled"]},
+                    "status": {"type": "string", "enum": ["usable", "withheld", "canceled"]},
+                    "source": {"type": ["string", "null"]},
+                    "pinned": {"type": "boolean"},
+                    "embargoed": {"type": ["string", "null"], "format": "date-time"},
                     "published_at": _TIME,
                     "updated_at": _TIME,
                     "expires_at": _TIME,
@@ -433,3 +437,11 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+def openapi_for(text_max_chars: int) -> dict[str, Any]:
+    """The document with this deployment's text limit."""
+    document = copy.deepcopy(OPENAPI)
+    for name in ("NewLine", "Correction"):
+        document["components"]["schemas"][name]["properties"]["text"]["maxLength"] = text_max_chars
+    return document

@@ -53,7 +53,7 @@ class _Closing(Exception):
     def __init__(self, code: CloseCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
-        self.reason = reason[:120]
+        self.reason = reason
 
 
 def _dumps(message: dict[str, Any]) -> str:
@@ -95,11 +95,16 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
         hub.connections -= 1
 
 
+def fit_close_reason(reason: str) -> str:
+    """A close reason must fit in 123 bytes of UTF-8; cut on a character boundary."""
+    return reason.encode()[:123].decode(errors="ignore")
+
+
 async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
     """Close with a code; a peer that stopped reading gets one heartbeat period, then is cut off."""
     settings: Settings = websocket.app.state.settings
     try:
-        await asyncio.wait_for(websocket.close(int(code), reason[:120]), settings.heartbeat_s)
+        await asyncio.wait_for(websocket.close(int(code), fit_close_reason(reason)), settings.heartbeat_s)
         return
     except TimeoutError:
         pass

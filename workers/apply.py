@@ -298,6 +298,7 @@ class Applier:
         line = dict(current, expires_at=iso_from_ms(expires_ms), updated_at=iso_from_ms(int(action["at"])))
         if current["status"] == "usable":
             plan.ops.append(["ZADD", self._keys.expiry, str(expires_ms), plan.line_id])
+            self._event(plan, "update", {"change": "expiry", "line": line})
         return line
 
     def _plan_pin(

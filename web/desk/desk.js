@@ -1,0 +1,535 @@
+// The newsroom desk: sign in with a token, compose with a live preview, act on live and
+// scheduled lines, browse the audit trail, and watch what readers see. Plain modules, no
+// build step. The token lives in sessionStorage only; every refusal is shown as the
+// server worded it.
+import { LiveTicker, renderLine } from "/web/reader.js";
+
+const TOKEN_KEY = "flashwire.token";
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  me: null,
+  config: null,
+  edition: null,
+  ticker: null,
+  rows: new Map(),
+  scheduled: [],
+  idempotencyKey: crypto.randomUUID(),
+  refreshTimer: null,
+};
+
+class DeskError extends Error {
+  constructor(status, detail) {
+    const where = detail.field ? ` [${detail.field}]` : "";
+    super(`Refused (${status})${where}: ${detail.message || "the request failed"}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+function showError(error) {
+  $("errors").textContent = error instanceof Error ? error.message : String(error);
+}
+
+function clearError() {
+  $("errors").textContent = "";
+}
+
+let noticeTimer = null;
+function notice(text) {
+  $("notice").textContent = text;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => { $("notice").textContent = ""; }, 5000);
+}
+
+async function api(path, { method = "GET", body, idempotencyKey, raw = false } = {}) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (!response.ok) {
+    const detail = (await response.json().catch(() => ({}))).error || {};
+    const error = new DeskError(response.status, detail);
+    if (response.status === 401 && state.me) signOut(error.message + " — sign in again.");
+    throw error;
+  }
+  return raw ? response : response.json();
+}
+
+const can = (action) => Boolean(state.me && state.me.actions.includes(action));
+const editionInfo = (code) => state.config.editions.find((e) => e.code === code);
+const localTime = (iso) => new Date(iso).toLocaleString();
+// Button labels name their line, so a screen reader user knows which one a button acts on.
+const clip = (text) => (text.length > 60 ? text.slice(0, 59) + "…" : text);
+
+// -- sign in / out --------------------------------------------------------------
+
+$("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  state.token = $("token").value.trim();
+  try {
+    await start();
+    $("token").value = "";
+  } catch (error) {
+    state.token = null;
+    showError(error);
+  }
+});
+
+$("sign-out").addEventListener("click", () => signOut(""));
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  state.me = null;
+  if (state.ticker) state.ticker.stop();
+  clearInterval(state.refreshTimer);
+  $("desk").hidden = true;
+  $("nav").hidden = true;
+  $("sign-out").hidden = true;
+  $("who").textContent = "";
+  $("sign-in").hidden = false;
+  if (message) showError(message);
+  $("token").focus();
+}
+
+async function start() {
+  state.config = await (await fetch("/api/v1/config")).json();
+  state.me = await api("/api/v1/me");
+  sessionStorage.setItem(TOKEN_KEY, state.token);
+  clearError();
+  $("sign-in").hidden = true;
+  $("desk").hidden = false;
+  $("nav").hidden = false;
+  $("sign-out").hidden = false;
+  $("who").textContent = `${state.me.name} · ${state.me.role}`;
+  for (const element of document.querySelectorAll(".chief-only")) element.hidden = !can("schedule");
+  const editions = state.me.editions.includes("*") ? state.config.editions.map((e) => e.code) : state.me.editions;
+  const select = $("edition");
+  select.replaceChildren(...editions.map((code) => {
+    const option = document.createElement("option");
+    option.value = code;
+    option.textContent = `${editionInfo(code)?.name || code} (${code})`;
+    return option;
+  }));
+  buildTopics();
+  await selectEdition(editions[0]);
+  clearInterval(state.refreshTimer);
+  state.refreshTimer = setInterval(() => refreshLists().catch(() => {}), 2000);
+  setInterval(updateCountdowns, 1000);
+  $("text").focus();
+}
+
+$("edition").addEventListener("change", (event) => selectEdition(event.target.value));
+
+async function selectEdition(code) {
+  state.edition = code;
+  $("edition").value = code;
+  const info = editionInfo(code);
+  const text = $("text");
+  text.dir = info.direction;
+  text.lang = code;
+  updateCompose();
+  state.rows.clear();
+  $("live-lines").replaceChildren();
+  if (state.ticker) state.ticker.stop();
+  $("reader-view").replaceChildren();
+  state.ticker = new LiveTicker($("reader-view"), {
+    editions: [code],
+    status: $("reader-status"),
+    onEvent: (message) => {
+      if (["line", "update", "retract", "snapshot"].includes(message.type)) scheduleRefresh();
+    },
+  }).start();
+  await refreshLists();
+  await refreshAudit();
+}
+
+// -- compose --------------------------------------------------------------------
+
+function buildTopics() {
+  for (const [id, names] of [["sections", state.config.sections], ["regions", state.config.regions]]) {
+    const fieldset = $(id);
+    fieldset.querySelectorAll("label").forEach((label) => label.remove());
+    for (const name of names) {
+      const label = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.name = "topics";
+      box.value = name;
+      box.addEventListener("change", updateCompose);
+      label.append(box, name.replace(/-/g, " "));
+      fieldset.append(label);
+    }
+  }
+}
+
+function composed() {
+  const form = $("compose-form");
+  const info = editionInfo(state.edition);
+  return {
+    id: "preview",
+    edition: state.edition,
+    language: state.edition,
+    direction: info.direction,
+    text: $("text").value.trim().replace(/\s+/g, " "),
+    urgency: form.querySelector("input[name=urgency]:checked").value,
+    topics: [...form.querySelectorAll("input[name=topics]:checked")].map((box) => box.value),
+    url: $("url").value.trim() || null,
+    source: $("source").value.trim() || null,
+    version: 1,
+  };
+}
+
+function updateCompose() {
+  const line = composed();
+  const length = [...line.text].length;
+  const limit = state.config.text_max_chars;
+  const short = state.config.short_text_chars;
+  const counter = $("counter");
+  counter.className = "counter" + (length > limit ? " over" : length > short ? " warn" : "");
+  counter.textContent = length > limit
+    ? `${length} / ${limit} characters — ${length - limit} over the limit`
+    : length > short
+      ? `${length} / ${limit} characters — long for a ticker alert (aim for ${short})`
+      : `${length} / ${limit} characters`;
+  $("post").disabled = length === 0 || length > limit;
+  $("preview").replaceChildren(...(line.text ? [renderLine(line)] : []));
+}
+
+for (const id of ["text", "url", "source"]) $(id).addEventListener("input", updateCompose);
+$("compose-form").addEventListener("change", updateCompose);
+$("compose-form").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    $("compose-form").requestSubmit();
+  }
+});
+
+$("compose-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const line = composed();
+  const body = { edition: state.edition, text: line.text, urgency: line.urgency, topics: line.topics };
+  if (line.url) body.url = line.url;
+  if (line.source) body.source = line.source;
+  const expiry = $("expiry").value;
+  const embargo = $("embargo").value;
+  const start = embargo ? new Date(embargo) : new Date();
+  if (embargo) body.embargo_until = start.toISOString();
+  if (expiry) body.expires_at = new Date(start.getTime() + Number(expiry) * 1000).toISOString();
+  $("post").disabled = true;
+  try {
+    const result = await api("/api/v1/lines", { method: "POST", body, idempotencyKey: state.idempotencyKey });
+    state.idempotencyKey = crypto.randomUUID();
+    clearError();
+    notice(result.scheduled ? `Scheduled for ${localTime(result.line.embargoed)}.` : "Posted.");
+    $("text").value = "";
+    $("url").value = "";
+    $("source").value = "";
+    $("embargo").value = "";
+    await refreshLists();
+    await refreshAudit();
+  } catch (error) {
+    showError(error);
+  } finally {
+    updateCompose();
+  }
+});
+
+// -- live and scheduled lines ---------------------------------------------------
+
+function scheduleRefresh() {
+  clearTimeout(scheduleRefresh.timer);
+  scheduleRefresh.timer = setTimeout(() => refreshLists().then(refreshAudit).catch(() => {}), 100);
+}
+
+async function refreshLists() {
+  if (!state.me) return;
+  const edition = state.edition;
+  const [live, scheduled] = await Promise.all([
+    api(`/api/v1/editions/${edition}/lines`),
+    api(`/api/v1/editions/${edition}/scheduled`),
+  ]);
+  if (edition !== state.edition) return;
+  renderLive(live.lines);
+  state.scheduled = scheduled.lines;
+  renderScheduled();
+}
+
+function reachText(reach, line) {
+  if (!reach) {
+    // Nodes report every 0.2 s: a line older than that with no report reached nobody.
+    return Date.now() - Date.parse(line.updated_at) > 2000 ? "reached 0 readers" : "reach: counting…";
+  }
+  const readers = reach.readers.toLocaleString("en");
+  return reach.ms === null ? `reached ${readers} readers` : `reached ${readers} readers in ${reach.ms} ms`;
+}
+
+function button(label, handler, { danger = false, title = "" } = {}) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = label;
+  if (danger) element.className = "danger";
+  if (title) element.setAttribute("aria-label", title);
+  element.addEventListener("click", handler);
+  return element;
+}
+
+function renderLive(lines) {
+  const list = $("live-lines");
+  for (const note of list.querySelectorAll(".hint")) note.remove();
+  const seen = new Set();
+  for (const line of lines) {
+    seen.add(line.id);
+    let row = state.rows.get(line.id);
+    if (!row) {
+      row = document.createElement("li");
+      row.className = "desk-line";
+      row.dataset.lineId = line.id;
+      state.rows.set(line.id, row);
+    }
+    if (!row.dataset.editing) fillRow(row, line);
+    else row.querySelector(".reach").textContent = reachText(line.reach, line);
+    list.append(row);
+  }
+  for (const [id, row] of state.rows) {
+    if (!seen.has(id)) { row.remove(); state.rows.delete(id); }
+  }
+  if (!lines.length) list.replaceChildren(emptyNote("No live lines in this edition."));
+}
+
+function emptyNote(text) {
+  const item = document.createElement("li");
+  item.className = "hint";
+  item.textContent = text;
+  return item;
+}
+
+function fillRow(row, line) {
+  const shown = document.createElement("ol");
+  shown.className = "fw-list";
+  shown.append(renderLine(line));
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const reach = document.createElement("span");
+  reach.className = "reach";
+  reach.textContent = reachText(line.reach, line);
+  const details = document.createElement("span");
+  details.textContent = `v${line.version} · ${line.author} · expires ${localTime(line.expires_at)}`
+    + (line.pinned ? " · pinned" : "");
+  meta.append(reach, details);
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  const short = clip(line.text);
+  if (can("correct")) actions.append(button("Correct", () => openCorrection(row, line), { title: `Correct “${short}”` }));
+  if (can("expiry")) {
+    actions.append(button("+1 h", () => moveExpiry(line, 3600), { title: `Extend expiry of “${short}” by an hour` }));
+    actions.append(button("−1 h", () => moveExpiry(line, -3600), { title: `Shorten expiry of “${short}” by an hour` }));
+  }
+  if (can("pin")) {
+    actions.append(line.pinned
+      ? button("Unpin", () => act(line.id, "unpin"), { title: `Unpin “${short}”` })
+      : button("Pin", () => act(line.id, "pin"), { title: `Pin “${short}”` }));
+  }
+  if (can("retract")) {
+    actions.append(button("Retract", () => retract(line), { danger: true, title: `Retract “${short}”` }));
+  }
+  row.replaceChildren(shown, meta, actions);
+}
+
+function openCorrection(row, line) {
+  row.dataset.editing = "true";
+  const form = document.createElement("form");
+  const label = document.createElement("label");
+  label.textContent = "Corrected text";
+  const area = document.createElement("textarea");
+  area.value = line.text;
+  area.dir = line.direction;
+  area.lang = line.language;
+  area.rows = 2;
+  label.append(area);
+  const save = document.createElement("button");
+  save.type = "submit";
+  save.textContent = "Publish correction";
+  const cancel = button("Cancel", () => { delete row.dataset.editing; fillRow(row, line); });
+  form.append(label, save, " ", cancel);
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); form.requestSubmit(); }
+    if (event.key === "Escape") { event.preventDefault(); cancel.click(); }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await api(`/api/v1/lines/${line.id}/corrections`, { method: "POST", body: { text: area.value } });
+      clearError();
+      notice("Correction published.");
+      delete row.dataset.editing;
+      await refreshLists();
+    } catch (error) {
+      showError(error);
+    }
+  });
+  const reach = row.querySelector(".reach");
+  row.replaceChildren(form, reach || "");
+  if (!reach) { const span = document.createElement("span"); span.className = "reach"; row.append(span); }
+  area.focus();
+}
+
+async function act(lineId, action, body) {
+  try {
+    await api(`/api/v1/lines/${lineId}/${action}`, { method: "POST", body });
+    clearError();
+    notice(`${action[0].toUpperCase()}${action.slice(1)}: done.`);
+    await refreshLists();
+    await refreshAudit();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function moveExpiry(line, seconds) {
+  const next = new Date(new Date(line.expires_at).getTime() + seconds * 1000);
+  return act(line.id, "expiry", { expires_at: next.toISOString() });
+}
+
+async function retract(line) {
+  const answer = await confirmAction(`Retract “${line.text}”? Every reader's ticker drops it and feeds mark it cancelled.`, true);
+  if (answer.ok) await act(line.id, "retraction", answer.reason ? { reason: answer.reason } : undefined);
+}
+
+function renderScheduled() {
+  const list = $("scheduled-lines");
+  if (!state.scheduled.length) { list.replaceChildren(emptyNote("Nothing scheduled.")); return; }
+  list.replaceChildren(...state.scheduled.map((line) => {
+    const row = document.createElement("li");
+    row.className = "desk-line";
+    row.dataset.lineId = line.id;
+    const shown = document.createElement("ol");
+    shown.className = "fw-list";
+    shown.append(renderLine(line));
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const countdown = document.createElement("span");
+    countdown.className = "countdown";
+    countdown.dataset.at = line.embargoed;
+    const when = document.createElement("span");
+    when.textContent = `releases ${localTime(line.embargoed)} · ${line.author}`;
+    meta.append(countdown, when);
+    row.append(shown, meta);
+    if (can("schedule")) {
+      const actions = document.createElement("div");
+      actions.className = "actions";
+      actions.append(button("Cancel release", async () => {
+        const answer = await confirmAction(`Cancel the scheduled line “${line.text}”? It will never be published.`, false);
+        if (answer.ok) await act(line.id, "cancellation");
+      }, { danger: true, title: `Cancel scheduled “${clip(line.text)}”` }));
+      row.append(actions);
+    }
+    return row;
+  }));
+  updateCountdowns();
+}
+
+function updateCountdowns() {
+  for (const element of document.querySelectorAll(".countdown")) {
+    const left = Math.round((new Date(element.dataset.at).getTime() - Date.now()) / 1000);
+    if (left <= 0) { element.textContent = "releasing…"; continue; }
+    const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+    element.textContent = `in ${h ? h + "h " : ""}${h || m ? m + "m " : ""}${s}s`;
+  }
+}
+
+// -- confirmation dialog --------------------------------------------------------
+
+function confirmAction(text, withReason) {
+  const dialog = $("confirm");
+  $("confirm-text").textContent = text;
+  $("confirm-reason").value = "";
+  $("confirm-reason-label").hidden = !withReason;
+  dialog.returnValue = "";
+  dialog.showModal();
+  dialog.querySelector("button[value=cancel]").focus();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      resolve({ ok: dialog.returnValue === "ok", reason: $("confirm-reason").value.trim() });
+    }, { once: true });
+  });
+}
+
+// -- audit ----------------------------------------------------------------------
+
+function auditParams() {
+  const params = new URLSearchParams({ edition: state.edition });
+  const editor = $("audit-editor").value.trim();
+  const action = $("audit-action").value;
+  const from = $("audit-from").value;
+  const to = $("audit-to").value;
+  if (editor) params.set("editor", editor);
+  if (action) params.set("action", action);
+  if (from) params.set("from", new Date(from).toISOString());
+  if (to) params.set("to", new Date(to).toISOString());
+  return params;
+}
+
+function summary(doc) {
+  if (!doc) return "—";
+  const flags = [doc.status !== "usable" ? doc.status : "", doc.pinned ? "pinned" : "", doc.expired ? "expired" : ""];
+  return [doc.text, `v${doc.version}`, ...flags.filter(Boolean)].join(" · ");
+}
+
+async function refreshAudit() {
+  if (!state.me) return;
+  try {
+    const page = await api(`/api/v1/audit?${auditParams()}&limit=100`);
+    $("audit-rows").replaceChildren(...page.entries.map((entry) => {
+      const row = document.createElement("tr");
+      const cells = [
+        localTime(entry.at),
+        `${entry.actor.name} (${entry.actor.role})`,
+        entry.action + (entry.reason ? ` — ${entry.reason}` : ""),
+        entry.line_id,
+        summary(entry.before),
+        summary(entry.after),
+      ];
+      for (const value of cells) {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        cell.dir = "auto";
+        row.append(cell);
+      }
+      return row;
+    }));
+  } catch (error) {
+    showError(error);
+  }
+}
+
+$("audit-form").addEventListener("submit", (event) => { event.preventDefault(); refreshAudit(); });
+
+async function exportAudit(format) {
+  try {
+    const response = await api(`/api/v1/audit/export?${auditParams()}&format=${format}`, { raw: true });
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = `flashwire-audit-${state.edition}.${format}`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+$("export-csv").addEventListener("click", () => exportAudit("csv"));
+$("export-jsonl").addEventListener("click", () => exportAudit("jsonl"));
+
+// -- boot -----------------------------------------------------------------------
+
+if (state.token) {
+  start().catch((error) => signOut(error.message));
+} else {
+  $("token").focus();
+}
