@@ -18,10 +18,8 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from service.clock import now_ms
-from service.events import cursor_key
-from service.hub import Hub, Outbox, Subscriber
-from service.reach import ReachRecorder
+from service.delivery import Delivery, dumps
+from service.hub import Hub
 from service.settings import Settings
 from service.subscription import Subscription, SubscriptionError, from_message, from_query
 
@@ -56,10 +54,6 @@ class _Closing(Exception):
         self.reason = reason
 
 
-def _dumps(message: dict[str, Any]) -> str:
-    return orjson.dumps(message).decode()
-
-
 async def ticker_endpoint(websocket: WebSocket) -> None:
     """ASGI entry for /ws."""
     hub: Hub = websocket.app.state.hub
@@ -71,7 +65,7 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
     hub.connections += 1
     try:
         await websocket.send_text(
-            _dumps(
+            dumps(
                 {
                     "type": "hello",
                     "protocol": PROTOCOL_VERSION,
@@ -160,41 +154,37 @@ def _parse_client_message(message: MutableMapping[str, Any]) -> dict[str, Any]:
 
 
 class ReaderSession:
-    """One subscribed connection: catch-up (snapshot or replay), then live delivery."""
+    """One subscribed WebSocket: a receiver for client messages and a sender of the delivery's frames."""
 
     def __init__(
         self, websocket: WebSocket, hub: Hub, settings: Settings, subscription: Subscription
     ) -> None:
         self._ws = websocket
         self._hub = hub
-        self._subscription = subscription
-        self._subscriber = Subscriber(
-            editions=subscription.editions,
-            filter=subscription.filter,
-            outbox=Outbox(settings.outbox_max_frames),
-            on_overflow=self._overflowed,
+        self._delivery = Delivery(
+            hub, websocket.app.state.reach, settings, subscription, on_overflow=self._overflowed
         )
         self._sender: asyncio.Task[None] | None = None
-        self._reach: ReachRecorder = websocket.app.state.reach
 
     def _overflowed(self) -> None:
-        # Called by the hub, synchronously: stop sending now, close from run().
+        # Called by the hub, synchronously: stop sending now (the sender may be blocked on a
+        # socket that does not drain), close from run().
         if self._sender is not None:
             self._sender.cancel()
 
     async def run(self) -> None:
         """Serve the connection until it ends; raises _Closing to close with a code."""
-        positions = self._hub.register(self._subscriber)
-        self._sender = asyncio.create_task(self._send(positions))
+        self._delivery.register()
+        self._sender = asyncio.create_task(self._send())
         receiver = asyncio.create_task(self._receive())
         try:
             await asyncio.wait({self._sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._hub.unregister(self._subscriber)
+            self._delivery.unregister()
             for task in (self._sender, receiver):
                 task.cancel()
             results = await asyncio.gather(self._sender, receiver, return_exceptions=True)
-        if self._subscriber.outbox.overflowed:
+        if self._delivery.overflowed:
             self._hub.stats.slow_closed += 1
             raise _Closing(
                 CloseCode.SLOW_CONSUMER, "too slow: outgoing queue overflowed; resume from your cursor"
@@ -216,62 +206,17 @@ class ReaderSession:
             data = _parse_client_message(message)
             kind = data.get("type")
             if kind == "ping":
-                self._subscriber.outbox.offer(PONG_FRAME)
+                self._delivery.subscriber.outbox.offer(PONG_FRAME)
             elif kind == "subscribe":
                 raise _Closing(CloseCode.BAD_REQUEST, "type: already subscribed; open a new connection")
             else:
                 raise _Closing(CloseCode.BAD_REQUEST, f"type: unknown message type {kind!r}")
 
-    async def _transmit(self, frame: str) -> None:
+    async def _send(self) -> None:
+        send = self._ws.send_text
         try:
-            await self._ws.send_text(frame)
+            async for frame in self._delivery.frames():
+                await send(frame)
         except RuntimeError:
             # uvicorn refuses sends once it has failed the connection itself (ping timeout).
             raise WebSocketDisconnect(1006) from None
-
-    async def _send(self, positions: dict[str, str]) -> None:
-        send = self._transmit
-        subscription, subscriber = self._subscription, self._subscriber
-        await send(_dumps(subscription.describe()))
-        for edition in subscription.editions:
-            await self._catch_up(edition, positions[edition])
-        outbox = subscriber.outbox
-        reach = self._reach
-        while True:
-            for item in await outbox.take():
-                if isinstance(item, str):
-                    await send(item)
-                elif subscriber.fresh(item):
-                    await send(item.frame)
-                    if item.reach_key is not None:
-                        reach.delivered(item, now_ms())
-
-    async def _catch_up(self, edition: str, dispatched: str) -> None:
-        """Bring one edition up to the hub's position at registration, by replay or snapshot."""
-        hub, subscriber = self._hub, self._subscriber
-        since = self._subscription.since.get(edition)
-        reset_reason = ""
-        if since is not None:
-            check = await hub.check_cursor(edition, since)
-            if not check.resumable:
-                since, reset_reason = None, check.reason
-        if since is None:
-            since, lines = await hub.snapshot(edition)
-            snapshot = {
-                "type": "snapshot",
-                "edition": edition,
-                "cursor": since,
-                "reset": bool(reset_reason),
-                "lines": [line for line in lines if subscriber.filter.accepts_line(line)],
-            }
-            if reset_reason:
-                snapshot["reason"] = reset_reason
-            await self._transmit(_dumps(snapshot))
-        subscriber.positions[edition] = cursor_key(since)
-        for event in await hub.replay(edition, since, dispatched):
-            selected = subscriber.filter.select(event)
-            if selected is not None and subscriber.fresh(selected):
-                await self._transmit(selected.frame)
-                self._reach.delivered(selected, now_ms(), live=False)
-        # Live events up to here are already covered by the snapshot or the replay.
-        subscriber.positions[edition] = max(subscriber.positions[edition], cursor_key(dispatched))

@@ -1,0 +1,126 @@
+"""What one reader is sent, whatever the transport (WebSocket or SSE).
+
+First the `subscribed` confirmation; then, per edition, either a snapshot or a
+replay from the reader's cursor up to where the hub stood when the reader
+registered; then live events from the reader's outbox, skipping any the
+catch-up already covered. Each frame is the event's shared, pre-serialised
+text; reach is counted once the transport has taken the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from service.clock import now_ms
+from service.events import Event, cursor_key
+from service.hub import Hub, Outbox, Subscriber
+from service.reach import ReachRecorder
+from service.settings import Settings
+from service.subscription import Subscription
+
+
+def dumps(message: dict[str, Any]) -> str:
+    """One protocol message as JSON text."""
+    return orjson.dumps(message).decode()
+
+
+class Delivery:
+    """One reader's stream of frames."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        reach: ReachRecorder,
+        settings: Settings,
+        subscription: Subscription,
+        *,
+        on_overflow: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._hub = hub
+        self._reach = reach
+        self.subscription = subscription
+        self.subscriber = Subscriber(
+            editions=subscription.editions,
+            filter=subscription.filter,
+            outbox=Outbox(settings.outbox_max_frames),
+            on_overflow=on_overflow,
+        )
+        # The cursor of each edition the reader is at: resuming from these misses nothing.
+        self.cursors: dict[str, str] = {}
+        self._dispatched: dict[str, str] = {}
+
+    def register(self) -> None:
+        """Start receiving live events (into the outbox) from now on."""
+        self._dispatched = self._hub.register(self.subscriber)
+
+    def unregister(self) -> None:
+        """Stop receiving live events (idempotent)."""
+        self._hub.unregister(self.subscriber)
+
+    @property
+    def overflowed(self) -> bool:
+        """Did the reader fall so far behind that its outbox overflowed?"""
+        return self.subscriber.outbox.overflowed
+
+    def resume_token(self) -> str:
+        """The cursors as one string, `en:<cursor>,ar:<cursor>` (the SSE event id)."""
+        return ",".join(f"{edition}:{cursor}" for edition, cursor in sorted(self.cursors.items()))
+
+    async def frames(self) -> AsyncIterator[str]:
+        """Every frame for this reader, until its outbox overflows."""
+        yield dumps(self.subscription.describe())
+        for edition in self.subscription.editions:
+            async for frame in self._catch_up(edition, self._dispatched[edition]):
+                yield frame
+        subscriber, outbox, reach = self.subscriber, self.subscriber.outbox, self._reach
+        while True:
+            items = await outbox.take()
+            if outbox.overflowed:
+                return
+            for item in items:
+                if isinstance(item, str):
+                    yield item
+                elif subscriber.fresh(item):
+                    self.cursors[item.edition] = item.cursor
+                    yield item.frame
+                    if item.reach_key is not None:
+                        reach.delivered(item, now_ms())
+
+    async def _catch_up(self, edition: str, dispatched: str) -> AsyncIterator[str]:
+        """Bring one edition up to the hub's position at registration, by replay or snapshot."""
+        hub, subscriber = self._hub, self.subscriber
+        since = self.subscription.since.get(edition)
+        reset_reason = ""
+        if since is not None:
+            check = await hub.check_cursor(edition, since)
+            if not check.resumable:
+                since, reset_reason = None, check.reason
+        if since is None:
+            since, lines = await hub.snapshot(edition)
+            snapshot: dict[str, Any] = {
+                "type": "snapshot",
+                "edition": edition,
+                "cursor": since,
+                "reset": bool(reset_reason),
+                "lines": [line for line in lines if subscriber.filter.accepts_line(line)],
+            }
+            if reset_reason:
+                snapshot["reason"] = reset_reason
+            self.cursors[edition] = since
+            yield dumps(snapshot)
+        self.cursors[edition] = since
+        subscriber.positions[edition] = cursor_key(since)
+        replayed: list[Event] = await hub.replay(edition, since, dispatched)
+        for event in replayed:
+            selected = subscriber.filter.select(event)
+            if selected is not None and subscriber.fresh(selected):
+                self.cursors[edition] = selected.cursor
+                yield selected.frame
+                self._reach.delivered(selected, now_ms(), live=False)
+        # Live events up to here are already covered by the snapshot or the replay.
+        if cursor_key(dispatched) > subscriber.positions[edition]:
+            subscriber.positions[edition] = cursor_key(dispatched)
+            self.cursors[edition] = dispatched
