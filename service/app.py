@@ -17,11 +17,12 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from service import account, api, audit
+from service import account, api, audit, feeds, sse
 from service.desk import Desk
 from service.errors import ApiError
 from service.hub import Hub
 from service.keys import Keys
+from service.origins import OriginPolicy
 from service.reach import ReachRecorder
 from service.settings import Settings
 from service.tokens import TokenStore
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             redis, keys, maxlen=settings.desk_retention, idempotency_ttl_s=settings.idempotency_ttl_s
         )
         app.state.tokens = TokenStore(redis, keys)
+        app.state.origins = OriginPolicy(settings.allowed_origins)
         app.state.reach = ReachRecorder(redis, keys, settings.node_name)
         await hub.start()
         app.state.reach.start()
@@ -143,6 +145,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *api.routes,
         *audit.routes,
         *account.routes,
+        *sse.routes,
+        *feeds.routes,
         WebSocketRoute("/ws", ticker_endpoint),
         Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
     ]

@@ -48,6 +48,10 @@ class Keys:
         """Sorted set of an edition's embargoed line ids, scored by release time (ms)."""
         return f"{self.prefix}:scheduled:{edition}"
 
+    def killed(self, edition: str) -> str:
+        """Sorted set of an edition's retracted line ids (score: when), for feed tombstones."""
+        return f"{self.prefix}:killed:{edition}"
+
     @property
     def audit(self) -> str:
         """The audit stream: every applied editorial action with actor, before and after."""

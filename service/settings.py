@@ -101,6 +101,8 @@ class Settings:
     idempotency_ttl_s: int = 24 * 3600
     max_body_bytes: int = 16 * 1024
     claim_idle_ms: int = 5_000
+    allowed_origins: tuple[str, ...] = ("*",)
+    feed_poll_s: float = 15.0
     node_name: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
     @property
@@ -139,6 +141,8 @@ class Settings:
             max_connections=_int(env, "FLASHWIRE_MAX_CONNECTIONS", cls.max_connections, 1),
             ticker_retention=_int(env, "FLASHWIRE_TICKER_RETENTION", cls.ticker_retention, 10),
             claim_idle_ms=_int(env, "FLASHWIRE_CLAIM_IDLE_MS", cls.claim_idle_ms, 100),
+            allowed_origins=_list(env, "FLASHWIRE_ALLOWED_ORIGINS", cls.allowed_origins),
+            feed_poll_s=_float(env, "FLASHWIRE_FEED_POLL_S", cls.feed_poll_s),
         )
         if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(

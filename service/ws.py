@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from service.delivery import Delivery, dumps
 from service.hub import Hub
+from service.origins import OriginPolicy
 from service.settings import Settings
 from service.subscription import Subscription, SubscriptionError, from_message, from_query
 
@@ -42,6 +43,7 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013
     SLOW_CONSUMER = 4001
     BAD_REQUEST = 4400
+    FORBIDDEN_ORIGIN = 4403
     SUBSCRIBE_TIMEOUT = 4408
 
 
@@ -58,7 +60,13 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
     """ASGI entry for /ws."""
     hub: Hub = websocket.app.state.hub
     settings: Settings = websocket.app.state.settings
+    origins: OriginPolicy = websocket.app.state.origins
     await websocket.accept()
+    if not origins.allows(websocket):
+        await _close(
+            websocket, CloseCode.FORBIDDEN_ORIGIN, f"origin not allowed: {websocket.headers.get('origin')}"
+        )
+        return
     if hub.connections >= settings.max_connections:
         await _close(websocket, CloseCode.TRY_AGAIN_LATER, "connection limit reached; retry later")
         return

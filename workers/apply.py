@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_MAX_VERSIONS = 100
 LINE_KEEP_S = 30 * 24 * 3600
+# Retracted lines stay listed this long, for the feeds' deleted-entry tombstones.
+KILLED_KEEP_MS = 24 * 3600 * 1000
 
 _COMMIT = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return false end
@@ -334,6 +336,9 @@ class Applier:
         line["updated_at"] = iso_from_ms(int(action["at"]))
         line["author"] = self._by(action)
         self._live(plan, line, add=False)
+        killed, at = self._keys.killed(plan.edition), int(action["at"])
+        plan.ops.append(["ZADD", killed, str(at), plan.line_id])
+        plan.ops.append(["ZREMRANGEBYSCORE", killed, "-inf", str(at - KILLED_KEEP_MS)])
         self._event(
             plan,
             "retract",

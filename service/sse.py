@@ -1,0 +1,77 @@
+"""Server-sent events at /sse: the same messages and filters as /ws, for where WebSocket is blocked.
+
+Each message is one `data:` line holding exactly the WebSocket frame. The event
+`id` is the reader's cursors (`en:<cursor>,ar:<cursor>`), so a browser's
+automatic reconnection resumes with `Last-Event-ID` and misses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from service.delivery import Delivery, dumps
+from service.errors import ApiError
+from service.hub import Hub
+from service.origins import OriginPolicy
+from service.settings import Settings
+from service.subscription import SubscriptionError, from_query
+from service.ws import PROTOCOL_VERSION
+
+RETRY_MS = 2_000
+
+
+async def sse_endpoint(request: Request) -> Response:
+    """GET /sse?editions=…&topics=…&min_urgency=…&since=… (or Last-Event-ID)."""
+    hub: Hub = request.app.state.hub
+    settings: Settings = request.app.state.settings
+    origins: OriginPolicy = request.app.state.origins
+    if not origins.allows(request):
+        raise ApiError(
+            403, "forbidden", f"origin not allowed: {request.headers.get('origin')}", field="Origin"
+        )
+    query = dict(request.query_params)
+    last_event_id = request.headers.get("last-event-id")
+    if last_event_id:
+        # The browser's reconnection keeps the original URL; its Last-Event-ID is newer.
+        query["since"] = last_event_id
+    query.setdefault("editions", "")
+    try:
+        subscription = from_query(settings, query)
+    except SubscriptionError as exc:
+        raise ApiError(400, "invalid", str(exc).partition(": ")[2], field=exc.field) from None
+    assert subscription is not None
+    if hub.connections >= settings.max_connections:
+        raise ApiError(
+            503, "unavailable", "connection limit reached; retry later", headers={"Retry-After": "5"}
+        )
+    delivery = Delivery(hub, request.app.state.reach, settings, subscription)
+    delivery.register()
+    hub.connections += 1
+    hello = dumps(
+        {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "node": settings.node_name,
+            "heartbeat_s": settings.heartbeat_s,
+            "editions": list(settings.editions),
+        }
+    )
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            yield f"retry: {RETRY_MS}\ndata: {hello}\n\n"
+            async for frame in delivery.frames():
+                yield f"id: {delivery.resume_token()}\ndata: {frame}\n\n"
+        finally:
+            delivery.unregister()
+            hub.connections -= 1
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", **origins.cors_headers(request)}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+routes = [Route("/sse", sse_endpoint, methods=["GET"])]
