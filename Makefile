@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint bench chromium clean
+.PHONY: run test lint bench widget-size chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ lint: $(STAMP)
 # POST-to-delivery latency with 1,000 subscribers; figures go to docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.latency --subscribers 1000 --lines 50
+
+# Size of the embeddable widget, minified (terser from the npm registry) and gzipped.
+widget-size:
+	@npx --yes terser@5 web/ticker.js --compress --mangle --comments false -o /tmp/flashwire-ticker.min.js
+	@printf 'web/ticker.js: %s bytes; minified %s; minified+gzip -9 %s\n' \
+		"$$(wc -c < web/ticker.js)" "$$(wc -c < /tmp/flashwire-ticker.min.js)" "$$(gzip -9 -c /tmp/flashwire-ticker.min.js | wc -c)"
 
 clean:
 	rm -rf $(VENV) .flashwire build *.egg-info test-artifacts

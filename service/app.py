@@ -62,8 +62,13 @@ async def metrics(request: Request) -> Response:
 
 
 async def index(request: Request) -> Response:
-    """The plain live ticker page."""
+    """The demo page: the three editions' widgets side by side."""
     return FileResponse(WEB_DIR / "index.html")
+
+
+async def live_list(request: Request) -> Response:
+    """The plain live list of lines (web/reader.js)."""
+    return FileResponse(WEB_DIR / "live.html")
 
 
 # The desk handles tokens: no inline script, no third-party origin, no framing.
@@ -139,6 +144,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         Route("/", index, methods=["GET"]),
+        Route("/live", live_list, methods=["GET"]),
         Route("/desk", desk, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -44,7 +44,8 @@ def authorise(token: Token, action: str, edition: str) -> None:
         raise ApiError(
             403,
             "forbidden",
-            f"a {token.role} token for {', '.join(token.editions)} may not {action} in {edition!r}",
+            f"{'an' if token.role[0] in 'aeiou' else 'a'} {token.role} token for {', '.join(token.editions)}"
+            f" may not {action} in {edition!r}",
         )
 
 

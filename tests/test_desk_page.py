@@ -21,6 +21,8 @@ async def _sign_in(page: Page, node: ServiceNode, token: str) -> None:
     await page.get_by_label("Editor token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#desk")).to_be_visible()
+    # The desk's own reader view is subscribed (it counts towards reach).
+    await expect(page.locator("#reader-status")).to_have_text("live")
     # The token is kept in the tab's session, never in the URL.
     assert token not in page.url
     assert await page.evaluate("sessionStorage.getItem('flashwire.token')") == token
@@ -35,7 +37,7 @@ async def test_editor_posts_corrects_and_retracts_and_reader_page_follows(stack:
     async with browser() as chromium:
         desk = await chromium.new_page()
         reader = await chromium.new_page()
-        await reader.goto(f"{node.url}/?editions=en")
+        await reader.goto(f"{node.url}/live?editions=en")
         await expect(reader.locator("#status")).to_have_text("live")
         await _sign_in(desk, node, chief)
         await desk.get_by_label("Headline").fill("Central bank raises rates by half a point")
@@ -84,7 +86,7 @@ async def test_arabic_line_is_entered_previewed_and_shown_right_to_left(stack: S
     async with browser() as chromium:
         desk = await chromium.new_page(viewport={"width": 1280, "height": 1000})
         reader = await chromium.new_page()
-        await reader.goto(f"{node.url}/?editions=ar")
+        await reader.goto(f"{node.url}/live?editions=ar")
         await expect(reader.locator("#status")).to_have_text("live")
         await _sign_in(desk, node, editor)
         await desk.get_by_label("Edition").select_option("ar")

@@ -1,0 +1,422 @@
+/*! Flashwire ticker widget — one <script>, one <flash-ticker> element, no dependency.
+ *
+ *   <script src="https://news.example/web/ticker.js" defer></script>
+ *   <flash-ticker edition="ar" topics="mena,politics" min-urgency="urgent"></flash-ticker>
+ *
+ * Renders a BREAKING bar in Shadow DOM (the host page's CSS cannot reach in, and ours cannot
+ * leak out), themeable with CSS custom properties (--flash-ticker-*). Lines are inserted as
+ * text, never as HTML. Connects over WebSocket, falls back to server-sent events and then to
+ * polling the JSON feed; reconnects with jittered exponential backoff and resumes from its
+ * last cursor. A visible Pause button stops the motion (WCAG 2.2.2), reduced-motion users get
+ * a still bar, and new lines are announced in a polite live region.
+ */
+(() => {
+  "use strict";
+  if (typeof customElements === "undefined" || customElements.get("flash-ticker")) return;
+
+  const SCRIPT = document.currentScript;
+  const DEFAULT_SERVER = SCRIPT && SCRIPT.src ? new URL(SCRIPT.src, location.href).origin : location.origin;
+  const RTL = ["ar", "he", "fa", "ur"];
+  const WORDS = {
+    en: { breaking: "BREAKING", flash: "FLASH", urgent: "URGENT", pause: "Pause", play: "Play",
+      pauseLabel: "Pause the news ticker", playLabel: "Play the news ticker", corrected: "corrected",
+      region: "Breaking news" },
+    ar: { breaking: "عاجل", flash: "عاجل جدًا", urgent: "عاجل", pause: "إيقاف", play: "تشغيل",
+      pauseLabel: "إيقاف شريط الأخبار", playLabel: "تشغيل شريط الأخبار", corrected: "تصحيح",
+      region: "أخبار عاجلة" },
+    es: { breaking: "ÚLTIMA HORA", flash: "URGENTE", urgent: "URGENTE", pause: "Pausa", play: "Reanudar",
+      pauseLabel: "Pausar el teletipo", playLabel: "Reanudar el teletipo", corrected: "corregido",
+      region: "Última hora" },
+  };
+
+  const STYLE = `
+    :host { display: block; contain: content; }
+    :host([hidden]) { display: none; }
+    .bar { all: initial; display: flex; align-items: stretch; box-sizing: border-box; width: 100%;
+      min-height: var(--flash-ticker-height, 2.6em); overflow: hidden;
+      font: var(--flash-ticker-font-weight, 500) var(--flash-ticker-font-size, 16px)/1.3
+        var(--flash-ticker-font, system-ui, -apple-system, "Segoe UI", "Noto Sans", "Noto Sans Arabic", sans-serif);
+      background: var(--flash-ticker-background, #b00020); color: var(--flash-ticker-color, #fff);
+      border-radius: var(--flash-ticker-radius, 0); }
+    .label { display: flex; align-items: center; padding: 0 .8em; font-weight: 800; letter-spacing: .06em;
+      white-space: nowrap; background: var(--flash-ticker-label-background, #000);
+      color: var(--flash-ticker-label-color, #fff); }
+    .viewport { position: relative; flex: 1; overflow: hidden; min-width: 0; }
+    .track { position: absolute; top: 0; bottom: 0; left: 0; display: flex; align-items: center; margin: 0;
+      padding: 0; list-style: none; white-space: nowrap; will-change: transform; }
+    .line { display: inline-flex; align-items: baseline; gap: .45em; padding: 0 1.6em; }
+    .line + .line { border-inline-start: 1px solid var(--flash-ticker-separator-color, rgba(255,255,255,.45)); }
+    .urgency { font-size: .72em; font-weight: 800; letter-spacing: .05em; opacity: .85; }
+    .line a { color: inherit; text-decoration: underline; text-underline-offset: .15em; }
+    .corrected { font-size: .7em; border: 1px solid currentColor; border-radius: .25em; padding: 0 .3em; opacity: .85; }
+    .empty { opacity: .7; padding: 0 1.6em; }
+    .pause { all: initial; cursor: pointer; display: flex; align-items: center; gap: .35em; padding: 0 .9em;
+      font: inherit; font-size: .85em; color: inherit; background: var(--flash-ticker-control-background, rgba(0,0,0,.25));
+      border-inline-start: 1px solid rgba(255,255,255,.35); }
+    .pause:focus-visible, .line a:focus-visible { outline: 3px solid var(--flash-ticker-focus, #ffd54f); outline-offset: -3px; }
+    .sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); clip-path: inset(50%);
+      white-space: nowrap; }
+    .still .viewport { overflow-x: auto; }
+    .still .track { position: static; }
+    .still .pause { display: none; }
+  `;
+
+  function cursorKey(cursor) {
+    const [ms, seq] = String(cursor).split("-");
+    return [Number(ms) || 0, Number(seq) || 0];
+  }
+  function newer(a, b) {
+    const x = cursorKey(a), y = cursorKey(b);
+    return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
+  }
+
+  class FlashTicker extends HTMLElement {
+    static get observedAttributes() { return ["edition", "topics", "min-urgency", "server"]; }
+
+    constructor() {
+      super();
+      const root = this.attachShadow({ mode: "open" });
+      const style = document.createElement("style");
+      style.textContent = STYLE;
+      this.bar = document.createElement("div");
+      this.bar.className = "bar";
+      this.bar.setAttribute("part", "bar");
+      this.bar.setAttribute("role", "region");
+      this.labelEl = document.createElement("span");
+      this.labelEl.className = "label";
+      this.labelEl.setAttribute("part", "label");
+      this.viewport = document.createElement("div");
+      this.viewport.className = "viewport";
+      this.track = document.createElement("ul");
+      this.track.className = "track";
+      this.track.setAttribute("part", "track");
+      this.viewport.append(this.track);
+      this.pauseButton = document.createElement("button");
+      this.pauseButton.type = "button";
+      this.pauseButton.className = "pause";
+      this.pauseButton.setAttribute("part", "pause");
+      this.pauseButton.addEventListener("click", () => this.setPaused(!this.userPaused));
+      this.live = document.createElement("div");
+      this.live.className = "sr";
+      this.live.setAttribute("aria-live", "polite");
+      this.live.setAttribute("role", "status");
+      this.bar.append(this.labelEl, this.viewport, this.pauseButton, this.live);
+      root.append(style, this.bar);
+      // Keyboard users reaching a link inside the moving text get it held still.
+      this.viewport.addEventListener("focusin", () => this.hold(true));
+      this.viewport.addEventListener("focusout", () => this.hold(false));
+      this.lines = new Map();
+      this.items = new Map();
+      this.cursor = null;
+      this.userPaused = false;
+      this.held = false;
+      this.animation = null;
+      this.timer = null;
+      this.connection = null;
+      this.motion = window.matchMedia ? window.matchMedia("(prefers-reduced-motion: reduce)") : null;
+      this.onMotionChange = () => this.layout();
+      this.onResize = () => this.layout();
+    }
+
+    get edition() { return this.getAttribute("edition") || "en"; }
+    get language() { return this.edition.split("-")[0]; }
+    get words() { return WORDS[this.language] || WORDS.en; }
+    get direction() { return RTL.includes(this.language) ? "rtl" : "ltr"; }
+    get server() { return (this.getAttribute("server") || DEFAULT_SERVER).replace(/\/$/, ""); }
+    get transport() { return this.getAttribute("data-transport") || ""; }
+
+    connectedCallback() {
+      this.bar.dir = this.direction;
+      this.bar.lang = this.edition;
+      this.bar.setAttribute("aria-label", this.words.region);
+      this.labelEl.textContent = this.getAttribute("label") || this.words.breaking;
+      this.updatePauseButton();
+      if (this.motion && this.motion.addEventListener) this.motion.addEventListener("change", this.onMotionChange);
+      window.addEventListener("resize", this.onResize);
+      this.render();
+      this.start();
+    }
+
+    disconnectedCallback() {
+      this.stop();
+      if (this.motion && this.motion.removeEventListener) this.motion.removeEventListener("change", this.onMotionChange);
+      window.removeEventListener("resize", this.onResize);
+    }
+
+    attributeChangedCallback(name, previous, value) {
+      if (previous === value || !this.connection) return;
+      this.stop();
+      this.lines.clear();
+      this.cursor = null;
+      this.connectedCallback();
+    }
+
+    // -- connection -----------------------------------------------------------
+
+    start() {
+      this.stopped = false;
+      this.attempt = 0;
+      this.failures = 0;
+      this.mode = typeof WebSocket === "function" ? "ws" : typeof EventSource === "function" ? "sse" : "poll";
+      this.connect();
+    }
+
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.timer);
+      if (this.connection && this.connection.close) this.connection.close();
+      this.connection = null;
+    }
+
+    query() {
+      const params = new URLSearchParams({ editions: this.edition });
+      const topics = this.getAttribute("topics");
+      const urgency = this.getAttribute("min-urgency");
+      if (topics) params.set("topics", topics);
+      if (urgency) params.set("min_urgency", urgency);
+      if (this.cursor) params.set("since", `${this.edition}:${this.cursor}`);
+      return params.toString();
+    }
+
+    connect() {
+      if (this.stopped) return;
+      this.setAttribute("data-transport", this.mode);
+      if (this.mode === "ws") this.openWebSocket();
+      else if (this.mode === "sse") this.openEventSource();
+      else this.poll();
+    }
+
+    retry() {
+      if (this.stopped) return;
+      this.attempt += 1;
+      const ceiling = Math.min(30000, 500 * 2 ** Math.min(this.attempt - 1, 6));
+      this.timer = setTimeout(() => this.connect(), ceiling / 2 + Math.random() * ceiling / 2);
+    }
+
+    degrade() {
+      // Two failures to even open: something between us and the reader blocks this transport.
+      this.failures += 1;
+      if (this.failures < 2) return;
+      this.failures = 0;
+      this.mode = this.mode === "ws" && typeof EventSource === "function" ? "sse" : "poll";
+    }
+
+    openWebSocket() {
+      let opened = false;
+      const socket = new WebSocket(`${this.server.replace(/^http/, "ws")}/ws?${this.query()}`);
+      this.connection = socket;
+      socket.onopen = () => { opened = true; };
+      socket.onmessage = (frame) => { this.attempt = 0; this.failures = 0; this.handle(JSON.parse(frame.data)); };
+      socket.onclose = (event) => {
+        if (this.connection !== socket || this.stopped) return;
+        if (event.code === 4400 || event.code === 4403) { this.refused(event.reason); return; }
+        if (!opened) this.degrade();
+        this.retry();
+      };
+    }
+
+    openEventSource() {
+      let opened = false;
+      const source = new EventSource(`${this.server}/sse?${this.query()}`);
+      this.connection = source;
+      source.onmessage = (frame) => {
+        opened = true;
+        this.attempt = 0;
+        this.failures = 0;
+        this.handle(JSON.parse(frame.data));
+      };
+      source.onerror = () => {
+        if (this.connection !== source || this.stopped) return;
+        // Reconnect ourselves, so the URL carries our latest cursor and our backoff applies.
+        source.close();
+        if (!opened) this.degrade();
+        this.retry();
+      };
+    }
+
+    async poll() {
+      const interval = Math.max(1, Number(this.getAttribute("poll-interval")) || 15) * 1000;
+      const marker = {};
+      this.connection = { close: () => { marker.closed = true; } };
+      try {
+        const response = await fetch(`${this.server}/feeds/${encodeURIComponent(this.edition)}.json`,
+          { cache: "no-cache", mode: "cors", credentials: "omit" });
+        if (!response.ok) throw new Error(String(response.status));
+        const feed = await response.json();
+        if (marker.closed) return;
+        this.applyFeed(feed);
+        this.attempt = 0;
+        this.timer = setTimeout(() => this.connect(), interval);
+      } catch (error) {
+        if (!marker.closed) this.retry();
+      }
+    }
+
+    refused(reason) {
+      this.stopped = true;
+      this.setAttribute("data-error", reason || "refused");
+    }
+
+    // -- protocol -------------------------------------------------------------
+
+    handle(message) {
+      const type = message.type;
+      if (type === "snapshot") {
+        if (message.edition !== this.edition) return;
+        this.lines.clear();
+        for (const line of message.lines) this.lines.set(line.id, line);
+        this.cursor = message.cursor;
+        this.render();
+        return;
+      }
+      if (type !== "line" && type !== "update" && type !== "retract") return;
+      if (message.edition !== this.edition) return;
+      if (this.cursor && !newer(message.cursor, this.cursor)) return;
+      this.cursor = message.cursor;
+      if (type === "retract") {
+        this.lines.delete(message.id);
+      } else {
+        this.lines.set(message.line.id, message.line);
+        if (type === "line") this.announce(message.line);
+      }
+      this.render();
+    }
+
+    applyFeed(feed) {
+      const first = this.polledOnce !== true;
+      this.polledOnce = true;
+      const next = new Map();
+      for (const item of feed.items || []) {
+        const extra = item._flashwire || {};
+        const line = {
+          id: extra.line_id || item.id, text: item.content_text || item.title || "", url: item.url || null,
+          urgency: extra.urgency || "routine", version: extra.version || 1, pinned: Boolean(extra.pinned),
+          direction: extra.direction || this.direction, language: item.language || this.edition,
+          published_at: item.date_published,
+        };
+        next.set(line.id, line);
+        if (!first && !this.lines.has(line.id)) this.announce(line);
+      }
+      this.lines = next;
+      this.render();
+    }
+
+    announce(line) {
+      this.live.textContent = `${this.words.breaking}: ${line.text}`;
+    }
+
+    // -- rendering ------------------------------------------------------------
+
+    ordered() {
+      const lines = [...this.lines.values()];
+      lines.sort((a, b) => (Number(Boolean(b.pinned)) - Number(Boolean(a.pinned)))
+        || String(b.published_at || "").localeCompare(String(a.published_at || "")));
+      return lines;
+    }
+
+    fill(item, line) {
+      item.replaceChildren();
+      item.dataset.urgency = line.urgency;
+      item.dataset.version = String(line.version || 1);
+      item.lang = line.language || this.edition;
+      item.dir = line.direction || "auto";
+      if (line.urgency === "flash" || line.urgency === "urgent") {
+        const urgency = document.createElement("span");
+        urgency.className = "urgency";
+        urgency.textContent = this.words[line.urgency];
+        item.append(urgency);
+      }
+      const text = document.createElement(line.url && /^https?:/i.test(line.url) ? "a" : "bdi");
+      text.className = "text";
+      text.textContent = line.text;
+      if (text.tagName === "A") { text.href = line.url; text.target = "_blank"; text.rel = "noopener"; }
+      item.append(text);
+      if ((line.version || 1) > 1) {
+        const corrected = document.createElement("span");
+        corrected.className = "corrected";
+        corrected.textContent = this.words.corrected;
+        item.append(corrected);
+      }
+    }
+
+    render() {
+      const lines = this.ordered();
+      const seen = new Set();
+      for (const line of lines) {
+        seen.add(line.id);
+        let item = this.items.get(line.id);
+        const signature = `${line.version}|${line.text}|${line.urgency}|${line.url}|${line.pinned}`;
+        if (!item) {
+          item = document.createElement("li");
+          item.className = "line";
+          item.setAttribute("part", "line");
+          item.dataset.lineId = line.id;
+          this.items.set(line.id, item);
+        }
+        if (item.dataset.signature !== signature) {
+          // A correction replaces the text in place: same element, new content.
+          this.fill(item, line);
+          item.dataset.signature = signature;
+        }
+        this.track.append(item);
+      }
+      for (const [id, item] of this.items) {
+        if (!seen.has(id)) { item.remove(); this.items.delete(id); }
+      }
+      let empty = this.track.querySelector(".empty");
+      if (!lines.length && !empty) {
+        empty = document.createElement("li");
+        empty.className = "empty";
+        empty.textContent = "—";
+        this.track.append(empty);
+      } else if (lines.length && empty) {
+        empty.remove();
+      }
+      this.layout();
+    }
+
+    layout() {
+      const still = Boolean(this.motion && this.motion.matches) || !this.track.animate;
+      this.bar.classList.toggle("still", still);
+      if (this.animation) { this.animation.cancel(); this.animation = null; }
+      if (still || !this.lines.size) return;
+      const view = this.viewport.clientWidth;
+      const width = this.track.scrollWidth;
+      const speed = Math.max(10, Number(this.getAttribute("speed")) || 70);
+      // Start with the newest line in view at the reading start; left-to-right text then moves
+      // left (and comes back in from the right), right-to-left text moves right (back in from the left).
+      const rtl = this.direction === "rtl";
+      const start = rtl ? view - width : 0;
+      const [out, back] = rtl ? [view, -width] : [-width, view];
+      const split = Math.abs(out - start) / (view + width);
+      const at = (x, offset) => ({ transform: `translateX(${x}px)`, offset });
+      this.animation = this.track.animate(
+        [at(start, 0), at(out, split), at(back, split), at(start, 1)],
+        { duration: ((view + width) / speed) * 1000, iterations: Infinity },
+      );
+      if (this.userPaused || this.held) this.animation.pause();
+    }
+
+    setPaused(paused) {
+      this.userPaused = paused;
+      this.updatePauseButton();
+      if (!this.animation) return;
+      if (paused || this.held) this.animation.pause(); else this.animation.play();
+    }
+
+    hold(held) {
+      this.held = held;
+      if (!this.animation) return;
+      if (held || this.userPaused) this.animation.pause(); else this.animation.play();
+    }
+
+    updatePauseButton() {
+      const words = this.words;
+      this.pauseButton.textContent = this.userPaused ? `▶ ${words.play}` : `❚❚ ${words.pause}`;
+      this.pauseButton.setAttribute("aria-label", this.userPaused ? words.playLabel : words.pauseLabel);
+      this.pauseButton.setAttribute("aria-pressed", String(this.userPaused));
+    }
+  }
+
+  customElements.define("flash-ticker", FlashTicker);
+})();
