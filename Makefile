@@ -30,7 +30,7 @@ run: $(STAMP)
 test: $(STAMP) chromium
 	$(BIN)/ruff check service workers tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest
+	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check service workers tests bench

@@ -132,7 +132,12 @@ def _format_event(event: dict[str, Any]) -> str:
         return f"[{edition}] snapshot{reset}: {len(event['lines'])} live lines at {event['cursor']}"
     line = event.get("line", {})
     stamp = time.strftime("%H:%M:%S")
-    label = {"line": "NEW", "update": "CORRECTED", "retract": "RETRACTED"}.get(kind, kind)
+    if kind == "update":
+        label = {"correction": "CORRECTED", "pin": "PINNED", "unpin": "UNPINNED", "expiry": "EXPIRY"}.get(
+            event.get("change", ""), "UPDATED"
+        )
+    else:
+        label = {"line": "NEW", "retract": "RETRACTED"}.get(kind, kind)
     urgency = line.get("urgency", "").upper()
     return f"{stamp} [{edition}] {label:<9} {urgency:<7} {line.get('text', '')}  ({event.get('cursor')})"
 

@@ -111,7 +111,8 @@ def run_dev() -> int:
         _wait_http(f"{base}/healthz", service)
         print(
             f"\nFlashwire is running.\n"
-            f"  ticker page    {base}/\n"
+            f"  demo page      {base}/\n"
+            f"  newsroom desk  {base}/desk\n"
             f"  WebSocket      ws://{settings.host}:{settings.port}/ws\n"
             f"  API            {base}/api/v1/openapi.json\n"
             f"  editor token   {token}\n"
