@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.tokens = TokenStore(redis, keys)
         app.state.origins = OriginPolicy(settings.allowed_origins)
         app.state.reach = ReachRecorder(redis, keys, settings.node_name)
+        hub.reach = app.state.reach
         await hub.start()
         app.state.reach.start()
         log.info("flashwire node %s ready", settings.node_name)

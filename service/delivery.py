@@ -20,6 +20,7 @@ from service.hub import Hub, Outbox, Subscriber
 from service.reach import ReachRecorder
 from service.settings import Settings
 from service.subscription import Subscription
+from service.wire import DirectWriter
 
 
 def dumps(message: dict[str, Any]) -> str:
@@ -38,6 +39,7 @@ class Delivery:
         subscription: Subscription,
         *,
         on_overflow: Callable[[], None] = lambda: None,
+        writer: DirectWriter | None = None,
     ) -> None:
         self._hub = hub
         self._reach = reach
@@ -51,6 +53,7 @@ class Delivery:
         # The cursor of each edition the reader is at: resuming from these misses nothing.
         self.cursors: dict[str, str] = {}
         self._dispatched: dict[str, str] = {}
+        self._writer = writer
 
     def register(self) -> None:
         """Start receiving live events (into the outbox) from now on."""
@@ -69,15 +72,26 @@ class Delivery:
         """The cursors as one string, `en:<cursor>,ar:<cursor>` (the SSE event id)."""
         return ",".join(f"{edition}:{cursor}" for edition, cursor in sorted(self.cursors.items()))
 
+    @property
+    def direct(self) -> bool:
+        """Has delivery handed over to direct writes (frames() has then ended)?"""
+        return self.subscriber.writer is not None
+
     async def frames(self) -> AsyncIterator[str]:
-        """Every frame for this reader, until its outbox overflows."""
+        """Every frame for this reader until its outbox overflows, or, with a direct writer, until
+        it has caught up and the hub takes over."""
         yield dumps(self.subscription.describe())
         for edition in self.subscription.editions:
             async for frame in self._catch_up(edition, self._dispatched[edition]):
                 yield frame
         subscriber, outbox, reach = self.subscriber, self.subscriber.outbox, self._reach
         while True:
-            items = await outbox.take()
+            if self._writer is not None and not len(outbox):
+                # Caught up with nothing queued: from here on the hub writes frames straight to
+                # the socket. No await between the check and the switch, so nothing slips.
+                subscriber.writer = self._writer
+                return
+            items = outbox.drain() if self._writer is not None else await outbox.take()
             if outbox.overflowed:
                 return
             for item in items:

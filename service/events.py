@@ -15,8 +15,10 @@ import orjson
 
 from service.clock import ms_from_iso
 from service.lines import URGENCY_RANK
+from service.wire import text_frame
 
 HEARTBEAT_FRAME = '{"type":"heartbeat"}'
+HEARTBEAT_WIRE = text_frame(HEARTBEAT_FRAME.encode())
 _ASCII_DIGITS = re.compile(r"^[0-9]{1,20}$")
 
 
@@ -55,6 +57,8 @@ class Event:
     reach_key: tuple[str, int] | None = None
     # When the desk accepted this version (ms): reach latency runs from here.
     accepted_ms: int = 0
+    # The whole WebSocket frame, identical for every subscriber.
+    wire: bytes = b""
 
     @classmethod
     def from_entry(cls, edition: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
@@ -89,11 +93,14 @@ class Event:
                     "note": "",
                     "line": line,
                 }
-                extra["withdrawal"] = cls(type="retract", frame=orjson.dumps(withdrawn).decode(), **common)
+                withdrawn_frame = orjson.dumps(withdrawn)
+                extra["withdrawal"] = cls(
+                    type="retract", frame=withdrawn_frame.decode(), wire=text_frame(withdrawn_frame), **common
+                )
                 extra["previous_topics"] = previous_topics
                 extra["previous_rank"] = previous_rank
         frame = f'{{"type":"{event_type}","edition":"{edition}","cursor":"{cursor}",{body[1:]}'
-        return cls(type=event_type, frame=frame, **common, **extra)
+        return cls(type=event_type, frame=frame, wire=text_frame(frame.encode()), **common, **extra)
 
 
 @dataclass(frozen=True, slots=True)

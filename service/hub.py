@@ -18,16 +18,21 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.events import HEARTBEAT_FRAME, Event, Filter, cursor_key
+from service.clock import now_ms
+from service.events import HEARTBEAT_FRAME, HEARTBEAT_WIRE, Event, Filter, cursor_key
 from service.keys import Keys
 from service.settings import Settings
+from service.wire import OPEN, SLOW, DirectWriter
+
+if TYPE_CHECKING:
+    from service.reach import ReachRecorder
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,12 @@ class Outbox:
         self._wake.set()
         return True
 
+    def drain(self) -> list[Event | str]:
+        """Return and clear whatever is queued, without waiting."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     async def take(self) -> list[Event | str]:
         """Wait for items and return all queued ones (empty only once overflowed)."""
         while not self._items and not self.overflowed:
@@ -94,6 +105,8 @@ class Subscriber:
     outbox: Outbox
     on_overflow: Callable[[], None] = lambda: None
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Set once the subscriber has caught up, when its transport can take frames directly.
+    writer: DirectWriter | None = None
 
     def fresh(self, event: Event) -> bool:
         """True if `event` is newer than what this subscriber already got for its edition."""
@@ -143,6 +156,7 @@ class Hub:
         self._ready = asyncio.Event()
         self.stats = Stats()
         self.connections = 0
+        self.reach: ReachRecorder | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -195,14 +209,30 @@ class Hub:
             self._subscribers[edition].discard(subscriber)
 
     def _dispatch(self, event: Event) -> None:
+        written = 0
+        offered = 0
         for subscriber in self._subscribers[event.edition]:
             selected = subscriber.filter.select(event)
             if selected is None:
                 continue
+            writer = subscriber.writer
+            if writer is not None:
+                outcome = writer.write(selected.wire)
+                if outcome == OPEN:
+                    if selected is event:
+                        written += 1
+                elif outcome == SLOW:
+                    subscriber.writer = None
+                    subscriber.outbox.overflowed = True
+                    subscriber.on_overflow()
+                continue
             if subscriber.outbox.offer(selected):
-                self.stats.deliveries += 1
+                offered += 1
             elif subscriber.outbox.overflowed:
                 subscriber.on_overflow()
+        self.stats.deliveries += written + offered
+        if written and self.reach is not None:
+            self.reach.delivered(event, now_ms(), count=written)
 
     # -- the reader ------------------------------------------------------------
 
@@ -252,7 +282,10 @@ class Hub:
                 for sub in subs:
                     if id(sub) not in seen:
                         seen.add(id(sub))
-                        sub.outbox.offer(HEARTBEAT_FRAME)
+                        if sub.writer is not None:
+                            sub.writer.write(HEARTBEAT_WIRE)
+                        else:
+                            sub.outbox.offer(HEARTBEAT_FRAME)
 
     # -- snapshots and replays -------------------------------------------------
 

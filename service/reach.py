@@ -48,15 +48,15 @@ class ReachRecorder:
         self._script = redis.register_script(_FLUSH)
         self._task: asyncio.Task[None] | None = None
 
-    def delivered(self, event: Event, sent_ms: int, *, live: bool = True) -> None:
-        """Count one frame of `event` written to a reader; `live` deliveries also time it."""
+    def delivered(self, event: Event, sent_ms: int, *, live: bool = True, count: int = 1) -> None:
+        """Count frames of `event` written to readers; `live` deliveries also time it."""
         key = event.reach_key
         if key is None:
             return
         entry = self._pending.get(key)
         if entry is None:
             entry = self._pending[key] = [0, -1]
-        entry[0] += 1
+        entry[0] += count
         if live:
             latency = sent_ms - event.accepted_ms
             if latency > entry[1]:

@@ -94,6 +94,7 @@ class Settings:
     default_ttl_s: int = 12 * 3600
     heartbeat_s: float = 15.0
     outbox_max_frames: int = 512
+    send_buffer_max_bytes: int = 256 * 1024
     max_connections: int = 18_000
     ticker_retention: int = 10_000
     desk_retention: int = 100_000
@@ -138,6 +139,9 @@ class Settings:
             default_ttl_s=_int(env, "FLASHWIRE_DEFAULT_TTL_S", cls.default_ttl_s, 1),
             heartbeat_s=_float(env, "FLASHWIRE_HEARTBEAT_S", cls.heartbeat_s),
             outbox_max_frames=_int(env, "FLASHWIRE_OUTBOX_MAX_FRAMES", cls.outbox_max_frames, 1),
+            send_buffer_max_bytes=_int(
+                env, "FLASHWIRE_SEND_BUFFER_MAX_BYTES", cls.send_buffer_max_bytes, 1024
+            ),
             max_connections=_int(env, "FLASHWIRE_MAX_CONNECTIONS", cls.max_connections, 1),
             ticker_retention=_int(env, "FLASHWIRE_TICKER_RETENTION", cls.ticker_retention, 10),
             claim_idle_ms=_int(env, "FLASHWIRE_CLAIM_IDLE_MS", cls.claim_idle_ms, 100),

@@ -9,6 +9,7 @@ sender is cancelled and the connection is closed with `SLOW_CONSUMER`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import MutableMapping
 from enum import IntEnum
@@ -23,13 +24,15 @@ from service.hub import Hub
 from service.origins import OriginPolicy
 from service.settings import Settings
 from service.subscription import Subscription, SubscriptionError, from_message, from_query
+from service.wire import DirectWriter, text_frame
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 SUBSCRIBE_WAIT_S = 10.0
-TRANSPORT_SCOPE_KEY = "flashwire.transport"
 PONG_FRAME = '{"type":"pong"}'
+PROTOCOL_SCOPE_KEY = "flashwire.protocol"
+PONG_WIRE = text_frame(PONG_FRAME.encode())
 
 
 class CloseCode(IntEnum):
@@ -115,21 +118,22 @@ async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
     # The close frame cannot get out because the peer does not read. ASGI has no way to abort a
     # connection, and uvicorn would keep it (and its buffer) until the kernel gives up, so
     # drop the TCP connection ourselves.
-    transport = websocket.scope.get(TRANSPORT_SCOPE_KEY)
+    protocol = websocket.scope.get(PROTOCOL_SCOPE_KEY)
+    transport = getattr(protocol, "transport", None)
     if transport is not None:
         transport.abort()
 
 
 class TransportCapture:
-    """ASGI middleware that keeps a WebSocket's transport in the scope, for `_close` to abort."""
+    """ASGI middleware that keeps a WebSocket's server protocol in the scope: `_close` may need to
+    abort its transport, and the hub writes frames to it directly (service/wire.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            protocol = getattr(send, "__self__", None)
-            scope[TRANSPORT_SCOPE_KEY] = getattr(protocol, "transport", None)
+            scope[PROTOCOL_SCOPE_KEY] = getattr(send, "__self__", None)
         await self.app(scope, receive, send)
 
 
@@ -169,24 +173,39 @@ class ReaderSession:
     ) -> None:
         self._ws = websocket
         self._hub = hub
+        writer = DirectWriter.for_protocol(
+            websocket.scope.get(PROTOCOL_SCOPE_KEY), settings.send_buffer_max_bytes
+        )
         self._delivery = Delivery(
-            hub, websocket.app.state.reach, settings, subscription, on_overflow=self._overflowed
+            hub,
+            websocket.app.state.reach,
+            settings,
+            subscription,
+            on_overflow=self._overflowed,
+            writer=writer,
         )
         self._sender: asyncio.Task[None] | None = None
+        self._receiver: asyncio.Task[None] | None = None
 
     def _overflowed(self) -> None:
-        # Called by the hub, synchronously: stop sending now (the sender may be blocked on a
-        # socket that does not drain), close from run().
-        if self._sender is not None:
-            self._sender.cancel()
+        # Called by the hub, synchronously: stop now (the sender may be blocked on a socket that
+        # does not drain; in direct mode only the receiver is left), close from run().
+        for task in (self._sender, self._receiver):
+            if task is not None:
+                task.cancel()
 
     async def run(self) -> None:
         """Serve the connection until it ends; raises _Closing to close with a code."""
         self._delivery.register()
         self._sender = asyncio.create_task(self._send())
-        receiver = asyncio.create_task(self._receive())
+        receiver = self._receiver = asyncio.create_task(self._receive())
         try:
             await asyncio.wait({self._sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if self._sender.done() and not self._sender.cancelled() and self._delivery.direct:
+                # Caught up: the hub now writes to the socket; the connection lives as long as
+                # the receiver (client messages, disconnect) or until the hub finds it slow.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await receiver
         finally:
             self._delivery.unregister()
             for task in (self._sender, receiver):
@@ -214,7 +233,11 @@ class ReaderSession:
             data = _parse_client_message(message)
             kind = data.get("type")
             if kind == "ping":
-                self._delivery.subscriber.outbox.offer(PONG_FRAME)
+                writer = self._delivery.subscriber.writer
+                if writer is not None:
+                    writer.write(PONG_WIRE)
+                else:
+                    self._delivery.subscriber.outbox.offer(PONG_FRAME)
             elif kind == "subscribe":
                 raise _Closing(CloseCode.BAD_REQUEST, "type: already subscribed; open a new connection")
             else:

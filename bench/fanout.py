@@ -1,0 +1,289 @@
+"""Fan-out benchmark: Flashwire beside the reference limit, in one run, on loopback.
+
+    python -m bench.fanout --subscribers 10000 --lines 50
+    python -m bench.fanout --subscribers 30000 --services 2 --lines 20 --no-reference
+    python -m bench.fanout --subscribers 10000 --stalled 0.1 --lines 50
+
+Starts a private redis-server, the worker, K `flashwire serve` processes and
+the reference server (bench.reference: websockets' broadcast() on uvloop);
+opens N subscribers from separate picows load-generator processes (at most
+9,000 per process, for the 20,000 file-descriptor limit); posts L lines through
+the real API, one every --interval seconds; and reports, per line, the time from
+sending the POST to the first, median, 99th-percentile and last delivery, the
+deliveries per second, lost and duplicated events, and the service's CPU time
+and resident memory per connection. Then the same subscribers and lines
+against the reference server. Ratios are what count: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from service.redis_server import RedisProcess, free_port
+
+PER_PROCESS = 9_000
+PYTHON = sys.executable
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
+
+
+def _spawn(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, env=env, preexec_fn=_raise_fd_limit, text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def _wait_http(url: str) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+@dataclass
+class Result:
+    name: str
+    subscribers: int
+    first_ms: float
+    median_ms: float
+    p99_ms: float
+    last_ms: float
+    last_max_ms: float
+    deliveries_per_s: float
+    lost: int
+    duplicated: int
+    cpu_s: float | None = None
+    rss_per_conn_kib: float | None = None
+    connect_s: float = 0.0
+
+
+def _pct(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.redis = RedisProcess(tmp / "redis", appendonly=False).start()
+        self.env = {
+            **os.environ,
+            "REDIS_URL": self.redis.url,
+            "FLASHWIRE_MAX_CONNECTIONS": "19000",
+            "FLASHWIRE_HEARTBEAT_S": "60",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.processes: list[subprocess.Popen[str]] = []
+        self.token = ""
+
+    def start(self, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
+        process = _spawn(args, self.env, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        self.redis.stop()
+
+    async def make_token(self) -> None:
+        from redis.asyncio import Redis
+
+        from service.keys import Keys
+        from service.tokens import TokenStore
+
+        client = Redis.from_url(self.redis.url)
+        self.token, _ = await TokenStore(client, Keys("fw")).create(
+            name="bench", role="editor", editions=["en"]
+        )
+        await client.aclose()
+
+    def measure(
+        self, name: str, urls: list[str], api: str, watched: list[psutil.Process], tag: str
+    ) -> Result:
+        args = self.args
+        total = args.subscribers
+        stalled_total = int(total * args.stalled)
+        counts = [PER_PROCESS] * (total // PER_PROCESS) + (
+            [total % PER_PROCESS] if total % PER_PROCESS else []
+        )
+        rss_before = sum(p.memory_info().rss for p in watched)
+        loadgens = []
+        started = time.monotonic()
+        stalled_left = stalled_total
+        for index, count in enumerate(counts):
+            stalled = min(stalled_left, int(round(count * args.stalled)))
+            stalled_left -= stalled
+            out = self.tmp / f"{tag}-{index}.json"
+            loadgens.append((out, self.start(
+                [PYTHON, "-m", "bench.loadgen_picows", "--urls", ",".join(urls), "--count", str(count),
+                 "--lines", str(args.lines), "--stalled", str(stalled), "--out", str(out),
+                 "--timeout", str(args.lines * args.interval + 60)],
+                stdout=subprocess.PIPE,
+            )))  # fmt: skip
+        for _, process in loadgens:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != "ready":
+                raise SystemExit("a load generator failed to connect its subscribers")
+        connect_s = time.monotonic() - started
+        time.sleep(1.0)
+        rss_idle = sum(p.memory_info().rss for p in watched)
+        cpu_before = sum(sum(p.cpu_times()[:2]) for p in watched)
+        sent: list[float] = []
+        with httpx.Client(
+            base_url=api, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        ) as client:
+            for i in range(args.lines):
+                sent.append(time.time())
+                client.post("/api/v1/lines", json={"edition": "en", "text": f"bench {i}"}).raise_for_status()
+                time.sleep(args.interval)
+        for _, process in loadgens:
+            assert process.stdout is not None
+            process.stdout.readline()
+            process.wait(120)
+        cpu_s = sum(sum(p.cpu_times()[:2]) for p in watched) - cpu_before
+        summaries = [json.loads(out.read_text()) for out, _ in loadgens]
+        arrivals: list[list[float]] = [[] for _ in range(args.lines)]
+        duplicated = 0
+        for summary in summaries:
+            duplicated += summary["duplicates"] + summary["out_of_order"]
+            for i, times in enumerate(summary["arrivals"]):
+                arrivals[i].extend(times)
+        readers = total - stalled_total
+        lost = sum(max(0, readers - len(times)) for times in arrivals)
+        firsts, medians, p99s, lasts, rates = [], [], [], [], []
+        for i, times in enumerate(arrivals):
+            if not times:
+                continue
+            delays = [t - sent[i] for t in times]
+            firsts.append(min(delays))
+            medians.append(statistics.median(delays))
+            p99s.append(_pct(delays, 0.99))
+            lasts.append(max(delays))
+            spread = max(delays) - min(delays)
+            rates.append(len(times) / spread if spread > 0 else float("nan"))
+        ms = 1000.0
+        rss_per_conn = (rss_idle - rss_before) / total / 1024 if watched else None
+        return Result(
+            name=name, subscribers=total,
+            first_ms=statistics.median(firsts) * ms, median_ms=statistics.median(medians) * ms,
+            p99_ms=statistics.median(p99s) * ms, last_ms=statistics.median(lasts) * ms, last_max_ms=max(lasts) * ms,
+            deliveries_per_s=statistics.median([r for r in rates if r == r] or [0.0]),
+            lost=lost, duplicated=duplicated, cpu_s=cpu_s if watched else None,
+            rss_per_conn_kib=rss_per_conn, connect_s=connect_s,
+        )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--lines", type=int, default=50)
+    parser.add_argument("--services", type=int, default=1)
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between posts")
+    parser.add_argument(
+        "--stalled", type=float, default=0.0, help="fraction of subscribers that stop reading"
+    )
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
+    args = parser.parse_args()
+    command = "python -m bench.fanout " + " ".join(sys.argv[1:])
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        run = Run(args, Path(tmp_name))
+        try:
+            run.start([PYTHON, "-m", "service.cli", "worker"], stderr=subprocess.DEVNULL)
+            ports = [free_port() for _ in range(args.services)]
+            services = [
+                run.start([PYTHON, "-m", "service.cli", "serve", "--port", str(port)],
+                          stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                for port in ports
+            ]  # fmt: skip
+            for port in ports:
+                _wait_http(f"http://127.0.0.1:{port}/healthz")
+            asyncio.run(run.make_token())
+            watched = [psutil.Process(p.pid) for p in services]
+            urls = [f"ws://127.0.0.1:{port}/ws?editions=en" for port in ports]
+            api = f"http://127.0.0.1:{ports[0]}"
+            label = f"flashwire ({args.services} process{'es' if args.services > 1 else ''})"
+            results.append(run.measure(label, urls, api, watched, "service"))
+            if not args.no_reference:
+                ref_port = free_port()
+                reference = run.start(
+                    [PYTHON, "-m", "bench.reference", "--port", str(ref_port), "--redis", run.redis.url],
+                    stdout=subprocess.PIPE,
+                )
+                assert reference.stdout is not None
+                reference.stdout.readline()
+                ref_url = [f"ws://127.0.0.1:{ref_port}/"]
+                results.append(run.measure("reference (websockets broadcast)", ref_url, api,
+                                           [psutil.Process(reference.pid)], "reference"))  # fmt: skip
+        finally:
+            run.close()
+    lines = report(args, command, results)
+    print("\n".join(lines))
+    if args.record:
+        with open(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", "a") as handle:
+            handle.write("\n" + "\n".join(lines) + "\n")
+
+
+def report(args: argparse.Namespace, command: str, results: list[Result]) -> list[str]:
+    import redis
+    import uvicorn
+    import websockets
+
+    lines = [
+        f"### `{command}`",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, uvicorn {uvicorn.__version__}, websockets {websockets.__version__}, "
+        f"redis-py {redis.__version__}; {args.lines} lines, one every {args.interval} s"
+        + (f"; {args.stalled:.0%} of subscribers stalled" if args.stalled else ""),
+        "",
+        "| server | subscribers | POST→first | POST→50% | POST→99% | POST→last (median) | POST→last (max) "
+        "| deliveries/s | lost | duplicated | server CPU | RSS per connection |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        cpu = f"{r.cpu_s:.1f} s" if r.cpu_s is not None else "—"
+        rss = f"{r.rss_per_conn_kib:.1f} KiB" if r.rss_per_conn_kib is not None else "—"
+        lines.append(
+            f"| {r.name} | {r.subscribers:,} | {r.first_ms:.1f} ms | {r.median_ms:.1f} ms | {r.p99_ms:.1f} ms "
+            f"| {r.last_ms:.1f} ms | {r.last_max_ms:.1f} ms | {r.deliveries_per_s:,.0f} | {r.lost} | {r.duplicated} "
+            f"| {cpu} | {rss} |"
+        )
+    if len(results) == 2:
+        ratio = results[0].last_ms / results[1].last_ms
+        lines += ["", f"POST→last median, Flashwire / reference: **{ratio:.2f}×**"]
+    return lines
+
+
+if __name__ == "__main__":
+    main()
