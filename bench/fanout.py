@@ -41,7 +41,7 @@ PYTHON = sys.executable
 
 
 def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
 
 
@@ -138,7 +138,7 @@ class Run:
         started = time.monotonic()
         stalled_left = stalled_total
         for index, count in enumerate(counts):
-            stalled = min(stalled_left, int(round(count * args.stalled)))
+            stalled = min(stalled_left, round(count * args.stalled))
             stalled_left -= stalled
             out = self.tmp / f"{tag}-{index}.json"
             loadgens.append((out, self.start(

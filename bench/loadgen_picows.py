@@ -97,7 +97,7 @@ async def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
     urls = args.urls.split(",")
     stats = Stats(args.lines)

@@ -9,7 +9,6 @@ writing the frames. bench.fanout runs it beside the service in the same run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 
 import orjson
@@ -49,7 +48,7 @@ async def main() -> None:
     parser.add_argument("--redis", required=True)
     parser.add_argument("--edition", default="en")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
     async with serve(handler, "127.0.0.1", args.port, compression=None, ping_interval=None, max_queue=1):
         print("ready", flush=True)

@@ -11,10 +11,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from service import account, api, audit, feeds, sse
@@ -26,7 +25,7 @@ from service.origins import OriginPolicy
 from service.reach import ReachRecorder
 from service.settings import Settings
 from service.tokens import TokenStore
-from service.ws import TransportCapture, ticker_endpoint
+from service.ws import ReaderSocketDispatch
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +109,8 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here").response()
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the Starlette app; Redis connections open in the lifespan."""
+def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
+    """Build the Starlette app (Redis connections open in its lifespan), fronted by the /ws dispatch."""
     settings = settings or Settings.from_env()
     keys = Keys(settings.key_prefix)
 
@@ -154,13 +153,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account.routes,
         *sse.routes,
         *feeds.routes,
-        WebSocketRoute("/ws", ticker_endpoint),
         Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TransportCapture)],
         exception_handlers={
             ApiError: _api_error,
             RedisConnectionError: _redis_unavailable,
@@ -169,3 +166,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
             405: _method_not_allowed,
         },
     )
+    # /ws is served by the dispatch layer in front of the router (see ReaderSocketDispatch).
+    return ReaderSocketDispatch(app)

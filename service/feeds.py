@@ -190,7 +190,9 @@ async def feed(request: Request) -> Response:
     headers = {
         "ETag": etag,
         "Last-Modified": _http_date(updated_ms),
-        "Cache-Control": f"public, max-age={int(settings.feed_poll_s)}",
+        "Cache-Control": f"public, max-age={max(1, round(settings.feed_poll_s))}",
+        # The CORS headers depend on Origin: shared caches must keep one copy per origin.
+        "Vary": "Origin",
         **origins.cors_headers(request),
     }
     if _not_modified(request, etag, updated_ms):

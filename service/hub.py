@@ -54,18 +54,27 @@ return out
 
 
 class Outbox:
-    """A subscriber's bounded queue of frames; overflowing it marks the subscriber slow."""
+    """A subscriber's bounded queue of frames; overflowing it marks the subscriber slow.
 
-    __slots__ = ("_items", "_max", "_wake", "overflowed")
+    A list and a future made only while waiting: thousands of these sit idle, so they
+    are kept small (a deque and an asyncio.Event cost about 1.5 KiB more each).
+    """
+
+    __slots__ = ("_items", "_max", "_waiter", "overflowed")
 
     def __init__(self, max_items: int) -> None:
-        self._items: deque[Event | str] = deque()
+        self._items: list[Event | str] = []
         self._max = max_items
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def offer(self, item: Event | str) -> bool:
         """Queue an item; False (and the subscriber is marked slow) if the outbox is full."""
@@ -73,30 +82,30 @@ class Outbox:
             return False
         if len(self._items) >= self._max:
             self.overflowed = True
-            self._items.clear()
-            self._wake.set()
+            self._items = []
+            self._wake()
             return False
         self._items.append(item)
-        self._wake.set()
+        self._wake()
         return True
 
     def drain(self) -> list[Event | str]:
         """Return and clear whatever is queued, without waiting."""
-        items = list(self._items)
-        self._items.clear()
+        items, self._items = self._items, []
         return items
 
     async def take(self) -> list[Event | str]:
         """Wait for items and return all queued ones (empty only once overflowed)."""
         while not self._items and not self.overflowed:
-            self._wake.clear()
-            await self._wake.wait()
-        items = list(self._items)
-        self._items.clear()
-        return items
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.drain()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
     """One reader connection as the hub sees it."""
 

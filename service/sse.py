@@ -65,7 +65,11 @@ async def sse_endpoint(request: Request) -> Response:
         try:
             yield f"retry: {RETRY_MS}\ndata: {hello}\n\n"
             async for frame in delivery.frames():
-                yield f"id: {delivery.resume_token()}\ndata: {frame}\n\n"
+                token = delivery.resume_token()
+                # An empty id would reset the browser's Last-Event-ID: only send real positions.
+                yield f"id: {token}\ndata: {frame}\n\n" if token else f"data: {frame}\n\n"
+            if delivery.overflowed:
+                hub.stats.slow_closed += 1
         finally:
             delivery.unregister()
             hub.connections -= 1

@@ -9,7 +9,6 @@ sender is cancelled and the connection is closed with `SLOW_CONSUMER`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import MutableMapping
 from enum import IntEnum
@@ -73,6 +72,7 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
     if hub.connections >= settings.max_connections:
         await _close(websocket, CloseCode.TRY_AGAIN_LATER, "connection limit reached; retry later")
         return
+    _shed_handshake_state(websocket)
     hub.connections += 1
     try:
         await websocket.send_text(
@@ -124,16 +124,38 @@ async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
         transport.abort()
 
 
-class TransportCapture:
-    """ASGI middleware that keeps a WebSocket's server protocol in the scope: `_close` may need to
-    abort its transport, and the hub writes frames to it directly (service/wire.py)."""
+def _shed_handshake_state(websocket: WebSocket) -> None:
+    """Drop the handshake request and response uvicorn keeps for the connection's whole life.
+
+    Nothing reads them once the upgrade is answered, and with their headers they are about
+    4 KiB of every idle reader's memory.
+    """
+    protocol: Any = websocket.scope.get(PROTOCOL_SCOPE_KEY)
+    sansio = type(protocol).__name__ == "WebSocketsSansIOProtocol"
+    if sansio and getattr(protocol, "handshake_complete", False):
+        protocol.request = None
+        protocol.response = None
+
+
+class ReaderSocketDispatch:
+    """The outermost ASGI layer: serves /ws directly and passes everything else to Starlette.
+
+    A reader connection lives for hours, and every layer it passes through keeps a coroutine
+    frame alive for all that time: Starlette's router and exception middleware cost about
+    4 KiB per idle reader, for nothing a reader socket uses. The endpoint is still a Starlette
+    WebSocket endpoint. This layer also keeps the server protocol in the scope: `_close` may
+    need to abort its transport, and the hub writes frames to it directly (service/wire.py).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            scope["app"] = self.app
             scope[PROTOCOL_SCOPE_KEY] = getattr(send, "__self__", None)
+            await ticker_endpoint(WebSocket(scope, receive, send))
+            return
         await self.app(scope, receive, send)
 
 
@@ -185,45 +207,63 @@ class ReaderSession:
             writer=writer,
         )
         self._sender: asyncio.Task[None] | None = None
-        self._receiver: asyncio.Task[None] | None = None
+        self._handler: asyncio.Task[Any] | None = None
+        self._stopping = False
 
     def _overflowed(self) -> None:
         # Called by the hub, synchronously: stop now (the sender may be blocked on a socket that
-        # does not drain; in direct mode only the receiver is left), close from run().
-        for task in (self._sender, self._receiver):
-            if task is not None:
-                task.cancel()
+        # does not drain, or already gone in direct mode), close from run().
+        if self._sender is not None:
+            self._sender.cancel()
+        self._stop()
+
+    def _stop(self) -> None:
+        """End the receive loop, which runs in the connection's own task."""
+        if not self._stopping and self._handler is not None:
+            self._stopping = True
+            self._handler.cancel()
+
+    def _sender_done(self, sender: asyncio.Task[None]) -> None:
+        # Ending normally after handing over to direct writes is the usual case; any other end
+        # (disconnect, overflow, error) ends the connection.
+        if sender.cancelled() or (sender.exception() is None and self._delivery.direct):
+            return
+        self._stop()
 
     async def run(self) -> None:
-        """Serve the connection until it ends; raises _Closing to close with a code."""
+        """Serve the connection until it ends; raises _Closing to close with a code.
+
+        The receive loop runs in the connection's own task (one task fewer per idle reader);
+        the sender is a task of its own only until the reader has caught up.
+        """
         self._delivery.register()
+        self._handler = asyncio.current_task()
         self._sender = asyncio.create_task(self._send())
-        receiver = self._receiver = asyncio.create_task(self._receive())
+        self._sender.add_done_callback(self._sender_done)
         try:
-            await asyncio.wait({self._sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if self._sender.done() and not self._sender.cancelled() and self._delivery.direct:
-                # Caught up: the hub now writes to the socket; the connection lives as long as
-                # the receiver (client messages, disconnect) or until the hub finds it slow.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await receiver
+            await self._receive()
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            if self._handler is not None:
+                self._handler.uncancel()
         finally:
+            self._stopping = True
             self._delivery.unregister()
-            for task in (self._sender, receiver):
-                task.cancel()
-            results = await asyncio.gather(self._sender, receiver, return_exceptions=True)
+            self._sender.cancel()
+            [result] = await asyncio.gather(self._sender, return_exceptions=True)
         if self._delivery.overflowed:
             self._hub.stats.slow_closed += 1
             raise _Closing(
                 CloseCode.SLOW_CONSUMER, "too slow: outgoing queue overflowed; resume from your cursor"
             )
-        for result in results:
-            if isinstance(result, _Closing | SubscriptionError):
-                raise result
-            if isinstance(result, WebSocketDisconnect | OSError | asyncio.CancelledError | type(None)):
-                continue
-            if isinstance(result, BaseException):
-                log.error("reader session failed", exc_info=result)
-                raise _Closing(CloseCode.INTERNAL_ERROR, "internal error")
+        if isinstance(result, _Closing | SubscriptionError):
+            raise result
+        if isinstance(result, BaseException) and not isinstance(
+            result, WebSocketDisconnect | OSError | asyncio.CancelledError
+        ):
+            log.error("reader session failed", exc_info=result)
+            raise _Closing(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _receive(self) -> None:
         while True:

@@ -207,6 +207,8 @@ async def test_widget_resumes_after_service_restart_with_every_missed_line_once(
             await expect(ticker.locator(".line .text")).to_have_text(expected, timeout=20_000)
             await post_line(client, editor, "after")
             await expect(ticker.locator(".line .text")).to_have_text(["after", *expected])
+            # An outage is not a blocked transport: the widget stays on WebSocket.
+            await expect(ticker).to_have_attribute("data-transport", "ws")
 
 
 @pytest.mark.parametrize(("blocked", "transport"), [("WebSocket", "sse"), ("WebSocket EventSource", "poll")])
@@ -217,29 +219,37 @@ async def test_widget_falls_back_to_sse_then_to_the_feed(
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin)
     chief = await stack.token("chief", ["en"])
-    url = partner.page("fallback.html", '<flash-ticker edition="en" poll-interval="1"></flash-ticker>', node)
+    url = partner.page(
+        "fallback.html",
+        '<flash-ticker id="all" edition="en" poll-interval="1"></flash-ticker>'
+        '<flash-ticker id="sports" edition="en" topics="sports" poll-interval="1"></flash-ticker>',
+        node,
+    )
     async with browser() as chromium:
         page = await chromium.new_page()
         await page.add_init_script("".join(f"delete window.{name};" for name in blocked.split()))
         await page.goto(url)
-        ticker = page.locator("flash-ticker")
+        ticker = page.locator("#all")
         await expect(ticker).to_have_attribute("data-transport", transport)
         async with httpx.AsyncClient(base_url=node.url) as client:
-            first = await post_line(client, chief, "first via fallback")
-            await expect(ticker.locator(".line .text")).to_have_text(["first via fallback"], timeout=5000)
+            first = await post_line(client, chief, "first via fallback", topics=["politics"])
+            await post_line(client, chief, "match report", topics=["sports"])
+            await expect(page.locator("#sports .line .text")).to_have_text(["match report"], timeout=5000)
+            await expect(ticker.locator(".line .text")).to_have_text(["match report", "first via fallback"])
             await client.post(
                 f"/api/v1/lines/{first['id']}/corrections",
                 json={"text": "first via fallback, corrected"},
                 headers={"Authorization": f"Bearer {chief}"},
             )
             await expect(ticker.locator(".line .text")).to_have_text(
-                ["first via fallback, corrected"], timeout=5000
+                ["match report", "first via fallback, corrected"], timeout=5000
             )
             await expect(ticker.locator(".corrected")).to_have_count(1)
             await client.post(
                 f"/api/v1/lines/{first['id']}/retraction", headers={"Authorization": f"Bearer {chief}"}
             )
-            await expect(ticker.locator(".line")).to_have_count(0, timeout=5000)
+            await expect(ticker.locator(".line .text")).to_have_text(["match report"], timeout=5000)
+            await expect(page.locator("#sports .line .text")).to_have_text(["match report"])
 
 
 async def test_demo_page_shows_three_editions_side_by_side(stack: Stack) -> None:

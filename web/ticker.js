@@ -76,8 +76,16 @@
     constructor() {
       super();
       const root = this.attachShadow({ mode: "open" });
-      const style = document.createElement("style");
-      style.textContent = STYLE;
+      // A constructed stylesheet also works under a host page's strict style-src CSP.
+      let style = null;
+      try {
+        const sheet = new CSSStyleSheet();
+        sheet.replaceSync(STYLE);
+        root.adoptedStyleSheets = [sheet];
+      } catch (error) {
+        style = document.createElement("style");
+        style.textContent = STYLE;
+      }
       this.bar = document.createElement("div");
       this.bar.className = "bar";
       this.bar.setAttribute("part", "bar");
@@ -101,7 +109,8 @@
       this.live.setAttribute("aria-live", "polite");
       this.live.setAttribute("role", "status");
       this.bar.append(this.labelEl, this.viewport, this.pauseButton, this.live);
-      root.append(style, this.bar);
+      if (style) root.append(style);
+      root.append(this.bar);
       // Keyboard users reaching a link inside the moving text get it held still.
       this.viewport.addEventListener("focusin", () => this.hold(true));
       this.viewport.addEventListener("focusout", () => this.hold(false));
@@ -193,8 +202,15 @@
       this.timer = setTimeout(() => this.connect(), ceiling / 2 + Math.random() * ceiling / 2);
     }
 
-    degrade() {
-      // Two failures to even open: something between us and the reader blocks this transport.
+    async degrade() {
+      // A transport that failed to even open is only given up when the server itself answers
+      // (something between us blocks this transport); a server that is down is just retried.
+      try {
+        await fetch(`${this.server}/healthz`, { mode: "no-cors", cache: "no-store", credentials: "omit" });
+      } catch (error) {
+        this.failures = 0;
+        return;
+      }
       this.failures += 1;
       if (this.failures < 2) return;
       this.failures = 0;
@@ -207,10 +223,10 @@
       this.connection = socket;
       socket.onopen = () => { opened = true; };
       socket.onmessage = (frame) => { this.attempt = 0; this.failures = 0; this.handle(JSON.parse(frame.data)); };
-      socket.onclose = (event) => {
+      socket.onclose = async (event) => {
         if (this.connection !== socket || this.stopped) return;
         if (event.code === 4400 || event.code === 4403) { this.refused(event.reason); return; }
-        if (!opened) this.degrade();
+        if (!opened) await this.degrade();
         this.retry();
       };
     }
@@ -225,11 +241,11 @@
         this.failures = 0;
         this.handle(JSON.parse(frame.data));
       };
-      source.onerror = () => {
+      source.onerror = async () => {
         if (this.connection !== source || this.stopped) return;
         // Reconnect ourselves, so the URL carries our latest cursor and our backoff applies.
         source.close();
-        if (!opened) this.degrade();
+        if (!opened) await this.degrade();
         this.retry();
       };
     }
@@ -241,6 +257,10 @@
       try {
         const response = await fetch(`${this.server}/feeds/${encodeURIComponent(this.edition)}.json`,
           { cache: "no-cache", mode: "cors", credentials: "omit" });
+        if (response.status === 400 || response.status === 403 || response.status === 404) {
+          this.refused(`feed refused: ${response.status}`);
+          return;
+        }
         if (!response.ok) throw new Error(String(response.status));
         const feed = await response.json();
         if (marker.closed) return;
@@ -286,8 +306,14 @@
       const first = this.polledOnce !== true;
       this.polledOnce = true;
       const next = new Map();
+      // The feed carries the whole edition: apply this widget's filter here.
+      const topics = (this.getAttribute("topics") || "").split(",").map((t) => t.trim()).filter(Boolean);
+      const ranks = { flash: 0, urgent: 1, routine: 2 };
+      const maxRank = ranks[this.getAttribute("min-urgency")] ?? 2;
       for (const item of feed.items || []) {
         const extra = item._flashwire || {};
+        if ((ranks[extra.urgency] ?? 2) > maxRank) continue;
+        if (topics.length && !(item.tags || []).some((tag) => topics.includes(tag))) continue;
         const line = {
           id: extra.line_id || item.id, text: item.content_text || item.title || "", url: item.url || null,
           urgency: extra.urgency || "routine", version: extra.version || 1, pinned: Boolean(extra.pinned),
