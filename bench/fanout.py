@@ -27,8 +27,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -75,6 +77,8 @@ class Result:
     cpu_s: float | None = None
     rss_per_conn_kib: float | None = None
     connect_s: float = 0.0
+    rss_after_mib: float | None = None
+    samples: list[tuple[float, float, int]] = field(default_factory=list)
 
 
 def _pct(values: list[float], fraction: float) -> float:
@@ -96,6 +100,9 @@ class Run:
         }
         self.processes: list[subprocess.Popen[str]] = []
         self.token = ""
+        self.reconnects = 0
+        self.storm_metrics_url = ""
+        self.storm_report: dict[str, int] = {}
 
     def start(self, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
         process = _spawn(args, self.env, **kwargs)
@@ -125,11 +132,20 @@ class Run:
         await client.aclose()
 
     def measure(
-        self, name: str, urls: list[str], api: str, watched: list[psutil.Process], tag: str
+        self,
+        name: str,
+        urls: list[str],
+        api: str,
+        watched: list[psutil.Process],
+        tag: str,
+        stalled: float,
+        *,
+        on_post: Callable[[int], None] | None = None,
+        reconnect: bool = False,
     ) -> Result:
         args = self.args
         total = args.subscribers
-        stalled_total = int(total * args.stalled)
+        stalled_total = int(total * stalled)
         counts = [PER_PROCESS] * (total // PER_PROCESS) + (
             [total % PER_PROCESS] if total % PER_PROCESS else []
         )
@@ -138,13 +154,13 @@ class Run:
         started = time.monotonic()
         stalled_left = stalled_total
         for index, count in enumerate(counts):
-            stalled = min(stalled_left, round(count * args.stalled))
-            stalled_left -= stalled
+            share = min(stalled_left, round(count * stalled))
+            stalled_left -= share
             out = self.tmp / f"{tag}-{index}.json"
             loadgens.append((out, self.start(
                 [PYTHON, "-m", "bench.loadgen_picows", "--urls", ",".join(urls), "--count", str(count),
-                 "--lines", str(args.lines), "--stalled", str(stalled), "--out", str(out),
-                 "--timeout", str(args.lines * args.interval + 60)],
+                 "--lines", str(args.lines), "--stalled", str(share), "--out", str(out),
+                 "--timeout", str(args.lines * args.interval + 60), *(["--reconnect"] if reconnect else [])],
                 stdout=subprocess.PIPE,
             )))  # fmt: skip
         for _, process in loadgens:
@@ -156,21 +172,60 @@ class Run:
         rss_idle = sum(p.memory_info().rss for p in watched)
         cpu_before = sum(sum(p.cpu_times()[:2]) for p in watched)
         sent: list[float] = []
+        samples: list[tuple[float, float, int]] = []
+        sampling = threading.Event()
+        metric_urls = (
+            [u.replace("ws://", "http://").split("/ws")[0] + "/metrics" for u in urls] if watched else []
+        )
+
+        def sample() -> None:
+            # Every 2 s: resident memory of the servers and frames queued in their outboxes.
+            while not sampling.wait(2.0):
+                try:
+                    rss = sum(p.memory_info().rss for p in watched) / 2**20
+                    queued = 0
+                    for url in metric_urls:
+                        text = httpx.get(url, timeout=2).text
+                        queued += next(int(line.split()[1]) for line in text.splitlines()
+                                       if line.startswith("flashwire_outbox_frames "))  # fmt: skip
+                    samples.append((time.monotonic(), rss, queued))
+                except (psutil.Error, httpx.HTTPError, StopIteration):
+                    pass
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        profiler = None
+        if args.profile and watched and tag != "reference":
+            duration = max(1, int(args.lines * args.interval) - 1)
+            profiler = subprocess.Popen(
+                [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(watched[0].pid), "--format", "raw", "--rate", "200",
+                 "--duration", str(duration), "--output", args.profile, "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         with httpx.Client(
             base_url=api, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
         ) as client:
+            start = time.monotonic()
             for i in range(args.lines):
                 sent.append(time.time())
                 client.post("/api/v1/lines", json={"edition": "en", "text": f"bench {i}"}).raise_for_status()
-                time.sleep(args.interval)
+                if on_post is not None:
+                    on_post(i)
+                # A steady rate: the next post is due `interval` after the previous one was due.
+                time.sleep(max(0.0, start + (i + 1) * args.interval - time.monotonic()))
         for _, process in loadgens:
             assert process.stdout is not None
             process.stdout.readline()
             process.wait(120)
+        sampling.set()
+        sampler.join()
+        if profiler is not None:
+            profiler.wait(60)
         cpu_s = sum(sum(p.cpu_times()[:2]) for p in watched) - cpu_before
         summaries = [json.loads(out.read_text()) for out, _ in loadgens]
         arrivals: list[list[float]] = [[] for _ in range(args.lines)]
         duplicated = 0
+        self.reconnects = sum(summary["reconnects"] for summary in summaries)
         for summary in summaries:
             duplicated += summary["duplicates"] + summary["out_of_order"]
             for i, times in enumerate(summary["arrivals"]):
@@ -196,7 +251,7 @@ class Run:
             p99_ms=statistics.median(p99s) * ms, last_ms=statistics.median(lasts) * ms, last_max_ms=max(lasts) * ms,
             deliveries_per_s=statistics.median([r for r in rates if r == r] or [0.0]),
             lost=lost, duplicated=duplicated, cpu_s=cpu_s if watched else None,
-            rss_per_conn_kib=rss_per_conn, connect_s=connect_s,
+            rss_per_conn_kib=rss_per_conn, connect_s=connect_s, samples=samples,
         )  # fmt: skip
 
 
@@ -212,9 +267,21 @@ def main() -> None:
         "--stalled", type=float, default=0.0, help="fraction of subscribers that stop reading"
     )
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument(
+        "--profile", help="py-spy the (first) service while posting; collapsed stacks to this file"
+    )
+    parser.add_argument(
+        "--storm",
+        action="store_true",
+        help="restart the subscribers' service process a third of the way through (needs --services 2: "
+        "the second one takes the posts)",
+    )
     parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
     args = parser.parse_args()
     command = "python -m bench.fanout " + " ".join(sys.argv[1:])
+    if args.storm:
+        args.services = max(args.services, 2)
+        args.no_reference = True
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         run = Run(args, Path(tmp_name))
@@ -233,7 +300,43 @@ def main() -> None:
             urls = [f"ws://127.0.0.1:{port}/ws?editions=en" for port in ports]
             api = f"http://127.0.0.1:{ports[0]}"
             label = f"flashwire ({args.services} process{'es' if args.services > 1 else ''})"
-            results.append(run.measure(label, urls, api, watched, "service"))
+            if args.storm:
+                label = "flashwire (1 process; a second takes the posts)"
+            if args.storm:
+                storm_node = services[0]
+                api = f"http://127.0.0.1:{ports[1]}"
+                urls = urls[:1]
+
+                def restart() -> None:
+                    storm_node.terminate()
+                    storm_node.wait(30)
+                    replacement = run.start([PYTHON, "-m", "service.cli", "serve", "--port", str(ports[0])],
+                                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+                    _wait_http(f"http://127.0.0.1:{ports[0]}/healthz")
+                    run.storm_metrics_url = f"http://127.0.0.1:{ports[0]}/metrics"
+                    del replacement
+
+                def on_post(i: int) -> None:
+                    if i == args.lines // 3:
+                        threading.Thread(target=restart, daemon=True).start()
+
+                results.append(run.measure(f"{label}, restarted mid-run", urls, api, [], "storm", 0.0,
+                                           on_post=on_post, reconnect=True))  # fmt: skip
+                metrics = httpx.get(run.storm_metrics_url).text
+                run.storm_report = {
+                    name: int(value)
+                    for line in metrics.splitlines()
+                    if line.startswith("flashwire_") and " " in line
+                    for name, value in [line.split(" ", 1)]
+                }
+            elif args.stalled:
+                # The same service, first with every subscriber reading, then with some stalled.
+                results.append(run.measure(label, urls, api, watched, "service", 0.0))
+                results.append(run.measure(f"{label}, {args.stalled:.0%} stalled", urls, api, watched,
+                                           "stalled", args.stalled))  # fmt: skip
+                results[-1].rss_after_mib = sum(p.memory_info().rss for p in watched) / 2**20
+            else:
+                results.append(run.measure(label, urls, api, watched, "service", 0.0))
             if not args.no_reference:
                 ref_port = free_port()
                 reference = run.start(
@@ -244,10 +347,19 @@ def main() -> None:
                 reference.stdout.readline()
                 ref_url = [f"ws://127.0.0.1:{ref_port}/"]
                 results.append(run.measure("reference (websockets broadcast)", ref_url, api,
-                                           [psutil.Process(reference.pid)], "reference"))  # fmt: skip
+                                           [psutil.Process(reference.pid)], "reference", 0.0))  # fmt: skip
         finally:
             run.close()
     lines = report(args, command, results)
+    if args.storm:
+        stats = run.storm_report
+        lines += [
+            "",
+            f"Reconnections: {run.reconnects:,}. On the restarted process: replay reads from Redis "
+            f"{stats.get('flashwire_replay_reads_total', 0):,}, replays served from the warm ring "
+            f"{stats.get('flashwire_replay_from_ring_total', 0):,}, snapshot reads "
+            f"{stats.get('flashwire_snapshot_reads_total', 0):,}.",
+        ]
     print("\n".join(lines))
     if args.record:
         with open(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", "a") as handle:
@@ -279,8 +391,26 @@ def report(args: argparse.Namespace, command: str, results: list[Result]) -> lis
             f"| {r.last_ms:.1f} ms | {r.last_max_ms:.1f} ms | {r.deliveries_per_s:,.0f} | {r.lost} | {r.duplicated} "
             f"| {cpu} | {rss} |"
         )
-    if len(results) == 2:
-        ratio = results[0].last_ms / results[1].last_ms
+    for r in results:
+        if len(r.samples) >= 4:
+            third = len(r.samples) // 3
+            early = statistics.mean(rss for _, rss, _ in r.samples[:third])
+            late = statistics.mean(rss for _, rss, _ in r.samples[-third:])
+            lines += [
+                "",
+                f"{r.name}: server RSS while posting, first third {early:.0f} MiB, last third "
+                f"{late:.0f} MiB ({late / early - 1:+.1%}); frames queued in outboxes at most "
+                f"{max(q for _, _, q in r.samples)} over {len(r.samples)} samples",
+            ]
+    if args.stalled and len(results) >= 2:
+        growth = results[1].last_ms / results[0].last_ms - 1
+        lines += [
+            "",
+            f"POST→last median of the reading subscribers with {args.stalled:.0%} stalled vs none: "
+            f"**{growth:+.1%}**; service RSS after the stalled run: {results[1].rss_after_mib:.0f} MiB",
+        ]
+    if not args.no_reference and len(results) >= 2:
+        ratio = results[0].last_ms / results[-1].last_ms
         lines += ["", f"POST→last median, Flashwire / reference: **{ratio:.2f}×**"]
     return lines
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import resource
 import sys
 import time
@@ -31,6 +32,7 @@ class Stats:
         self.out_of_order = 0
         self.duplicates = 0
         self.closed_early = 0
+        self.reconnects = 0
         self.done = asyncio.Event()
         self.all_ready = asyncio.Event()
         self.expected_ready = 0
@@ -38,17 +40,36 @@ class Stats:
 
 
 class Subscriber(WSListener):  # type: ignore[misc]
-    def __init__(self, stats: Stats, stall: bool) -> None:
+    def __init__(self, stats: Stats, stall: bool, url: str = "", reconnect: bool = False) -> None:
         self.stats = stats
         self.stall = stall
+        self.url = url
+        self.reconnect = reconnect
+        self.cursor = ""
         self.next_index = 0
         self.is_ready = False
         self.finished = False
 
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.reconnect and not self.finished:
+            asyncio.get_running_loop().create_task(self.resume())
+
+    async def resume(self) -> None:
+        """Reconnect with our cursor, like a real client after its server restarted."""
+        self.stats.reconnects += 1
+        for attempt in range(60):
+            await asyncio.sleep(random.uniform(0.05, 0.25) * min(attempt + 1, 4))
+            since = f"&since=en:{self.cursor}" if self.cursor else ""
+            try:
+                await ws_connect(lambda: self, self.url + since, websocket_handshake_timeout=30)
+                return
+            except (TimeoutError, OSError, Exception):
+                continue
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind == WSMsgType.CLOSE:
-            if not self.finished:
+            if not self.finished and not self.reconnect:
                 self.stats.closed_early += 1
             transport.disconnect()
             return
@@ -69,7 +90,9 @@ class Subscriber(WSListener):  # type: ignore[misc]
             return
         if not payload.startswith(b'{"type":"line"'):
             return
-        text = orjson.loads(payload)["line"]["text"]
+        message = orjson.loads(payload)
+        self.cursor = message["cursor"]
+        text = message["line"]["text"]
         if not text.startswith("bench "):
             return
         index = int(text[6:])
@@ -96,6 +119,7 @@ async def main() -> None:
     parser.add_argument("--stalled", type=int, default=0, help="how many of this process's subscribers stall")
     parser.add_argument("--out", required=True)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--reconnect", action="store_true", help="resume with the cursor after a drop")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
@@ -110,9 +134,11 @@ async def main() -> None:
         async with semaphore:
             for attempt in range(5):
                 try:
+                    url = urls[i % len(urls)]
+                    listener = Subscriber(stats, i < args.stalled, url, args.reconnect)
                     transport, _ = await ws_connect(
-                        lambda: Subscriber(stats, i < args.stalled),
-                        urls[i % len(urls)],
+                        lambda listener=listener: listener,  # type: ignore[misc]
+                        url,
                         websocket_handshake_timeout=30,
                     )
                     transports.append(transport)
@@ -135,6 +161,7 @@ async def main() -> None:
         "duplicates": stats.duplicates,
         "out_of_order": stats.out_of_order,
         "closed_early": stats.closed_early,
+        "reconnects": stats.reconnects,
     }
     with open(args.out, "w") as handle:  # noqa: ASYNC230 - once, after the measurement
         json.dump(summary, handle)

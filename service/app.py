@@ -53,6 +53,7 @@ async def metrics(request: Request) -> Response:
         ("flashwire_deliveries_total", "counter", stats.deliveries),
         ("flashwire_slow_closed_total", "counter", stats.slow_closed),
         ("flashwire_replay_reads_total", "counter", stats.replay_reads),
+        ("flashwire_snapshot_reads_total", "counter", stats.snapshot_reads),
         ("flashwire_replay_from_ring_total", "counter", stats.replay_from_ring),
         ("flashwire_redis_errors_total", "counter", stats.redis_errors),
     ]

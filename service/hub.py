@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from service.reach import ReachRecorder
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 READ_BLOCK_MS = 5_000
 READ_COUNT = 1_000
@@ -134,6 +135,7 @@ class Stats:
     deliveries: int = 0
     slow_closed: int = 0
     replay_reads: int = 0
+    snapshot_reads: int = 0
     replay_from_ring: int = 0
     redis_errors: int = 0
 
@@ -159,7 +161,7 @@ class Hub:
         self._rings: dict[str, deque[Event]] = {
             e: deque(maxlen=settings.replay_ring) for e in settings.editions
         }
-        self._inflight: dict[tuple[str, str], asyncio.Future[list[Event]]] = {}
+        self._inflight: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._snapshot_script = redis.register_script(_SNAPSHOT)
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
@@ -245,11 +247,22 @@ class Hub:
 
     # -- the reader ------------------------------------------------------------
 
-    async def _current_positions(self) -> dict[str, str]:
+    async def _warm_up(self) -> dict[str, str]:
+        """Start at the end of every ticker, with the ring already holding its newest events.
+
+        After a restart, every reader reconnects with a cursor a moment old: with the ring
+        warm, their replays come from memory (one read per edition here) instead of one
+        Redis read per reader.
+        """
         positions = {}
         for edition in self._settings.editions:
-            newest = await self._reader_redis.xrevrange(self._keys.ticker(edition), count=1)
-            positions[edition] = newest[0][0].decode() if newest else "0-0"
+            newest = await self._reader_redis.xrevrange(
+                self._keys.ticker(edition), count=self._settings.replay_ring
+            )
+            ring = self._rings[edition]
+            ring.clear()
+            ring.extend(Event.from_entry(edition, entry_id, fields) for entry_id, fields in reversed(newest))
+            positions[edition] = ring[-1].cursor if ring else "0-0"
         return positions
 
     async def _read_loop(self) -> None:
@@ -257,7 +270,7 @@ class Hub:
         while True:
             try:
                 if not self._positions:
-                    self._positions = await self._current_positions()
+                    self._positions = await self._warm_up()
                     self._ready.set()
                 streams = {self._keys.ticker(e): p for e, p in self._positions.items()}
                 response = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
@@ -299,7 +312,14 @@ class Hub:
     # -- snapshots and replays -------------------------------------------------
 
     async def snapshot(self, edition: str) -> tuple[str, list[dict[str, Any]]]:
-        """An edition's live lines (pinned, then newest first) and the cursor they stand at, atomically."""
+        """An edition's live lines (pinned, then newest first) and the cursor they stand at, atomically.
+
+        Concurrent callers share one read (the result is read-only for them).
+        """
+        return await self._coalesce(("snapshot", edition), lambda: self._read_snapshot(edition))
+
+    async def _read_snapshot(self, edition: str) -> tuple[str, list[dict[str, Any]]]:
+        self.stats.snapshot_reads += 1
         result = await self._snapshot_script(
             keys=[self._keys.ticker(edition), self._keys.live(edition)],
             args=[self._keys.line(""), SNAPSHOT_MAX_LINES],
@@ -313,6 +333,9 @@ class Hub:
     async def check_cursor(self, edition: str, cursor: str) -> CursorCheck:
         """Can a client resume `edition` from `cursor`, or has the log moved past it?"""
         key = cursor_key(cursor)
+        ring = self._rings[edition]
+        if ring and ring[0].key <= key <= cursor_key(self._positions[edition]):
+            return CursorCheck(True)  # within what this node holds in memory: no need to ask Redis
         ticker = self._keys.ticker(edition)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xrange(ticker, count=1)
@@ -354,20 +377,26 @@ class Hub:
 
     async def _coalesced_page(self, edition: str, after: str) -> list[Event]:
         """One XRANGE page after a cursor, shared by every concurrent caller asking the same."""
-        key = (edition, after)
+        return await self._coalesce(("page", edition, after), lambda: self._read_page(edition, after))
+
+    async def _read_page(self, edition: str, after: str) -> list[Event]:
+        self.stats.replay_reads += 1
+        entries = await self._redis.xrange(
+            self._keys.ticker(edition), min=f"({after}", max="+", count=REPLAY_PAGE
+        )
+        return [Event.from_entry(edition, entry_id, fields) for entry_id, fields in entries]
+
+    async def _coalesce(self, key: tuple[str, ...], read: Callable[[], Awaitable[_T]]) -> _T:
+        """Run `read` once for all concurrent callers with the same key."""
         pending = self._inflight.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+            return cast(_T, await asyncio.shield(pending))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            self.stats.replay_reads += 1
-            entries = await self._redis.xrange(
-                self._keys.ticker(edition), min=f"({after}", max="+", count=REPLAY_PAGE
-            )
-            page = [Event.from_entry(edition, entry_id, fields) for entry_id, fields in entries]
-            future.set_result(page)
-            return page
+            result = await read()
+            future.set_result(result)
+            return result
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()

@@ -95,6 +95,7 @@ class Settings:
     heartbeat_s: float = 15.0
     outbox_max_frames: int = 512
     send_buffer_max_bytes: int = 256 * 1024
+    direct_writes: bool = True
     max_connections: int = 18_000
     ticker_retention: int = 10_000
     desk_retention: int = 100_000
@@ -146,6 +147,7 @@ class Settings:
             ticker_retention=_int(env, "FLASHWIRE_TICKER_RETENTION", cls.ticker_retention, 10),
             claim_idle_ms=_int(env, "FLASHWIRE_CLAIM_IDLE_MS", cls.claim_idle_ms, 100),
             allowed_origins=_list(env, "FLASHWIRE_ALLOWED_ORIGINS", cls.allowed_origins),
+            direct_writes=env.get("FLASHWIRE_DIRECT_WRITES", "1") not in {"0", "false", "no", "off"},
             feed_poll_s=_float(env, "FLASHWIRE_FEED_POLL_S", cls.feed_poll_s),
         )
         if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):

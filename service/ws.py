@@ -195,8 +195,10 @@ class ReaderSession:
     ) -> None:
         self._ws = websocket
         self._hub = hub
-        writer = DirectWriter.for_protocol(
-            websocket.scope.get(PROTOCOL_SCOPE_KEY), settings.send_buffer_max_bytes
+        writer = (
+            DirectWriter.for_protocol(websocket.scope.get(PROTOCOL_SCOPE_KEY), settings.send_buffer_max_bytes)
+            if settings.direct_writes
+            else None
         )
         self._delivery = Delivery(
             hub,

@@ -7,6 +7,7 @@ import contextlib
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Reader, Stack, auth, open_reader, post_line
 
@@ -115,13 +116,15 @@ async def test_snapshot_holds_live_lines_newest_first_and_subscribe_message_work
     assert ar["lines"][0]["direction"] == "rtl"
 
 
+@pytest.mark.parametrize("direct_writes", ["1", "0"])
 async def test_resume_after_missing_50_lines_gets_exactly_those_then_live_ones(
-    stack: Stack, readers: list[Reader]
+    stack: Stack, readers: list[Reader], direct_writes: str
 ) -> None:
     """Reconnecting with the last cursor replays exactly the 50 missed lines, in order, then live ones,
-    including lines posted while the replay runs: no gap, no duplicate."""
+    including lines posted while the replay runs: no gap, no duplicate (with the hub writing frames
+    straight to sockets, and through the ASGI path)."""
     stack.worker()
-    node = stack.service()
+    node = stack.service(FLASHWIRE_DIRECT_WRITES=direct_writes)
     editor = await stack.token("editor", ["en"])
     reader = await open_reader(node.ws_url, "editions=en")
     snapshot = await reader.next_of("snapshot")
@@ -244,3 +247,37 @@ async def test_correction_moving_a_line_out_of_a_filter_withdraws_it(
     arrived, left = await europe.events(2)
     assert arrived["type"] == "update" and arrived["line"]["version"] == 2
     assert left["type"] == "retract" and left["reason"] == "filtered"
+
+
+async def test_readers_resuming_after_a_restart_are_served_from_memory(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """After a node restarts, readers resuming with recent cursors get their replays from the warm ring:
+    no Redis read per reader."""
+    import re
+
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        for i in range(5):
+            await post_line(client, editor, f"seen {i}")
+    first = [await open_reader(node.ws_url, "editions=en") for _ in range(20)]
+    cursor = (await first[0].next_of("snapshot"))["cursor"]
+    for reader in first:
+        await reader.ws.close()
+    node.terminate()
+    async with httpx.AsyncClient(base_url=stack.service().url) as client:
+        for i in range(3):
+            await post_line(client, editor, f"missed {i}")
+    node.start()
+    node.wait_ready()
+    resumed = [await open_reader(node.ws_url, f"editions=en&since={cursor}") for _ in range(20)]
+    readers.extend(resumed)
+    for reader in resumed:
+        assert [e["line"]["text"] for e in await reader.events(3)] == ["missed 0", "missed 1", "missed 2"]
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        metrics = (await client.get("/metrics")).text
+    counters = dict(re.findall(r"^(flashwire_\w+) (\d+)$", metrics, re.MULTILINE))
+    assert counters["flashwire_replay_reads_total"] == "0"
+    assert counters["flashwire_replay_from_ring_total"] == "20"
