@@ -94,7 +94,7 @@ class Settings:
     default_ttl_s: int = 12 * 3600
     heartbeat_s: float = 15.0
     outbox_max_frames: int = 512
-    send_buffer_max_bytes: int = 256 * 1024
+    send_buffer_max_bytes: int = 64 * 1024
     direct_writes: bool = True
     max_connections: int = 18_000
     ticker_retention: int = 10_000
