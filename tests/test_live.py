@@ -281,3 +281,36 @@ async def test_readers_resuming_after_a_restart_are_served_from_memory(
     counters = dict(re.findall(r"^(flashwire_\w+) (\d+)$", metrics, re.MULTILINE))
     assert counters["flashwire_replay_reads_total"] == "0"
     assert counters["flashwire_replay_from_ring_total"] == "20"
+
+
+async def test_cursor_older_than_the_retained_log_gets_a_reset_snapshot(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """A reader resuming from a cursor the ticker has trimmed away gets a fresh snapshot marked as a reset;
+    a cursor from the future (another deployment's) too."""
+    stack.worker(FLASHWIRE_TICKER_RETENTION="10")
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    reader = await open_reader(node.ws_url, "editions=en")
+    await reader.next_of("snapshot")
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        await post_line(client, editor, "the first line")
+        [first] = await reader.events(1)
+        await reader.ws.close()
+        for i in range(250):
+            await post_line(client, editor, f"line {i}")
+    redis = stack.redis()
+    try:
+        oldest = (await redis.xrange(stack.keys.ticker("en"), count=1))[0][0].decode()
+    finally:
+        await redis.aclose()
+    assert tuple(map(int, oldest.split("-"))) > tuple(map(int, first["cursor"].split("-"))), "log was trimmed"
+    # The first node still holds every line in its replay ring and would simply replay them; a node
+    # started now knows only what Redis retained.
+    fresh = stack.service()
+    for cursor, reason in ((first["cursor"], "older than the retained log"), ("99999999999999-0", "ahead")):
+        resumed = await open_reader(fresh.ws_url, f"editions=en&since={cursor}")
+        readers.append(resumed)
+        snapshot = await resumed.next_of("snapshot")
+        assert snapshot["reset"] is True and reason in snapshot["reason"]
+        assert len(snapshot["lines"]) == 200 and snapshot["lines"][0]["text"] == "line 249"
