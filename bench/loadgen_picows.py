@@ -1,4 +1,5 @@
-"""Load generator: up to ~18,000 picows WebSocket subscribers in one process.
+"""Load generator: picows WebSocket subscribers in one process (at most ~18,000 for the 20,000
+file-descriptor limit; bench.fanout gives each process 9,000).
 
 Started by bench.fanout. Connects its share of subscribers (round-robin over the
 given URLs), prints "ready" once every one has its snapshot, then records when

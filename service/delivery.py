@@ -9,6 +9,7 @@ text; reach is counted once the transport has taken the frame.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -87,10 +88,15 @@ class Delivery:
         subscriber, outbox, reach = self.subscriber, self.subscriber.outbox, self._reach
         while True:
             if self._writer is not None and not len(outbox):
-                # Caught up with nothing queued: from here on the hub writes frames straight to
-                # the socket. No await between the check and the switch, so nothing slips.
-                subscriber.writer = self._writer
-                return
+                if self._writer.backlog_ok:
+                    # Caught up with nothing queued: from here on the hub writes frames straight
+                    # to the socket. No await between the check and the switch: nothing slips.
+                    subscriber.writer = self._writer
+                    return
+                # A large snapshot is still on its way out; let it drain before the hub's
+                # send-buffer limit applies (events meanwhile queue in the outbox as before).
+                await asyncio.sleep(0.05)
+                continue
             items = outbox.drain() if self._writer is not None else await outbox.take()
             if outbox.overflowed:
                 return

@@ -158,9 +158,9 @@ class Hub:
         self._settings = settings
         self._subscribers: dict[str, set[Subscriber]] = {e: set() for e in settings.editions}
         self._positions: dict[str, str] = {}
-        self._rings: dict[str, deque[Event]] = {
-            e: deque(maxlen=settings.replay_ring) for e in settings.editions
-        }
+        # Never hold more than Redis retains, so every node answers an old cursor alike.
+        ring_size = min(settings.replay_ring, settings.ticker_retention)
+        self._rings: dict[str, deque[Event]] = {e: deque(maxlen=ring_size) for e in settings.editions}
         self._inflight: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._snapshot_script = redis.register_script(_SNAPSHOT)
         self._tasks: list[asyncio.Task[None]] = []
@@ -221,6 +221,7 @@ class Hub:
 
     def _dispatch(self, event: Event) -> None:
         written = 0
+        reached = 0
         offered = 0
         for subscriber in self._subscribers[event.edition]:
             selected = subscriber.filter.select(event)
@@ -230,8 +231,9 @@ class Hub:
             if writer is not None:
                 outcome = writer.write(selected.wire)
                 if outcome == OPEN:
+                    written += 1
                     if selected is event:
-                        written += 1
+                        reached += 1
                 elif outcome == SLOW:
                     subscriber.writer = None
                     subscriber.outbox.overflowed = True
@@ -242,8 +244,8 @@ class Hub:
             elif subscriber.outbox.overflowed:
                 subscriber.on_overflow()
         self.stats.deliveries += written + offered
-        if written and self.reach is not None:
-            self.reach.delivered(event, now_ms(), count=written)
+        if reached and self.reach is not None:
+            self.reach.delivered(event, now_ms(), count=reached)
 
     # -- the reader ------------------------------------------------------------
 
@@ -256,10 +258,8 @@ class Hub:
         """
         positions = {}
         for edition in self._settings.editions:
-            newest = await self._reader_redis.xrevrange(
-                self._keys.ticker(edition), count=self._settings.replay_ring
-            )
             ring = self._rings[edition]
+            newest = await self._reader_redis.xrevrange(self._keys.ticker(edition), count=ring.maxlen)
             ring.clear()
             ring.extend(Event.from_entry(edition, entry_id, fields) for entry_id, fields in reversed(newest))
             positions[edition] = ring[-1].cursor if ring else "0-0"

@@ -71,6 +71,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be one of 1, 0, true, false, yes, no, on, off; got {raw!r}")
+
+
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -147,7 +159,7 @@ class Settings:
             ticker_retention=_int(env, "FLASHWIRE_TICKER_RETENTION", cls.ticker_retention, 10),
             claim_idle_ms=_int(env, "FLASHWIRE_CLAIM_IDLE_MS", cls.claim_idle_ms, 100),
             allowed_origins=_list(env, "FLASHWIRE_ALLOWED_ORIGINS", cls.allowed_origins),
-            direct_writes=env.get("FLASHWIRE_DIRECT_WRITES", "1") not in {"0", "false", "no", "off"},
+            direct_writes=_bool(env, "FLASHWIRE_DIRECT_WRITES", cls.direct_writes),
             feed_poll_s=_float(env, "FLASHWIRE_FEED_POLL_S", cls.feed_poll_s),
         )
         if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):

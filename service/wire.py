@@ -50,6 +50,11 @@ class DirectWriter:
             return None
         return cls(protocol, limit_bytes)
 
+    @property
+    def backlog_ok(self) -> bool:
+        """Is little enough still unsent (a snapshot, say) for direct writes to start?"""
+        return bool(self._transport.get_write_buffer_size() <= self._limit // 2)
+
     def write(self, frame: bytes) -> int:
         """Write one frame: OPEN if written, CLOSED if the connection is closing, SLOW if backed up."""
         transport = self._transport
