@@ -78,6 +78,13 @@ async def create_token(request: Request) -> Response:
     for index, edition in enumerate(editions):
         if edition != ALL_EDITIONS and edition not in settings.editions:
             raise ApiError(422, "invalid", f"unknown edition {edition!r}", field=f"editions[{index}]")
+    # An admin of some editions manages tokens for those editions only, and makes no admins.
+    if ALL_EDITIONS not in admin.editions:
+        outside = [e for e in editions if e not in admin.editions]
+        if outside or role == "admin":
+            raise ApiError(
+                403, "forbidden", "only an admin of every edition may grant other editions or the admin role"
+            )
     store: TokenStore = request.app.state.tokens
     secret, record = await store.create(name=name.strip(), role=role, editions=editions)
     await audit.record(

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from service import account, api, audit, feeds, sse
 from service.desk import Desk
@@ -73,12 +74,24 @@ async def live_list(request: Request) -> Response:
 
 # The desk handles tokens: no inline script, no third-party origin, no framing.
 DESK_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+
+
+class WebAssets(StaticFiles):
+    """The files under web/, except the desk page itself: it is served only at /desk, with the
+    headers above (a copy without them could be framed or cached)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path.startswith("desk") and path.endswith(".html"):
+            return PlainTextResponse("Not Found", status_code=404)
+        response = await super().get_response(path, scope)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
 
 async def desk(request: Request) -> Response:
@@ -117,9 +130,11 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url)
-        # The hub's blocking XREAD gets a connection of its own.
-        reader_redis = Redis.from_url(settings.redis_url)
+        # Timeouts and keepalive, so a half-open connection (a partition, a failover) is noticed
+        # instead of blocking forever.
+        redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_keepalive=True)
+        # The hub's blocking XREAD (5 s) gets a connection of its own.
+        reader_redis = Redis.from_url(settings.redis_url, socket_timeout=15, socket_keepalive=True)
         hub = Hub(redis, reader_redis, keys, settings)
         app.state.settings = settings
         app.state.keys = keys
@@ -154,7 +169,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         *account.routes,
         *sse.routes,
         *feeds.routes,
-        Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
+        Mount("/web", WebAssets(directory=WEB_DIR), name="web"),
     ]
     app = Starlette(
         routes=routes,

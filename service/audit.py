@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from service.clock import iso_from_ms, ms_from_iso, now_ms
 from service.errors import ApiError
+from service.events import cursor_key
 from service.http import authenticate
 from service.keys import Keys
 from service.settings import Settings
@@ -120,6 +121,13 @@ async def list_audit(request: Request) -> Response:
         raise ApiError(422, "invalid", f"must be an integer from 1 to {PAGE_MAX}", field="limit")
     limit = int(limit_text)
     before = request.query_params.get("before")
+    if before is not None:
+        try:
+            cursor_key(before)
+        except ValueError:
+            raise ApiError(
+                422, "invalid", "must be an audit_id from an earlier page", field="before"
+            ) from None
     entries: list[dict[str, Any]] = []
     async for entry in _entries(request.app.state.redis, request.app.state.keys, query, before):
         entries.append(entry)

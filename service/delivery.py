@@ -87,17 +87,18 @@ class Delivery:
                 yield frame
         subscriber, outbox, reach = self.subscriber, self.subscriber.outbox, self._reach
         while True:
-            if self._writer is not None and not len(outbox):
+            if self._writer is not None and not len(outbox) and self._hub.has_reached(subscriber.positions):
                 if self._writer.backlog_ok:
-                    # Caught up with nothing queued: from here on the hub writes frames straight
-                    # to the socket. No await between the check and the switch: nothing slips.
+                    # Caught up, nothing queued, and this node is not behind the reader: from here
+                    # on the hub writes frames straight to the socket. No await between the
+                    # checks and the switch, so nothing slips.
                     subscriber.writer = self._writer
                     return
                 # A large snapshot is still on its way out; let it drain before the hub's
                 # send-buffer limit applies (events meanwhile queue in the outbox as before).
                 await asyncio.sleep(0.05)
                 continue
-            items = outbox.drain() if self._writer is not None else await outbox.take()
+            items = await outbox.take()
             if outbox.overflowed:
                 return
             for item in items:

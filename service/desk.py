@@ -69,6 +69,20 @@ class Desk:
         raw = await self._redis.hget(self._keys.line_index, line_id)
         return None if raw is None else raw.decode()
 
+    async def replayed(self, idempotency: tuple[str, str, str] | None) -> Accepted | None:
+        """The stored first result of a retried request, if there is one (checked before any
+        state check, so a retry gets what the first attempt got)."""
+        if idempotency is None:
+            return None
+        token_id, key, fingerprint = idempotency
+        raw = await self._redis.get(self._keys.idempotency(token_id, key))
+        if raw is None:
+            return None
+        stored_fingerprint, desk_id, stored = raw.decode().split("\n", 2)
+        if stored_fingerprint != fingerprint:
+            raise IdempotencyConflict("Idempotency-Key was used for a different request")
+        return Accepted(body={**orjson.loads(stored), "desk_id": desk_id}, replayed=True)
+
     async def submit(
         self,
         action: dict[str, Any],

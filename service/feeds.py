@@ -9,6 +9,7 @@ deleted-entry tombstones, so partners that copied a killed line learn it.
 
 from __future__ import annotations
 
+import html
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -101,7 +102,8 @@ def rss_feed(base: str, edition: str, lines: list[dict[str, Any]], updated_ms: i
     for line in lines:
         item = ET.SubElement(channel, "item")
         ET.SubElement(item, "title").text = line["text"]
-        ET.SubElement(item, "description").text = line["text"]
+        # RSS readers take <description> as HTML: escape it, so the headline stays text.
+        ET.SubElement(item, "description").text = html.escape(line["text"], quote=False)
         if line.get("url"):
             ET.SubElement(item, "link").text = line["url"]
         ET.SubElement(item, "guid", {"isPermaLink": "false"}).text = _uri(line["id"])

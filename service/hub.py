@@ -214,6 +214,15 @@ class Hub:
             self._subscribers[edition].add(subscriber)
         return {edition: self._positions[edition] for edition in subscriber.editions}
 
+    def has_reached(self, positions: dict[str, tuple[int, int]]) -> bool:
+        """Has the reader dispatched every edition at least up to these positions?
+
+        A reader's snapshot or resume cursor can be ahead of this node (Redis answered the
+        snapshot before this node read the newest entries); until the node catches up, the
+        events in between must still pass the reader's duplicate check.
+        """
+        return all(key <= cursor_key(self._positions[edition]) for edition, key in positions.items())
+
     def unregister(self, subscriber: Subscriber) -> None:
         """Remove a subscriber (idempotent)."""
         for edition in subscriber.editions:
@@ -278,7 +287,12 @@ class Hub:
                     edition = stream.decode().rsplit(":", 1)[1]
                     ring = self._rings[edition]
                     for entry_id, fields in entries:
-                        event = Event.from_entry(edition, entry_id, fields)
+                        try:
+                            event = Event.from_entry(edition, entry_id, fields)
+                        except (KeyError, ValueError, UnicodeDecodeError):
+                            log.error("hub: skipping malformed ticker entry %r of %s", entry_id, edition)
+                            self._positions[edition] = entry_id.decode()
+                            continue
                         self._positions[edition] = event.cursor
                         ring.append(event)
                         self.stats.events_read += 1
@@ -387,22 +401,14 @@ class Hub:
         return [Event.from_entry(edition, entry_id, fields) for entry_id, fields in entries]
 
     async def _coalesce(self, key: tuple[str, ...], read: Callable[[], Awaitable[_T]]) -> _T:
-        """Run `read` once for all concurrent callers with the same key."""
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return cast(_T, await asyncio.shield(pending))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await read()
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            del self._inflight[key]
+        """Run `read` once for all concurrent callers with the same key.
+
+        The read runs in a task of its own, so a caller that goes away (its reader
+        disconnected) cancels only its own wait, never the others' shared read.
+        """
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(read())
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return cast(_T, await asyncio.shield(task))

@@ -228,7 +228,9 @@ class ReaderSession:
     def _sender_done(self, sender: asyncio.Task[None]) -> None:
         # Ending normally after handing over to direct writes is the usual case; any other end
         # (disconnect, overflow, error) ends the connection.
-        if sender.cancelled() or (sender.exception() is None and self._delivery.direct):
+        if self._stopping:
+            return
+        if not sender.cancelled() and sender.exception() is None and self._delivery.direct:
             return
         self._stop()
 
@@ -245,10 +247,9 @@ class ReaderSession:
         try:
             await self._receive()
         except asyncio.CancelledError:
-            if not self._stopping:
+            # Our own _stop() is absorbed; a cancellation from outside (server shutdown) is not.
+            if not self._stopping or (self._handler is not None and self._handler.uncancel() > 0):
                 raise
-            if self._handler is not None:
-                self._handler.uncancel()
         finally:
             self._stopping = True
             self._delivery.unregister()

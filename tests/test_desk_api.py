@@ -295,3 +295,45 @@ async def test_audit_trail_records_every_action_with_actor_before_after_and_cann
             assert response.status_code in (404, 405), method
         again = (await client.get("/api/v1/audit", params={"edition": "en"}, headers=auth(chief))).json()
         assert again["entries"] == page["entries"]
+
+
+async def test_shortening_expiry_needs_a_chief_and_retries_replay_the_first_result(stack: Stack) -> None:
+    """An editor may extend a line's expiry but not bring it forward (that would retract it by
+    another name); a retried action with the same Idempotency-Key gets its first result back."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    chief = await stack.token("chief", ["en"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        line = await post_line(client, editor, "Curfew extended", expires_at=_in(3600))
+        await asyncio.sleep(0.2)
+        shorter = await _action(client, editor, line["id"], "expiry", {"expires_at": _in(5)})
+        assert shorter.status_code == 403 and shorter.json()["error"]["field"] == "expires_at"
+        via_correction = await _action(client, editor, line["id"], "corrections", {"expires_at": _in(5)})
+        assert via_correction.status_code == 403
+        assert (
+            await _action(client, editor, line["id"], "expiry", {"expires_at": _in(7200)})
+        ).status_code == 201
+        assert (
+            await _action(client, chief, line["id"], "expiry", {"expires_at": _in(600)})
+        ).status_code == 201
+        headers = {**auth(chief), "Idempotency-Key": "kill-curfew-1"}
+        first = await client.post(f"/api/v1/lines/{line['id']}/retraction", headers=headers)
+        await asyncio.sleep(0.2)
+        again = await client.post(f"/api/v1/lines/{line['id']}/retraction", headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+        fresh = await client.post(f"/api/v1/lines/{line['id']}/retraction", headers=auth(chief))
+        assert fresh.status_code == 409
+
+
+async def test_desk_page_is_only_served_with_its_security_headers(stack: Stack) -> None:
+    """/desk carries a strict CSP and no-store; the same file under /web is not served."""
+    node = stack.service()
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        page = await client.get("/desk")
+        assert page.status_code == 200
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
+        assert (await client.get("/web/desk/index.html")).status_code == 404
+        assert (await client.get("/web/desk/desk.js")).status_code == 200

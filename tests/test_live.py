@@ -7,6 +7,7 @@ import contextlib
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import Reader, Stack, auth, open_reader, post_line
@@ -314,3 +315,41 @@ async def test_cursor_older_than_the_retained_log_gets_a_reset_snapshot(
         snapshot = await resumed.next_of("snapshot")
         assert snapshot["reset"] is True and reason in snapshot["reason"]
         assert len(snapshot["lines"]) == 200 and snapshot["lines"][0]["text"] == "line 249"
+
+
+async def test_new_readers_during_a_burst_never_get_events_their_snapshot_covers(stack: Stack) -> None:
+    """Readers joining a node while lines pour in through another node get, after their snapshot,
+    only events with later cursors, strictly increasing: no duplicate even when Redis answered the
+    snapshot before this node had read the newest entries."""
+    from websockets.asyncio.client import connect
+
+    stack.worker()
+    node, poster = stack.service(), stack.service()
+    editor = await stack.token("editor", ["en"])
+
+    async def burst() -> None:
+        async with httpx.AsyncClient(base_url=poster.url) as client:
+            for i in range(150):
+                await post_line(client, editor, f"burst {i}")
+
+    async def join() -> list[str]:
+        problems = []
+        for _ in range(30):
+            async with connect(node.ws_url + "?editions=en", compression=None) as ws:
+                last: tuple[int, ...] | None = None
+                deadline = asyncio.get_running_loop().time() + 0.15
+                while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                    try:
+                        message = orjson.loads(await asyncio.wait_for(ws.recv(), left))
+                    except TimeoutError:
+                        break
+                    if "cursor" not in message:
+                        continue
+                    key = tuple(map(int, message["cursor"].split("-")))
+                    if message["type"] != "snapshot" and last is not None and key <= last:
+                        problems.append(f"{message['type']} at {message['cursor']} after {last}")
+                    last = key
+        return problems
+
+    _, problems = await asyncio.gather(burst(), join())
+    assert problems == []

@@ -124,8 +124,13 @@ async def test_feeds_validate_carry_language_and_answer_304(stack: Stack) -> Non
         tombstones = root.findall("{http://purl.org/atompub/tombstones/1.0}deleted-entry")
         assert [t.get("ref") for t in tombstones] == [f"urn:flashwire:line:{killed['id']}"]
 
+        await post_line(client, chief, "<b>Markup</b> stays text")
+        await asyncio.sleep(0.3)
+        rss_raw = (await client.get("/feeds/en.rss")).text
+        # Entity-encoded twice: an aggregator decoding the description as HTML shows the brackets.
+        assert "<description>&amp;lt;b&amp;gt;Markup&amp;lt;/b&amp;gt; stays text</description>" in rss_raw
         english = feedparser.parse((await client.get("/feeds/en.atom")).content)
-        assert not english.bozo and english.entries[0].author == "Reuters"
+        assert not english.bozo and english.entries[-1].author == "Reuters"
 
         for form in ("json", "rss", "atom"):
             first = await client.get(f"/feeds/ar.{form}")

@@ -53,9 +53,20 @@ export class LiveTicker {
     this.ws = null;
   }
 
-  start() { this.connect(); return this; }
+  start() {
+    // Nothing (not even a heartbeat) for 2.5 heartbeat periods: the connection is dead.
+    this.heartbeatMs = 15000;
+    this.lastMessage = Date.now();
+    this.watchdog = setInterval(() => {
+      if (this.ws && this.ws.readyState === WebSocket.OPEN && Date.now() - this.lastMessage > this.heartbeatMs * 2.5) {
+        this.ws.close(4000, "no heartbeat");
+      }
+    }, 5000);
+    this.connect();
+    return this;
+  }
 
-  stop() { this.stopped = true; if (this.ws) this.ws.close(1000); }
+  stop() { this.stopped = true; clearInterval(this.watchdog); if (this.ws) this.ws.close(1000); }
 
   setStatus(text) { if (this.status) this.status.textContent = text; }
 
@@ -79,6 +90,8 @@ export class LiveTicker {
   }
 
   handle(msg) {
+    this.lastMessage = Date.now();
+    if (msg.type === "hello" && msg.heartbeat_s) this.heartbeatMs = msg.heartbeat_s * 1000;
     if (msg.cursor && msg.edition) this.cursors[msg.edition] = msg.cursor;
     if (msg.type === "subscribed") { this.setStatus("live"); this.attempt = 0; }
     else if (msg.type === "snapshot") {

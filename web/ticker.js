@@ -166,6 +166,12 @@
       this.stopped = false;
       this.attempt = 0;
       this.failures = 0;
+      // Browsers do not notice a half-open connection (sleep, a network change): if nothing,
+      // not even a heartbeat, arrives for 2.5 heartbeat periods, reconnect.
+      this.heartbeatMs = 15000;
+      this.lastMessage = Date.now();
+      clearInterval(this.watchdog);
+      this.watchdog = setInterval(() => this.checkAlive(), 5000);
       this.mode = typeof WebSocket === "function" ? "ws" : typeof EventSource === "function" ? "sse" : "poll";
       this.connect();
     }
@@ -173,6 +179,7 @@
     stop() {
       this.stopped = true;
       clearTimeout(this.timer);
+      clearInterval(this.watchdog);
       if (this.connection && this.connection.close) this.connection.close();
       this.connection = null;
     }
@@ -187,8 +194,19 @@
       return params.toString();
     }
 
+    checkAlive() {
+      if (this.stopped || this.mode === "poll" || !this.connection) return;
+      if (Date.now() - this.lastMessage <= this.heartbeatMs * 2.5) return;
+      const dead = this.connection;
+      this.connection = null;
+      dead.close();
+      this.lastMessage = Date.now();
+      this.retry();
+    }
+
     connect() {
       if (this.stopped) return;
+      this.lastMessage = Date.now();
       this.setAttribute("data-transport", this.mode);
       if (this.mode === "ws") this.openWebSocket();
       else if (this.mode === "sse") this.openEventSource();
@@ -281,6 +299,8 @@
 
     handle(message) {
       const type = message.type;
+      this.lastMessage = Date.now();
+      if (type === "hello" && message.heartbeat_s) this.heartbeatMs = message.heartbeat_s * 1000;
       if (type === "snapshot") {
         if (message.edition !== this.edition) return;
         this.lines.clear();

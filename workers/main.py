@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 async def _startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["flashwire_settings"]
     keys = Keys(settings.key_prefix)
-    redis = Redis.from_url(settings.redis_url)
+    # The consumer blocks 1 s at a time: a 15 s socket timeout notices a half-open connection.
+    redis = Redis.from_url(settings.redis_url, socket_timeout=15, socket_keepalive=True)
     arq_redis = ctx["redis"]
 
     async def schedule_release(line_id: str, edition: str, embargo_ms: int) -> None:

@@ -325,7 +325,10 @@ function fillRow(row, line) {
   if (can("correct")) actions.append(button("Correct", () => openCorrection(row, line), { title: `Correct “${short}”` }));
   if (can("expiry")) {
     actions.append(button("+1 h", () => moveExpiry(line, 3600), { title: `Extend expiry of “${short}” by an hour` }));
-    actions.append(button("−1 h", () => moveExpiry(line, -3600), { title: `Shorten expiry of “${short}” by an hour` }));
+    if (can("retract")) {
+      // Bringing the expiry forward removes the line sooner: a chief's call, like a retraction.
+      actions.append(button("−1 h", () => moveExpiry(line, -3600), { title: `Shorten expiry of “${short}” by an hour` }));
+    }
   }
   if (can("pin")) {
     actions.append(line.pinned

@@ -1,0 +1,126 @@
+"""The hub and a reader's delivery, in-process against a real redis-server, where timing matters."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from service.delivery import Delivery
+from service.hub import Hub
+from service.keys import Keys
+from service.reach import ReachRecorder
+from service.redis_server import RedisProcess
+from service.settings import Settings
+from service.subscription import build
+from service.wire import OPEN
+
+
+class RecordingWriter:
+    """Stands in for a socket's direct writer and keeps what it was given."""
+
+    backlog_ok = True
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write(self, frame: bytes) -> int:
+        self.frames.append(frame)
+        return OPEN
+
+
+def _payload(frame: bytes) -> bytes:
+    """The payload of an unmasked server frame."""
+    length = frame[1] & 0x7F
+    return frame[4:] if length == 126 else frame[10:] if length == 127 else frame[2:]
+
+
+async def _add(redis: Redis, keys: Keys, text: str) -> str:
+    line: dict[str, Any] = {
+        "id": f"en-{text}",
+        "version": 1,
+        "edition": "en",
+        "text": text,
+        "urgency": "routine",
+        "topics": [],
+        "updated_at": "2026-11-25T12:00:00.000Z",
+    }
+    entry_id: bytes = await redis.xadd(keys.ticker("en"), {"t": "line", "d": orjson.dumps({"line": line})})
+    return entry_id.decode()
+
+
+async def test_switch_to_direct_writes_waits_until_the_node_has_caught_up_with_the_reader(
+    redis_server: RedisProcess,
+) -> None:
+    """A reader whose snapshot is newer than what this node has read gets no event twice: the
+    hand-over to direct writes waits until the node has passed the reader's position."""
+    settings = Settings.from_env({"REDIS_URL": redis_server.url})
+    keys = Keys("fw")
+    redis, reader_redis = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+    hub = Hub(redis, reader_redis, keys, settings)
+    try:
+        for text in ("a", "b", "c"):
+            await _add(redis, keys, text)
+        await hub.start()
+        # The node stops reading for a moment; Redis moves on without it.
+        hub._tasks[0].cancel()
+        await asyncio.gather(hub._tasks[0], return_exceptions=True)
+        await _add(redis, keys, "d")
+        covered = await _add(redis, keys, "e")
+        writer = RecordingWriter()
+        subscription = build(settings, editions=["en"], topics=[], min_urgency=None, since=None)
+        delivery = Delivery(hub, ReachRecorder(redis, keys, "test"), settings, subscription, writer=writer)  # type: ignore[arg-type]
+        delivery.register()
+        sent: list[dict[str, Any]] = []
+
+        async def consume() -> None:
+            async for frame in delivery.frames():
+                sent.append(orjson.loads(frame))
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.sleep(0.2)
+        assert [m["type"] for m in sent] == ["subscribed", "snapshot"]
+        assert sent[1]["cursor"] == covered
+        assert not delivery.direct, "must not hand over while the node is behind the reader"
+        hub._tasks[0] = asyncio.create_task(hub._read_loop())
+        await asyncio.wait_for(consumer, 5)
+        assert delivery.direct
+        assert writer.frames == [], "d and e were in the snapshot already"
+        after = await _add(redis, keys, "f")
+        for _ in range(100):
+            if writer.frames:
+                break
+            await asyncio.sleep(0.02)
+        assert [orjson.loads(_payload(frame))["cursor"] for frame in writer.frames] == [after]
+        assert [m["type"] for m in sent] == ["subscribed", "snapshot"]
+    finally:
+        await hub.stop()
+        await redis.aclose()
+        await reader_redis.aclose()
+
+
+async def test_a_reader_leaving_does_not_cancel_a_read_shared_with_others(redis_server: RedisProcess) -> None:
+    """Concurrent callers share one read; when the first caller goes away, the others still get it."""
+    settings = Settings.from_env({"REDIS_URL": redis_server.url})
+    redis = Redis.from_url(redis_server.url)
+    hub = Hub(redis, redis, Keys("fw"), settings)
+    reads = 0
+
+    async def slow_read() -> str:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.2)
+        return "shared result"
+
+    try:
+        first = asyncio.create_task(hub._coalesce(("k",), slow_read))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(hub._coalesce(("k",), slow_read))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        assert await asyncio.wait_for(second, 2) == "shared result"
+        assert reads == 1
+    finally:
+        await redis.aclose()
