@@ -197,12 +197,7 @@ def _follow_up(action_name: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         desk: Desk = request.app.state.desk
         settings: Settings = request.app.state.settings
-        token = await authenticate(request)
-        line_id = request.path_params["line_id"]
-        edition = await desk.line_edition(line_id) if LINE_ID_RE.match(line_id) else None
-        if edition is None:
-            raise ApiError(404, "not_found", f"no line {line_id!r}", field="id")
-        authorise(token, permission, edition)
+        token, line_id, edition = await _line_for(request, permission)
         body, raw = await json_body(request, optional=optional)
         try:
             fields = parse(body, settings)
@@ -230,7 +225,12 @@ def _follow_up(action_name: str) -> Callable[[Request], Any]:
             "by": _actor(token),
             **fields,
         }
-        response = {"action": action_name, "id": line_id, "edition": edition, "accepted_at": iso_from_ms(at)}
+        response: dict[str, Any] = {
+            "action": action_name,
+            "id": line_id,
+            "edition": edition,
+            "accepted_at": iso_from_ms(at),
+        }
         for name, value in fields.items():
             if name == "changes":
                 changes = dict(value)
@@ -246,6 +246,18 @@ def _follow_up(action_name: str) -> Callable[[Request], Any]:
     endpoint.__name__ = f"{action_name}_line"
     endpoint.__doc__ = f"POST a {action_name} action for one line."
     return endpoint
+
+
+async def _line_for(request: Request, permission: str) -> tuple[Token, str, str]:
+    """The caller's token, the {line_id} of the path and its edition: 401, 404 or 403 otherwise."""
+    desk: Desk = request.app.state.desk
+    token = await authenticate(request)
+    line_id = str(request.path_params["line_id"])
+    edition = await desk.line_edition(line_id) if LINE_ID_RE.match(line_id) else None
+    if edition is None:
+        raise ApiError(404, "not_found", f"no line {line_id!r}", field="id")
+    authorise(token, permission, edition)
+    return token, line_id, edition
 
 
 async def _current_line(request: Request, line_id: str) -> dict[str, Any] | None:
@@ -292,13 +304,7 @@ async def scheduled_lines(request: Request) -> Response:
 
 async def get_line(request: Request) -> Response:
     """GET /api/v1/lines/{id}: the line's current state, every version, and reach per version."""
-    desk: Desk = request.app.state.desk
-    token = await authenticate(request)
-    line_id = request.path_params["line_id"]
-    edition = await desk.line_edition(line_id) if LINE_ID_RE.match(line_id) else None
-    if edition is None:
-        raise ApiError(404, "not_found", f"no line {line_id!r}", field="id")
-    authorise(token, "read", edition)
+    _, line_id, edition = await _line_for(request, "read")
     redis, keys = request.app.state.redis, request.app.state.keys
     current, history = await redis.get(keys.line(line_id)), await redis.lrange(keys.history(line_id), 0, -1)
     [reach] = await read_reach(redis, keys, [line_id])
