@@ -54,11 +54,19 @@ def _by(token: Token) -> dict[str, str]:
     return {"token": token.id, "name": token.name, "role": token.role}
 
 
+def _within(admin: Token, token: Token) -> bool:
+    """May this admin see and revoke that token? An admin of `*` any; others only tokens that
+    stay within their own editions and are not admins."""
+    if ALL_EDITIONS in admin.editions:
+        return True
+    return token.role != "admin" and all(e in admin.editions for e in token.editions)
+
+
 async def list_tokens(request: Request) -> Response:
-    """GET /api/v1/tokens (admin)."""
-    await _admin(request)
+    """GET /api/v1/tokens (admin): the tokens this admin may manage."""
+    admin = await _admin(request)
     store: TokenStore = request.app.state.tokens
-    return JSONResponse({"tokens": [token.public() for token in await store.list()]})
+    return JSONResponse({"tokens": [t.public() for t in await store.list() if _within(admin, t)]})
 
 
 async def create_token(request: Request) -> Response:
@@ -101,7 +109,7 @@ async def revoke_token(request: Request) -> Response:
     admin = await _admin(request)
     store: TokenStore = request.app.state.tokens
     token_id = request.path_params["token_id"]
-    before = next((t for t in await store.list() if t.id == token_id), None)
+    before = next((t for t in await store.list() if t.id == token_id and _within(admin, t)), None)
     if before is None or not await store.revoke(token_id):
         raise ApiError(404, "not_found", f"no token {token_id!r}", field="token_id")
     after = next(t for t in await store.list() if t.id == token_id)

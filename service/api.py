@@ -70,11 +70,29 @@ async def _submit(
     return JSONResponse(accepted.body, status_code=201, headers=headers)
 
 
+async def _replay(desk: Desk, idempotency: tuple[str, str, str] | None) -> Response | None:
+    """The first answer to a retried request, before anything is validated again: a retry gets
+    what the first attempt got, even if (say) its expiry time has passed since."""
+    try:
+        earlier = await desk.replayed(idempotency)
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
+    if earlier is None:
+        return None
+    headers = {"Idempotent-Replayed": "true"}
+    if earlier.body.get("action") == "post":
+        headers["Location"] = f"/api/v1/lines/{earlier.body['id']}"
+    return JSONResponse(earlier.body, status_code=201, headers=headers)
+
+
 async def post_line(request: Request) -> Response:
     """POST /api/v1/lines: publish a new line, or schedule it with `embargo_until`."""
     settings: Settings = request.app.state.settings
     token = await authenticate(request)
     body, raw = await json_body(request)
+    earlier = await _replay(request.app.state.desk, _idempotency(request, token, raw))
+    if earlier is not None:
+        return earlier
     edition = body.get("edition") if isinstance(body, dict) else None
     if isinstance(edition, str) and edition in settings.editions:
         authorise(token, "post", edition)
@@ -199,17 +217,14 @@ def _follow_up(action_name: str) -> Callable[[Request], Any]:
         settings: Settings = request.app.state.settings
         token, line_id, edition = await _line_for(request, permission)
         body, raw = await json_body(request, optional=optional)
+        idempotency = _idempotency(request, token, raw)
+        earlier = await _replay(desk, idempotency)
+        if earlier is not None:
+            return earlier
         try:
             fields = parse(body, settings)
         except ValidationError as exc:
             raise invalid(exc) from None
-        idempotency = _idempotency(request, token, raw)
-        try:
-            earlier = await desk.replayed(idempotency)
-        except IdempotencyConflict as exc:
-            raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
-        if earlier is not None:
-            return JSONResponse(earlier.body, status_code=201, headers={"Idempotent-Replayed": "true"})
         current = await _current_line(request, line_id)
         refusal = _state_error(action_name, current) if current is not None else None
         if refusal is not None:

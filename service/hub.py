@@ -54,6 +54,16 @@ return out
 """
 
 
+def _parse(edition: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event | None:
+    """A ticker entry as an Event, or None (logged) if it is malformed: one bad entry must not
+    stop delivery of everything after it."""
+    try:
+        return Event.from_entry(edition, entry_id, fields)
+    except Exception:
+        log.exception("hub: skipping malformed ticker entry %r of %s", entry_id, edition)
+        return None
+
+
 class Outbox:
     """A subscriber's bounded queue of frames; overflowing it marks the subscriber slow.
 
@@ -270,8 +280,9 @@ class Hub:
             ring = self._rings[edition]
             newest = await self._reader_redis.xrevrange(self._keys.ticker(edition), count=ring.maxlen)
             ring.clear()
-            ring.extend(Event.from_entry(edition, entry_id, fields) for entry_id, fields in reversed(newest))
-            positions[edition] = ring[-1].cursor if ring else "0-0"
+            parsed = (_parse(edition, entry_id, fields) for entry_id, fields in reversed(newest))
+            ring.extend(event for event in parsed if event is not None)
+            positions[edition] = newest[0][0].decode() if newest else "0-0"
         return positions
 
     async def _read_loop(self) -> None:
@@ -287,13 +298,10 @@ class Hub:
                     edition = stream.decode().rsplit(":", 1)[1]
                     ring = self._rings[edition]
                     for entry_id, fields in entries:
-                        try:
-                            event = Event.from_entry(edition, entry_id, fields)
-                        except (KeyError, ValueError, UnicodeDecodeError):
-                            log.error("hub: skipping malformed ticker entry %r of %s", entry_id, edition)
-                            self._positions[edition] = entry_id.decode()
+                        self._positions[edition] = entry_id.decode()
+                        event = _parse(edition, entry_id, fields)
+                        if event is None:
                             continue
-                        self._positions[edition] = event.cursor
                         ring.append(event)
                         self.stats.events_read += 1
                         self._dispatch(event)
@@ -398,7 +406,8 @@ class Hub:
         entries = await self._redis.xrange(
             self._keys.ticker(edition), min=f"({after}", max="+", count=REPLAY_PAGE
         )
-        return [Event.from_entry(edition, entry_id, fields) for entry_id, fields in entries]
+        parsed = (_parse(edition, entry_id, fields) for entry_id, fields in entries)
+        return [event for event in parsed if event is not None]
 
     async def _coalesce(self, key: tuple[str, ...], read: Callable[[], Awaitable[_T]]) -> _T:
         """Run `read` once for all concurrent callers with the same key.

@@ -170,10 +170,13 @@ OPENAPI: dict[str, Any] = {
         ),
         "/api/v1/lines/{line_id}/unpin": _line_action("Unpin a line (chief)", "unpinLine"),
         "/api/v1/lines/{line_id}/expiry": _line_action(
-            "Extend or shorten a line's expiry", "setExpiry", _body("Expiry")
+            "Extend or shorten a line's expiry (shortening needs the retract permission)",
+            "setExpiry",
+            _body("Expiry"),
         ),
         "/api/v1/lines/{line_id}/cancellation": _line_action(
-            "Cancel a scheduled (embargoed) line before its release (chief)", "cancelScheduled"
+            "Cancel a scheduled (embargoed) line before its release time (chief); 409 after it",
+            "cancelScheduled",
         ),
         "/api/v1/editions/{edition}/scheduled": _read(
             "Embargoed lines of an edition, soonest first", "scheduled", "LiveLines", [_EDITION]
@@ -220,7 +223,8 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/tokens": {
             **_read("Every token (admin)", "listTokens", "TokenList", []),
             "post": {
-                "summary": "Create a token (admin); the secret is in the response only",
+                "summary": "Create a token (admin; an admin of some editions may grant only those, "
+                "and no admin role); the secret is in the response only",
                 "operationId": "createToken",
                 "requestBody": _body("NewToken"),
                 "responses": {

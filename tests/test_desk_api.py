@@ -337,3 +337,38 @@ async def test_desk_page_is_only_served_with_its_security_headers(stack: Stack) 
         assert page.headers["cache-control"] == "no-store"
         assert (await client.get("/web/desk/index.html")).status_code == 404
         assert (await client.get("/web/desk/desk.js")).status_code == 200
+
+
+async def test_scoped_admin_manages_only_tokens_within_its_editions(stack: Stack) -> None:
+    """An admin of one edition sees, creates and revokes only non-admin tokens of that edition."""
+    node = stack.service()
+    scoped = await stack.token("admin", ["es"], name="Sofia")
+    await stack.token("admin", ["*"], name="Root")
+    await stack.token("editor", ["en"], name="Eddie")
+    spanish = await stack.token("editor", ["es"], name="Elena")
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        listed = (await client.get("/api/v1/tokens", headers=auth(scoped))).json()["tokens"]
+        assert [t["name"] for t in listed] == ["Elena"]
+        for body in (
+            {"name": "X", "role": "editor", "editions": ["en"]},
+            {"name": "Y", "role": "admin", "editions": ["es"]},
+        ):
+            assert (await client.post("/api/v1/tokens", json=body, headers=auth(scoped))).status_code == 403
+        made = await client.post(
+            "/api/v1/tokens", json={"name": "Z", "role": "chief", "editions": ["es"]}, headers=auth(scoped)
+        )
+        assert made.status_code == 201
+        root = next(
+            t
+            for t in (
+                await client.get("/api/v1/tokens", headers=auth(await stack.token("admin", ["*"])))
+            ).json()["tokens"]
+            if t["name"] == "Root"
+        )
+        assert (
+            await client.post(f"/api/v1/tokens/{root['id']}/revoke", headers=auth(scoped))
+        ).status_code == 404
+        elena_id = spanish.split("_")[1]
+        assert (
+            await client.post(f"/api/v1/tokens/{elena_id}/revoke", headers=auth(scoped))
+        ).status_code == 200
