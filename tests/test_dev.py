@@ -49,6 +49,23 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _assert_gone(pids: set[int], timeout_s: float) -> None:
+    """Every one of `pids` has exited within `timeout_s`: no orphan left behind."""
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _alive(pid)], "orphans left behind"
+
+
+def _reap(dev: subprocess.Popen[str]) -> None:
+    """Make sure the dev process is gone and its pipe closed, whatever the test did."""
+    if dev.poll() is None:
+        dev.kill()
+        dev.wait()
+    if dev.stdout is not None:
+        dev.stdout.close()
+
+
 def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
@@ -113,16 +130,9 @@ def test_dev_starts_embedded_redis_worker_service_and_stops_without_orphans(tmp_
         rest, _ = dev.communicate(timeout=30)
         assert "stopped." in rest
         assert dev.returncode == 0
-        deadline = time.monotonic() + 5
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in children if _alive(pid)], "orphans left behind"
+        _assert_gone(children, timeout_s=5)
     finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.wait()
-        if dev.stdout is not None:
-            dev.stdout.close()
+        _reap(dev)
 
 
 @pytest.mark.slow
@@ -135,16 +145,9 @@ def test_dev_killed_outright_leaves_no_orphans(tmp_path: Path) -> None:
         assert len(children) >= 3
         dev.kill()
         dev.wait()
-        deadline = time.monotonic() + 15
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in children if _alive(pid)], "orphans left behind"
+        _assert_gone(children, timeout_s=15)
     finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.wait()
-        if dev.stdout is not None:
-            dev.stdout.close()
+        _reap(dev)
 
 
 async def test_token_commands_create_list_and_revoke(stack: Stack) -> None:

@@ -306,15 +306,25 @@ function emptyNote(text) {
   return item;
 }
 
-function fillRow(row, line) {
+// A line exactly as readers see it, for the desk's lists.
+function shownLine(line) {
   const shown = document.createElement("ol");
   shown.className = "fw-list";
   shown.append(renderLine(line));
-  const meta = document.createElement("div");
-  meta.className = "meta";
-  const reach = document.createElement("span");
-  reach.className = "reach";
-  reach.textContent = reachText(line.reach, line);
+  return shown;
+}
+
+function element(tag, className, text = "") {
+  const made = document.createElement(tag);
+  made.className = className;
+  made.textContent = text;
+  return made;
+}
+
+function fillRow(row, line) {
+  const shown = shownLine(line);
+  const meta = element("div", "meta");
+  const reach = element("span", "reach", reachText(line.reach, line));
   const details = document.createElement("span");
   details.textContent = `v${line.version} · ${line.author} · expires ${localTime(line.expires_at)}`
     + (line.pinned ? " · pinned" : "");
@@ -408,13 +418,9 @@ function renderScheduled() {
     const row = document.createElement("li");
     row.className = "desk-line";
     row.dataset.lineId = line.id;
-    const shown = document.createElement("ol");
-    shown.className = "fw-list";
-    shown.append(renderLine(line));
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    const countdown = document.createElement("span");
-    countdown.className = "countdown";
+    const shown = shownLine(line);
+    const meta = element("div", "meta");
+    const countdown = element("span", "countdown");
     countdown.dataset.at = line.embargoed;
     const when = document.createElement("span");
     when.textContent = `releases ${localTime(line.embargoed)} · ${line.author}`;
