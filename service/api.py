@@ -33,14 +33,21 @@ from service.tokens import Token
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
-def _idempotency(request: Request, token: Token, raw: bytes) -> tuple[str, str, str] | None:
+def _idempotency(request: Request, token: Token, body: Any) -> tuple[str, str, str] | None:
+    """(token id, key, fingerprint) of a request with an Idempotency-Key, else None.
+
+    The fingerprint covers the method, the path and the parsed JSON body in a canonical form
+    (keys sorted, no whitespace): a retry is the same request however its client library
+    serialised it, and a different request under the same key is a conflict.
+    """
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
     if not _IDEMPOTENCY_KEY_RE.match(key):
         raise ApiError(422, "invalid", "must be 1-200 printable ASCII characters", field="Idempotency-Key")
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     fingerprint = hashlib.sha256(
-        request.method.encode() + request.url.path.encode() + b"\n" + raw
+        request.method.encode() + request.url.path.encode() + b"\n" + canonical
     ).hexdigest()
     return token.id, key, fingerprint
 
@@ -89,8 +96,8 @@ async def post_line(request: Request) -> Response:
     """POST /api/v1/lines: publish a new line, or schedule it with `embargo_until`."""
     settings: Settings = request.app.state.settings
     token = await authenticate(request)
-    body, raw = await json_body(request)
-    earlier = await _replay(request.app.state.desk, _idempotency(request, token, raw))
+    body, _ = await json_body(request)
+    earlier = await _replay(request.app.state.desk, _idempotency(request, token, body))
     if earlier is not None:
         return earlier
     edition = body.get("edition") if isinstance(body, dict) else None
@@ -134,7 +141,7 @@ async def post_line(request: Request) -> Response:
         "line": {"id": line_id, "edition": post.edition, **preview},
     }
     return await _submit(
-        request, action, response, _idempotency(request, token, raw), location="/api/v1/lines/{id}"
+        request, action, response, _idempotency(request, token, body), location="/api/v1/lines/{id}"
     )
 
 
@@ -216,8 +223,8 @@ def _follow_up(action_name: str) -> Callable[[Request], Any]:
         desk: Desk = request.app.state.desk
         settings: Settings = request.app.state.settings
         token, line_id, edition = await _line_for(request, permission)
-        body, raw = await json_body(request, optional=optional)
-        idempotency = _idempotency(request, token, raw)
+        body, _ = await json_body(request, optional=optional)
+        idempotency = _idempotency(request, token, body)
         earlier = await _replay(desk, idempotency)
         if earlier is not None:
             return earlier

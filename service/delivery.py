@@ -5,6 +5,10 @@ replay from the reader's cursor up to where the hub stood when the reader
 registered; then live events from the reader's outbox, skipping any the
 catch-up already covered. Each frame is the event's shared, pre-serialised
 text; reach is counted once the transport has taken the frame.
+
+When the hub finds that Redis lost the history it had (service/epoch.py), it puts
+a `Reset` in the outbox: the reader then gets a reset snapshot of every edition,
+and live events go on from there.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import orjson
 
 from service.clock import now_ms
 from service.events import Event, cursor_key
-from service.hub import Hub, Outbox, Subscriber
+from service.hub import Hub, Outbox, Reset, Subscriber
 from service.reach import ReachRecorder
 from service.settings import Settings
 from service.subscription import Subscription
@@ -40,19 +44,23 @@ class Delivery:
         subscription: Subscription,
         *,
         on_overflow: Callable[[], None] = lambda: None,
+        on_reset: Callable[[], None] = lambda: None,
         writer: DirectWriter | None = None,
     ) -> None:
         self._hub = hub
         self._reach = reach
+        self._snapshot_max_lines = settings.snapshot_max_lines
         self.subscription = subscription
         self.subscriber = Subscriber(
             editions=subscription.editions,
             filter=subscription.filter,
             outbox=Outbox(settings.outbox_max_frames),
             on_overflow=on_overflow,
+            on_reset=on_reset,
         )
-        # The cursor of each edition the reader is at: resuming from these misses nothing.
-        self.cursors: dict[str, str] = {}
+        # The cursor of each edition the reader is at: resuming from these misses nothing. An
+        # edition the reader gave a cursor for is at that cursor until its catch-up moves it.
+        self.cursors: dict[str, str] = dict(subscription.since)
         self._dispatched: dict[str, str] = {}
         self._writer = writer
 
@@ -70,7 +78,8 @@ class Delivery:
         return self.subscriber.outbox.overflowed
 
     def resume_token(self) -> str:
-        """The cursors as one string, `en:<cursor>,ar:<cursor>` (the SSE event id)."""
+        """The cursors as one string, `en:<cursor>,ar:<cursor>` (the SSE event id): every edition
+        given a cursor, and every other one once its snapshot is out."""
         return ",".join(f"{edition}:{cursor}" for edition, cursor in sorted(self.cursors.items()))
 
     @property
@@ -83,8 +92,17 @@ class Delivery:
         it has caught up and the hub takes over."""
         yield dumps(self.subscription.describe())
         for edition in self.subscription.editions:
-            async for frame in self._catch_up(edition, self._dispatched[edition]):
+            since = self.subscription.since.get(edition)
+            async for frame in self._catch_up(edition, self._dispatched[edition], since):
                 yield frame
+        async for frame in self.live():
+            yield frame
+
+    async def live(self) -> AsyncIterator[str]:
+        """Frames from the outbox, until it overflows or the hub takes over (see frames()).
+
+        A transport whose reader was handed over to direct writes runs this again when the hub
+        queues a `Reset` (Subscriber.on_reset)."""
         subscriber, outbox, reach = self.subscriber, self.subscriber.outbox, self._reach
         while True:
             if self._writer is not None and not len(outbox) and self._hub.has_reached(subscriber.positions):
@@ -104,17 +122,23 @@ class Delivery:
             for item in items:
                 if isinstance(item, str):
                     yield item
+                elif isinstance(item, Reset):
+                    for edition in self.subscription.editions:
+                        dispatched = item.positions[edition]
+                        async for frame in self._catch_up(edition, dispatched, None, item.reason):
+                            yield frame
                 elif subscriber.fresh(item):
                     self.cursors[item.edition] = item.cursor
                     yield item.frame
                     if item.reach_key is not None:
                         reach.delivered(item, now_ms())
 
-    async def _catch_up(self, edition: str, dispatched: str) -> AsyncIterator[str]:
-        """Bring one edition up to the hub's position at registration, by replay or snapshot."""
+    async def _catch_up(
+        self, edition: str, dispatched: str, since: str | None, reset_reason: str = ""
+    ) -> AsyncIterator[str]:
+        """Bring one edition up to `dispatched` (the hub's position when the reader registered, or
+        when it reset), by a replay from `since` or a snapshot (a reset one if `reset_reason`)."""
         hub, subscriber = self._hub, self.subscriber
-        since = self.subscription.since.get(edition)
-        reset_reason = ""
         if since is not None:
             check = await hub.check_cursor(edition, since)
             if not check.resumable:
@@ -126,7 +150,10 @@ class Delivery:
                 "edition": edition,
                 "cursor": since,
                 "reset": bool(reset_reason),
-                "lines": [line for line in lines if subscriber.filter.accepts_line(line)],
+                # The cap applies after the filter: every matching live line, up to the cap.
+                "lines": [line for line in lines if subscriber.filter.accepts_line(line)][
+                    : self._snapshot_max_lines
+                ],
             }
             if reset_reason:
                 snapshot["reason"] = reset_reason

@@ -27,6 +27,8 @@ from service.origins import OriginPolicy
 from service.settings import Settings
 
 TOMBSTONE_WINDOW_MS = 24 * 3600 * 1000
+# A feed lists the newest live lines of its edition, pinned first, at most this many.
+FEED_MAX_ITEMS = 200
 ATOM = "http://www.w3.org/2005/Atom"
 TOMBSTONES = "http://purl.org/atompub/tombstones/1.0"
 XHTML = "http://www.w3.org/1999/xhtml"
@@ -184,7 +186,8 @@ async def feed(request: Request) -> Response:
         raise ApiError(
             403, "forbidden", f"origin not allowed: {request.headers.get('origin')}", field="Origin"
         )
-    cursor, lines = await hub.snapshot(edition)
+    cursor, live = await hub.snapshot(edition)
+    lines = live[:FEED_MAX_ITEMS]
     killed = await _killed(request, edition) if form == "atom" else []
     last_ms = max([int(cursor.split("-")[0])] + [ms_from_iso(line["updated_at"]) for line in killed])
     updated_ms = last_ms or now_ms()

@@ -9,12 +9,21 @@ Replays (resume from a cursor) are served from an in-memory ring of recent
 events when it reaches back far enough, and otherwise from Redis with reads
 coalesced per (edition, cursor), so a thousand clients resuming from the same
 cursor after a restart cause one XRANGE, not a thousand.
+
+Everything the hub remembers (ring, positions, the cached snapshot) belongs to one
+generation of the tickers (service/epoch.py). The reader checks the epoch with every
+read and the positions it holds at least once a second; when Redis lost data it
+forgets all of it and hands every subscriber a `Reset`, which its delivery turns
+into reset snapshots on the same connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.clock import now_ms
+from service.epoch import HISTORY_CHANGED, current_epoch, history_intact
 from service.events import HEARTBEAT_FRAME, HEARTBEAT_WIRE, Event, Filter, cursor_key
 from service.keys import Keys
 from service.settings import Settings
@@ -37,10 +47,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-READ_BLOCK_MS = 5_000
+# The reader blocks at most this long, so the history check below runs about once a second.
+READ_BLOCK_MS = 1_000
+VERIFY_EVERY_S = 1.0
 READ_COUNT = 1_000
 REPLAY_PAGE = 1_000
-SNAPSHOT_MAX_LINES = 200
+# At most this many live lines of an edition are read for a snapshot (a bound on one script's
+# work); subscribers' filters and the snapshot cap apply to what is read.
+SNAPSHOT_SCAN_MAX = 10_000
 
 _SNAPSHOT = """
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -52,6 +66,22 @@ for _, line_id in ipairs(ids) do
 end
 return out
 """
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """An outbox item: the ticker history changed. Send a reset snapshot of every subscribed
+    edition, caught up to `positions` (edition -> the hub's position when it reset)."""
+
+    positions: dict[str, str]
+    reason: str = HISTORY_CHANGED
+
+
+OutboxItem = Event | str | Reset
 
 
 def _parse(edition: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event | None:
@@ -74,7 +104,7 @@ class Outbox:
     __slots__ = ("_items", "_max", "_waiter", "overflowed")
 
     def __init__(self, max_items: int) -> None:
-        self._items: list[Event | str] = []
+        self._items: list[OutboxItem] = []
         self._max = max_items
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
@@ -87,7 +117,7 @@ class Outbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def offer(self, item: Event | str) -> bool:
+    def offer(self, item: OutboxItem) -> bool:
         """Queue an item; False (and the subscriber is marked slow) if the outbox is full."""
         if self.overflowed:
             return False
@@ -100,12 +130,21 @@ class Outbox:
         self._wake()
         return True
 
-    def drain(self) -> list[Event | str]:
+    def drain(self) -> list[OutboxItem]:
         """Return and clear whatever is queued, without waiting."""
         items, self._items = self._items, []
         return items
 
-    async def take(self) -> list[Event | str]:
+    def restart_with(self, reset: Reset) -> None:
+        """Drop the queued events (they belong to a history that is gone), keep heartbeats and
+        pongs, and queue `reset`. An overflowed outbox stays overflowed: that reader is closing."""
+        if self.overflowed:
+            return
+        self._items = [item for item in self._items if isinstance(item, str)]
+        self._items.append(reset)
+        self._wake()
+
+    async def take(self) -> list[OutboxItem]:
         """Wait for items and return all queued ones (empty only once overflowed)."""
         while not self._items and not self.overflowed:
             self._waiter = asyncio.get_running_loop().create_future()
@@ -124,6 +163,9 @@ class Subscriber:
     filter: Filter
     outbox: Outbox
     on_overflow: Callable[[], None] = lambda: None
+    # Called by the hub, synchronously, after it queued a Reset: the transport makes sure a sender
+    # is running to send it (a caught-up WebSocket has none, the hub wrote to it directly).
+    on_reset: Callable[[], None] = lambda: None
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Set once the subscriber has caught up, when its transport can take frames directly.
     writer: DirectWriter | None = None
@@ -148,6 +190,7 @@ class Stats:
     snapshot_reads: int = 0
     replay_from_ring: int = 0
     redis_errors: int = 0
+    history_resets: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,25 +212,45 @@ class Hub:
         self._subscribers: dict[str, set[Subscriber]] = {e: set() for e in settings.editions}
         self._positions: dict[str, str] = {}
         # Never hold more than Redis retains, so every node answers an old cursor alike.
-        ring_size = min(settings.replay_ring, settings.ticker_retention)
-        self._rings: dict[str, deque[Event]] = {e: deque(maxlen=ring_size) for e in settings.editions}
-        self._inflight: dict[tuple[str, ...], asyncio.Future[Any]] = {}
+        self._ring_size = min(settings.replay_ring, settings.ticker_retention)
+        self._rings: dict[str, deque[Event]] = {e: deque(maxlen=self._ring_size) for e in settings.editions}
+        self._inflight: dict[tuple[object, ...], asyncio.Future[Any]] = {}
         self._snapshot_script = redis.register_script(_SNAPSHOT)
+        # Per edition, the newest snapshot read, while the node has dispatched nothing newer.
+        self._snapshots: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
+        # The tickers' generation this node's memory belongs to (None until the first read), and
+        # a counter of resets, so that a read begun before a reset is never shared after it.
+        self._epoch: str | None = None
+        self._generation = 0
+        self._reading = False
+        self._last_verified = 0.0
         self.stats = Stats()
         self.connections = 0
         self.reach: ReachRecorder | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start reading from the current end of every ticker."""
+    async def start(self, wait_s: float = 5.0) -> None:
+        """Start reading from the current end of every ticker; wait up to `wait_s` for Redis.
+
+        Without Redis the node still starts: it keeps trying in the background, and until it
+        reads the tickers it refuses readers with "try again later" (`ready` is False).
+        """
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="hub-reader"),
             asyncio.create_task(self._heartbeat_loop(), name="hub-heartbeat"),
         ]
-        await asyncio.wait_for(self._ready.wait(), timeout=30)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout=wait_s)
+        if not self.ready:
+            log.warning("hub: Redis is not reachable yet; refusing readers until it is")
+
+    @property
+    def ready(self) -> bool:
+        """Is the node reading the tickers, so that it can serve readers without a gap?"""
+        return self._epoch is not None and self._reading
 
     async def stop(self) -> None:
         """Stop the reader and heartbeat tasks."""
@@ -268,55 +331,121 @@ class Hub:
 
     # -- the reader ------------------------------------------------------------
 
-    async def _warm_up(self) -> dict[str, str]:
+    async def _warm_up(self) -> None:
         """Start at the end of every ticker, with the ring already holding its newest events.
 
         After a restart, every reader reconnects with a cursor a moment old: with the ring
         warm, their replays come from memory (one read per edition here) instead of one
-        Redis read per reader.
+        Redis read per reader. Positions and rings are replaced together, after every read.
         """
-        positions = {}
+        positions: dict[str, str] = {}
+        rings: dict[str, deque[Event]] = {}
         for edition in self._settings.editions:
-            ring = self._rings[edition]
-            newest = await self._reader_redis.xrevrange(self._keys.ticker(edition), count=ring.maxlen)
-            ring.clear()
+            newest = await self._reader_redis.xrevrange(self._keys.ticker(edition), count=self._ring_size)
             parsed = (_parse(edition, entry_id, fields) for entry_id, fields in reversed(newest))
-            ring.extend(event for event in parsed if event is not None)
+            rings[edition] = deque((event for event in parsed if event is not None), maxlen=self._ring_size)
             positions[edition] = newest[0][0].decode() if newest else "0-0"
-        return positions
+        self._positions, self._rings = positions, rings
+
+    async def _sync(self) -> None:
+        """At start and after every Redis outage: warm up the first time, else check the history."""
+        epoch = await current_epoch(self._reader_redis, self._keys)
+        if self._epoch is None:
+            await self._warm_up()
+            self._epoch = epoch
+            self._last_verified = time.monotonic()
+        else:
+            await self._verify(epoch)
+
+    async def _verify(self, epoch: str | None = None) -> None:
+        """Reset if the epoch changed or a ticker lost the last entry this node read of it."""
+        self._last_verified = time.monotonic()
+        if epoch is None:
+            epoch = await current_epoch(self._reader_redis, self._keys)
+        if epoch != self._epoch:
+            await self._reset(f"the ticker epoch changed ({self._epoch} -> {epoch})")
+            return
+        lost = await history_intact(self._reader_redis, self._keys, self._positions)
+        if lost is not None:
+            await self._reset(f"the {lost} ticker no longer holds entry {self._positions[lost]}")
+
+    async def _reset(self, why: str) -> None:
+        """Forget this node's history and send every subscriber reset snapshots."""
+        self.stats.history_resets += 1
+        self._generation += 1
+        self._snapshots.clear()
+        epoch = await current_epoch(self._reader_redis, self._keys)
+        await self._warm_up()
+        self._epoch = epoch
+        subscribers = {id(sub): sub for subs in self._subscribers.values() for sub in subs}
+        log.warning("hub: %s; sending reset snapshots to %d readers", why, len(subscribers))
+        for subscriber in subscribers.values():
+            subscriber.writer = None  # back to the outbox, which carries the reset
+            positions = {edition: self._positions[edition] for edition in subscriber.editions}
+            subscriber.outbox.restart_with(Reset(positions))
+            subscriber.on_reset()
 
     async def _read_loop(self) -> None:
         backoff_s = 0.05
+        synced = False
         while True:
             try:
-                if not self._positions:
-                    self._positions = await self._warm_up()
+                if not synced:
+                    await self._sync()
+                    synced = True
+                    if not self._reading:
+                        log.info("hub: reading the tickers")
+                    self._reading = True
                     self._ready.set()
-                streams = {self._keys.ticker(e): p for e, p in self._positions.items()}
-                response = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
-                for stream, entries in response or []:
-                    edition = stream.decode().rsplit(":", 1)[1]
-                    ring = self._rings[edition]
-                    for entry_id, fields in entries:
-                        self._positions[edition] = entry_id.decode()
-                        event = _parse(edition, entry_id, fields)
-                        if event is None:
-                            continue
-                        ring.append(event)
-                        self.stats.events_read += 1
-                        self._dispatch(event)
+                elif time.monotonic() - self._last_verified >= VERIFY_EVERY_S:
+                    await self._verify()
+                await self._read_once()
                 backoff_s = 0.05
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.stats.redis_errors += 1
-                log.warning("hub: Redis unavailable (%s); retrying in %.2fs", exc, backoff_s)
+                if self._reading:
+                    log.warning("hub: Redis unavailable (%s); refusing new readers until it is back", exc)
+                self._reading = synced = False
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
             except Exception:
                 self.stats.redis_errors += 1
                 log.exception("hub: reader failed; retrying")
+                self._reading = synced = False
                 await asyncio.sleep(0.5)
+
+    async def _read_once(self) -> None:
+        """One blocking read of every ticker, and the epoch read right after it.
+
+        The epoch is read in the same round trip, after the XREAD: an entry of a new generation
+        is only ever written after its epoch (same script), so if the epoch is still ours, what
+        the read returned belongs to our history, and we dispatch it; otherwise we reset.
+        """
+        streams = {self._keys.ticker(e): p for e, p in self._positions.items()}
+        async with self._reader_redis.pipeline(transaction=False) as pipe:
+            pipe.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+            pipe.get(self._keys.epoch)
+            response, epoch = await pipe.execute()
+        if _text(epoch) != self._epoch:
+            await self._verify()
+            return
+        for stream, entries in response or []:
+            edition = stream.decode().rsplit(":", 1)[1]
+            ring = self._rings[edition]
+            cached = self._snapshots.get(edition)
+            for entry_id, fields in entries:
+                self._positions[edition] = entry_id.decode()
+                event = _parse(edition, entry_id, fields)
+                if event is None:
+                    continue
+                if cached is not None and event.key > cursor_key(cached[0]):
+                    del self._snapshots[edition]
+                    cached = None
+                ring.append(event)
+                self.stats.events_read += 1
+                self._dispatch(event)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -334,36 +463,63 @@ class Hub:
     # -- snapshots and replays -------------------------------------------------
 
     async def snapshot(self, edition: str) -> tuple[str, list[dict[str, Any]]]:
-        """An edition's live lines (pinned, then newest first) and the cursor they stand at, atomically.
+        """Every live line of an edition (pinned, then newest first) and the cursor they stand at,
+        read atomically; callers filter and cap it themselves.
 
-        Concurrent callers share one read (the result is read-only for them).
+        Concurrent callers share one read, and later ones reuse it until the node dispatches a
+        newer event of the edition (the result is read-only for them). A snapshot older than
+        the node's position is still exact: the catch-up replays the events in between.
         """
-        return await self._coalesce(("snapshot", edition), lambda: self._read_snapshot(edition))
+        cached = self._snapshots.get(edition)
+        if cached is not None:
+            return cached
+        generation = self._generation
+        return await self._coalesce(
+            ("snapshot", edition, generation), lambda: self._read_snapshot(edition, generation)
+        )
 
-    async def _read_snapshot(self, edition: str) -> tuple[str, list[dict[str, Any]]]:
+    async def _read_snapshot(self, edition: str, generation: int) -> tuple[str, list[dict[str, Any]]]:
         self.stats.snapshot_reads += 1
         result = await self._snapshot_script(
             keys=[self._keys.ticker(edition), self._keys.live(edition)],
-            args=[self._keys.line(""), SNAPSHOT_MAX_LINES],
+            args=[self._keys.line(""), SNAPSHOT_SCAN_MAX],
         )
         cursor = result[0].decode()
         lines = [orjson.loads(doc) for doc in result[1:]]
         # Pinned lines lead; otherwise newest first (the sort is stable).
         lines.sort(key=lambda line: not line.get("pinned"))
-        return cursor, lines
+        snapshot = (cursor, lines)
+        position = self._positions.get(edition)
+        if (
+            generation == self._generation
+            and position is not None
+            and cursor_key(cursor) >= cursor_key(position)
+        ):
+            self._snapshots[edition] = snapshot
+        return snapshot
 
     async def check_cursor(self, edition: str, cursor: str) -> CursorCheck:
-        """Can a client resume `edition` from `cursor`, or has the log moved past it?"""
+        """Can a client resume `edition` from `cursor`, or has the log moved past it?
+
+        A full cursor (`<ms>-<seq>`) must name an entry of the current log: one that names
+        none is from a history Redis lost (docs/protocol.md, "Ticker epochs and reset
+        snapshots"). A bare `<ms>` is a time position, checked against the log's range only.
+        """
         key = cursor_key(cursor)
+        exact = "-" in cursor and key != (0, 0)
         ring = self._rings[edition]
         if ring and ring[0].key <= key <= cursor_key(self._positions[edition]):
-            return CursorCheck(True)  # within what this node holds in memory: no need to ask Redis
+            # Within what this node holds in memory: no need to ask Redis.
+            if not exact or key == cursor_key(self._positions[edition]) or _holds(ring, key):
+                return CursorCheck(True)
         ticker = self._keys.ticker(edition)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xrange(ticker, count=1)
             pipe.xrevrange(ticker, count=1)
             pipe.xlen(ticker)
-            oldest, newest, length = await pipe.execute()
+            if exact:
+                pipe.xrange(ticker, min=cursor, max=cursor, count=1)
+            oldest, newest, length, *named = await pipe.execute()
         if not newest:
             if key == (0, 0):
                 return CursorCheck(True)
@@ -376,6 +532,8 @@ class Hub:
             return CursorCheck(True)
         if key < cursor_key(oldest[0][0].decode()):
             return CursorCheck(False, "cursor is older than the retained log")
+        if exact and not named[0]:
+            return CursorCheck(False, "cursor is not in the ticker log (its history was lost)")
         return CursorCheck(True)
 
     async def replay(self, edition: str, after: str, upto: str) -> list[Event]:
@@ -399,7 +557,9 @@ class Hub:
 
     async def _coalesced_page(self, edition: str, after: str) -> list[Event]:
         """One XRANGE page after a cursor, shared by every concurrent caller asking the same."""
-        return await self._coalesce(("page", edition, after), lambda: self._read_page(edition, after))
+        return await self._coalesce(
+            ("page", edition, after, self._generation), lambda: self._read_page(edition, after)
+        )
 
     async def _read_page(self, edition: str, after: str) -> list[Event]:
         self.stats.replay_reads += 1
@@ -409,7 +569,7 @@ class Hub:
         parsed = (_parse(edition, entry_id, fields) for entry_id, fields in entries)
         return [event for event in parsed if event is not None]
 
-    async def _coalesce(self, key: tuple[str, ...], read: Callable[[], Awaitable[_T]]) -> _T:
+    async def _coalesce(self, key: tuple[object, ...], read: Callable[[], Awaitable[_T]]) -> _T:
         """Run `read` once for all concurrent callers with the same key.
 
         The read runs in a task of its own, so a caller that goes away (its reader
@@ -421,3 +581,9 @@ class Hub:
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
         return cast(_T, await asyncio.shield(task))
+
+
+def _holds(ring: deque[Event], key: tuple[int, int]) -> bool:
+    """Does the ring (in cursor order) hold an event with exactly this cursor?"""
+    index = bisect.bisect_left(ring, key, key=lambda event: event.key)
+    return index < len(ring) and ring[index].key == key

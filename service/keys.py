@@ -76,6 +76,20 @@ class Keys:
         return f"{self.prefix}:tokens"
 
     @property
+    def epoch(self) -> str:
+        """The tickers' generation id: created with the ticker data, so it vanishes with it.
+
+        A node that finds it changed (or missing) knows the history it holds in memory is gone
+        and sends reset snapshots; see docs/protocol.md, "Ticker epochs".
+        """
+        return f"{self.prefix}:epoch"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set of worker names scored by their last heartbeat (ms): who is alive."""
+        return f"{self.prefix}:workers"
+
+    @property
     def arq_queue(self) -> str:
         """The arq job queue used for scheduled work (expiry)."""
         return f"{self.prefix}:arq:queue"

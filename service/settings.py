@@ -112,6 +112,7 @@ class Settings:
     ticker_retention: int = 10_000
     desk_retention: int = 100_000
     replay_ring: int = 2_048
+    snapshot_max_lines: int = 500
     idempotency_ttl_s: int = 24 * 3600
     max_body_bytes: int = 16 * 1024
     claim_idle_ms: int = 5_000
@@ -157,6 +158,7 @@ class Settings:
             ),
             max_connections=_int(env, "FLASHWIRE_MAX_CONNECTIONS", cls.max_connections, 1),
             ticker_retention=_int(env, "FLASHWIRE_TICKER_RETENTION", cls.ticker_retention, 10),
+            snapshot_max_lines=_int(env, "FLASHWIRE_SNAPSHOT_MAX_LINES", cls.snapshot_max_lines, 1),
             claim_idle_ms=_int(env, "FLASHWIRE_CLAIM_IDLE_MS", cls.claim_idle_ms, 100),
             allowed_origins=_list(env, "FLASHWIRE_ALLOWED_ORIGINS", cls.allowed_origins),
             direct_writes=_bool(env, "FLASHWIRE_DIRECT_WRITES", cls.direct_writes),

@@ -1,12 +1,15 @@
 """Server-sent events at /sse: the same messages and filters as /ws, for where WebSocket is blocked.
 
 Each message is one `data:` line holding exactly the WebSocket frame. The event
-`id` is the reader's cursors (`en:<cursor>,ar:<cursor>`), so a browser's
-automatic reconnection resumes with `Last-Event-ID` and misses nothing.
+`id` is the reader's complete cursor set (`ar:<cursor>,en:<cursor>`): every edition
+it gave a cursor for, from the first message on, and every other one once its
+snapshot is out. So a browser's automatic reconnection resumes every edition
+with its own `Last-Event-ID` and misses nothing, wherever the stream dropped.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -19,9 +22,12 @@ from service.hub import Hub
 from service.origins import OriginPolicy
 from service.settings import Settings
 from service.subscription import SubscriptionError, from_query
-from service.ws import PROTOCOL_VERSION
+from service.ws import PROTOCOL_VERSION, STORE_ERRORS, STORE_UNAVAILABLE
+
+log = logging.getLogger(__name__)
 
 RETRY_MS = 2_000
+RETRY_AFTER_S = "5"
 
 
 async def sse_endpoint(request: Request) -> Response:
@@ -46,8 +52,14 @@ async def sse_endpoint(request: Request) -> Response:
     assert subscription is not None
     if hub.connections >= settings.max_connections:
         raise ApiError(
-            503, "unavailable", "connection limit reached; retry later", headers={"Retry-After": "5"}
+            503,
+            "unavailable",
+            "connection limit reached; retry later",
+            headers={"Retry-After": RETRY_AFTER_S},
         )
+    if not hub.ready:
+        log.warning("SSE reader refused (503): %s", STORE_UNAVAILABLE)
+        raise ApiError(503, "unavailable", STORE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_S})
     delivery = Delivery(hub, request.app.state.reach, settings, subscription)
     delivery.register()
     hub.connections += 1
@@ -70,6 +82,9 @@ async def sse_endpoint(request: Request) -> Response:
                 yield f"id: {token}\ndata: {frame}\n\n" if token else f"data: {frame}\n\n"
             if delivery.overflowed:
                 hub.stats.slow_closed += 1
+        except STORE_ERRORS as exc:
+            # The stream ends; the browser reconnects with its Last-Event-ID and loses nothing.
+            log.warning("SSE reader ended: the store is unavailable (%s)", exc)
         finally:
             delivery.unregister()
             hub.connections -= 1

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from enum import IntEnum
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -32,6 +34,9 @@ SUBSCRIBE_WAIT_S = 10.0
 PONG_FRAME = '{"type":"pong"}'
 PROTOCOL_SCOPE_KEY = "flashwire.protocol"
 PONG_WIRE = text_frame(PONG_FRAME.encode())
+STORE_UNAVAILABLE = "the store is unavailable; retry later"
+# Redis failures that mean "try again later", not a bug in this connection.
+STORE_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
 class CloseCode(IntEnum):
@@ -89,10 +94,15 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
         subscription = from_query(settings, websocket.query_params)
         if subscription is None:
             subscription = await _await_subscribe(websocket, settings)
+        if not hub.ready:
+            # Refused before `subscribed`, so that no client takes this for a working connection.
+            raise _Closing(CloseCode.TRY_AGAIN_LATER, STORE_UNAVAILABLE)
         await ReaderSession(websocket, hub, settings, subscription).run()
     except SubscriptionError as exc:
         await _close(websocket, CloseCode.BAD_REQUEST, str(exc))
     except _Closing as closing:
+        if closing.code == CloseCode.TRY_AGAIN_LATER:
+            log.warning("reader refused (1013): %s", closing.reason)
         await _close(websocket, closing.code, closing.reason)
     except (WebSocketDisconnect, OSError):
         pass
@@ -206,6 +216,7 @@ class ReaderSession:
             settings,
             subscription,
             on_overflow=self._overflowed,
+            on_reset=self._reset,
             writer=writer,
         )
         self._sender: asyncio.Task[None] | None = None
@@ -218,6 +229,17 @@ class ReaderSession:
         if self._sender is not None:
             self._sender.cancel()
         self._stop()
+
+    def _reset(self) -> None:
+        # Called by the hub, synchronously, after it queued a Reset in the outbox. A reader that
+        # was handed over to direct writes has no sender any more: start one to send the reset.
+        if self._stopping or self._sender is None or not self._sender.done():
+            return
+        self._start_sender(self._delivery.live())
+
+    def _start_sender(self, frames: AsyncIterator[str]) -> None:
+        self._sender = asyncio.create_task(self._send(frames))
+        self._sender.add_done_callback(self._sender_done)
 
     def _stop(self) -> None:
         """End the receive loop, which runs in the connection's own task."""
@@ -242,8 +264,8 @@ class ReaderSession:
         """
         self._delivery.register()
         self._handler = asyncio.current_task()
-        self._sender = asyncio.create_task(self._send())
-        self._sender.add_done_callback(self._sender_done)
+        self._start_sender(self._delivery.frames())
+        assert self._sender is not None
         try:
             await self._receive()
         except asyncio.CancelledError:
@@ -253,8 +275,9 @@ class ReaderSession:
         finally:
             self._stopping = True
             self._delivery.unregister()
-            self._sender.cancel()
-            [result] = await asyncio.gather(self._sender, return_exceptions=True)
+            sender = self._sender
+            sender.cancel()
+            [result] = await asyncio.gather(sender, return_exceptions=True)
         if self._delivery.overflowed:
             self._hub.stats.slow_closed += 1
             raise _Closing(
@@ -262,6 +285,8 @@ class ReaderSession:
             )
         if isinstance(result, _Closing | SubscriptionError):
             raise result
+        if isinstance(result, STORE_ERRORS):
+            raise _Closing(CloseCode.TRY_AGAIN_LATER, STORE_UNAVAILABLE)
         if isinstance(result, BaseException) and not isinstance(
             result, WebSocketDisconnect | OSError | asyncio.CancelledError
         ):
@@ -286,10 +311,10 @@ class ReaderSession:
             else:
                 raise _Closing(CloseCode.BAD_REQUEST, f"type: unknown message type {kind!r}")
 
-    async def _send(self) -> None:
+    async def _send(self, frames: AsyncIterator[str]) -> None:
         send = self._ws.send_text
         try:
-            async for frame in self._delivery.frames():
+            async for frame in frames:
                 await send(frame)
         except RuntimeError:
             # uvicorn refuses sends once it has failed the connection itself (ping timeout).

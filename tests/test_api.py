@@ -388,6 +388,41 @@ async def test_concurrent_retries_with_one_idempotency_key_yield_one_line(
     assert (await stream_lengths(stack))[KEYS.desk] == 1
 
 
+async def test_a_retry_serialised_differently_is_still_a_retry(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    """The same JSON re-sent with other spacing and key order (another client library's retry) gets the
+    stored answer, for a post and for a follow-up action; a different value under the key is still 409."""
+    token = await stack.token("chief")
+    post_headers = {**auth(token), "Idempotency-Key": "reserialised-1", "Content-Type": "application/json"}
+    compact = b'{"edition":"en","text":"Flood warning for the delta.","topics":["environment","africa"]}'
+    spaced = (
+        b'{\n  "topics": [ "environment", "africa" ],\n'
+        b'  "text": "Flood warning for the delta.",\n  "edition": "en"\n}'
+    )
+    first = await client.post("/api/v1/lines", content=compact, headers=post_headers)
+    again = await client.post("/api/v1/lines", content=spaced, headers=post_headers)
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json()["id"] == first.json()["id"]
+    reordered_topics = spaced.replace(b'"environment", "africa"', b'"africa", "environment"')
+    assert_error(
+        await client.post("/api/v1/lines", content=reordered_topics, headers=post_headers),
+        409,
+        "Idempotency-Key",
+    )
+    line_id = first.json()["id"]
+    kill_headers = {**post_headers, "Idempotency-Key": "reserialised-kill"}
+    killed = await client.post(
+        f"/api/v1/lines/{line_id}/retraction", content=b'{"reason":"wrong"}', headers=kill_headers
+    )
+    retried = await client.post(
+        f"/api/v1/lines/{line_id}/retraction", content=b'{ "reason" : "wrong" }', headers=kill_headers
+    )
+    assert killed.status_code == retried.status_code == 201, (killed.text, retried.text)
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    assert (await stream_lengths(stack))[KEYS.desk] == 2
+
+
 async def test_replayed_post_points_location_at_the_first_line(
     stack: Stack, client: httpx.AsyncClient
 ) -> None:

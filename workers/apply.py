@@ -26,6 +26,7 @@ import orjson
 from redis.asyncio import Redis
 
 from service.clock import iso_from_ms, ms_from_iso
+from service.epoch import new_epoch
 from service.keys import Keys
 from service.lines import URGENCY_IPTC
 from service.settings import Settings
@@ -37,11 +38,14 @@ LINE_KEEP_S = 30 * 24 * 3600
 # Retracted lines stay listed this long, for the feeds' deleted-entry tombstones.
 KILLED_KEEP_MS = 24 * 3600 * 1000
 
+# The ticker epoch is created (if missing) in the same script as the ticker write, so an entry of
+# a new generation is never visible before its epoch (service/epoch.py).
 _COMMIT = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return false end
 redis.call('SET', KEYS[1], ARGV[2])
 for _, op in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(op)) end
 if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[7], 'NX')
   return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 't', ARGV[4], 'd', ARGV[5])
 end
 return ''
@@ -115,7 +119,7 @@ class Applier:
 
     async def _apply(self, expected: str, entry_id: str, plan: Plan) -> bool:
         result = await self._commit(
-            keys=[self._keys.desk_applied, self._keys.ticker(plan.edition)],
+            keys=[self._keys.desk_applied, self._keys.ticker(plan.edition), self._keys.epoch],
             args=[
                 expected,
                 entry_id,
@@ -123,6 +127,7 @@ class Applier:
                 plan.event_type,
                 orjson.dumps(plan.event) if plan.event is not None else b"",
                 self._settings.ticker_retention,
+                new_epoch(),
             ],
         )
         return result is not None

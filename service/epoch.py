@@ -1,0 +1,64 @@
+"""Ticker epochs: noticing that the history a node holds in memory is no longer Redis's.
+
+Redis keeps a generation id of the tickers (`Keys.epoch`) next to their data. Whoever
+writes the first ticker data of a generation creates it (the worker's commit does
+`SET NX` in the same script as its XADD; a node does it when it finds none), so it
+vanishes with the data: FLUSHALL, a restart without persistence, a failover to a
+replica that never had it. A changed or missing epoch therefore means "everything you
+remember may be gone".
+
+A failover to a replica that lacks only the newest entries keeps the epoch (it was
+replicated long ago), so a node also checks that the last entry it read of each
+edition is still in the log: if it is not, the ticker went back in time.
+
+Either way the node must forget its in-memory history and send reset snapshots
+(docs/protocol.md, "Ticker epochs and reset snapshots").
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from redis.asyncio import Redis
+
+from service.keys import Keys
+
+HISTORY_CHANGED = "the ticker's history changed (Redis lost data or failed over)"
+
+
+def new_epoch() -> str:
+    """A fresh generation id: 16 hex digits, random, so two generations never share one."""
+    return secrets.token_hex(8)
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+async def current_epoch(redis: Redis, keys: Keys) -> str:
+    """The tickers' epoch, creating it (SET NX, so every node agrees on one) if there is none."""
+    while True:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.epoch, new_epoch(), nx=True)
+            pipe.get(keys.epoch)
+            _, raw = await pipe.execute()
+        epoch = _text(raw)
+        if epoch:
+            return epoch
+        # Deleted between the SET and the GET (a FLUSHALL in that instant): create it again.
+
+
+async def history_intact(redis: Redis, keys: Keys, positions: dict[str, str]) -> str | None:
+    """None if every edition's log still holds the entry at `positions` (edition -> last entry id
+    read, "0-0" for none), else the first edition whose log lost it."""
+    checked = [(edition, cursor) for edition, cursor in positions.items() if cursor != "0-0"]
+    if not checked:
+        return None
+    async with redis.pipeline(transaction=False) as pipe:
+        for edition, cursor in checked:
+            pipe.xrange(keys.ticker(edition), min=cursor, max=cursor, count=1)
+        found = await pipe.execute()
+    for (edition, _), entries in zip(checked, found, strict=True):
+        if not entries:
+            return edition
+    return None
