@@ -12,12 +12,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from service import account, api, audit, feeds, sse
+from service import account, api, audit, feeds, health, sse
 from service.desk import Desk
 from service.errors import ApiError
 from service.hub import Hub
@@ -31,35 +31,6 @@ from service.ws import ReaderSocketDispatch
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-
-
-async def healthz(request: Request) -> Response:
-    """Liveness and Redis reachability, for load balancers."""
-    try:
-        await request.app.state.redis.ping()
-    except Exception as exc:
-        return JSONResponse({"status": "unavailable", "redis": str(exc)}, status_code=503)
-    return JSONResponse({"status": "ok", "node": request.app.state.settings.node_name})
-
-
-async def metrics(request: Request) -> Response:
-    """Prometheus text metrics of this node."""
-    hub: Hub = request.app.state.hub
-    stats = hub.stats
-    lines = [
-        ("flashwire_connections", "gauge", hub.connections),
-        ("flashwire_subscriptions", "gauge", hub.subscriber_count),
-        ("flashwire_outbox_frames", "gauge", hub.outbox_total()),
-        ("flashwire_events_read_total", "counter", stats.events_read),
-        ("flashwire_deliveries_total", "counter", stats.deliveries),
-        ("flashwire_slow_closed_total", "counter", stats.slow_closed),
-        ("flashwire_replay_reads_total", "counter", stats.replay_reads),
-        ("flashwire_snapshot_reads_total", "counter", stats.snapshot_reads),
-        ("flashwire_replay_from_ring_total", "counter", stats.replay_from_ring),
-        ("flashwire_redis_errors_total", "counter", stats.redis_errors),
-    ]
-    text = "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in lines)
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 async def index(request: Request) -> Response:
@@ -162,8 +133,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         Route("/", index, methods=["GET"]),
         Route("/live", live_list, methods=["GET"]),
         Route("/desk", desk, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        *health.routes,
         *api.routes,
         *audit.routes,
         *account.routes,

@@ -1,8 +1,9 @@
 """The desk consumer: reads the desk stream through a consumer group and applies it.
 
-It runs as a long-lived task inside the arq worker process. It blocks on
-XREADGROUP, so a new action is applied the moment it lands; arq's queue
-polling is never on this path.
+It runs as a long-lived task of the worker process, beside arq (see
+workers/supervisor.py), not inside it: it blocks on XREADGROUP, so a new action
+is applied the moment it lands, arq's queue polling is never on this path, and
+arq stopping and starting again around a Redis outage does not touch it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import logging
 import time
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.keys import Keys
 from service.settings import Settings
 from workers.apply import Applier, ScheduleHook, stream_id_key
+from workers.outage import REDIS_DOWN, Backoff, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,13 @@ class DeskConsumer:
         *,
         name: str,
         on_schedule: ScheduleHook | None = None,
+        outages: OutageLog | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._settings = settings
         self.name = name
+        self._outages = outages or OutageLog()
         self.applier = Applier(redis, keys, settings, on_schedule=on_schedule)
 
     async def ensure_group(self) -> None:
@@ -94,8 +96,8 @@ class DeskConsumer:
         return [_decode(entry_id) for entry_id in result]
 
     async def run(self) -> None:
-        """Consume until cancelled, surviving Redis restarts and errors."""
-        backoff_s = 0.1
+        """Consume until cancelled, waiting out Redis outages of any length and other errors."""
+        backoff = Backoff()
         next_claim = 0.0
         ready = False
         while True:
@@ -109,14 +111,15 @@ class DeskConsumer:
                     await self._settle(await self._claim_abandoned())
                     next_claim = time.monotonic() + self._settings.claim_idle_ms / 2000
                 await self._settle(await self._read_new())
-                backoff_s = 0.1
+                self._outages.regained("desk consumer")
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("desk consumer: Redis unavailable (%s); retrying in %.1fs", exc, backoff_s)
+            except REDIS_DOWN as exc:
+                # Logged once per outage (OutageLog); after it, start again with a full catch-up.
+                self._outages.lost("desk consumer", exc)
                 ready = False
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
+                await asyncio.sleep(backoff.next_delay())
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     ready = False

@@ -7,6 +7,10 @@ for a job that was never enqueued (a worker that died right after committing
 the schedule). Both only put an action on the desk; the applier decides, in
 desk order, whether it still applies, so a cancelled embargo is never released
 and a duplicate release is a no-op.
+
+A job that finds Redis gone does not fail (arq would log a traceback for it):
+the sweep simply skips this second, and a release asks arq to retry it. The
+worker's supervisor restarts arq itself once Redis is back.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from arq.worker import Retry
 from redis.asyncio import Redis
 
 from service.clock import now_ms
 from service.keys import Keys
+from workers.outage import REDIS_DOWN
 
 SYSTEM_ACTOR = '{"token":"","name":"scheduler","role":"system"}'
 BACKSTOP_GRACE_MS = 1_000
+RELEASE_RETRY_S = 1
 
 _ENQUEUE_DUE_EXPIRIES = """
 local expiry, index, desk = KEYS[1], KEYS[2], KEYS[3]
@@ -101,20 +108,27 @@ def release_time(embargo_ms: int) -> datetime:
 async def release_embargo(ctx: dict[str, Any], line_id: str, edition: str, embargo_ms: int) -> bool:
     """arq job, deferred to the embargo time: release one line."""
     settings = ctx["flashwire_settings"]
-    return await enqueue_release(
-        ctx["flashwire_redis"],
-        ctx["flashwire_keys"],
-        line_id,
-        edition,
-        embargo_ms,
-        desk_maxlen=settings.desk_retention,
-    )
+    try:
+        return await enqueue_release(
+            ctx["flashwire_redis"],
+            ctx["flashwire_keys"],
+            line_id,
+            edition,
+            embargo_ms,
+            desk_maxlen=settings.desk_retention,
+        )
+    except REDIS_DOWN:
+        # Not a failure of the job: try again shortly (the every-second backstop also covers it).
+        raise Retry(defer=RELEASE_RETRY_S) from None
 
 
 async def every_second(ctx: dict[str, Any]) -> int:
     """arq cron job: expire due lines, and release overdue embargoes whose job was lost."""
     settings = ctx["flashwire_settings"]
     redis, keys = ctx["flashwire_redis"], ctx["flashwire_keys"]
-    expired = await enqueue_due_expiries(redis, keys, desk_maxlen=settings.desk_retention)
-    released = await release_overdue(redis, keys, settings.editions, desk_maxlen=settings.desk_retention)
+    try:
+        expired = await enqueue_due_expiries(redis, keys, desk_maxlen=settings.desk_retention)
+        released = await release_overdue(redis, keys, settings.editions, desk_maxlen=settings.desk_retention)
+    except REDIS_DOWN:
+        return 0  # Redis is away: the next second's sweep picks up whatever came due meanwhile.
     return expired + released

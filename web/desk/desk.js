@@ -535,6 +535,66 @@ async function exportAudit(format) {
 $("export-csv").addEventListener("click", () => exportAudit("csv"));
 $("export-jsonl").addEventListener("click", () => exportAudit("jsonl"));
 
+// -- publishing health ----------------------------------------------------------
+// An editor must never post into a void: /healthz says when no worker is publishing, when
+// lines are waiting, or when the store is unreachable. Polled every 5 s, signed in or not.
+
+const HEALTH_POLL_MS = 5000;
+const HEALTH_TIMEOUT_MS = 4000;
+const QUEUED = "Lines you post are queued and will go out when it recovers.";
+const RETRY_LATER = "Posting is refused until it is back; keep your text and try again shortly.";
+
+function healthMessage(health) {
+  if (!health) return { kind: "unavailable", state: "The Flashwire server is not answering.", detail: RETRY_LATER };
+  if (health.status === "unavailable") {
+    return { kind: "unavailable", state: "The newsroom store is unreachable: nothing can be posted now.", detail: RETRY_LATER };
+  }
+  if (health.status !== "degraded") return null;
+  const lag = Math.round(health.desk_lag_s || 0);
+  const waited = lag >= 1 ? `The oldest waiting line was posted ${lag} s ago. ` : "";
+  if (health.workers_alive === 0) {
+    return { kind: "stalled", state: "Publishing is stalled: no worker is running.", detail: waited + QUEUED };
+  }
+  if (lag >= 1) {
+    return { kind: "stalled", state: "Publishing is stalled: lines are waiting to go out.", detail: waited + QUEUED };
+  }
+  return { kind: "stalled", state: "Publishing is degraded.", detail: (health.problems || []).join(" ") };
+}
+
+function showHealth(message) {
+  const banner = $("health");
+  const state = $("health-state");
+  if (!message) {
+    banner.hidden = true;
+    state.textContent = "";
+    return;
+  }
+  banner.className = `health ${message.kind}`;
+  banner.dataset.kind = message.kind;
+  banner.hidden = false;
+  // The state line is an alert: changed only when the state does, so it is announced once;
+  // the detail (which counts seconds) updates quietly.
+  if (state.textContent !== message.state) state.textContent = message.state;
+  $("health-detail").textContent = message.detail;
+}
+
+async function readHealth() {
+  try {
+    const response = await fetch("/healthz", { cache: "no-store", signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+    if (response.status !== 200 && response.status !== 503) return null;
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+async function watchHealth() {
+  showHealth(healthMessage(await readHealth()));
+  setTimeout(watchHealth, HEALTH_POLL_MS);
+}
+
+watchHealth();
+
 // -- boot -----------------------------------------------------------------------
 
 if (state.token) {

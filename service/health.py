@@ -1,0 +1,187 @@
+"""Health, readiness and metrics: liveness that tells the truth about publishing.
+
+A node can be perfectly healthy itself while nothing is being published: the
+API accepts lines into the desk stream, but only a worker moves them to the
+tickers. So /healthz also looks at the workers' heartbeats and at the oldest
+desk entry no worker has applied yet, and says "degraded" when either shows
+publishing has stalled; the desk page polls it to warn editors.
+
+/readyz answers a narrower question for orchestrators: can this node serve
+readers? Publishing problems deliberately do not make a node unready: they are
+shared by every node alike, so taking nodes out of rotation would only cut
+readers off from the lines they already have, and send them nowhere better.
+
+Every value is read with one pipeline of cheap commands (plus one XRANGE when
+publishing is behind), and every time is Redis's own clock: heartbeats are
+scored with TIME, and desk entry ids carry the Redis time they were added at,
+so the hosts' clocks never need to agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from service.hub import Hub
+from service.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# A worker beats every second; five missed beats means it is gone (or cut off from Redis).
+WORKER_STALE_MS = 5_000
+# Applying an entry takes milliseconds; one waiting this long means publishing is stuck.
+DESK_LAG_LIMIT_S = 5.0
+# Heartbeats are trimmed after a day; only the newest are needed to count the live ones.
+HEARTBEATS_READ = 100
+
+
+@dataclass
+class Publishing:
+    """What Redis says about publishing right now."""
+
+    workers_alive: int
+    desk_lag_s: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """'ok', or 'degraded' when publishing has stalled."""
+        return "degraded" if self.problems else "ok"
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_ms(entry_id: bytes | str) -> int:
+    return int(_decode(entry_id).partition("-")[0])
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def read_publishing(redis: Redis, keys: Keys) -> Publishing:
+    """Count the live workers and measure the age of the oldest unapplied desk entry."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.zrevrangebyscore(keys.workers, "+inf", "-inf", start=0, num=HEARTBEATS_READ, withscores=True)
+        pipe.get(keys.desk_applied)
+        pipe.xrevrange(keys.desk, count=1)
+        (seconds, micros), beats, applied_raw, newest = await pipe.execute()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    alive = sum(1 for _, score in beats if now_ms - score <= WORKER_STALE_MS)
+    applied = "" if applied_raw is None else _decode(applied_raw)
+    oldest_ms: int | None = None
+    if newest and (not applied or _id_key(_decode(newest[0][0])) > _id_key(applied)):
+        # Behind: the first entry after the applied cursor is the one that has waited longest.
+        first = await redis.xrange(keys.desk, min=f"({applied}" if applied else "-", count=1)
+        if first:
+            oldest_ms = _entry_ms(first[0][0])
+    lag_s = 0.0 if oldest_ms is None else max(0.0, (now_ms - oldest_ms) / 1000)
+    publishing = Publishing(workers_alive=alive, desk_lag_s=round(lag_s, 3))
+    if alive == 0:
+        publishing.problems.append(
+            "no worker is running (none has reported in the last 5 s): lines are accepted but not published"
+        )
+    if lag_s > DESK_LAG_LIMIT_S:
+        publishing.problems.append(
+            f"publishing is behind: the oldest unapplied desk entry has waited {lag_s:.0f} s"
+        )
+    return publishing
+
+
+def _node(request: Request) -> str:
+    return str(request.app.state.settings.node_name)
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness, and whether publishing works: 503 without Redis, else 200 'ok' or 'degraded'."""
+    redis: Redis | None = getattr(request.app.state, "redis", None)
+    keys: Keys = request.app.state.keys
+    try:
+        if redis is None:
+            raise ConnectionError("the node has not connected to Redis yet")
+        publishing = await read_publishing(redis, keys)
+    except (RedisError, OSError) as exc:
+        problem = f"this node cannot reach Redis ({type(exc).__name__}: {exc})"
+        body: dict[str, Any] = {
+            "status": "unavailable",
+            "node": _node(request),
+            "redis": str(exc),
+            "problems": [problem],
+        }
+        return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
+    body = {
+        "status": publishing.status,
+        "node": _node(request),
+        "workers_alive": publishing.workers_alive,
+        "desk_lag_s": publishing.desk_lag_s,
+        "problems": publishing.problems,
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness for orchestrators: 200 when this node can serve readers, else 503."""
+    problems: list[str] = []
+    redis: Redis | None = getattr(request.app.state, "redis", None)
+    hub: Hub | None = getattr(request.app.state, "hub", None)
+    try:
+        if redis is None:
+            raise ConnectionError("the node has not connected to Redis yet")
+        await redis.ping()
+    except (RedisError, OSError) as exc:
+        problems.append(f"this node cannot reach Redis ({type(exc).__name__}: {exc})")
+    if hub is None or not hub.ready:
+        problems.append("this node is not reading the tickers yet")
+    body = {"status": "unready" if problems else "ready", "node": _node(request), "problems": problems}
+    return JSONResponse(body, status_code=503 if problems else 200, headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text metrics of this node, and of publishing as Redis shows it."""
+    hub: Hub = request.app.state.hub
+    stats = hub.stats
+    lines: list[tuple[str, str, float]] = [
+        ("flashwire_connections", "gauge", hub.connections),
+        ("flashwire_subscriptions", "gauge", hub.subscriber_count),
+        ("flashwire_outbox_frames", "gauge", hub.outbox_total()),
+        ("flashwire_events_read_total", "counter", stats.events_read),
+        ("flashwire_deliveries_total", "counter", stats.deliveries),
+        ("flashwire_slow_closed_total", "counter", stats.slow_closed),
+        ("flashwire_replay_reads_total", "counter", stats.replay_reads),
+        ("flashwire_snapshot_reads_total", "counter", stats.snapshot_reads),
+        ("flashwire_replay_from_ring_total", "counter", stats.replay_from_ring),
+        ("flashwire_redis_errors_total", "counter", stats.redis_errors),
+        ("flashwire_history_resets_total", "counter", stats.history_resets),
+    ]
+    try:
+        publishing = await read_publishing(request.app.state.redis, request.app.state.keys)
+    except (RedisError, OSError) as exc:
+        # Unknown values are left out (Prometheus treats a missing series as absent, not as 0).
+        log.warning("metrics: cannot read publishing state from Redis: %s", exc)
+        lines.append(("flashwire_redis_up", "gauge", 0))
+    else:
+        lines += [
+            ("flashwire_redis_up", "gauge", 1),
+            ("flashwire_workers_alive", "gauge", publishing.workers_alive),
+            ("flashwire_desk_lag_seconds", "gauge", publishing.desk_lag_s),
+        ]
+    text = "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in lines)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,145 @@
+"""arq, kept running: the scheduled jobs (embargo release, expiry sweep) through Redis outages.
+
+arq 0.28's Worker ends its main loop on the first Redis error its connection pool
+cannot hide (python-arq/arq#435, #498): an outage longer than ~0.1 s killed the
+whole worker. Its state (the semaphore, the cron schedule, the job tasks) is not
+meant to outlive that, so `ArqRunner` does not try to resume a Worker: when
+one's main loop ends on a Redis error, it discards it (cancelling its job tasks:
+every job is idempotent, and the expiry sweep and overdue-release backstop run
+every second anyway), waits for Redis with capped backoff, makes runnable again
+the jobs the discarded Worker had started, and starts a fresh Worker.
+
+The Redis client (an `ArqRedis`) belongs to the runner, not to any one Worker,
+so enqueuing release jobs from the desk consumer never depends on which Worker
+is current, and socket timeouts apply (arq's own pool has none). The runner
+never calls `Worker.close()`: it talks to Redis and would fail during the very
+outage it is cleaning up after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+from arq.cron import cron
+from arq.worker import Worker, func
+
+from service.keys import Keys
+from service.settings import Settings
+from workers.outage import REDIS_DOWN, Backoff, OutageLog
+from workers.schedule import every_second, release_embargo, release_time
+
+log = logging.getLogger(__name__)
+
+PART = "scheduled jobs (arq)"
+POLL_DELAY_S = 0.2
+# After an error that is not Redis going away (a bug), don't restart arq in a tight loop.
+CRASH_PAUSE_S = 1.0
+
+
+class ArqRunner:
+    """Runs arq's Worker for the release and expiry jobs, replacing it after each Redis outage."""
+
+    def __init__(
+        self,
+        pool: ArqRedis,
+        settings: Settings,
+        keys: Keys,
+        *,
+        job_ctx: dict[str, Any],
+        outages: OutageLog,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._keys = keys
+        self._job_ctx = job_ctx
+        self._outages = outages
+        self._backoff = Backoff()
+        self._orphaned_jobs: list[str] = []
+        self.generations = 0
+
+    async def schedule_release(self, line_id: str, edition: str, embargo_ms: int) -> None:
+        """Enqueue the release job of an embargoed line, deferred to its release time."""
+        await self._pool.enqueue_job(
+            "release_embargo",
+            line_id,
+            edition,
+            embargo_ms,
+            _job_id=f"release:{line_id}:{embargo_ms}",
+            _defer_until=release_time(embargo_ms),
+            _queue_name=self._keys.arq_queue,
+        )
+
+    def _build(self) -> Worker:
+        # A new CronJob per Worker: its next-run state belongs to that Worker.
+        return Worker(
+            functions=[func(release_embargo, name="release_embargo")],
+            cron_jobs=[cron(every_second, second=set(range(60)), run_at_startup=True)],
+            redis_pool=self._pool,
+            queue_name=self._keys.arq_queue,
+            poll_delay=POLL_DELAY_S,
+            keep_result=0,
+            ctx=dict(self._job_ctx),
+            on_startup=self._started,
+            # The supervisor owns SIGINT/SIGTERM: arq's handlers would belong to one Worker only.
+            handle_signals=False,
+        )
+
+    async def _started(self, ctx: dict[str, Any]) -> None:
+        """arq's on_startup: it has reached Redis, so this outage is over for the scheduled jobs."""
+        self._outages.regained(PART)
+        self._backoff.reset()
+        if self.generations > 1:
+            log.info("scheduled jobs running again (arq worker #%d)", self.generations)
+
+    async def run(self) -> None:
+        """Run arq until cancelled; a Redis outage of any length ends one Worker, never the runner."""
+        while True:
+            worker = self._build()
+            self.generations += 1
+            try:
+                await worker.async_run()
+                log.warning("arq's main loop returned; starting it again")
+            except REDIS_DOWN as exc:
+                self._outages.lost(PART, exc)
+            except Exception:
+                log.exception("arq's main loop failed; starting it again")
+                await asyncio.sleep(CRASH_PAUSE_S)
+            finally:
+                await self._discard(worker)
+            await self._wait_for_redis()
+
+    async def _discard(self, worker: Worker) -> None:
+        """Stop a Worker whose main loop has ended, without talking to Redis."""
+        self._orphaned_jobs.extend(worker.tasks)
+        tasks = [*worker.tasks.values(), *worker.job_tasks.values()]
+        if worker.main_task is not None:
+            tasks.append(worker.main_task)
+        for task in tasks:
+            task.cancel()
+        # Their errors (the same lost connection) are expected and already reported once.
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _wait_for_redis(self) -> None:
+        """PING with capped backoff until Redis answers, then free the discarded Worker's jobs."""
+        while True:
+            await asyncio.sleep(self._backoff.next_delay())
+            try:
+                await self._pool.ping()
+                await self._release_orphans()
+                return
+            except REDIS_DOWN as exc:
+                self._outages.lost(PART, exc)
+
+    async def _release_orphans(self) -> None:
+        """Delete the in-progress marks of jobs a discarded Worker started but never finished.
+
+        arq marks a started job in progress for its timeout plus 10 s (here 310 s) and skips
+        it until then; only this process's discarded Worker can have set these marks.
+        """
+        if self._orphaned_jobs:
+            await self._pool.delete(*(in_progress_key_prefix + job_id for job_id in self._orphaned_jobs))
+            self._orphaned_jobs.clear()

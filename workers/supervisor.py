@@ -1,0 +1,118 @@
+"""One worker process: the desk consumer, the heartbeat and arq, each kept alive through Redis outages.
+
+The three run as sibling tasks on one event loop, and none of them depends on
+another to survive: the desk consumer (the live path: desk entries to tickers)
+and the heartbeat wait out a lost Redis in their own loops, and `ArqRunner`
+replaces arq's Worker after each outage. An outage of any length, a SIGKILL or a
+clean SHUTDOWN of redis-server, therefore only pauses the worker; it resumes
+applying, expiring and releasing by itself when Redis is back. SIGINT and
+SIGTERM stop the process cleanly (exit status 0), and it leaves the heartbeat
+set on the way out so health reports the missing worker at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from service.keys import Keys
+from service.settings import Settings
+from workers.arq_runner import ArqRunner
+from workers.fanout import DeskConsumer
+from workers.heartbeat import Heartbeat
+from workers.outage import REDIS_DOWN, OutageLog
+
+log = logging.getLogger(__name__)
+
+# Blocking reads are 1 s at a time: a 15 s socket timeout notices a half-open connection.
+SOCKET_TIMEOUT_S = 15
+CONNECT_TIMEOUT_S = 2
+FORGET_TIMEOUT_S = 2.0
+
+
+def worker_name() -> str:
+    """This process's name as a desk consumer and in the heartbeat set: unique per host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerSupervisor:
+    """Runs one worker process until SIGINT/SIGTERM (or `stop()`)."""
+
+    def __init__(self, settings: Settings, *, name: str | None = None) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.name = name or worker_name()
+        self.outages = OutageLog()
+        self._stopping: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        """Ask the worker to stop (what SIGINT and SIGTERM do)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def _client(self, cls: type[Redis]) -> Redis:
+        return cls.from_url(
+            self.settings.redis_url,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_keepalive=True,
+        )
+
+    async def run(self) -> None:
+        """Start the parts, wait for a stop signal, then stop them."""
+        self._stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stop)
+        redis = self._client(Redis)
+        arq_pool = self._client(ArqRedis)
+        assert isinstance(arq_pool, ArqRedis)
+        job_ctx = {"flashwire_settings": self.settings, "flashwire_redis": redis, "flashwire_keys": self.keys}
+        runner = ArqRunner(arq_pool, self.settings, self.keys, job_ctx=job_ctx, outages=self.outages)
+        consumer = DeskConsumer(
+            redis,
+            self.keys,
+            self.settings,
+            name=self.name,
+            on_schedule=runner.schedule_release,
+            outages=self.outages,
+        )
+        heartbeat = Heartbeat(redis, self.keys, self.name, self.outages)
+        tasks = [
+            asyncio.create_task(consumer.run(), name="desk-consumer"),
+            asyncio.create_task(heartbeat.run(), name="heartbeat"),
+            asyncio.create_task(runner.run(), name="arq"),
+        ]
+        log.info("worker %s started", self.name)
+        stopping = asyncio.create_task(self._stopping.wait(), name="stop-signal")
+        ended: list[str] = []
+        try:
+            done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping:
+                    # Each part loops forever: one that ended is a bug, worth a traceback and an
+                    # exit status that makes the process manager restart us.
+                    error = None if task.cancelled() else task.exception()
+                    log.error("worker part %s ended", task.get_name(), exc_info=error)
+                    ended.append(task.get_name())
+        finally:
+            for task in [stopping, *tasks]:
+                task.cancel()
+            await asyncio.gather(stopping, *tasks, return_exceptions=True)
+            try:
+                await asyncio.wait_for(heartbeat.forget(), FORGET_TIMEOUT_S)
+            except REDIS_DOWN as exc:  # TimeoutError is an OSError
+                log.info("could not leave the heartbeat set (%s); health notices within 5 s", exc)
+            await arq_pool.aclose()
+            await redis.aclose()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            log.info("worker %s stopped", self.name)
+        if ended:
+            raise RuntimeError(f"worker parts ended unexpectedly: {', '.join(ended)}")
