@@ -542,7 +542,11 @@ async def test_healthz_and_metrics(
     node: ServiceNode, client: httpx.AsyncClient, readers: list[Reader]
 ) -> None:
     """/healthz answers 200 ok and /metrics is Prometheus text whose flashwire_connections counts readers."""
-    health = await client.get("/healthz")
+    for _ in range(100):  # "ok" needs the worker's first heartbeat, which may trail the node's start
+        health = await client.get("/healthz")
+        if health.status_code == 200 and health.json()["status"] == "ok":
+            break
+        await asyncio.sleep(0.1)
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
 
