@@ -13,9 +13,12 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from service.client import Retry
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -142,6 +145,26 @@ def _format_event(event: dict[str, Any]) -> str:
     return f"{stamp} [{edition}] {label:<9} {urgency:<7} {line.get('text', '')}  ({event.get('cursor')})"
 
 
+def _report_retry(retry: Retry) -> None:
+    """Say on stderr that the ticker is not live, why, and when the next attempt is made."""
+    if retry.was_live:
+        what = f"connection lost ({retry.reason})"
+    elif retry.attempt == 1:
+        what = f"not connected ({retry.reason})"
+    else:
+        what = f"still not connected (attempt {retry.attempt}: {retry.reason})"
+    print(
+        f"flashwire: {what}; reconnecting in {retry.delay_s:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _report_live() -> None:
+    """Say on stderr that the ticker is live again after a reported loss."""
+    print("flashwire: connection back; resumed from the last cursors", file=sys.stderr, flush=True)
+
+
 async def _listen(args: argparse.Namespace) -> None:
     from service.client import TickerClient
 
@@ -166,6 +189,8 @@ async def _listen(args: argparse.Namespace) -> None:
         topics=[t for t in (args.topics or "").split(",") if t],
         min_urgency=args.min_urgency,
         since=since,
+        on_retry=_report_retry,
+        on_live=_report_live,
     )
     count = 0
     async with contextlib.aclosing(client.events()) as events:

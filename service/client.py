@@ -3,26 +3,45 @@
     async for event in TickerClient("ws://127.0.0.1:8000/ws", editions=["en"]).events():
         print(event["type"], event.get("line", {}).get("text"))
 
-It keeps the last cursor of every edition and, when the connection drops,
-reconnects with jittered exponential backoff and `since=` those cursors, so the
-events it yields have no gap and no duplicate across reconnects.
+It follows the client rules of docs/protocol.md (sections 8 to 11) to the letter, as
+`web/reader.js` and `web/ticker.js` do: it keeps the last cursor of every edition and
+drops any event it has already passed; it treats a connection on which nothing has
+arrived for 2.5 x `heartbeat_s` as dead; it reconnects with one jittered exponential
+backoff (at least 2.5 s after a 1013 or a 503) and `since=` its cursors; it resets the
+backoff only once a connection has delivered its catch-up; and it stops on the close
+codes that mean the request itself must change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 # Close codes after which reconnecting with the same request cannot help.
-FATAL_CLOSE_CODES = frozenset({4400, 4403})
+FATAL_CLOSE_CODES = frozenset({1009, 4400, 4403, 4408})
+# "Try again later": the node is up but cannot serve readers now (its store is down, or it is full).
+TRY_LATER_CLOSE_CODE = 1013
+TRY_LATER_STATUS = 503
 LIVE_TYPES = frozenset({"line", "update", "retract"})
+# Messages that prove only that the node answered, not that it can deliver: they never reset
+# the backoff, or a node whose store is down would be retried several times a second.
+GREETING_TYPES = frozenset({"hello", "subscribed"})
+
+DEFAULT_HEARTBEAT_S = 15.0  # until `hello` says otherwise
+DEAD_AFTER_HEARTBEATS = 2.5
+BACKOFF_BASE_S = 0.25
+BACKOFF_MAX_S = 15.0
+TRY_LATER_MIN_S = 5.0
+# A 500-line snapshot of long lines is a few megabytes at most.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class SubscriptionRefused(Exception):
@@ -34,13 +53,76 @@ class SubscriptionRefused(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Retry:
+    """Why a connection ended and how long the client waits before the next attempt."""
+
+    attempt: int  # consecutive failed connections, 1 for the first retry
+    delay_s: float  # the wait actually chosen
+    reason: str
+    was_live: bool  # the connection that ended had delivered its catch-up
+
+
+def backoff_ceiling_s(
+    attempt: int, *, try_later: bool, base_s: float = BACKOFF_BASE_S, max_s: float = BACKOFF_MAX_S
+) -> float:
+    """d = min(max, base x 2^(attempt-1)), raised to 5 s after a 1013 or 503; the wait is in [d/2, d]."""
+    ceiling: float = min(max_s, base_s * 2.0 ** min(attempt - 1, 30))
+    return max(ceiling, TRY_LATER_MIN_S) if try_later else ceiling
+
+
 def _cursor_key(cursor: str) -> tuple[int, int]:
     ms, _, seq = cursor.partition("-")
     return int(ms), int(seq or 0)
 
 
+class _Ended(Exception):
+    """A connection ended in a way that is retried."""
+
+    def __init__(self, reason: str, *, try_later: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.try_later = try_later
+
+
+async def _receive(ws: ClientConnection, heartbeat_s: float, since: float) -> dict[str, Any]:
+    """The next message; a connection silent for 2.5 x heartbeat_s after `since` (loop time of the
+    last message, or of the start of the connection) is dropped as dead."""
+    dead_after_s = DEAD_AFTER_HEARTBEATS * heartbeat_s
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), max(0.0, since + dead_after_s - loop.time()))
+        except TimeoutError:
+            # A half-open connection never delivers a close frame: drop it without a handshake.
+            ws.transport.abort()
+            raise _Ended(f"nothing received for {dead_after_s:g} s (2.5 x heartbeat_s)") from None
+        message = orjson.loads(raw)
+        if isinstance(message, dict):
+            return message
+
+
+def _heartbeat_s(hello: dict[str, Any], current: float) -> float:
+    announced = hello.get("heartbeat_s")
+    if isinstance(announced, int | float) and not isinstance(announced, bool) and announced > 0:
+        return float(announced)
+    return current
+
+
 class TickerClient:
-    """Subscribe to a Flashwire node and yield its messages, resuming after every drop."""
+    """Subscribe to a Flashwire node and yield its messages, resuming after every drop.
+
+    :param url: the node's `/ws` URL.
+    :param editions: editions to subscribe to; every edition when empty.
+    :param topics: topic filter; a line matches with any of them.
+    :param min_urgency: `flash`, `urgent` or `routine`.
+    :param since: resume cursors per edition, e.g. saved from `client.cursors`.
+    :param backoff_base_s: the backoff's first ceiling (0.25 s; tests may shrink it).
+    :param backoff_max_s: the backoff's largest ceiling (15 s).
+    :param include_control: also yield `hello`, `subscribed`, `heartbeat` and `pong`.
+    :param on_retry: called with a `Retry` before each wait (`flashwire listen` reports it).
+    :param on_live: called each time a connection has delivered its catch-up after a retry.
+    """
 
     def __init__(
         self,
@@ -50,9 +132,11 @@ class TickerClient:
         topics: list[str] | None = None,
         min_urgency: str | None = None,
         since: dict[str, str] | None = None,
-        backoff_base_s: float = 0.25,
-        backoff_max_s: float = 15.0,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
         include_control: bool = False,
+        on_retry: Callable[[Retry], object] | None = None,
+        on_live: Callable[[], object] | None = None,
     ) -> None:
         self.url = url
         self.editions = editions or []
@@ -62,7 +146,10 @@ class TickerClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.include_control = include_control
+        self.on_retry = on_retry
+        self.on_live = on_live
         self.reconnects = 0
+        self.attempt = 0
 
     def _request_url(self) -> str:
         query: dict[str, str] = {}
@@ -95,25 +182,66 @@ class TickerClient:
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Yield snapshot and line/update/retract messages forever (and control ones if asked)."""
-        attempt = 0
+        loop = asyncio.get_running_loop()
         while True:
+            live = False
+            # Until `hello` says otherwise the period is 15 s, counted from the start of the attempt.
+            heartbeat_s, last_arrival = DEFAULT_HEARTBEAT_S, loop.time()
             try:
-                async with connect(self._request_url(), compression=None, max_size=2**22) as ws:
-                    async for raw in ws:
-                        message = orjson.loads(raw)
-                        attempt = 0
+                async with connect(
+                    self._request_url(),
+                    compression=None,
+                    max_size=MAX_MESSAGE_BYTES,
+                    open_timeout=DEAD_AFTER_HEARTBEATS * DEFAULT_HEARTBEAT_S,
+                    # Our own dead-connection timer (2.5 x heartbeat_s) replaces websockets' pings.
+                    ping_interval=None,
+                ) as ws:
+                    while True:
+                        message = await _receive(ws, heartbeat_s, last_arrival)
+                        last_arrival = loop.time()
+                        kind = message.get("type")
+                        if kind == "hello":
+                            heartbeat_s = _heartbeat_s(message, heartbeat_s)
+                        elif not live and kind not in GREETING_TYPES:
+                            live = True
+                            if self.attempt and self.on_live is not None:
+                                self.on_live()
+                            self.attempt = 0
                         if not self._accept(message):
                             continue
-                        if self.include_control or message.get("type") in LIVE_TYPES | {"snapshot"}:
+                        if self.include_control or kind in LIVE_TYPES or kind == "snapshot":
                             yield message
+            except _Ended as exc:
+                ended = exc
             except ConnectionClosed as closed:
-                received = closed.rcvd
-                if received is not None and received.code in FATAL_CLOSE_CODES:
-                    raise SubscriptionRefused(received.code, received.reason) from None
+                ended = self._closed(closed)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                ended = _Ended(f"the handshake was answered {status}", try_later=status == TRY_LATER_STATUS)
+            except InvalidURI:
+                raise
             except (TimeoutError, OSError, InvalidHandshake) as exc:
-                if isinstance(exc, InvalidURI):
-                    raise
-            attempt += 1
-            self.reconnects += 1
-            delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(attempt - 1, 10))
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+                ended = _Ended(f"cannot connect: {exc or type(exc).__name__}")
+            await self._wait(ended, was_live=live)
+
+    def _closed(self, closed: ConnectionClosed) -> _Ended:
+        """Raise `SubscriptionRefused` for a fatal close code; otherwise describe the close."""
+        frame = closed.rcvd or closed.sent  # `sent` when this side closed, e.g. 1009 on a huge message
+        if frame is None:
+            return _Ended("the connection dropped (no close frame)")
+        if frame.code in FATAL_CLOSE_CODES:
+            raise SubscriptionRefused(frame.code, frame.reason) from None
+        reason = f"closed {frame.code}" + (f": {frame.reason}" if frame.reason else "")
+        return _Ended(reason, try_later=frame.code == TRY_LATER_CLOSE_CODE)
+
+    async def _wait(self, ended: _Ended, *, was_live: bool) -> None:
+        """Sleep the jittered backoff of the next attempt, telling `on_retry` first."""
+        self.attempt += 1
+        self.reconnects += 1
+        ceiling = backoff_ceiling_s(
+            self.attempt, try_later=ended.try_later, base_s=self.backoff_base_s, max_s=self.backoff_max_s
+        )
+        delay_s = random.uniform(ceiling / 2, ceiling)
+        if self.on_retry is not None:
+            self.on_retry(Retry(self.attempt, delay_s, ended.reason, was_live))
+        await asyncio.sleep(delay_s)

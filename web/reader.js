@@ -40,6 +40,25 @@ export function fillLine(item, line) {
   }
 }
 
+// The client rules of docs/protocol.md (sections 8 to 11), the same as web/ticker.js and
+// service/client.py: nothing for 2.5 heartbeat periods is a dead connection; the n-th retry
+// waits a random time in [d/2, d], d = min(15 s, 0.25 s × 2^(n−1)), raised to 5 s after a 1013;
+// only a message past the greeting resets n; these close codes mean "stop".
+const DEAD_AFTER_HEARTBEATS = 2.5;
+const STOP_CODES = [1009, 4400, 4403, 4408];
+const GREETINGS = ["hello", "subscribed"];
+
+export function backoffCeilingMs(attempt, tryLater) {
+  const ceiling = Math.min(15000, 250 * 2 ** Math.min(attempt - 1, 30));
+  return tryLater ? Math.max(ceiling, 5000) : ceiling;
+}
+
+// Is cursor a after cursor b? Milliseconds then sequence, as numbers.
+export function cursorAfter(a, b) {
+  const [x, y] = [a, b].map((cursor) => String(cursor).split("-").map((part) => Number(part) || 0));
+  return x[0] > y[0] || (x[0] === y[0] && (x[1] || 0) > (y[1] || 0));
+}
+
 // A live list of lines for one or more editions, resuming from its cursors after a drop.
 export class LiveTicker {
   constructor(list, { editions = [], status = null, onEvent = null } = {}) {
@@ -51,26 +70,55 @@ export class LiveTicker {
     this.attempt = 0;
     this.stopped = false;
     this.ws = null;
+    this.timer = null;
   }
 
   start() {
     // Nothing (not even a heartbeat) for 2.5 heartbeat periods: the connection is dead.
     this.heartbeatMs = 15000;
     this.lastMessage = Date.now();
-    this.watchdog = setInterval(() => {
-      if (this.ws && this.ws.readyState === WebSocket.OPEN && Date.now() - this.lastMessage > this.heartbeatMs * 2.5) {
-        this.ws.close(4000, "no heartbeat");
-      }
-    }, 5000);
+    this.watch();
     this.connect();
     return this;
   }
 
-  stop() { this.stopped = true; clearInterval(this.watchdog); if (this.ws) this.ws.close(1000); }
+  // Check a few times per heartbeat period (at least once a second), so a dead connection is
+  // noticed soon after 2.5 periods of silence.
+  watch() {
+    this.watchdog = setTimeout(() => { this.checkAlive(); if (!this.stopped) this.watch(); },
+      Math.min(1000, this.heartbeatMs / 4));
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.watchdog);
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close(1000);
+  }
 
   setStatus(text) { if (this.status) this.status.textContent = text; }
 
+  // Also covers a connection still opening: nothing has arrived on it either.
+  checkAlive() {
+    if (this.stopped || !this.ws || Date.now() - this.lastMessage <= this.heartbeatMs * DEAD_AFTER_HEARTBEATS) return;
+    const dead = this.ws;
+    this.ws = null;
+    dead.close();
+    this.retry(false, "no message for 2.5 heartbeat periods");
+  }
+
+  retry(tryLater, why) {
+    if (this.stopped) return;
+    this.attempt += 1;
+    const ceiling = backoffCeilingMs(this.attempt, tryLater);
+    const delay = ceiling / 2 + Math.random() * ceiling / 2;
+    this.setStatus(`${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
   connect() {
+    if (this.stopped) return;
     const params = new URLSearchParams();
     params.set("editions", this.editions.join(","));
     const since = Object.entries(this.cursors).map(([e, c]) => `${e}:${c}`).join(",");
@@ -78,36 +126,55 @@ export class LiveTicker {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${scheme}//${location.host}/ws?${params}`);
     this.ws = ws;
-    ws.onmessage = (frame) => this.handle(JSON.parse(frame.data));
+    this.live = false;
+    // Until this connection's hello says otherwise, the period is 15 s.
+    this.heartbeatMs = 15000;
+    this.lastMessage = Date.now();
+    ws.onmessage = (frame) => { if (this.ws === ws) this.handle(JSON.parse(frame.data)); };
     ws.onclose = (event) => {
-      if (this.stopped) return;
-      if (event.code === 4400 || event.code === 4403) { this.setStatus("refused: " + event.reason); return; }
-      this.attempt += 1;
-      const delay = Math.min(15000, 250 * 2 ** Math.min(this.attempt, 6));
-      this.setStatus("reconnecting…");
-      setTimeout(() => this.connect(), delay / 2 + Math.random() * delay / 2);
+      if (this.stopped || this.ws !== ws) return;
+      this.ws = null;
+      if (STOP_CODES.includes(event.code)) {
+        this.stopped = true;
+        clearTimeout(this.watchdog);
+        this.setStatus("refused: " + (event.reason || `closed ${event.code}`));
+        return;
+      }
+      this.retry(event.code === 1013, event.reason ? `closed ${event.code}: ${event.reason}` : "connection lost");
     };
   }
 
   handle(msg) {
     this.lastMessage = Date.now();
-    if (msg.type === "hello" && msg.heartbeat_s) this.heartbeatMs = msg.heartbeat_s * 1000;
-    if (msg.cursor && msg.edition) this.cursors[msg.edition] = msg.cursor;
-    if (msg.type === "subscribed") { this.setStatus("live"); this.attempt = 0; }
-    else if (msg.type === "snapshot") {
+    if (msg.type === "hello" && msg.heartbeat_s > 0) this.heartbeatMs = msg.heartbeat_s * 1000;
+    // Only a connection that delivers past its greeting resets the backoff: a node that greets
+    // and then refuses (1013, its store is down) must not be retried at once.
+    if (!this.live && !GREETINGS.includes(msg.type)) {
+      this.live = true;
+      this.attempt = 0;
+      this.setStatus("live");
+    }
+    if (msg.type === "snapshot") {
+      this.cursors[msg.edition] = msg.cursor;
       for (const item of [...this.list.children]) {
         if (item.dataset.edition === msg.edition) item.remove();
       }
       for (const line of [...msg.lines].reverse()) this.list.prepend(renderLine(line));
       this.order();
-    } else if (msg.type === "line" || msg.type === "update") {
-      const existing = this.find(msg.line.id);
-      if (existing) fillLine(existing, msg.line);
-      else this.list.prepend(renderLine(msg.line));
-      this.order();
-    } else if (msg.type === "retract") {
-      const existing = this.find(msg.id);
-      if (existing) existing.remove();
+    } else if (msg.type === "line" || msg.type === "update" || msg.type === "retract") {
+      // Drop an event already passed (a snapshot or an earlier event covered it).
+      const known = this.cursors[msg.edition];
+      if (known && !cursorAfter(msg.cursor, known)) return;
+      this.cursors[msg.edition] = msg.cursor;
+      if (msg.type === "retract") {
+        const existing = this.find(msg.id);
+        if (existing) existing.remove();
+      } else {
+        const existing = this.find(msg.line.id);
+        if (existing) fillLine(existing, msg.line);
+        else this.list.prepend(renderLine(msg.line));
+        this.order();
+      }
     }
     if (this.onEvent) this.onEvent(msg);
   }

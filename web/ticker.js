@@ -61,6 +61,18 @@
     .still .pause { display: none; }
   `;
 
+  // The client rules of docs/protocol.md (sections 8 to 11), the same as web/reader.js and
+  // service/client.py: nothing for 2.5 heartbeat periods is a dead connection; the n-th retry
+  // waits a random time in [d/2, d], d = min(15 s, 0.25 s × 2^(n−1)), raised to 5 s after a 1013
+  // (or a 503); only a message past the greeting resets n; these close codes mean "stop".
+  const DEAD_AFTER_HEARTBEATS = 2.5;
+  const STOP_CODES = [1009, 4400, 4403, 4408];
+  const GREETINGS = ["hello", "subscribed"];
+  function backoffCeilingMs(attempt, tryLater) {
+    const ceiling = Math.min(15000, 250 * 2 ** Math.min(attempt - 1, 30));
+    return tryLater ? Math.max(ceiling, 5000) : ceiling;
+  }
+
   function cursorKey(cursor) {
     const [ms, seq] = String(cursor).split("-");
     return [Number(ms) || 0, Number(seq) || 0];
@@ -164,14 +176,15 @@
 
     start() {
       this.stopped = false;
+      this.session = {};
       this.attempt = 0;
       this.failures = 0;
       // Browsers do not notice a half-open connection (sleep, a network change): if nothing,
       // not even a heartbeat, arrives for 2.5 heartbeat periods, reconnect.
       this.heartbeatMs = 15000;
       this.lastMessage = Date.now();
-      clearInterval(this.watchdog);
-      this.watchdog = setInterval(() => this.checkAlive(), 5000);
+      clearTimeout(this.watchdog);
+      this.watch();
       this.mode = typeof WebSocket === "function" ? "ws" : typeof EventSource === "function" ? "sse" : "poll";
       this.connect();
     }
@@ -179,7 +192,7 @@
     stop() {
       this.stopped = true;
       clearTimeout(this.timer);
-      clearInterval(this.watchdog);
+      clearTimeout(this.watchdog);
       if (this.connection && this.connection.close) this.connection.close();
       this.connection = null;
     }
@@ -194,18 +207,28 @@
       return params.toString();
     }
 
+    // Check a few times per heartbeat period (at least once a second), so a dead connection is
+    // noticed soon after 2.5 periods of silence.
+    watch() {
+      this.watchdog = setTimeout(() => { this.checkAlive(); if (!this.stopped) this.watch(); },
+        Math.min(1000, this.heartbeatMs / 4));
+    }
+
     checkAlive() {
+      // Also covers a connection still opening: nothing has arrived on it either.
       if (this.stopped || this.mode === "poll" || !this.connection) return;
-      if (Date.now() - this.lastMessage <= this.heartbeatMs * 2.5) return;
+      if (Date.now() - this.lastMessage <= this.heartbeatMs * DEAD_AFTER_HEARTBEATS) return;
       const dead = this.connection;
       this.connection = null;
       dead.close();
       this.lastMessage = Date.now();
-      this.retry();
+      this.retry(false);
     }
 
     connect() {
       if (this.stopped) return;
+      // Until this connection's hello says otherwise, the period is 15 s.
+      this.heartbeatMs = 15000;
       this.lastMessage = Date.now();
       this.setAttribute("data-transport", this.mode);
       if (this.mode === "ws") this.openWebSocket();
@@ -213,58 +236,122 @@
       else this.poll();
     }
 
-    retry() {
+    retry(tryLater) {
       if (this.stopped) return;
+      clearTimeout(this.timer);
       this.attempt += 1;
-      const ceiling = Math.min(30000, 500 * 2 ** Math.min(this.attempt - 1, 6));
+      const ceiling = backoffCeilingMs(this.attempt, tryLater);
       this.timer = setTimeout(() => this.connect(), ceiling / 2 + Math.random() * ceiling / 2);
     }
 
-    async degrade() {
-      // A transport that failed to even open is only given up when the server itself answers
-      // (something between us blocks this transport); a server that is down is just retried.
+    // Why did a transport fail to even open? "down": the server does not answer (a restart);
+    // "unavailable": it answers but cannot serve the ticker (its store is down, or it is full);
+    // "blocked": it serves the ticker, so something between us blocks this transport; or
+    // { refused }: it refused this subscription (SSE 400/403/404), which a browser's
+    // EventSource does not reveal, so the widget asks again with fetch when it can read the answer.
+    async probe() {
+      const get = async (path, mode, read) => {
+        const abort = new AbortController();
+        const timer = setTimeout(() => abort.abort(), 5000);
+        try {
+          const response = await fetch(`${this.server}${path}`,
+            { mode, cache: "no-store", credentials: "omit", signal: abort.signal });
+          const body = read && !response.ok ? await response.json().catch(() => ({})) : null;
+          return { status: response.status, opaque: response.type === "opaque", body };
+        } finally {
+          clearTimeout(timer);
+          abort.abort(); // an answered /sse would otherwise stream on
+        }
+      };
       try {
-        await fetch(`${this.server}/healthz`, { mode: "no-cors", cache: "no-store", credentials: "omit" });
+        const health = await get("/healthz", "no-cors", false);
+        if (!health.opaque && health.status === 503) return "unavailable";
       } catch (error) {
-        this.failures = 0;
-        return;
+        return "down";
       }
-      this.failures += 1;
-      if (this.failures < 2) return;
+      // Only on the service's own origin can the answer be read (error answers carry no CORS
+      // headers); elsewhere asking again would only double the load on a struggling node.
+      if (this.mode === "sse" && new URL(this.server).origin === location.origin) {
+        try {
+          const answer = await get(`/sse?${this.query()}`, "cors", true);
+          if ([400, 403, 404].includes(answer.status)) {
+            const error = (answer.body && answer.body.error) || {};
+            const reason = error.field ? `${error.field}: ${error.message}` : error.message;
+            return { refused: reason || `refused: ${answer.status}` };
+          }
+          if (answer.status === 503) return "unavailable";
+        } catch (error) {
+          // No answer to read: ask the feed.
+        }
+      }
+      try {
+        // The feed is read from the store, with CORS headers: a 200 proves the store is up.
+        const feed = await get(`/feeds/${encodeURIComponent(this.edition)}.json`, "cors", false);
+        return feed.status === 200 ? "blocked" : "unavailable";
+      } catch (error) {
+        return "unavailable";
+      }
+    }
+
+    // A transport that failed to open is given up after two "blocked" verdicts in a row; a
+    // server that is down or unavailable is just retried (after at least 2.5 s if unavailable).
+    async failedToOpen(session) {
+      const verdict = await this.probe();
+      if (this.stopped || this.session !== session) return;
+      if (verdict.refused) { this.refused(verdict.refused); return; }
+      if (verdict === "blocked") {
+        this.failures += 1;
+        if (this.failures >= 2) {
+          this.failures = 0;
+          this.mode = this.mode === "ws" && typeof EventSource === "function" ? "sse" : "poll";
+        }
+      } else {
+        this.failures = 0;
+      }
+      this.retry(verdict === "unavailable");
+    }
+
+    received(message) {
       this.failures = 0;
-      this.mode = this.mode === "ws" && typeof EventSource === "function" ? "sse" : "poll";
+      // Only a connection that delivers past its greeting resets the backoff: a node that
+      // greets and then refuses (1013, its store is down) must not be retried at once.
+      if (!GREETINGS.includes(message.type)) this.attempt = 0;
+      this.handle(message);
     }
 
     openWebSocket() {
       let opened = false;
+      const session = this.session;
       const socket = new WebSocket(`${this.server.replace(/^http/, "ws")}/ws?${this.query()}`);
       this.connection = socket;
       socket.onopen = () => { opened = true; };
-      socket.onmessage = (frame) => { this.attempt = 0; this.failures = 0; this.handle(JSON.parse(frame.data)); };
-      socket.onclose = async (event) => {
+      socket.onmessage = (frame) => { if (this.connection === socket) this.received(JSON.parse(frame.data)); };
+      socket.onclose = (event) => {
         if (this.connection !== socket || this.stopped) return;
-        if (event.code === 4400 || event.code === 4403) { this.refused(event.reason); return; }
-        if (!opened) await this.degrade();
-        this.retry();
+        this.connection = null;
+        if (STOP_CODES.includes(event.code)) { this.refused(event.reason || `closed ${event.code}`); return; }
+        if (opened) this.retry(event.code === 1013);
+        else this.failedToOpen(session);
       };
     }
 
     openEventSource() {
       let opened = false;
+      const session = this.session;
       const source = new EventSource(`${this.server}/sse?${this.query()}`);
       this.connection = source;
       source.onmessage = (frame) => {
+        if (this.connection !== source) return;
         opened = true;
-        this.attempt = 0;
-        this.failures = 0;
-        this.handle(JSON.parse(frame.data));
+        this.received(JSON.parse(frame.data));
       };
-      source.onerror = async () => {
+      source.onerror = () => {
         if (this.connection !== source || this.stopped) return;
         // Reconnect ourselves, so the URL carries our latest cursor and our backoff applies.
         source.close();
-        if (!opened) await this.degrade();
-        this.retry();
+        this.connection = null;
+        if (opened) this.retry(false);
+        else this.failedToOpen(session);
       };
     }
 
@@ -286,12 +373,13 @@
         this.attempt = 0;
         this.timer = setTimeout(() => this.connect(), interval);
       } catch (error) {
-        if (!marker.closed) this.retry();
+        if (!marker.closed) this.retry(error.message === "503");
       }
     }
 
     refused(reason) {
       this.stopped = true;
+      clearTimeout(this.watchdog);
       this.setAttribute("data-error", reason || "refused");
     }
 
@@ -300,7 +388,7 @@
     handle(message) {
       const type = message.type;
       this.lastMessage = Date.now();
-      if (type === "hello" && message.heartbeat_s) this.heartbeatMs = message.heartbeat_s * 1000;
+      if (type === "hello" && message.heartbeat_s > 0) this.heartbeatMs = message.heartbeat_s * 1000;
       if (type === "snapshot") {
         if (message.edition !== this.edition) return;
         this.lines.clear();

@@ -1,0 +1,632 @@
+"""The three first-party clients follow one set of client rules (docs/protocol.md, sections 8 to 11).
+
+`TickerClient` (service/client.py), `LiveTicker` (web/reader.js) and the `<flash-ticker>`
+widget (web/ticker.js) are each driven against real servers, and each rule is checked where
+the client's behaviour shows, at the server side:
+
+- the backoff's schedule: a connection that only greets (`hello`, `subscribed`) does not reset
+  the retry counter, a connection that delivers a `snapshot` does, and a close with 1013
+  raises every wait to at least 2.5 s. These run against a small scripted WebSocket server
+  (a real server on a real socket, which also serves the two browser clients' pages), since
+  no Flashwire node can be asked to greet and then fail on purpose;
+- stop on 4400, 4403, 4408 and 1009 (scripted), and on a real node's 4400;
+- the dead-connection timer: nothing for 2.5 x heartbeat_s, through a relay that freezes the
+  connection, against a real node and worker; the line posted meanwhile still arrives;
+- `flashwire listen` says on stderr when the connection is lost and when it is back.
+
+The relay (`CountingProxy`) records every HTTP request line it forwards, so attempts are
+counted where they happen; tests/test_reconnect_storm.py uses it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from subprocess import PIPE
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from playwright.async_api import Browser, Page, expect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from service.client import SubscriptionRefused, TickerClient
+from tests.browser import browser
+from tests.conftest import ROOT, Stack, post_line
+from tests.test_widget import PartnerSite
+
+pytestmark = pytest.mark.slow
+
+WEB = ROOT / "web"
+# Long enough that timing slack on a busy machine stays well apart from a wrong multiplier
+# (2 or 3 periods), short enough for a test.
+HEARTBEAT_S = 2.0
+HELLO = {"type": "hello", "protocol": 1, "node": "scripted", "heartbeat_s": 15.0, "editions": ["en"]}
+SUBSCRIBED = {
+    "type": "subscribed",
+    "editions": ["en"],
+    "topics": [],
+    "min_urgency": "routine",
+    "resuming": [],
+}
+SNAPSHOT = {"type": "snapshot", "edition": "en", "cursor": "0-0", "reset": False, "lines": []}
+
+# Each WebSocket a page constructs, with the time (page clock, ms) it was made and of its last message.
+WEBSOCKET_LOG = """
+(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      const entry = { made: Date.now(), last: null };
+      window.__sockets.push(entry);
+      this.addEventListener("message", () => { entry.last = Date.now(); });
+    }
+  };
+})();
+"""
+
+
+# -- a relay that counts requests and can freeze its connections ----------------------------------
+
+
+class CountingProxy:
+    """A TCP relay in front of a node: records each HTTP request line, and can freeze connections.
+
+    Freezing stops forwarding in both directions on every connection open at that moment,
+    without closing anything: to both ends the connection looks alive and silent, the way a
+    half-open connection does after a laptop sleeps or a network changes. Connections made
+    later are relayed normally.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.requests: list[tuple[float, str]] = []  # (time.monotonic(), "GET /ws?... HTTP/1.1")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> CountingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def times(self, path: str) -> list[float]:
+        """When each GET of `path` (e.g. `/ws`, `/sse`) arrived, any query."""
+        pattern = re.compile(rf"GET {re.escape(path)}(\?| )")
+        return [at for at, line in self.requests if pattern.match(line)]
+
+    def freeze(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+
+    async def close(self) -> None:
+        self.freeze()
+        for writer in self._writers:
+            writer.transport.abort()
+        if self._server is not None:
+            self._server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.append(up_writer)
+        self._tasks.append(asyncio.create_task(self._pump(reader, up_writer, scan=True)))
+        self._tasks.append(asyncio.create_task(self._pump(up_reader, writer, scan=False)))
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, scan: bool) -> None:
+        buffer = b""
+        try:
+            while chunk := await reader.read(65536):
+                if scan:
+                    buffer += chunk
+                    while b"\r\n\r\n" in buffer:
+                        head, _, buffer = buffer.partition(b"\r\n\r\n")
+                        self.requests.append((time.monotonic(), head.split(b"\r\n", 1)[0].decode("latin-1")))
+                        if b"upgrade: websocket" in head.lower():
+                            scan = False  # what follows is WebSocket frames
+                            break
+                writer.write(chunk)
+                await writer.drain()
+        except OSError:
+            writer.transport.abort()
+        else:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def proxy_to(port: int) -> AsyncIterator[CountingProxy]:
+    """A `CountingProxy` in front of `port`, closed afterwards."""
+    proxy = await CountingProxy(port).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+# -- a scripted WebSocket server -----------------------------------------------------------------
+
+
+def _live_page() -> bytes:
+    return (
+        b'<!doctype html><meta charset="utf-8"><title>live</title><p id="status">connecting</p>'
+        b'<ol id="lines"></ol><script type="module">import { LiveTicker } from "/web/reader.js";'
+        b'new LiveTicker(document.getElementById("lines"), { editions: ["en"],'
+        b' status: document.getElementById("status") }).start();</script>'
+    )
+
+
+def _widget_page(attributes: str = "") -> bytes:
+    return (
+        f'<!doctype html><meta charset="utf-8"><title>partner</title>'
+        f'<script src="/web/ticker.js" defer></script><flash-ticker edition="en" {attributes}></flash-ticker>'
+    ).encode()
+
+
+class ScriptedServer:
+    """Answers every /ws connection with the same messages and close, and serves the client pages.
+
+    `/live.html` runs `LiveTicker` and `/partner.html` the widget, both from the files under
+    web/, so each browser client talks to this server as to a node of its own origin.
+    """
+
+    def __init__(self, messages: list[dict[str, Any]], close_code: int, close_reason: str = "") -> None:
+        self.messages = [orjson.dumps(message).decode() for message in messages]
+        self.close_code = close_code
+        self.close_reason = close_reason
+        self.attempts: list[float] = []
+        self._server: Server | None = None
+
+    async def start(self) -> ScriptedServer:
+        self._server = await serve(
+            self._session, "127.0.0.1", 0, process_request=self._page, compression=None
+        )
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _session(self, ws: ServerConnection) -> None:
+        self.attempts.append(time.monotonic())
+        for message in self.messages:
+            await ws.send(message)
+        await ws.close(self.close_code, self.close_reason)
+
+    def _page(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.partition("?")[0]
+        if path == "/ws":
+            return None
+        pages = {
+            "/live.html": (_live_page(), "text/html; charset=utf-8"),
+            "/partner.html": (_widget_page(), "text/html; charset=utf-8"),
+            "/web/reader.js": ((WEB / "reader.js").read_bytes(), "text/javascript"),
+            "/web/ticker.js": ((WEB / "ticker.js").read_bytes(), "text/javascript"),
+        }
+        body, kind = pages.get(path, (b"not found", "text/plain"))
+        headers = Headers(
+            [("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+        )
+        return Response(200 if path in pages else 404, "OK" if path in pages else "Not Found", headers, body)
+
+
+@contextlib.asynccontextmanager
+async def scripted(
+    messages: list[dict[str, Any]], close_code: int, close_reason: str = ""
+) -> AsyncIterator[ScriptedServer]:
+    server = await ScriptedServer(messages, close_code, close_reason).start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+# -- running the clients -------------------------------------------------------------------------
+
+
+class Consumer:
+    """A `TickerClient` consuming in the background; records what it yields, with the time."""
+
+    def __init__(self, client: TickerClient) -> None:
+        self.client = client
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async with contextlib.aclosing(self.client.events()) as events:
+            async for event in events:
+                self.received.append((time.monotonic(), event))
+
+    async def wait_for(self, kind: str, text: str | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for _, event in self.received:
+                if event["type"] == kind and (text is None or event.get("line", {}).get("text") == text):
+                    return event
+            assert not self.task.done(), self.task
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {kind} {text or ''} within {timeout_s} s: {self.received}")
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def open_page(chromium: Browser, url: str, init_script: str = "") -> Page:
+    page = await chromium.new_page()
+    if init_script:
+        await page.add_init_script(init_script)
+    await page.goto(url)
+    return page
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def within(times: list[float], window_s: float) -> list[float]:
+    return [at for at in times if times and at - times[0] <= window_s]
+
+
+# -- the backoff schedule ------------------------------------------------------------------------
+
+
+async def _attempts_of_each_client(
+    messages: list[dict[str, Any]], close_code: int, run_s: float
+) -> dict[str, list[float]]:
+    """Run the three clients, each against its own scripted server, and return their attempt times."""
+    async with (
+        scripted(messages, close_code, "scripted") as for_python,
+        scripted(messages, close_code, "scripted") as for_live,
+        scripted(messages, close_code, "scripted") as for_widget,
+        browser() as chromium,
+    ):
+        live = await open_page(chromium, f"{for_live.url}/live.html")
+        widget = await open_page(chromium, f"{for_widget.url}/partner.html")
+        # Started last, so that no page load competes with its first seconds.
+        consumer = Consumer(TickerClient(f"ws://127.0.0.1:{for_python.port}/ws", editions=["en"]))
+        await asyncio.sleep(run_s)
+        await consumer.stop()
+        # The widget never took a 1013 or a refused greeting for a blocked WebSocket.
+        assert await widget.locator("flash-ticker").get_attribute("data-transport") == "ws"
+        await live.close()
+        await widget.close()
+        return {
+            "TickerClient": for_python.attempts,
+            "LiveTicker": for_live.attempts,
+            "widget": for_widget.attempts,
+        }
+
+
+async def test_a_greeting_alone_never_resets_the_backoff() -> None:
+    """A node that sends hello and subscribed and then closes (1011) is retried with a growing
+    backoff by all three clients (0.25 s doubling), not several times a second."""
+    window_s = 6.0
+    attempts = await _attempts_of_each_client([HELLO, SUBSCRIBED], 1011, window_s + 0.5)
+    for name, times in attempts.items():
+        times = within(times, window_s)
+        # Waits are within [d/2, d], d = 0.25, 0.5, 1, 2, 4 s: at most 6 attempts in 6 s.
+        assert 4 <= len(times) <= 6, (name, _gaps(times))
+        gaps = _gaps(times)
+        assert gaps[2] >= 0.45, (name, gaps)  # the 3rd retry waited at least d/2 = 0.5 s
+
+
+async def test_a_delivered_snapshot_resets_the_backoff() -> None:
+    """A connection that delivers its snapshot resets the retry counter: the next drop is retried
+    within the first step (0.125-0.25 s) by all three clients."""
+    window_s = 4.0
+    attempts = await _attempts_of_each_client([HELLO, SUBSCRIBED, SNAPSHOT], 1011, window_s + 0.5)
+    for name, times in attempts.items():
+        times = within(times, window_s)
+        # Without the reset: at most 6 attempts in 4 s, and a wait of 1 to 2 s before the 5th.
+        assert len(times) >= 10, (name, _gaps(times))
+        assert max(_gaps(times)) < 1.0, (name, _gaps(times))
+
+
+async def test_after_1013_every_wait_is_at_least_two_and_a_half_seconds() -> None:
+    """A node that greets and closes with 1013 (its store is down) is retried no sooner than
+    2.5 s each time by all three clients, and the widget stays on WebSocket."""
+    window_s = 6.0
+    attempts = await _attempts_of_each_client([HELLO], 1013, window_s + 0.5)
+    for name, times in attempts.items():
+        times = within(times, window_s)
+        assert 2 <= len(times) <= 3, (name, _gaps(times))
+        assert min(_gaps(times)) >= 2.45, (name, _gaps(times))
+
+
+# -- stop codes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [4400, 4403, 4408, 1009])
+async def test_clients_stop_on_a_refusal_and_report_it(code: int) -> None:
+    """On 4400, 4403, 4408 and 1009 each client stops after one attempt and reports the reason."""
+    reason = f"refused for the test ({code})"
+    async with (
+        scripted([HELLO], code, reason) as for_python,
+        scripted([HELLO], code, reason) as for_live,
+        scripted([HELLO], code, reason) as for_widget,
+        browser() as chromium,
+    ):
+        client = TickerClient(f"ws://127.0.0.1:{for_python.port}/ws", editions=["en"])
+        with pytest.raises(SubscriptionRefused) as refused:
+            async with asyncio.timeout(5):
+                async for _ in client.events():
+                    pass
+        assert (refused.value.code, refused.value.reason) == (code, reason)
+        live = await open_page(chromium, f"{for_live.url}/live.html")
+        await expect(live.locator("#status")).to_have_text(f"refused: {reason}")
+        widget = await open_page(chromium, f"{for_widget.url}/partner.html")
+        await expect(widget.locator("flash-ticker")).to_have_attribute("data-error", reason)
+        await asyncio.sleep(1.5)
+        assert (len(for_python.attempts), len(for_live.attempts), len(for_widget.attempts)) == (1, 1, 1)
+
+
+@pytest.fixture
+def partner(tmp_path: Path) -> Iterator[PartnerSite]:
+    """A static site on its own origin, for pages that embed the widget."""
+    site = PartnerSite(tmp_path / "partner")
+    site.root.mkdir()
+    yield site
+    site.close()
+
+
+def embed_widget(partner: PartnerSite, name: str, script_origin: str, attributes: str) -> str:
+    """A partner page with one widget; returns its URL."""
+    (partner.root / name).write_text(
+        f'<!doctype html><meta charset="utf-8"><title>partner</title>'
+        f'<script src="{script_origin}/web/ticker.js" defer></script>'
+        f'<flash-ticker edition="en" {attributes}></flash-ticker>'
+    )
+    return f"{partner.origin}/{name}"
+
+
+async def test_clients_stop_on_a_real_nodes_4400(stack: Stack, partner: PartnerSite) -> None:
+    """A real node's 4400 (an unknown topic or edition) stops each client after one attempt."""
+    node = stack.service()
+    async with proxy_to(node.port) as proxy, browser() as chromium:
+        client = TickerClient(proxy.ws_url, editions=["en"], topics=["weather"])
+        with pytest.raises(SubscriptionRefused) as refused:
+            async with asyncio.timeout(5):
+                async for _ in client.events():
+                    pass
+        assert (refused.value.code, refused.value.reason) == (4400, "topics: unknown topic 'weather'")
+        live = await open_page(chromium, f"{proxy.url}/live?editions=fr")
+        await expect(live.locator("#status")).to_have_text("refused: editions: unknown edition 'fr'")
+        page = embed_widget(partner, "refused.html", node.url, f'topics="weather" server="{proxy.url}"')
+        widget = await open_page(chromium, page)
+        await expect(widget.locator("flash-ticker")).to_have_attribute(
+            "data-error", "topics: unknown topic 'weather'"
+        )
+        await asyncio.sleep(1.5)
+        assert len(proxy.times("/ws")) == 3
+
+
+async def test_widget_over_sse_stops_on_a_refused_subscription(stack: Stack) -> None:
+    """Where it can read the answer (its own origin), the widget over SSE stops on a 400 and
+    reports the reason, instead of taking the refusal for a blocked transport."""
+    node = stack.service()
+    async with proxy_to(node.port) as proxy, browser() as chromium:
+        page = await chromium.new_page()
+        await page.add_init_script("delete window.WebSocket;")
+        html = '<!doctype html><script src="/web/ticker.js"></script><flash-ticker topics="weather">'
+        await page.route(
+            f"{proxy.url}/sse-refused.html", lambda route: route.fulfill(body=html, content_type="text/html")
+        )
+        await page.goto(f"{proxy.url}/sse-refused.html")
+        ticker = page.locator("flash-ticker")
+        await expect(ticker).to_have_attribute("data-error", "topics: unknown topic 'weather'")
+        await asyncio.sleep(1.5)
+        await expect(ticker).to_have_attribute("data-transport", "sse")
+        assert len(proxy.times("/sse")) == 2  # the EventSource, then the widget's fetch that reads the answer
+
+
+# -- the cursor check ----------------------------------------------------------------------------
+
+
+def _line(line_id: str, text: str, second: int, version: int = 1) -> dict[str, Any]:
+    """A line published at 16:43:<second>, so that clients order lines the same way."""
+    at = f"2026-11-25T16:43:{second:02d}.000Z"
+    return {
+        "id": line_id, "version": version, "edition": "en", "language": "en", "direction": "ltr",
+        "text": text, "urgency": "routine", "iptc_urgency": 5, "topics": [], "url": None, "source": None,
+        "status": "usable", "pinned": False, "published_at": at, "updated_at": at,
+        "expires_at": "2026-11-26T04:43:53.440Z", "embargoed": None, "author": "desk",
+    }  # fmt: skip
+
+
+def _event(kind: str, cursor: str, line: dict[str, Any]) -> dict[str, Any]:
+    if kind == "retract":
+        return {"type": kind, "edition": "en", "cursor": cursor, "id": line["id"], "reason": "killed"}
+    return {"type": kind, "edition": "en", "cursor": cursor, "line": line}
+
+
+# Cursors compare as numbers: 100-10 is after 100-5 and 100-9 (as strings it would be before both).
+PASSED = (
+    [
+        {**SNAPSHOT, "cursor": "100-5", "lines": [_line("en-a", "in the snapshot", 1)]},
+        _event("line", "100-4", _line("en-b", "older: dropped", 2)),
+        _event("line", "100-5", _line("en-c", "same cursor: dropped", 3)),
+        _event("line", "100-10", _line("en-d", "newer: kept", 4)),
+        _event("update", "99-99", _line("en-a", "older correction: dropped", 1, version=2)),
+        _event("line", "100-9", _line("en-g", "before the last one: dropped", 5)),
+        _event("retract", "100-3", _line("en-d", "", 4)),
+    ],
+    [("snapshot", "100-5"), ("line", "100-10")],
+    ["newer: kept", "in the snapshot"],
+)
+# A snapshot replaces everything, even a reset one at a lower cursor (a new ticker epoch).
+RESET = (
+    [
+        {**SNAPSHOT, "cursor": "100-5", "lines": [_line("en-a", "in the first snapshot", 1)]},
+        _event("line", "100-6", _line("en-d", "before the reset", 2)),
+        {**SNAPSHOT, "cursor": "50-0", "reset": True, "lines": [_line("en-f", "in the reset snapshot", 3)]},
+        _event("line", "50-0", _line("en-x", "same cursor after the reset: dropped", 4)),
+        _event("line", "50-1", _line("en-e", "after the reset", 5)),
+    ],
+    [("snapshot", "100-5"), ("line", "100-6"), ("snapshot", "50-0"), ("line", "50-1")],
+    ["after the reset", "in the reset snapshot"],
+)
+
+
+@pytest.mark.parametrize(("events", "yielded", "shown"), [PASSED, RESET], ids=["passed", "reset"])
+async def test_clients_drop_events_they_have_already_passed_and_follow_any_snapshot(
+    events: list[dict[str, Any]], yielded: list[tuple[str, str]], shown: list[str]
+) -> None:
+    """Each client drops a line/update/retract whose cursor is not after the one it holds for its
+    edition (compared as numbers), and lets any snapshot replace what it holds and set the cursor."""
+    script = [HELLO, SUBSCRIBED, *events]
+    async with (
+        scripted(script, 4400, "done") as for_python,
+        scripted(script, 4400, "done") as for_live,
+        scripted(script, 4400, "done") as for_widget,
+        browser() as chromium,
+    ):
+        client = TickerClient(f"ws://127.0.0.1:{for_python.port}/ws", editions=["en"])
+        got: list[tuple[str, str]] = []
+        with pytest.raises(SubscriptionRefused):
+            async for event in client.events():
+                got.append((event["type"], event["cursor"]))
+        assert got == yielded
+        live = await open_page(chromium, f"{for_live.url}/live.html")
+        await expect(live.locator("#status")).to_have_text("refused: done")
+        await expect(live.locator("#lines .fw-text")).to_have_text(shown)
+        widget = await open_page(chromium, f"{for_widget.url}/partner.html")
+        await expect(widget.locator("flash-ticker")).to_have_attribute("data-error", "done")
+        await expect(widget.locator("flash-ticker .line .text")).to_have_text(shown)
+
+
+# -- the dead-connection timer -------------------------------------------------------------------
+
+
+async def test_ticker_client_drops_a_silent_connection_after_two_and_a_half_heartbeats(stack: Stack) -> None:
+    """A connection on which nothing arrives (frozen in a relay) is dropped by TickerClient
+    2.5 x heartbeat_s after its last message, and the line posted meanwhile still arrives."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_HEARTBEAT_S=str(HEARTBEAT_S))
+    editor = await stack.token("editor", ["en"])
+    async with proxy_to(node.port) as proxy:
+        consumer = Consumer(TickerClient(proxy.ws_url, editions=["en"], include_control=True))
+        try:
+            await consumer.wait_for("snapshot")
+            await consumer.wait_for("heartbeat")
+            proxy.freeze()
+            async with httpx.AsyncClient(base_url=node.url) as api:
+                await post_line(api, editor, "posted while the connection hung")
+            await consumer.wait_for("line", "posted while the connection hung", timeout_s=8)
+        finally:
+            await consumer.stop()
+    _, second = proxy.times("/ws")[:2]
+    last_message = max(at for at, _ in consumer.received if at < second)
+    silence_s = second - last_message
+    # Then the first backoff step, at most 0.25 s, and some slack.
+    assert 2.5 * HEARTBEAT_S <= silence_s <= 2.5 * HEARTBEAT_S + 0.25 + 0.6, silence_s
+    assert consumer.client.reconnects == 1
+
+
+async def test_browser_clients_drop_a_silent_connection_after_two_and_a_half_heartbeats(
+    stack: Stack, partner: PartnerSite
+) -> None:
+    """LiveTicker and the widget drop a connection frozen in a relay 2.5 x heartbeat_s after its
+    last message (checked a few times per period), and show the line posted meanwhile."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_HEARTBEAT_S=str(HEARTBEAT_S))
+    editor = await stack.token("editor", ["en"])
+    text = "posted while the connections hung"
+    async with proxy_to(node.port) as for_live, proxy_to(node.port) as for_widget, browser() as chromium:
+        live = await open_page(chromium, f"{for_live.url}/live?editions=en", WEBSOCKET_LOG)
+        url = embed_widget(partner, "hung.html", node.url, f'server="{for_widget.url}"')
+        widget = await open_page(chromium, url, WEBSOCKET_LOG)
+        await expect(live.locator("#status")).to_have_text("live")
+        await widget.wait_for_function("window.__sockets.length === 1 && window.__sockets[0].last !== null")
+        await asyncio.sleep(0.3)  # the rest of the catch-up
+        for_live.freeze()
+        for_widget.freeze()
+        async with httpx.AsyncClient(base_url=node.url) as api:
+            await post_line(api, editor, text)
+        await expect(live.locator("#lines .fw-text")).to_have_text([text], timeout=12_000)
+        await expect(widget.locator("flash-ticker .line .text")).to_have_text([text], timeout=12_000)
+        for name, page in (("LiveTicker", live), ("widget", widget)):
+            sockets = await page.evaluate("window.__sockets")
+            assert len(sockets) == 2, (name, sockets)
+            silence_s = (sockets[1]["made"] - sockets[0]["last"]) / 1000
+            # Checked every heartbeat_s / 4, then the first backoff step (at most 0.25 s).
+            most_s = 2.5 * HEARTBEAT_S + HEARTBEAT_S / 4 + 0.25 + 0.55
+            assert 2.5 * HEARTBEAT_S <= silence_s <= most_s, (name, silence_s)
+
+
+# -- flashwire listen ----------------------------------------------------------------------------
+
+
+async def test_listen_says_when_the_connection_is_lost_and_back(stack: Stack, tmp_path: Path) -> None:
+    """`flashwire listen` reports on stderr a lost connection with the wait before the next
+    attempt, and reports when it is back; lines keep coming on stdout."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    listen_log = tmp_path / "listen.err"
+    command = ["listen", "--url", node.url, "--editions", "en", "--count", "1"]
+    with listen_log.open("wb") as errors:
+        listen = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service.cli", *command, stdout=PIPE, stderr=errors, cwd=ROOT
+        )
+    try:
+        await asyncio.sleep(1.5)
+        node.terminate()
+        for _ in range(100):
+            if "connection lost" in listen_log.read_text():
+                break
+            await asyncio.sleep(0.1)
+        node.start()
+        node.wait_ready()
+        async with httpx.AsyncClient(base_url=node.url) as api:
+            await post_line(api, editor, "after the restart")
+        out, _ = await asyncio.wait_for(listen.communicate(), 30)
+    finally:
+        if listen.returncode is None:
+            listen.kill()
+            await listen.wait()
+    said = listen_log.read_text()
+    assert re.search(r"flashwire: connection lost \(.+\); reconnecting in \d+\.\d s", said), said
+    assert "flashwire: connection back; resumed from the last cursors" in said, said
+    assert "after the restart" in out.decode()
+    assert listen.returncode == 0
