@@ -70,9 +70,19 @@ async def desk(request: Request) -> Response:
     return FileResponse(WEB_DIR / "desk" / "index.html", headers=DESK_HEADERS)
 
 
+def _readable_by_embedders(request: Request, response: Response) -> Response:
+    """Errors of the reader endpoints (/sse, the feeds) carry the CORS headers of an allowed origin,
+    so that a widget on a partner page can read why it was refused (and stop, or wait)."""
+    path = request.url.path
+    if path == "/sse" or path.startswith("/feeds/"):
+        origins: OriginPolicy = request.app.state.origins
+        response.headers.update(origins.cors_headers(request))
+    return response
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return _readable_by_embedders(request, exc.response())
 
 
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:
@@ -81,7 +91,7 @@ async def _redis_unavailable(request: Request, exc: Exception) -> Response:
     error = ApiError(503, "unavailable", message)
     response = error.response()
     response.headers["Retry-After"] = "1"
-    return response
+    return _readable_by_embedders(request, response)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -37,6 +37,6 @@ class OriginPolicy:
             return {}
         return {
             "Access-Control-Allow-Origin": origin,
-            "Access-Control-Expose-Headers": "ETag, Last-Modified",
+            "Access-Control-Expose-Headers": "ETag, Last-Modified, Retry-After",
             "Vary": "Origin",
         }

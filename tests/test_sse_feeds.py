@@ -169,3 +169,27 @@ async def test_embedding_origins_are_enforced(stack: Stack, readers: list[Reader
         async with client.stream("GET", path, headers=evil) as response:
             assert response.status_code == 403
             assert "access-control-allow-origin" not in response.headers
+
+
+async def test_refusals_of_sse_and_feeds_are_readable_by_an_allowed_partner_page(stack: Stack) -> None:
+    """An allowed partner page can read why /sse or a feed refused it (CORS headers on the 400, 404 and
+    503, with Retry-After exposed); a disallowed one still gets no CORS headers."""
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS="https://partner.example")
+    partner, evil = {"Origin": "https://partner.example"}, {"Origin": "https://evil.example"}
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+        for path, status in (("/sse?editions=fr", 400), ("/feeds/xx.json", 404)):
+            refused = await client.get(path, headers=partner)
+            assert refused.status_code == status
+            assert refused.headers["access-control-allow-origin"] == "https://partner.example"
+            assert "access-control-allow-origin" not in (await client.get(path, headers=evil)).headers
+        stack.redis_server.kill()
+        for path in ("/sse?editions=en", "/feeds/en.json"):
+            for _ in range(50):
+                unavailable = await client.get(path, headers=partner)
+                if unavailable.status_code == 503:
+                    break
+                await asyncio.sleep(0.1)
+            assert unavailable.status_code == 503, path
+            assert unavailable.headers["access-control-allow-origin"] == "https://partner.example"
+            assert "Retry-After" in unavailable.headers["access-control-expose-headers"]
+            assert "retry-after" in unavailable.headers
