@@ -89,10 +89,12 @@ async def _receive(ws: ClientConnection, heartbeat_s: float, since: float) -> di
     """The next message; a connection silent for 2.5 x heartbeat_s after `since` (loop time of the
     last message, or of the start of the connection) is dropped as dead."""
     dead_after_s = DEAD_AFTER_HEARTBEATS * heartbeat_s
-    loop = asyncio.get_running_loop()
     while True:
         try:
-            raw = await asyncio.wait_for(ws.recv(), max(0.0, since + dead_after_s - loop.time()))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the caller's
+            # cancellation when recv() completes in the same instant.
+            async with asyncio.timeout_at(since + dead_after_s):
+                raw = await ws.recv()
         except TimeoutError:
             # A half-open connection never delivers a close frame: drop it without a handshake.
             ws.transport.abort()
