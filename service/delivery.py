@@ -144,21 +144,11 @@ class Delivery:
             if not check.resumable:
                 since, reset_reason = None, check.reason
         if since is None:
-            since, lines = await hub.snapshot(edition)
-            snapshot: dict[str, Any] = {
-                "type": "snapshot",
-                "edition": edition,
-                "cursor": since,
-                "reset": bool(reset_reason),
-                # The cap applies after the filter: every matching live line, up to the cap.
-                "lines": [line for line in lines if subscriber.filter.accepts_line(line)][
-                    : self._snapshot_max_lines
-                ],
-            }
-            if reset_reason:
-                snapshot["reason"] = reset_reason
+            since, snapshot = await hub.snapshot_message(
+                edition, subscriber.filter, self._snapshot_max_lines, reset_reason
+            )
             self.cursors[edition] = since
-            yield dumps(snapshot)
+            yield snapshot
         self.cursors[edition] = since
         subscriber.positions[edition] = cursor_key(since)
         replayed: list[Event] = await hub.replay(edition, since, dispatched)

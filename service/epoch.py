@@ -17,13 +17,20 @@ Either way the node must forget its in-memory history and send reset snapshots
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from service.keys import Keys
 
+log = logging.getLogger(__name__)
+
 HISTORY_CHANGED = "the ticker's history changed (Redis lost data or failed over)"
+# The epoch of a Redis that has none and refuses writes (read-only replica, full, NOREPLICAS):
+# nodes can still serve what it holds; the first write of the ticker data creates a real one.
+NO_EPOCH = ""
 
 
 def new_epoch() -> str:
@@ -35,17 +42,28 @@ def _text(raw: bytes | str | None) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def epoch_text(raw: bytes | str | None) -> str:
+    """An epoch as read from Redis; a missing one is NO_EPOCH."""
+    return _text(raw) or NO_EPOCH
+
+
 async def current_epoch(redis: Redis, keys: Keys) -> str:
-    """The tickers' epoch, creating it (SET NX, so every node agrees on one) if there is none."""
-    while True:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.epoch, new_epoch(), nx=True)
-            pipe.get(keys.epoch)
-            _, raw = await pipe.execute()
-        epoch = _text(raw)
+    """The tickers' epoch, creating it (SET NX, so every node agrees on one) if there is none.
+
+    Reading is a GET; only a missing epoch is written. A Redis that refuses the write (a
+    read-only replica, `min-replicas-to-write`, a full memory, a failing disk) gets NO_EPOCH
+    and a warning: it must not stop the node from serving what Redis can still be read.
+    """
+    for _ in range(3):
+        epoch = epoch_text(await redis.get(keys.epoch))
         if epoch:
             return epoch
-        # Deleted between the SET and the GET (a FLUSHALL in that instant): create it again.
+        try:
+            await redis.set(keys.epoch, new_epoch(), nx=True)
+        except ResponseError as exc:
+            log.warning("ticker epoch missing and Redis refuses to store one (%s)", exc)
+            return NO_EPOCH
+    return NO_EPOCH  # deleted again each time (FLUSHALL in a loop): the next check retries
 
 
 async def history_intact(redis: Redis, keys: Keys, positions: dict[str, str]) -> str | None:

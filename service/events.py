@@ -22,12 +22,22 @@ HEARTBEAT_WIRE = text_frame(HEARTBEAT_FRAME.encode())
 _ASCII_DIGITS = re.compile(r"^[0-9]{1,20}$")
 
 
+_U64_MAX = 2**64 - 1
+
+
 def cursor_key(cursor: str) -> tuple[int, int]:
-    """Sortable form of a cursor (a stream id such as '1732550400000-3'); ValueError if malformed."""
+    """Sortable form of a cursor (a stream id such as '1732550400000-3'); ValueError if malformed.
+
+    Both parts are unsigned 64-bit integers, as in a Redis stream id (Redis Streams docs,
+    "Entry IDs"); anything larger is no cursor Redis could have issued.
+    """
     ms, sep, seq = cursor.partition("-")
     if not _ASCII_DIGITS.match(ms) or (sep and not _ASCII_DIGITS.match(seq)):
         raise ValueError(f"malformed cursor {cursor!r}")
-    return int(ms), int(seq) if seq else 0
+    key = int(ms), int(seq) if seq else 0
+    if key[0] > _U64_MAX or key[1] > _U64_MAX:
+        raise ValueError(f"malformed cursor {cursor!r}")
+    return key
 
 
 def _rank(urgency: object) -> int:

@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.clock import now_ms
-from service.epoch import HISTORY_CHANGED, current_epoch, history_intact
+from service.epoch import HISTORY_CHANGED, current_epoch, epoch_text, history_intact
 from service.events import HEARTBEAT_FRAME, HEARTBEAT_WIRE, Event, Filter, cursor_key
 from service.keys import Keys
 from service.settings import Settings
@@ -55,6 +56,8 @@ REPLAY_PAGE = 1_000
 # At most this many live lines of an edition are read for a snapshot (a bound on one script's
 # work); subscribers' filters and the snapshot cap apply to what is read.
 SNAPSHOT_SCAN_MAX = 10_000
+# Distinct snapshot messages kept at once (readers' filters vary; beyond this, start over).
+SNAPSHOT_FRAMES_MAX = 1_024
 
 _SNAPSHOT = """
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -216,8 +219,11 @@ class Hub:
         self._rings: dict[str, deque[Event]] = {e: deque(maxlen=self._ring_size) for e in settings.editions}
         self._inflight: dict[tuple[object, ...], asyncio.Future[Any]] = {}
         self._snapshot_script = redis.register_script(_SNAPSHOT)
-        # Per edition, the newest snapshot read, while the node has dispatched nothing newer.
+        # Per edition, the newest snapshot read, while the node has dispatched nothing newer, and
+        # the snapshot messages made of it (per filter, cap and reset reason): a burst of new
+        # readers, or a reset of every reader, serialises each distinct message once.
         self._snapshots: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        self._snapshot_frames: dict[tuple[str, Filter, int, str], str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
         # The tickers' generation this node's memory belongs to (None until the first read), and
@@ -374,6 +380,7 @@ class Hub:
         self.stats.history_resets += 1
         self._generation += 1
         self._snapshots.clear()
+        self._snapshot_frames.clear()
         epoch = await current_epoch(self._reader_redis, self._keys)
         await self._warm_up()
         self._epoch = epoch
@@ -417,18 +424,25 @@ class Hub:
                 await asyncio.sleep(0.5)
 
     async def _read_once(self) -> None:
-        """One blocking read of every ticker, and the epoch read right after it.
+        """One blocking read of every ticker, then, in the same round trip, the checks that what
+        it returned continues this node's history.
 
-        The epoch is read in the same round trip, after the XREAD: an entry of a new generation
-        is only ever written after its epoch (same script), so if the epoch is still ours, what
-        the read returned belongs to our history, and we dispatch it; otherwise we reset.
+        Both run after the XREAD: an entry of a new generation is only ever written after its
+        epoch (same script), so an unchanged epoch means the entries belong to our generation;
+        and the entry each edition was read from must still exist, or the ticker went back in
+        time (a failover to a replica that lacked it) before these entries were written. If
+        either check fails, nothing read is dispatched and the node resets.
         """
-        streams = {self._keys.ticker(e): p for e, p in self._positions.items()}
+        positions = dict(self._positions)
+        streams = {self._keys.ticker(e): p for e, p in positions.items()}
+        checked = [(edition, cursor) for edition, cursor in positions.items() if cursor != "0-0"]
         async with self._reader_redis.pipeline(transaction=False) as pipe:
             pipe.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
             pipe.get(self._keys.epoch)
-            response, epoch = await pipe.execute()
-        if _text(epoch) != self._epoch:
+            for edition, cursor in checked:
+                pipe.xrange(self._keys.ticker(edition), min=cursor, max=cursor, count=1)
+            response, epoch, *still_there = await pipe.execute()
+        if epoch_text(epoch) != self._epoch or not all(still_there):
             await self._verify()
             return
         for stream, entries in response or []:
@@ -442,6 +456,9 @@ class Hub:
                     continue
                 if cached is not None and event.key > cursor_key(cached[0]):
                     del self._snapshots[edition]
+                    self._snapshot_frames = {
+                        k: v for k, v in self._snapshot_frames.items() if k[0] != edition
+                    }
                     cached = None
                 ring.append(event)
                 self.stats.events_read += 1
@@ -477,6 +494,34 @@ class Hub:
         return await self._coalesce(
             ("snapshot", edition, generation), lambda: self._read_snapshot(edition, generation)
         )
+
+    async def snapshot_message(
+        self, edition: str, filter: Filter, max_lines: int, reset_reason: str = ""
+    ) -> tuple[str, str]:
+        """(cursor, the `snapshot` message as JSON text) for readers with `filter`: every live line
+        that matches it, then at most `max_lines` (docs/protocol.md 4.3). Made once per distinct
+        (filter, cap, reason) while the edition's snapshot is cached."""
+        snapshot = await self.snapshot(edition)
+        cursor, lines = snapshot
+        key = (edition, filter, max_lines, reset_reason)
+        frame = self._snapshot_frames.get(key) if self._snapshots.get(edition) is snapshot else None
+        if frame is None:
+            message: dict[str, Any] = {
+                "type": "snapshot",
+                "edition": edition,
+                "cursor": cursor,
+                "reset": bool(reset_reason),
+                # The cap applies after the filter: every matching live line, up to the cap.
+                "lines": [line for line in lines if filter.accepts_line(line)][:max_lines],
+            }
+            if reset_reason:
+                message["reason"] = reset_reason
+            frame = orjson.dumps(message).decode()
+            if self._snapshots.get(edition) is snapshot:
+                if len(self._snapshot_frames) >= SNAPSHOT_FRAMES_MAX:
+                    self._snapshot_frames.clear()
+                self._snapshot_frames[key] = frame
+        return cursor, frame
 
     async def _read_snapshot(self, edition: str, generation: int) -> tuple[str, list[dict[str, Any]]]:
         self.stats.snapshot_reads += 1
@@ -516,10 +561,14 @@ class Hub:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xrange(ticker, count=1)
             pipe.xrevrange(ticker, count=1)
-            pipe.xlen(ticker)
+            pipe.get(self._keys.ticker_origin(edition))
             if exact:
                 pipe.xrange(ticker, min=cursor, max=cursor, count=1)
-            oldest, newest, length, *named = await pipe.execute()
+            try:
+                oldest, newest, origin, *named = await pipe.execute()
+            except ResponseError as exc:  # an id Redis will not parse: not one of its entries
+                log.info("cursor %r of %s refused by Redis (%s)", cursor, edition, exc)
+                return CursorCheck(False, "cursor is not in the ticker log (its history was lost)")
         if not newest:
             if key == (0, 0):
                 return CursorCheck(True)
@@ -527,7 +576,8 @@ class Hub:
         if key > cursor_key(newest[0][0].decode()):
             return CursorCheck(False, "cursor is ahead of the ticker log")
         if key == (0, 0):
-            if length >= self._settings.ticker_retention:
+            # "From the start" only while the log still begins with its first entry ever.
+            if _text(origin) != oldest[0][0].decode():
                 return CursorCheck(False, "cursor is older than the retained log")
             return CursorCheck(True)
         if key < cursor_key(oldest[0][0].decode()):

@@ -27,6 +27,11 @@ class Keys:
         """An edition's ticker stream: the order every reader sees; ids are cursors."""
         return f"{self.prefix}:ticker:{edition}"
 
+    def ticker_origin(self, edition: str) -> str:
+        """Id of the first entry written to an edition's ticker (set with it, so it vanishes with
+        the data): a log that no longer starts there was trimmed, and `since=0-0` cannot replay it."""
+        return f"{self.prefix}:ticker-origin:{edition}"
+
     def line(self, line_id: str) -> str:
         """A line's current state (JSON)."""
         return f"{self.prefix}:line:{line_id}"

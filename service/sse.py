@@ -22,7 +22,7 @@ from service.hub import Hub
 from service.origins import OriginPolicy
 from service.settings import Settings
 from service.subscription import SubscriptionError, from_query
-from service.ws import PROTOCOL_VERSION, STORE_ERRORS, STORE_UNAVAILABLE
+from service.ws import PROTOCOL_SCOPE_KEY, PROTOCOL_VERSION, STORE_ERRORS, STORE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,22 @@ async def sse_endpoint(request: Request) -> Response:
     if not hub.ready:
         log.warning("SSE reader refused (503): %s", STORE_UNAVAILABLE)
         raise ApiError(503, "unavailable", STORE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_S})
-    delivery = Delivery(hub, request.app.state.reach, settings, subscription)
+    cut_off: list[bool] = []
+
+    def overflowed() -> None:
+        # The reader stopped reading: its stream is stuck in a send that will not finish, so the
+        # outbox overflowing is noticed only here (the hub calls this for every event it cannot
+        # queue). Drop the connection, as a WebSocket gets 4001; the browser reconnects with its
+        # Last-Event-ID and loses nothing.
+        if cut_off:
+            return
+        cut_off.append(True)
+        hub.stats.slow_closed += 1
+        transport = getattr(request.scope.get(PROTOCOL_SCOPE_KEY), "transport", None)
+        if transport is not None:
+            transport.abort()
+
+    delivery = Delivery(hub, request.app.state.reach, settings, subscription, on_overflow=overflowed)
     delivery.register()
     hub.connections += 1
     hello = dumps(
@@ -80,8 +95,6 @@ async def sse_endpoint(request: Request) -> Response:
                 token = delivery.resume_token()
                 # An empty id would reset the browser's Last-Event-ID: only send real positions.
                 yield f"id: {token}\ndata: {frame}\n\n" if token else f"data: {frame}\n\n"
-            if delivery.overflowed:
-                hub.stats.slow_closed += 1
         except STORE_ERRORS as exc:
             # The stream ends; the browser reconnects with its Last-Event-ID and loses nothing.
             log.warning("SSE reader ended: the store is unavailable (%s)", exc)

@@ -166,6 +166,9 @@ class ReaderSocketDispatch:
             scope[PROTOCOL_SCOPE_KEY] = getattr(send, "__self__", None)
             await ticker_endpoint(WebSocket(scope, receive, send))
             return
+        if scope["type"] == "http" and scope["path"] == "/sse":
+            # An SSE reader that stops reading must be cut off (service/sse.py): keep the handle.
+            scope[PROTOCOL_SCOPE_KEY] = getattr(send, "__self__", None)
         await self.app(scope, receive, send)
 
 
@@ -250,8 +253,8 @@ class ReaderSession:
     def _sender_done(self, sender: asyncio.Task[None]) -> None:
         # Ending normally after handing over to direct writes is the usual case; any other end
         # (disconnect, overflow, error) ends the connection.
-        if self._stopping:
-            return
+        if self._stopping or sender is not self._sender:
+            return  # a sender that a reset already replaced (see _reset)
         if not sender.cancelled() and sender.exception() is None and self._delivery.direct:
             return
         self._stop()

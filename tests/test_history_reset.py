@@ -6,6 +6,7 @@ import shutil
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from service.epoch import HISTORY_CHANGED
@@ -119,3 +120,43 @@ async def test_a_ticker_that_went_back_in_time_resets_readers(stack: Stack, read
         assert [e["line"]["text"] for e in replayed] == ["line 1", "line 3"]
         metrics = (await client.get("/metrics")).text
     assert "flashwire_history_resets_total 1" in metrics
+
+
+async def test_an_entry_lost_and_overwritten_at_once_is_still_noticed(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """The newest entry vanishes and a new one is written in the same instant (a failover that lost a write,
+    then a new write): the running node does not deliver the new entry as if nothing happened; its reader
+    gets a reset snapshot, and the node answers the lost cursor as a freshly started one would."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    reader = await open_reader(node.ws_url, "editions=en")
+    readers.append(reader)
+    await reader.next_of("snapshot")
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
+        for i in range(2):
+            await post_line(client, editor, f"line {i}")
+    [_, lost] = await reader.events(2)
+    redis = stack.redis()
+    try:
+        line = {
+            "id": "en-written-after",
+            "version": 1,
+            "edition": "en",
+            "text": "written after",
+            "topics": [],
+        }
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xdel(stack.keys.ticker("en"), lost["cursor"])
+            pipe.xadd(stack.keys.ticker("en"), {"t": "line", "d": orjson.dumps({"line": line})})
+            await pipe.execute()
+    finally:
+        await redis.aclose()
+    first = await reader.next_of("snapshot", "line", timeout_s=10)
+    assert first["type"] == "snapshot" and first["reset"] is True and first["reason"] == HISTORY_CHANGED
+    for node_under_test in (node, stack.service()):
+        resumed = await open_reader(node_under_test.ws_url, f"editions=en&since={lost['cursor']}")
+        readers.append(resumed)
+        snapshot = await resumed.next_of("snapshot")
+        assert snapshot["reason"] == "cursor is not in the ticker log (its history was lost)"

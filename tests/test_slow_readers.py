@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 
 import httpx
+import orjson
 import pytest
 from websockets.asyncio.client import connect
 
@@ -137,3 +139,35 @@ async def test_ping_message_gets_pong_and_heartbeats_flow(stack: Stack, readers:
     await reader.ws.send('{"type":"ping"}')
     await reader.next_of("pong", timeout_s=2)
     await reader.next_of("heartbeat", timeout_s=2)
+
+
+async def test_an_sse_reader_that_stops_reading_is_cut_off(stack: Stack) -> None:
+    """An SSE client that never reads, with more events for it than its outbox holds, is dropped by the node
+    (counted as a slow reader; its connection slot and subscription freed), as a WebSocket gets 4001."""
+    node = stack.service(FLASHWIRE_OUTBOX_MAX_FRAMES="16", FLASHWIRE_HEARTBEAT_S="30")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.port))
+    sock.sendall(f"GET /sse?editions=en HTTP/1.1\r\nHost: 127.0.0.1:{node.port}\r\n\r\n".encode())
+    try:
+        for _ in range(100):
+            if await _metric(node, "flashwire_connections") == 1:
+                break
+            await asyncio.sleep(0.05)
+        redis = stack.redis()
+        try:
+            body = orjson.dumps({"line": {"id": "en-big", "version": 1, "text": "x" * 20_000, "topics": []}})
+            for _ in range(400):  # written straight to the ticker: only the node's side matters here
+                await redis.xadd(stack.keys.ticker("en"), {"t": "line", "d": body})
+        finally:
+            await redis.aclose()
+        for _ in range(200):
+            if await _metric(node, "flashwire_connections") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await _metric(node, "flashwire_connections") == 0
+        assert await _metric(node, "flashwire_subscriptions") == 0
+        assert await _metric(node, "flashwire_slow_closed_total") == 1
+    finally:
+        sock.close()
+    assert "Traceback" not in node.log()

@@ -85,3 +85,23 @@ async def test_a_node_started_while_redis_is_down_waits_for_it(stack: Stack) -> 
         await reader.ws.close()
         assert (await client.get("/healthz")).status_code == 200
     assert "Traceback" not in node.log()
+
+
+async def test_a_redis_that_refuses_writes_does_not_take_nodes_out_of_service(stack: Stack) -> None:
+    """Redis refusing writes (here min-replicas-to-write with no replica: NOREPLICAS), even with the epoch
+    gone, leaves the node ready: /readyz 200 and new readers served, without a traceback."""
+    stack.worker()
+    node = stack.service()
+    redis = stack.redis()
+    try:
+        await redis.delete(stack.keys.epoch)
+        await redis.config_set("min-replicas-to-write", 1)
+        await asyncio.sleep(2.5)  # two history checks and many ticker reads
+        async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+            assert (await client.get("/readyz")).status_code == 200
+        reader = await _served(node, timeout_s=2)
+        await reader.ws.close()
+    finally:
+        await redis.config_set("min-replicas-to-write", 0)
+        await redis.aclose()
+    assert "Traceback" not in node.log()

@@ -46,7 +46,9 @@ redis.call('SET', KEYS[1], ARGV[2])
 for _, op in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(op)) end
 if ARGV[4] ~= '' then
   redis.call('SET', KEYS[3], ARGV[7], 'NX')
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 't', ARGV[4], 'd', ARGV[5])
+  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 't', ARGV[4], 'd', ARGV[5])
+  redis.call('SET', KEYS[4], id, 'NX')
+  return id
 end
 return ''
 """
@@ -119,7 +121,12 @@ class Applier:
 
     async def _apply(self, expected: str, entry_id: str, plan: Plan) -> bool:
         result = await self._commit(
-            keys=[self._keys.desk_applied, self._keys.ticker(plan.edition), self._keys.epoch],
+            keys=[
+                self._keys.desk_applied,
+                self._keys.ticker(plan.edition),
+                self._keys.epoch,
+                self._keys.ticker_origin(plan.edition),
+            ],
             args=[
                 expected,
                 entry_id,
