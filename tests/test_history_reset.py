@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from service.epoch import HISTORY_CHANGED
-from tests.conftest import Reader, Stack, open_reader, post_line
+from tests.conftest import Reader, ServiceNode, Stack, open_reader, post_line
 from tests.test_sse_feeds import SseReader
 
 pytestmark = pytest.mark.slow
@@ -28,6 +28,22 @@ async def _lose_data(stack: Stack, how: str) -> None:
         server.kill()
         shutil.rmtree(server.data_dir)
         server.start()
+
+
+async def _reader_of_posted_lines(
+    stack: Stack, readers: list[Reader], count: int
+) -> tuple[ServiceNode, str, Reader, list[dict[str, Any]]]:
+    """A worker, a node, a reader of `en`, and `count` lines posted: (node, token, reader, its events)."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    reader = await open_reader(node.ws_url, "editions=en")
+    readers.append(reader)
+    await reader.next_of("snapshot")
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
+        for i in range(count):
+            await post_line(client, editor, f"line {i}")
+    return node, editor, reader, await reader.events(count)
 
 
 async def _sse(client: httpx.AsyncClient, url: str) -> tuple[SseReader, Any]:
@@ -88,16 +104,8 @@ async def test_a_ticker_that_went_back_in_time_resets_readers(stack: Stack, read
     """A ticker that lost its newest entry while keeping the epoch (a failover to a replica that never got
     it): the node notices its last entry is gone and resets its readers; a cursor naming the lost entry,
     now inside the log's range, gets a reset snapshot instead of a silent resume."""
-    stack.worker()
-    node = stack.service()
-    editor = await stack.token("editor", ["en"])
-    reader = await open_reader(node.ws_url, "editions=en")
-    readers.append(reader)
-    await reader.next_of("snapshot")
+    node, editor, reader, events = await _reader_of_posted_lines(stack, readers, 3)
     async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
-        for i in range(3):
-            await post_line(client, editor, f"line {i}")
-        events = await reader.events(3)
         lost = events[-1]["cursor"]
         redis = stack.redis()
         try:
@@ -128,16 +136,7 @@ async def test_an_entry_lost_and_overwritten_at_once_is_still_noticed(
     """The newest entry vanishes and a new one is written in the same instant (a failover that lost a write,
     then a new write): the running node does not deliver the new entry as if nothing happened; its reader
     gets a reset snapshot, and the node answers the lost cursor as a freshly started one would."""
-    stack.worker()
-    node = stack.service()
-    editor = await stack.token("editor", ["en"])
-    reader = await open_reader(node.ws_url, "editions=en")
-    readers.append(reader)
-    await reader.next_of("snapshot")
-    async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
-        for i in range(2):
-            await post_line(client, editor, f"line {i}")
-    [_, lost] = await reader.events(2)
+    node, _, reader, [_, lost] = await _reader_of_posted_lines(stack, readers, 2)
     redis = stack.redis()
     try:
         line = {
