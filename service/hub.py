@@ -11,8 +11,8 @@ coalesced per (edition, cursor), so a thousand clients resuming from the same
 cursor after a restart cause one XRANGE, not a thousand.
 
 Everything the hub remembers (ring, positions, the cached snapshot) belongs to one
-generation of the tickers (service/epoch.py). The reader checks the epoch with every
-read and the positions it holds at least once a second; when Redis lost data it
+generation of the tickers (service/epoch.py). With every read (at least once a second)
+the reader checks the epoch and that the entries it last read still exist; when Redis lost data it
 forgets all of it and hands every subscriber a `Reset`, which its delivery turns
 into reset snapshots on the same connection.
 """
@@ -23,7 +23,6 @@ import asyncio
 import bisect
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,9 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# The reader blocks at most this long, so the history check below runs about once a second.
+# The reader blocks at most this long, so its history checks (_read_once) run at least once a second.
 READ_BLOCK_MS = 1_000
-VERIFY_EVERY_S = 1.0
 READ_COUNT = 1_000
 REPLAY_PAGE = 1_000
 # At most this many live lines of an edition are read for a snapshot (a bound on one script's
@@ -231,7 +229,6 @@ class Hub:
         self._epoch: str | None = None
         self._generation = 0
         self._reading = False
-        self._last_verified = 0.0
         self.stats = Stats()
         self.connections = 0
         self.reach: ReachRecorder | None = None
@@ -359,13 +356,11 @@ class Hub:
         if self._epoch is None:
             await self._warm_up()
             self._epoch = epoch
-            self._last_verified = time.monotonic()
         else:
             await self._verify(epoch)
 
     async def _verify(self, epoch: str | None = None) -> None:
         """Reset if the epoch changed or a ticker lost the last entry this node read of it."""
-        self._last_verified = time.monotonic()
         if epoch is None:
             epoch = await current_epoch(self._reader_redis, self._keys)
         if epoch != self._epoch:
@@ -404,8 +399,6 @@ class Hub:
                         log.info("hub: reading the tickers")
                     self._reading = True
                     self._ready.set()
-                elif time.monotonic() - self._last_verified >= VERIFY_EVERY_S:
-                    await self._verify()
                 await self._read_once()
                 backoff_s = 0.05
             except asyncio.CancelledError:
