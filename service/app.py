@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -94,6 +94,13 @@ async def _redis_unavailable(request: Request, exc: Exception) -> Response:
     return _readable_by_embedders(request, response)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away in the middle of its request body: nothing to answer, nothing to log
+    as an error (a dropped phone connection is not a server fault)."""
+    log.info("client left during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith("/api/"):
         return ApiError(404, "not_found", f"no route {request.url.path}").response()
@@ -158,6 +165,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
             ApiError: _api_error,
             RedisConnectionError: _redis_unavailable,
             RedisTimeoutError: _redis_unavailable,
+            ClientDisconnect: _client_gone,
             404: _not_found,
             405: _method_not_allowed,
         },

@@ -563,3 +563,25 @@ async def test_healthz_and_metrics(
     readers.append(await open_reader(node.ws_url, "editions=en"))
     await readers[-1].next_of("snapshot")
     assert gauge((await client.get("/metrics")).text, "flashwire_connections") == 1
+
+
+async def test_a_client_that_leaves_mid_body_leaves_no_traceback(stack: Stack, node: ServiceNode) -> None:
+    """A POST whose client drops the connection halfway through its body (a phone losing signal) writes
+    nothing and logs no traceback; the node goes on answering."""
+    token = await stack.token()
+    _, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    writer.write(
+        (
+            f"POST /api/v1/lines HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+            '{"edition": "en", "text": "half a'
+        ).encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.transport.abort()
+    await asyncio.sleep(0.5)
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+        assert (await client.get("/healthz")).status_code == 200
+    assert (await stream_lengths(stack))[KEYS.desk] == 0
+    assert "Traceback" not in node.log()
