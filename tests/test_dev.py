@@ -54,7 +54,20 @@ def _assert_gone(pids: set[int], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [pid for pid in pids if _alive(pid)], "orphans left behind"
+    left = [pid for pid in pids if _alive(pid)]
+    assert not left, f"orphans left behind: {[_describe(pid) for pid in left]}"
+
+
+def _describe(pid: int) -> str:
+    """What a process is and where it waits (its kernel wait channel), to tell why it did not exit."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        wchan = (proc / "wchan").read_text()
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError as exc:
+        return f"{pid}: gone ({exc})"
+    return f"{pid} [{state}, waiting in {wchan or '-'}]: {command}"
 
 
 def _reap(dev: subprocess.Popen[str]) -> None:
