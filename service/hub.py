@@ -54,8 +54,9 @@ REPLAY_PAGE = 1_000
 # At most this many live lines of an edition are read for a snapshot (a bound on one script's
 # work); subscribers' filters and the snapshot cap apply to what is read.
 SNAPSHOT_SCAN_MAX = 10_000
-# Distinct snapshot messages kept at once (readers' filters vary; beyond this, start over).
-SNAPSHOT_FRAMES_MAX = 1_024
+# Snapshot messages kept at once, in characters (readers choose their filters, so any number of
+# distinct messages can be asked for; beyond this, start over).
+SNAPSHOT_FRAMES_MAX_CHARS = 32 * 1024 * 1024
 
 _SNAPSHOT = """
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -222,6 +223,7 @@ class Hub:
         # readers, or a reset of every reader, serialises each distinct message once.
         self._snapshots: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self._snapshot_frames: dict[tuple[str, Filter, int, str], str] = {}
+        self._snapshot_frames_chars = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
         # The tickers' generation this node's memory belongs to (None until the first read), and
@@ -375,7 +377,7 @@ class Hub:
         self.stats.history_resets += 1
         self._generation += 1
         self._snapshots.clear()
-        self._snapshot_frames.clear()
+        self._forget_snapshot_frames()
         epoch = await current_epoch(self._reader_redis, self._keys)
         await self._warm_up()
         self._epoch = epoch
@@ -449,9 +451,7 @@ class Hub:
                     continue
                 if cached is not None and event.key > cursor_key(cached[0]):
                     del self._snapshots[edition]
-                    self._snapshot_frames = {
-                        k: v for k, v in self._snapshot_frames.items() if k[0] != edition
-                    }
+                    self._forget_snapshot_frames(edition)
                     cached = None
                 ring.append(event)
                 self.stats.events_read += 1
@@ -511,10 +511,19 @@ class Hub:
                 message["reason"] = reset_reason
             frame = orjson.dumps(message).decode()
             if self._snapshots.get(edition) is snapshot:
-                if len(self._snapshot_frames) >= SNAPSHOT_FRAMES_MAX:
-                    self._snapshot_frames.clear()
+                if self._snapshot_frames_chars + len(frame) > SNAPSHOT_FRAMES_MAX_CHARS:
+                    self._forget_snapshot_frames()
                 self._snapshot_frames[key] = frame
+                self._snapshot_frames_chars += len(frame)
         return cursor, frame
+
+    def _forget_snapshot_frames(self, edition: str | None = None) -> None:
+        """Drop the kept snapshot messages (of one edition, or all)."""
+        if edition is None:
+            self._snapshot_frames.clear()
+        else:
+            self._snapshot_frames = {k: v for k, v in self._snapshot_frames.items() if k[0] != edition}
+        self._snapshot_frames_chars = sum(len(frame) for frame in self._snapshot_frames.values())
 
     async def _read_snapshot(self, edition: str, generation: int) -> tuple[str, list[dict[str, Any]]]:
         self.stats.snapshot_reads += 1

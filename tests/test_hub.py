@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from service import hub as hub_module
 from service.delivery import Delivery
+from service.events import Filter
 from service.hub import Hub
 from service.keys import Keys
 from service.reach import ReachRecorder
@@ -123,4 +125,32 @@ async def test_a_reader_leaving_does_not_cancel_a_read_shared_with_others(redis_
         assert await asyncio.wait_for(second, 2) == "shared result"
         assert reads == 1
     finally:
+        await redis.aclose()
+
+
+async def test_snapshot_messages_are_shared_and_bounded(redis_server: RedisProcess, monkeypatch: Any) -> None:
+    """Readers with one filter share one serialised snapshot message; the messages kept for many different
+    filters never exceed their budget (a client chooses its filter, so it must not choose our memory)."""
+    monkeypatch.setattr(hub_module, "SNAPSHOT_FRAMES_MAX_CHARS", 50_000)
+    settings = Settings.from_env({"REDIS_URL": redis_server.url})
+    keys = Keys("fw")
+    redis = Redis.from_url(redis_server.url)
+    hub = Hub(redis, redis, keys, settings)
+    try:
+        for i, topic in enumerate(settings.topics):
+            line = {"id": f"en-{i}", "text": "x" * 2_000, "urgency": "routine", "topics": [topic]}
+            await redis.set(keys.line(f"en-{i}"), orjson.dumps(line))
+            await redis.zadd(keys.live("en"), {f"en-{i}": i})
+        await hub.start()
+        everything = Filter()
+        first = await hub.snapshot_message("en", everything, 500)
+        assert (await hub.snapshot_message("en", everything, 500))[1] is first[1]
+        for topic in settings.topics:
+            for rank in (0, 1, 2):
+                _, frame = await hub.snapshot_message("en", Filter(frozenset({topic}), rank), 500)
+                assert len(orjson.loads(frame)["lines"]) == (1 if rank == 2 else 0)
+                kept = sum(len(f) for f in hub._snapshot_frames.values())
+                assert kept == hub._snapshot_frames_chars <= 50_000
+    finally:
+        await hub.stop()
         await redis.aclose()
