@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.cron import cron
 from arq.worker import Worker, func
 from redis.exceptions import WatchError
@@ -36,6 +36,8 @@ from workers.schedule import every_second, release_embargo, release_time
 log = logging.getLogger(__name__)
 
 PART = "scheduled jobs (arq)"
+# arq's ids of cron runs: "cron:<function name>:<run time in ms>".
+CRON_JOB_PREFIX = "cron:"
 POLL_DELAY_S = 0.2
 # After an error that is not Redis going away (a bug), don't restart arq in a tight loop.
 CRASH_PAUSE_S = 1.0
@@ -149,7 +151,17 @@ class ArqRunner:
 
         arq marks a started job in progress for its timeout plus 10 s (here 310 s) and skips
         it until then; only this process's discarded Worker can have set these marks.
+        A cron run (the every-second sweep) is dropped instead: the next second's run does the
+        same work, and arq would otherwise retry it once and log "max retries exceeded".
         """
-        if self._orphaned_jobs:
-            await self._pool.delete(*(in_progress_key_prefix + job_id for job_id in self._orphaned_jobs))
-            self._orphaned_jobs.clear()
+        if not self._orphaned_jobs:
+            return
+        cron_runs = [job_id for job_id in self._orphaned_jobs if job_id.startswith(CRON_JOB_PREFIX)]
+        keys = [in_progress_key_prefix + job_id for job_id in self._orphaned_jobs]
+        keys += [prefix + job_id for job_id in cron_runs for prefix in (job_key_prefix, retry_key_prefix)]
+        async with self._pool.pipeline(transaction=False) as pipe:
+            pipe.delete(*keys)
+            if cron_runs:
+                pipe.zrem(self._keys.arq_queue, *cron_runs)
+            await pipe.execute()
+        self._orphaned_jobs.clear()
