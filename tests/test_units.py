@@ -626,3 +626,13 @@ def test_topic_configuration_must_be_slugs() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"FLASHWIRE_SECTIONS": "Politics,economy"})
     assert "FLASHWIRE_SECTIONS" in str(caught.value)
+
+
+def test_a_connection_lost_while_watching_is_an_outage_for_the_worker() -> None:
+    """redis-py reports a connection lost during arq's WATCH (enqueue_job) as a WatchError; the worker's
+    parts must wait it out like any lost connection, not log it as an unexpected error."""
+    from redis.exceptions import WatchError
+
+    from workers.outage import REDIS_DOWN
+
+    assert isinstance(WatchError("A ConnectionError occurred on while watching one or more keys"), REDIS_DOWN)

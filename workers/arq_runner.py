@@ -26,7 +26,6 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.cron import cron
 from arq.worker import Worker, func
-from redis.exceptions import WatchError
 
 from service.keys import Keys
 from service.settings import Settings
@@ -67,10 +66,9 @@ class ArqRunner:
     async def schedule_release(self, line_id: str, edition: str, embargo_ms: int) -> None:
         """Enqueue the release job of an embargoed line, deferred to its release time.
 
-        Called after the schedule was committed: if Redis goes away now (arq's WATCH then
-        fails with a WatchError, not a ConnectionError), the line stays scheduled and the
-        every-second backstop (workers/schedule.py) releases it on time; so this never fails
-        the desk consumer.
+        Called after the schedule was committed: if Redis goes away now, the line stays
+        scheduled and the every-second backstop (workers/schedule.py) releases it on time; so
+        this never fails the desk consumer.
         """
         try:
             await self._pool.enqueue_job(
@@ -82,7 +80,7 @@ class ArqRunner:
                 _defer_until=release_time(embargo_ms),
                 _queue_name=self._keys.arq_queue,
             )
-        except (*REDIS_DOWN, WatchError) as exc:
+        except REDIS_DOWN as exc:
             log.info("release job of %s not enqueued (%s); the backstop releases it", line_id, exc)
 
     def _build(self) -> Worker:

@@ -15,18 +15,22 @@ import random
 import time
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
 # A refused or dropped connection, a server still loading its data after a restart
 # (BusyLoadingError is a ConnectionError), a timeout, or a replica that is not yet
-# promoted during a failover: each passes by itself, so each is waited out.
+# promoted during a failover: each passes by itself, so each is waited out. redis-py
+# reports a connection lost while a key is WATCHed as a WatchError ("A ConnectionError
+# occurred on while watching"); the only WATCH in the worker is arq's enqueue_job, which
+# handles the other WatchError (the key changed) itself, so one reaching us is an outage.
 REDIS_DOWN: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
+    WatchError,
     OSError,
 )
 
