@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
@@ -34,11 +35,37 @@ log = logging.getLogger(__name__)
 SOCKET_TIMEOUT_S = 15
 CONNECT_TIMEOUT_S = 2
 FORGET_TIMEOUT_S = 2.0
+# Stopping: cancel the parts again every CANCEL_AGAIN_S until they end, for at most STOP_TIMEOUT_S.
+CANCEL_AGAIN_S = 0.5
+STOP_TIMEOUT_S = 10.0
 
 
 def worker_name() -> str:
     """This process's name as a desk consumer and in the heartbeat set: unique per host and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel the parts, again and again, until they have all ended, for at most STOP_TIMEOUT_S.
+
+    One cancel is not always enough: a cancellation that lands in the same instant as a
+    timeout inside redis-py can surface as a TimeoutError, which a part waiting out an outage
+    takes for one more outage (seen once: the arq part kept retrying a stopped Redis after
+    SIGTERM). Cancelling again ends it at its next await. A part still running after that
+    is a bug; the process exits anyway rather than outlive its stop.
+    """
+    deadline = asyncio.get_running_loop().time() + STOP_TIMEOUT_S
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
+        if pending and asyncio.get_running_loop().time() >= deadline:
+            log.error("worker parts %s did not stop; exiting", sorted(t.get_name() for t in pending))
+            logging.shutdown()
+            os._exit(1)
+    # Retrieve their outcomes, so none is reported as never retrieved.
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class WorkerSupervisor:
@@ -102,9 +129,7 @@ class WorkerSupervisor:
                     log.error("worker part %s ended", task.get_name(), exc_info=error)
                     ended.append(task.get_name())
         finally:
-            for task in [stopping, *tasks]:
-                task.cancel()
-            await asyncio.gather(stopping, *tasks, return_exceptions=True)
+            await _cancel_all([stopping, *tasks])
             try:
                 await asyncio.wait_for(heartbeat.forget(), FORGET_TIMEOUT_S)
             except REDIS_DOWN as exc:  # TimeoutError is an OSError
