@@ -48,10 +48,10 @@ def worker_name() -> str:
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel the parts, again and again, until they have all ended, for at most STOP_TIMEOUT_S.
 
-    One cancel is not always enough: a cancellation that lands in the same instant as a
-    timeout inside redis-py can surface as a TimeoutError, which a part waiting out an outage
-    takes for one more outage (seen once: the arq part kept retrying a stopped Redis after
-    SIGTERM). Cancelling again ends it at its next await. A part still running after that
+    One cancel was not always enough: once, after SIGTERM, the arq part was left "cancelling"
+    and kept retrying a stopped Redis; most likely the cancellation met a timeout inside
+    redis-py and surfaced as a TimeoutError, which a part waiting out an outage takes for one
+    more outage. Cancelling again ends it at its next await. A part still running after that
     is a bug; the process exits anyway rather than outlive its stop.
     """
     deadline = asyncio.get_running_loop().time() + STOP_TIMEOUT_S
