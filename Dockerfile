@@ -13,6 +13,7 @@ WORKDIR /app
 
 # Only what the package needs (README.md is the package's long description).
 COPY pyproject.toml README.md ./
+COPY flashwire ./flashwire
 COPY service ./service
 COPY workers ./workers
 COPY web ./web

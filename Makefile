@@ -28,13 +28,13 @@ run: $(STAMP)
 	$(BIN)/flashwire dev
 
 test: $(STAMP) chromium
-	$(BIN)/ruff check service workers tests bench
+	$(BIN)/ruff check
 	$(BIN)/mypy
 	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check service workers tests bench
-	$(BIN)/ruff format --check service workers tests bench
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy
 
 # Fan-out against the reference limit (10,000 subscribers); the table is appended to docs/benchmarks.md.

@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from service.redis_server import RedisProcess, free_port
+from flashwire.dev.redis_server import RedisProcess, free_port
 
 PER_PROCESS = 9_000
 PYTHON = sys.executable
@@ -122,8 +122,8 @@ class Run:
     async def make_token(self) -> None:
         from redis.asyncio import Redis
 
-        from service.keys import Keys
-        from service.tokens import TokenStore
+        from flashwire.core.keys import Keys
+        from flashwire.service.tokens import TokenStore
 
         client = Redis.from_url(self.redis.url)
         self.token, _ = await TokenStore(client, Keys("fw")).create(
@@ -286,10 +286,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         run = Run(args, Path(tmp_name))
         try:
-            run.start([PYTHON, "-m", "service.cli", "worker"], stderr=subprocess.DEVNULL)
+            run.start([PYTHON, "-m", "flashwire.cli", "worker"], stderr=subprocess.DEVNULL)
             ports = [free_port() for _ in range(args.services)]
             services = [
-                run.start([PYTHON, "-m", "service.cli", "serve", "--port", str(port)],
+                run.start([PYTHON, "-m", "flashwire.cli", "serve", "--port", str(port)],
                           stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
                 for port in ports
             ]  # fmt: skip
@@ -310,7 +310,7 @@ def main() -> None:
                 def restart() -> None:
                     storm_node.terminate()
                     storm_node.wait(30)
-                    replacement = run.start([PYTHON, "-m", "service.cli", "serve", "--port", str(ports[0])],
+                    replacement = run.start([PYTHON, "-m", "flashwire.cli", "serve", "--port", str(ports[0])],
                                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
                     _wait_http(f"http://127.0.0.1:{ports[0]}/healthz")
                     run.storm_metrics_url = f"http://127.0.0.1:{ports[0]}/metrics"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from service.redis_server import RedisProcess, free_port
+from flashwire.dev.redis_server import RedisProcess, free_port
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -55,9 +55,11 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "REDIS_URL": redis.url, "FLASHWIRE_MAX_CONNECTIONS": str(args.subscribers + 100)}
         python = sys.executable
-        worker = subprocess.Popen([python, "-m", "service.cli", "worker"], env=env, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [python, "-m", "flashwire.cli", "worker"], env=env, stderr=subprocess.DEVNULL
+        )
         service = subprocess.Popen(
-            [python, "-m", "service.cli", "serve", "--port", str(port)],
+            [python, "-m", "flashwire.cli", "serve", "--port", str(port)],
             env=env,
             stderr=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -71,8 +73,8 @@ def main() -> None:
 
             from redis.asyncio import Redis
 
-            from service.keys import Keys
-            from service.tokens import TokenStore
+            from flashwire.core.keys import Keys
+            from flashwire.service.tokens import TokenStore
 
             async def make_token() -> str:
                 client = Redis.from_url(redis.url)

@@ -6,13 +6,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import audit
-from service.clock import iso_from_ms, now_ms
-from service.errors import ApiError
-from service.http import authenticate, json_body
-from service.lines import SHORT_TEXT_CHARS, URGENCY_IPTC
-from service.settings import Settings
-from service.tokens import ALL_EDITIONS, ROLE_ACTIONS, ROLES, Token, TokenStore
+from flashwire.core.clock import iso_from_ms, now_ms
+from flashwire.core.lines import SHORT_TEXT_CHARS, URGENCY_IPTC
+from flashwire.core.settings import Settings
+from flashwire.service import audit
+from flashwire.service.errors import ApiError
+from flashwire.service.http import authenticate, json_body
+from flashwire.service.tokens import ALL_EDITIONS, ROLE_ACTIONS, ROLES, Token, TokenStore
 
 EDITION_NAMES = {"en": "English", "ar": "العربية", "es": "Español", "fr": "Français", "de": "Deutsch"}
 

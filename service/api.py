@@ -18,17 +18,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.clock import iso_from_ms, ms_from_iso, now_ms
-from service.desk import Desk, IdempotencyConflict, UnknownLine
-from service.errors import ApiError
-from service.http import LINE_ID_RE, authenticate, authorise, edition_param, invalid, json_body
-from service.hub import Hub
-from service.keys import Keys
-from service.lines import ValidationError, parse_correction, parse_expiry, parse_post, parse_retraction
-from service.openapi import openapi_for
-from service.reach import read_reach
-from service.settings import Settings
-from service.tokens import Token
+from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
+from flashwire.core.keys import Keys
+from flashwire.core.lines import ValidationError, parse_correction, parse_expiry, parse_post, parse_retraction
+from flashwire.core.settings import Settings
+from flashwire.service.desk import Desk, IdempotencyConflict, UnknownLine
+from flashwire.service.errors import ApiError
+from flashwire.service.http import LINE_ID_RE, authenticate, authorise, edition_param, invalid, json_body
+from flashwire.service.hub import Hub
+from flashwire.service.openapi import openapi_for
+from flashwire.service.reach import read_reach
+from flashwire.service.tokens import Token
 
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 

@@ -17,16 +17,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from service import account, api, audit, feeds, health, sse
-from service.desk import Desk
-from service.errors import ApiError
-from service.hub import Hub
-from service.keys import Keys
-from service.origins import OriginPolicy
-from service.reach import ReachRecorder
-from service.settings import Settings
-from service.tokens import TokenStore
-from service.ws import ReaderSocketDispatch
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.service import account, api, audit, feeds, health, sse
+from flashwire.service.desk import Desk
+from flashwire.service.errors import ApiError
+from flashwire.service.hub import Hub
+from flashwire.service.origins import OriginPolicy
+from flashwire.service.reach import ReachRecorder
+from flashwire.service.tokens import TokenStore
+from flashwire.service.ws import ReaderSocketDispatch
 
 log = logging.getLogger(__name__)
 

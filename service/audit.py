@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from service.clock import iso_from_ms, ms_from_iso, now_ms
-from service.errors import ApiError
-from service.events import cursor_key
-from service.http import authenticate
-from service.keys import Keys
-from service.settings import Settings
-from service.tokens import ALL_EDITIONS, Token
+from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.service.errors import ApiError
+from flashwire.service.events import cursor_key
+from flashwire.service.http import authenticate
+from flashwire.service.tokens import ALL_EDITIONS, Token
 
 PAGE_MAX = 500
 SCAN_BATCH = 500

@@ -6,7 +6,7 @@ registered; then live events from the reader's outbox, skipping any the
 catch-up already covered. Each frame is the event's shared, pre-serialised
 text; reach is counted once the transport has taken the frame.
 
-When the hub finds that Redis lost the history it had (service/epoch.py), it puts
+When the hub finds that Redis lost the history it had (flashwire/core/epoch.py), it puts
 a `Reset` in the outbox: the reader then gets a reset snapshot of every edition,
 and live events go on from there.
 """
@@ -19,13 +19,13 @@ from typing import Any
 
 import orjson
 
-from service.clock import now_ms
-from service.events import Event, cursor_key
-from service.hub import Hub, Outbox, Reset, Subscriber
-from service.reach import ReachRecorder
-from service.settings import Settings
-from service.subscription import Subscription
-from service.wire import DirectWriter
+from flashwire.core.clock import now_ms
+from flashwire.core.settings import Settings
+from flashwire.service.events import Event, cursor_key
+from flashwire.service.hub import Hub, Outbox, Reset, Subscriber
+from flashwire.service.reach import ReachRecorder
+from flashwire.service.subscription import Subscription
+from flashwire.service.wire import DirectWriter
 
 
 def dumps(message: dict[str, Any]) -> str:

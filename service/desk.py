@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from service.keys import Keys
+from flashwire.core.keys import Keys
 
 _SUBMIT = """
 local desk, idem, index = KEYS[1], KEYS[2], KEYS[3]

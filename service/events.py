@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from service.clock import ms_from_iso
-from service.lines import URGENCY_RANK
-from service.wire import text_frame
+from flashwire.core.clock import ms_from_iso
+from flashwire.core.lines import URGENCY_RANK
+from flashwire.service.wire import text_frame
 
 HEARTBEAT_FRAME = '{"type":"heartbeat"}'
 HEARTBEAT_WIRE = text_frame(HEARTBEAT_FRAME.encode())

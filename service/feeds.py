@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.clock import iso_from_ms, ms_from_iso, now_ms
-from service.errors import ApiError
-from service.hub import Hub
-from service.keys import Keys
-from service.origins import OriginPolicy
-from service.settings import Settings
+from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.service.errors import ApiError
+from flashwire.service.hub import Hub
+from flashwire.service.origins import OriginPolicy
 
 TOMBSTONE_WINDOW_MS = 24 * 3600 * 1000
 # A feed lists the newest live lines of its edition, pinned first, at most this many.

@@ -29,8 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from service.hub import Hub
-from service.keys import Keys
+from flashwire.core.keys import Keys
+from flashwire.service.hub import Hub
 
 log = logging.getLogger(__name__)
 

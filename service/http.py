@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from service.errors import ApiError
-from service.lines import ValidationError
-from service.settings import Settings
-from service.tokens import Token, TokenStore
+from flashwire.core.lines import ValidationError
+from flashwire.core.settings import Settings
+from flashwire.service.errors import ApiError
+from flashwire.service.tokens import Token, TokenStore
 
 LINE_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flashwire"'}

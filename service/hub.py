@@ -11,7 +11,7 @@ coalesced per (edition, cursor), so a thousand clients resuming from the same
 cursor after a restart cause one XRANGE, not a thousand.
 
 Everything the hub remembers (ring, positions, the cached snapshot) belongs to one
-generation of the tickers (service/epoch.py). With every read (at least once a second)
+generation of the tickers (flashwire/core/epoch.py). With every read (at least once a second)
 the reader checks the epoch and that the entries it last read still exist; when Redis lost data it
 forgets all of it and hands every subscriber a `Reset`, which its delivery turns
 into reset snapshots on the same connection.
@@ -34,15 +34,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.clock import now_ms
-from service.epoch import HISTORY_CHANGED, current_epoch, epoch_text, history_intact
-from service.events import HEARTBEAT_FRAME, HEARTBEAT_WIRE, Event, Filter, cursor_key
-from service.keys import Keys
-from service.settings import Settings
-from service.wire import OPEN, SLOW, DirectWriter
+from flashwire.core.clock import now_ms
+from flashwire.core.epoch import HISTORY_CHANGED, current_epoch, epoch_text, history_intact
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.service.events import HEARTBEAT_FRAME, HEARTBEAT_WIRE, Event, Filter, cursor_key
+from flashwire.service.wire import OPEN, SLOW, DirectWriter
 
 if TYPE_CHECKING:
-    from service.reach import ReachRecorder
+    from flashwire.service.reach import ReachRecorder
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

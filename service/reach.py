@@ -16,8 +16,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.events import Event
-from service.keys import Keys
+from flashwire.core.keys import Keys
+from flashwire.service.events import Event
 
 log = logging.getLogger(__name__)
 

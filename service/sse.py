@@ -16,13 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from service.delivery import Delivery, dumps
-from service.errors import ApiError
-from service.hub import Hub
-from service.origins import OriginPolicy
-from service.settings import Settings
-from service.subscription import SubscriptionError, from_query
-from service.ws import PROTOCOL_SCOPE_KEY, PROTOCOL_VERSION, STORE_ERRORS, STORE_UNAVAILABLE
+from flashwire.core.settings import Settings
+from flashwire.service.delivery import Delivery, dumps
+from flashwire.service.errors import ApiError
+from flashwire.service.hub import Hub
+from flashwire.service.origins import OriginPolicy
+from flashwire.service.subscription import SubscriptionError, from_query
+from flashwire.service.ws import PROTOCOL_SCOPE_KEY, PROTOCOL_VERSION, STORE_ERRORS, STORE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.events import Filter, cursor_key
-from service.lines import URGENCY_RANK
-from service.settings import Settings
+from flashwire.core.lines import URGENCY_RANK
+from flashwire.core.settings import Settings
+from flashwire.service.events import Filter, cursor_key
 
 QUERY_FIELDS = ("editions", "edition", "topics", "min_urgency", "since")
 

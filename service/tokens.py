@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from service.clock import iso_from_ms, now_ms
-from service.keys import Keys
+from flashwire.core.clock import iso_from_ms, now_ms
+from flashwire.core.keys import Keys
 
 ROLES = ("editor", "chief", "admin")
 ALL_EDITIONS = "*"

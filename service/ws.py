@@ -20,12 +20,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from service.delivery import Delivery, dumps
-from service.hub import Hub
-from service.origins import OriginPolicy
-from service.settings import Settings
-from service.subscription import Subscription, SubscriptionError, from_message, from_query
-from service.wire import DirectWriter, text_frame
+from flashwire.core.settings import Settings
+from flashwire.service.delivery import Delivery, dumps
+from flashwire.service.hub import Hub
+from flashwire.service.origins import OriginPolicy
+from flashwire.service.subscription import Subscription, SubscriptionError, from_message, from_query
+from flashwire.service.wire import DirectWriter, text_frame
 
 log = logging.getLogger(__name__)
 

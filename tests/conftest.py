@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from service.keys import Keys
-from service.redis_server import RedisProcess, free_port
-from service.tokens import TokenStore
+from flashwire.core.keys import Keys
+from flashwire.dev.redis_server import RedisProcess, free_port
+from flashwire.service.tokens import TokenStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ class ServiceNode(ManagedProcess):
     """A `flashwire serve` process on its own ephemeral port."""
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int) -> None:
-        super().__init__([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env, log_path)
+        super().__init__([sys.executable, "-m", "flashwire.cli", "serve", "--port", str(port)], env, log_path)
         self.port = port
 
     @property
@@ -137,7 +137,7 @@ class Stack:
     def worker(self, **env: str) -> ManagedProcess:
         index = len(self.processes)
         process = ManagedProcess(
-            [sys.executable, "-m", "service.cli", "worker"],
+            [sys.executable, "-m", "flashwire.cli", "worker"],
             {**self.env, **env},
             self.tmp_path / f"worker-{index}.log",
         ).start()

@@ -34,10 +34,10 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from service.keys import Keys
-from service.redis_server import RedisProcess, free_port
-from service.settings import DEFAULT_EDITIONS, DEFAULT_REGIONS, DEFAULT_SECTIONS
-from service.tokens import TokenStore
+from flashwire.core.keys import Keys
+from flashwire.core.settings import DEFAULT_EDITIONS, DEFAULT_REGIONS, DEFAULT_SECTIONS
+from flashwire.dev.redis_server import RedisProcess, free_port
+from flashwire.service.tokens import TokenStore
 from tests.conftest import ManagedProcess, ServiceNode
 from tests.delivery_model import (
     Action,
@@ -248,7 +248,7 @@ class Cluster:
         self.started = time.monotonic()
         for index in range(self.config.workers):
             worker = ManagedProcess(
-                [sys.executable, "-m", "service.cli", "worker"],
+                [sys.executable, "-m", "flashwire.cli", "worker"],
                 self.env,
                 self.config.work_dir / f"worker-{index}.log",
             )

@@ -15,10 +15,10 @@ import httpx
 import orjson
 import pytest
 
-from service import account, audit
-from service.api import routes as line_routes
-from service.keys import Keys
-from service.tokens import TokenStore
+from flashwire.core.keys import Keys
+from flashwire.service import account, audit
+from flashwire.service.api import routes as line_routes
+from flashwire.service.tokens import TokenStore
 from tests.conftest import Reader, ServiceNode, Stack, auth, open_reader, post_line
 
 KEYS = Keys("fw")

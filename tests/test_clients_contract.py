@@ -1,6 +1,6 @@
 """The three first-party clients follow one set of client rules (docs/protocol.md, sections 8 to 11).
 
-`TickerClient` (service/client.py), `LiveTicker` (web/reader.js) and the `<flash-ticker>`
+`TickerClient` (flashwire/client.py), `LiveTicker` (web/reader.js) and the `<flash-ticker>`
 widget (web/ticker.js) are each driven against real servers, and each rule is checked where
 the client's behaviour shows, at the server side:
 
@@ -39,7 +39,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from service.client import SubscriptionRefused, TickerClient
+from flashwire.client import SubscriptionRefused, TickerClient
 from tests.browser import browser
 from tests.conftest import ROOT, Stack, post_line
 from tests.test_widget import PartnerSite
@@ -607,7 +607,7 @@ async def test_listen_says_when_the_connection_is_lost_and_back(stack: Stack, tm
     command = ["listen", "--url", node.url, "--editions", "en", "--count", "1"]
     with listen_log.open("wb") as errors:
         listen = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service.cli", *command, stdout=PIPE, stderr=errors, cwd=ROOT
+            sys.executable, "-m", "flashwire.cli", *command, stdout=PIPE, stderr=errors, cwd=ROOT
         )
     try:
         await asyncio.sleep(1.5)

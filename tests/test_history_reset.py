@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from service.epoch import HISTORY_CHANGED
+from flashwire.core.epoch import HISTORY_CHANGED
 from tests.conftest import Reader, ServiceNode, Stack, open_reader, post_line
 from tests.test_sse_feeds import SseReader
 

@@ -8,16 +8,16 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from service import hub as hub_module
-from service.delivery import Delivery
-from service.events import Filter
-from service.hub import Hub
-from service.keys import Keys
-from service.reach import ReachRecorder
-from service.redis_server import RedisProcess
-from service.settings import Settings
-from service.subscription import build
-from service.wire import OPEN
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.dev.redis_server import RedisProcess
+from flashwire.service import hub as hub_module
+from flashwire.service.delivery import Delivery
+from flashwire.service.events import Filter
+from flashwire.service.hub import Hub
+from flashwire.service.reach import ReachRecorder
+from flashwire.service.subscription import build
+from flashwire.service.wire import OPEN
 
 
 class RecordingWriter:

@@ -173,7 +173,7 @@ async def test_two_service_processes_each_deliver_every_line(stack: Stack, reade
 
 async def test_service_restart_readers_resume_with_cursors_and_lose_nothing(stack: Stack) -> None:
     """Lines posted while the only service node restarts reach the reconnecting clients, once, in order."""
-    from service.client import TickerClient
+    from flashwire.client import TickerClient
 
     stack.worker()
     node = stack.service()

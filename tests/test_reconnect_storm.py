@@ -17,8 +17,8 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from service.client import TickerClient
-from service.redis_server import RedisProcess
+from flashwire.client import TickerClient
+from flashwire.dev.redis_server import RedisProcess
 from tests.browser import browser
 from tests.conftest import Stack
 from tests.test_clients_contract import Consumer, embed_widget, open_page, partner, proxy_to, within

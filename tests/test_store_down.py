@@ -10,8 +10,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from service.redis_server import free_port
-from service.ws import STORE_UNAVAILABLE
+from flashwire.dev.redis_server import free_port
+from flashwire.service.ws import STORE_UNAVAILABLE
 from tests.conftest import Reader, ServiceNode, Stack, open_reader
 
 pytestmark = pytest.mark.slow

@@ -15,15 +15,15 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from service.clock import now_ms
-from service.events import Event, Filter, cursor_key
-from service.keys import Keys
-from service.lines import ValidationError, clean_url, parse_correction, parse_post, parse_retraction
-from service.redis_server import RedisProcess
-from service.settings import Settings, SettingsError
-from service.subscription import SubscriptionError, from_message, from_query
-from service.tokens import Token
-from workers.apply import Applier
+from flashwire.core.clock import now_ms
+from flashwire.core.keys import Keys
+from flashwire.core.lines import ValidationError, clean_url, parse_correction, parse_post, parse_retraction
+from flashwire.core.settings import Settings, SettingsError
+from flashwire.dev.redis_server import RedisProcess
+from flashwire.service.events import Event, Filter, cursor_key
+from flashwire.service.subscription import SubscriptionError, from_message, from_query
+from flashwire.service.tokens import Token
+from flashwire.workers.apply import Applier
 
 SETTINGS = Settings(node_name="test")
 
@@ -36,7 +36,7 @@ def field_of(exc: pytest.ExceptionInfo[ValidationError] | pytest.ExceptionInfo[S
     return exc.value.field
 
 
-# -- service.lines -------------------------------------------------------------
+# -- flashwire.core.lines -------------------------------------------------------------
 
 
 def test_parse_post_accepts_a_full_line_and_applies_defaults() -> None:
@@ -216,7 +216,7 @@ def test_parse_retraction_reason_is_optional_and_bounded() -> None:
         assert field_of(caught) == field, body
 
 
-# -- service.subscription ------------------------------------------------------
+# -- flashwire.service.subscription ------------------------------------------------------
 
 
 def test_query_without_subscription_fields_is_none() -> None:
@@ -337,7 +337,7 @@ def test_cursor_with_non_ascii_digits_is_refused() -> None:
     assert field_of(caught) == "since"
 
 
-# -- service.events ------------------------------------------------------------
+# -- flashwire.service.events ------------------------------------------------------------
 
 
 def test_cursor_key_orders_numerically_and_rejects_malformed() -> None:
@@ -418,7 +418,7 @@ def test_filter_accepts_by_topic_overlap_and_minimum_urgency() -> None:
     assert not urgent_up.accepts_line({"topics": [], "urgency": "routine"})
 
 
-# -- service.settings ----------------------------------------------------------
+# -- flashwire.core.settings ----------------------------------------------------------
 
 
 def test_settings_defaults() -> None:
@@ -481,7 +481,7 @@ def test_settings_reject_port_out_of_range() -> None:
     assert "FLASHWIRE_PORT" in str(caught.value)
 
 
-# -- service.tokens ------------------------------------------------------------
+# -- flashwire.service.tokens ------------------------------------------------------------
 
 
 def _token(role: str, *editions: str) -> Token:
@@ -516,7 +516,7 @@ def test_token_may_follows_role_and_edition_scope() -> None:
     assert "secret_sha256" not in editor.public()
 
 
-# -- workers.apply: exactly once -----------------------------------------------
+# -- flashwire.workers.apply: exactly once -----------------------------------------------
 
 
 def _action(kind: str, line_id: str, at: int, **extra: Any) -> bytes:
@@ -633,6 +633,6 @@ def test_a_connection_lost_while_watching_is_an_outage_for_the_worker() -> None:
     parts must wait it out like any lost connection, not log it as an unexpected error."""
     from redis.exceptions import WatchError
 
-    from workers.outage import REDIS_DOWN
+    from flashwire.workers.outage import REDIS_DOWN
 
     assert isinstance(WatchError("A ConnectionError occurred on while watching one or more keys"), REDIS_DOWN)

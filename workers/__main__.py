@@ -1,5 +1,5 @@
-"""`python -m workers` runs the worker, like `flashwire worker`."""
+"""`python -m flashwire.workers` runs the worker, like `flashwire worker`."""
 
-from workers.main import run_worker
+from flashwire.workers.main import run_worker
 
 run_worker()

@@ -25,11 +25,11 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from service.clock import iso_from_ms, ms_from_iso
-from service.epoch import new_epoch
-from service.keys import Keys
-from service.lines import URGENCY_IPTC
-from service.settings import Settings
+from flashwire.core.clock import iso_from_ms, ms_from_iso
+from flashwire.core.epoch import new_epoch
+from flashwire.core.keys import Keys
+from flashwire.core.lines import URGENCY_IPTC
+from flashwire.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ LINE_KEEP_S = 30 * 24 * 3600
 KILLED_KEEP_MS = 24 * 3600 * 1000
 
 # The ticker epoch is created (if missing) in the same script as the ticker write, so an entry of
-# a new generation is never visible before its epoch (service/epoch.py).
+# a new generation is never visible before its epoch (flashwire/core/epoch.py).
 _COMMIT = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return false end
 redis.call('SET', KEYS[1], ARGV[2])

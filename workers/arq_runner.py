@@ -27,10 +27,10 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from service.keys import Keys
-from service.settings import Settings
-from workers.outage import REDIS_DOWN, Backoff, OutageLog
-from workers.schedule import every_second, release_embargo, release_time
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
+from flashwire.workers.schedule import every_second, release_embargo, release_time
 
 log = logging.getLogger(__name__)
 

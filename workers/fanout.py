@@ -15,10 +15,10 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from service.keys import Keys
-from service.settings import Settings
-from workers.apply import Applier, ScheduleHook, stream_id_key
-from workers.outage import REDIS_DOWN, Backoff, OutageLog
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.workers.apply import Applier, ScheduleHook, stream_id_key
+from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 
 from redis.asyncio import Redis
 
-from service.keys import Keys
-from workers.outage import REDIS_DOWN, Backoff, OutageLog
+from flashwire.core.keys import Keys
+from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from service.settings import Settings
-from workers.supervisor import WorkerSupervisor
+from flashwire.core.settings import Settings
+from flashwire.workers.supervisor import WorkerSupervisor
 
 
 def run_worker(settings: Settings | None = None) -> None:

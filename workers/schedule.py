@@ -21,9 +21,9 @@ from typing import Any
 from arq.worker import Retry
 from redis.asyncio import Redis
 
-from service.clock import now_ms
-from service.keys import Keys
-from workers.outage import REDIS_DOWN
+from flashwire.core.clock import now_ms
+from flashwire.core.keys import Keys
+from flashwire.workers.outage import REDIS_DOWN
 
 SYSTEM_ACTOR = '{"token":"","name":"scheduler","role":"system"}'
 BACKSTOP_GRACE_MS = 1_000

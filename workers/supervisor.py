@@ -22,12 +22,12 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from service.keys import Keys
-from service.settings import Settings
-from workers.arq_runner import ArqRunner
-from workers.fanout import DeskConsumer
-from workers.heartbeat import Heartbeat
-from workers.outage import REDIS_DOWN, OutageLog
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.workers.arq_runner import ArqRunner
+from flashwire.workers.fanout import DeskConsumer
+from flashwire.workers.heartbeat import Heartbeat
+from flashwire.workers.outage import REDIS_DOWN, OutageLog
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from service.settings import Settings, SettingsError
+from flashwire.core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from service.client import Retry
+    from flashwire.client import Retry
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -26,7 +26,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 def _settings() -> Settings:
     env = dict(os.environ)
     if not env.get("REDIS_URL"):
-        from service.devstack import data_dir
+        from flashwire.dev.stack import data_dir
 
         dev_url = data_dir() / "redis-url"
         if dev_url.exists():
@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run one service node under uvicorn."""
     import uvicorn
 
-    from service.app import create_app
+    from flashwire.service.app import create_app
 
     settings = Settings.from_env()
     host = args.host or settings.host
@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the arq worker."""
-    from workers.main import run_worker
+    from flashwire.workers.main import run_worker
 
     run_worker(Settings.from_env())
     return 0
@@ -71,7 +71,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Redis (embedded if REDIS_URL is unset), worker and service together."""
-    from service.devstack import run_dev
+    from flashwire.dev.stack import run_dev
 
     return run_dev()
 
@@ -80,7 +80,7 @@ def _token(args: argparse.Namespace) -> str:
     token = args.token or os.environ.get("FLASHWIRE_TOKEN")
     if token:
         return str(token)
-    from service.devstack import data_dir
+    from flashwire.dev.stack import data_dir
 
     path = data_dir() / "dev-token"
     if path.exists():
@@ -166,7 +166,7 @@ def _report_live() -> None:
 
 
 async def _listen(args: argparse.Namespace) -> None:
-    from service.client import TickerClient
+    from flashwire.client import TickerClient
 
     base = args.url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
     editions = [e for e in (args.editions or "").split(",") if e]
@@ -212,7 +212,7 @@ async def _listen(args: argparse.Namespace) -> None:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """Print the live ticker, resuming after dropped connections."""
-    from service.client import SubscriptionRefused
+    from flashwire.client import SubscriptionRefused
 
     try:
         asyncio.run(_listen(args))
@@ -228,9 +228,9 @@ async def _audit_token_change(
     redis: Any, settings: Settings, action: str, before: dict[str, Any] | None, after: dict[str, Any]
 ) -> None:
     """Token changes made from the shell are audited like those made through the API."""
-    from service import audit
-    from service.clock import iso_from_ms, now_ms
-    from service.keys import Keys
+    from flashwire.core.clock import iso_from_ms, now_ms
+    from flashwire.core.keys import Keys
+    from flashwire.service import audit
 
     operator = {"token": "", "name": os.environ.get("USER") or "operator", "role": "operator (cli)"}
     entry = {"at": iso_from_ms(now_ms()), "actor": operator, "action": action, "edition": "*",
@@ -241,8 +241,8 @@ async def _audit_token_change(
 async def _token_command(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
-    from service.keys import Keys
-    from service.tokens import TokenStore
+    from flashwire.core.keys import Keys
+    from flashwire.service.tokens import TokenStore
 
     settings = _settings()
     redis = Redis.from_url(settings.redis_url)

@@ -23,7 +23,7 @@ import secrets
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from service.keys import Keys
+from flashwire.core.keys import Keys
 
 log = logging.getLogger(__name__)
 

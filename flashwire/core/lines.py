@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.clock import ms_from_iso, now_ms
-from service.settings import TOPIC_SLUG, Settings
+from flashwire.core.clock import ms_from_iso, now_ms
+from flashwire.core.settings import TOPIC_SLUG, Settings
 
 # Urgency names mapped to IPTC urgency numbers (1 is the highest).
 URGENCY_IPTC: dict[str, int] = {"flash": 1, "urgent": 3, "routine": 5}

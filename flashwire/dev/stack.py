@@ -20,10 +20,10 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from service.keys import Keys
-from service.redis_server import RedisProcess, die_with_parent
-from service.settings import Settings
-from service.tokens import TokenStore
+from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
+from flashwire.dev.redis_server import RedisProcess, die_with_parent
+from flashwire.service.tokens import TokenStore
 
 STOP_TIMEOUT_S = 10.0
 
@@ -104,8 +104,8 @@ def run_dev() -> int:
     try:
         token = asyncio.run(_dev_token(settings, folder))
         python = sys.executable
-        children.append(_spawn([python, "-m", "service.cli", "worker"], env))
-        service = _spawn([python, "-m", "service.cli", "serve"], env)
+        children.append(_spawn([python, "-m", "flashwire.cli", "worker"], env))
+        service = _spawn([python, "-m", "flashwire.cli", "serve"], env)
         children.append(service)
         base = f"http://{settings.host}:{settings.port}"
         _wait_http(f"{base}/healthz", service)
