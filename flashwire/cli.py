@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import sys
 import time
@@ -38,12 +37,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run one service node under uvicorn."""
     import uvicorn
 
+    from flashwire.core.logs import configure_logging
     from flashwire.service.app import create_app
+    from flashwire.service.connection_log import silence_server_lines
 
     settings = Settings.from_env()
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s service %(levelname)s %(message)s")
+    # Our handler for every logger, uvicorn's included (log_config=None below): one format, text
+    # or JSON. Reader connections get one line each from the app (service/connection_log.py);
+    # uvicorn's access and handshake lines for them are dropped, other requests keep theirs.
+    configure_logging("service", settings.log_format)
+    silence_server_lines()
     config = uvicorn.Config(
         create_app(settings),
         host=host,
@@ -54,7 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ws_per_message_deflate=False,
         ws_max_size=64 * 1024,
         lifespan="on",
-        access_log=False,
+        log_config=None,
+        access_log=True,
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run()
@@ -238,6 +244,23 @@ async def _audit_token_change(
     await audit.record(redis, Keys(settings.key_prefix), entry)
 
 
+def _printable(text: str) -> str:
+    """`text` safe to print on a terminal: control, format, line-separator, surrogate, private-use
+    and unassigned characters (ESC of an ANSI sequence, bidi overrides, …) shown as \\x1b, \\u202e.
+
+    Token names are checked by the free-text rule now (flashwire/core/text.py), but a name stored
+    before it existed must not recolour, rewrite or reorder an operator's terminal either.
+    """
+    import unicodedata
+
+    def safe(char: str) -> str:
+        if unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}:
+            return char.encode("unicode_escape").decode("ascii")
+        return char
+
+    return "".join(safe(char) for char in text)
+
+
 async def _token_command(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
@@ -265,9 +288,10 @@ async def _token_command(args: argparse.Namespace) -> int:
         elif args.token_command == "list":
             for token in await store.list():
                 state = f"revoked {token.revoked_at}" if token.revoked_at else "active"
+                scope = _printable(",".join(token.editions))
                 print(
-                    f"{token.id}  {token.name:<20} {token.role:<7} {','.join(token.editions):<10} "
-                    f"created {token.created_at}  {state}"
+                    f"{_printable(token.id)}  {_printable(token.name):<20} {_printable(token.role):<7} "
+                    f"{scope:<10} created {_printable(token.created_at)}  {state}"
                 )
         else:
             before = next((t.public() for t in await store.list() if t.id == args.id), None)

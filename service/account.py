@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from flashwire.core.clock import iso_from_ms, now_ms
-from flashwire.core.lines import SHORT_TEXT_CHARS, URGENCY_IPTC
+from flashwire.core.lines import SHORT_TEXT_CHARS, URGENCY_IPTC, ValidationError, validate
+from flashwire.core.models import (
+    Actor,
+    Config,
+    CreatedToken,
+    EditionInfo,
+    Me,
+    TokenList,
+    TokenRecord,
+    UrgencyInfo,
+    request_models,
+)
 from flashwire.core.settings import Settings
 from flashwire.service import audit
 from flashwire.service.errors import ApiError
-from flashwire.service.http import authenticate, json_body
-from flashwire.service.tokens import ALL_EDITIONS, ROLE_ACTIONS, ROLES, Token, TokenStore
+from flashwire.service.http import authenticate, invalid, json_body, model_response
+from flashwire.service.tokens import ALL_EDITIONS, ROLE_ACTIONS, Token, TokenStore
 
 EDITION_NAMES = {"en": "English", "ar": "العربية", "es": "Español", "fr": "Français", "de": "Deutsch"}
 
@@ -20,27 +31,29 @@ EDITION_NAMES = {"en": "English", "ar": "العربية", "es": "Español", "fr"
 async def me(request: Request) -> Response:
     """GET /api/v1/me: the presented token's name, role, editions and permitted actions."""
     token = await authenticate(request)
-    return JSONResponse({**token.public(), "actions": sorted(ROLE_ACTIONS[token.role])})
+    record = token.record()
+    return model_response(Me(**record.model_dump(), actions=sorted(ROLE_ACTIONS[token.role])))
 
 
 async def config(request: Request) -> Response:
     """GET /api/v1/config: editions, topics and limits, for the desk and for clients."""
     settings: Settings = request.app.state.settings
-    return JSONResponse(
-        {
-            "editions": [
+    body = Config(
+        editions=[
+            EditionInfo.model_validate(
                 {"code": e, "name": EDITION_NAMES.get(e, e), "direction": settings.direction(e)}
-                for e in settings.editions
-            ],
-            "sections": list(settings.sections),
-            "regions": list(settings.regions),
-            "urgencies": [{"name": name, "iptc": number} for name, number in URGENCY_IPTC.items()],
-            "text_max_chars": settings.text_max_chars,
-            "short_text_chars": SHORT_TEXT_CHARS,
-            "default_ttl_s": settings.default_ttl_s,
-            "heartbeat_s": settings.heartbeat_s,
-        }
+            )
+            for e in settings.editions
+        ],
+        sections=list(settings.sections),
+        regions=list(settings.regions),
+        urgencies=[UrgencyInfo.model_validate({"name": n, "iptc": i}) for n, i in URGENCY_IPTC.items()],
+        text_max_chars=settings.text_max_chars,
+        short_text_chars=SHORT_TEXT_CHARS,
+        default_ttl_s=settings.default_ttl_s,
+        heartbeat_s=settings.heartbeat_s,
     )
+    return model_response(body)
 
 
 async def _admin(request: Request) -> Token:
@@ -50,8 +63,8 @@ async def _admin(request: Request) -> Token:
     return token
 
 
-def _by(token: Token) -> dict[str, str]:
-    return {"token": token.id, "name": token.name, "role": token.role}
+def _by(token: Token) -> Actor:
+    return Actor(token=token.id, name=token.name, role=token.role)
 
 
 def _within(admin: Token, token: Token) -> bool:
@@ -66,7 +79,7 @@ async def list_tokens(request: Request) -> Response:
     """GET /api/v1/tokens (admin): the tokens this admin may manage."""
     admin = await _admin(request)
     store: TokenStore = request.app.state.tokens
-    return JSONResponse({"tokens": [t.public() for t in await store.list() if _within(admin, t)]})
+    return model_response(TokenList(tokens=[t.record() for t in await store.list() if _within(admin, t)]))
 
 
 async def create_token(request: Request) -> Response:
@@ -74,34 +87,36 @@ async def create_token(request: Request) -> Response:
     admin = await _admin(request)
     settings: Settings = request.app.state.settings
     body, _ = await json_body(request)
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid", "must be a JSON object", field="body")
-    name, role, editions = body.get("name"), body.get("role", "editor"), body.get("editions")
-    if not isinstance(name, str) or not name.strip() or len(name) > 80:
-        raise ApiError(422, "invalid", "must be a non-empty string of at most 80 characters", field="name")
-    if role not in ROLES:
-        raise ApiError(422, "invalid", f"must be one of {', '.join(ROLES)}", field="role")
-    if not isinstance(editions, list) or not editions:
-        raise ApiError(422, "invalid", "must be a non-empty list of editions (or ['*'])", field="editions")
-    for index, edition in enumerate(editions):
-        if edition != ALL_EDITIONS and edition not in settings.editions:
-            raise ApiError(422, "invalid", f"unknown edition {edition!r}", field=f"editions[{index}]")
+    try:
+        wanted = validate(request_models(settings).create_token, body)
+    except ValidationError as exc:
+        raise invalid(exc) from None
     # An admin of some editions manages tokens for those editions only, and makes no admins.
     if ALL_EDITIONS not in admin.editions:
-        outside = [e for e in editions if e not in admin.editions]
-        if outside or role == "admin":
+        outside = [e for e in wanted.editions if e not in admin.editions]
+        if outside or wanted.role == "admin":
             raise ApiError(
                 403, "forbidden", "only an admin of every edition may grant other editions or the admin role"
             )
     store: TokenStore = request.app.state.tokens
-    secret, record = await store.create(name=name.strip(), role=role, editions=editions)
-    await audit.record(
-        request.app.state.redis,
-        request.app.state.keys,
-        {"at": iso_from_ms(now_ms()), "actor": _by(admin), "action": "token-create", "edition": ALL_EDITIONS,
-         "line_id": "", "before": None, "after": record.public()},
-    )  # fmt: skip
-    return JSONResponse({"token": secret, **record.public()}, status_code=201)
+    secret, token = await store.create(name=wanted.name, role=wanted.role, editions=wanted.editions)
+    await _audit(request, admin, "token-create", None, token.record())
+    return model_response(CreatedToken(token=secret, **token.record().model_dump()), status_code=201)
+
+
+async def _audit(
+    request: Request, admin: Token, action: str, before: TokenRecord | None, after: TokenRecord
+) -> None:
+    entry = {
+        "at": iso_from_ms(now_ms()),
+        "actor": _by(admin).model_dump(),
+        "action": action,
+        "edition": ALL_EDITIONS,
+        "line_id": "",
+        "before": None if before is None else before.model_dump(),
+        "after": after.model_dump(),
+    }
+    await audit.record(request.app.state.redis, request.app.state.keys, entry)
 
 
 async def revoke_token(request: Request) -> Response:
@@ -113,13 +128,8 @@ async def revoke_token(request: Request) -> Response:
     if before is None or not await store.revoke(token_id):
         raise ApiError(404, "not_found", f"no token {token_id!r}", field="token_id")
     after = next(t for t in await store.list() if t.id == token_id)
-    await audit.record(
-        request.app.state.redis,
-        request.app.state.keys,
-        {"at": iso_from_ms(now_ms()), "actor": _by(admin), "action": "token-revoke", "edition": ALL_EDITIONS,
-         "line_id": "", "before": before.public(), "after": after.public()},
-    )  # fmt: skip
-    return JSONResponse(after.public())
+    await _audit(request, admin, "token-revoke", before.record(), after.record())
+    return model_response(after.record())
 
 
 routes = [

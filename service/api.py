@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import orjson
 from starlette.requests import Request
@@ -21,19 +21,56 @@ from starlette.routing import Route
 from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
 from flashwire.core.keys import Keys
 from flashwire.core.lines import ValidationError, parse_correction, parse_expiry, parse_post, parse_retraction
+from flashwire.core.models import (
+    LINE_ADAPTER,
+    AcceptedResponse,
+    ActionAccepted,
+    Actor,
+    CancelAction,
+    ChangesAccepted,
+    CorrectAction,
+    CorrectionAccepted,
+    DeskAction,
+    EditionLines,
+    ExpiryAccepted,
+    ExpiryAction,
+    Line,
+    LineChanges,
+    LineDetail,
+    LinePreview,
+    LineWithReach,
+    NewLine,
+    PinAction,
+    PostAccepted,
+    PostAction,
+    Reach,
+    RetractAction,
+    RetractionAccepted,
+    ScheduledLines,
+)
 from flashwire.core.settings import Settings
+from flashwire.service.asyncapi import asyncapi_document
 from flashwire.service.desk import Desk, IdempotencyConflict, UnknownLine
 from flashwire.service.errors import ApiError
-from flashwire.service.http import LINE_ID_RE, authenticate, authorise, edition_param, invalid, json_body
+from flashwire.service.http import (
+    LINE_ID_RE,
+    authenticate,
+    authorise,
+    edition_param,
+    invalid,
+    json_body,
+    model_response,
+)
 from flashwire.service.hub import Hub
-from flashwire.service.openapi import openapi_for
+from flashwire.service.openapi import openapi_document
 from flashwire.service.reach import read_reach
 from flashwire.service.tokens import Token
 
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+Idempotency = tuple[str, str, str]
 
 
-def _idempotency(request: Request, token: Token, body: Any) -> tuple[str, str, str] | None:
+def _idempotency(request: Request, token: Token, body: object) -> Idempotency | None:
     """(token id, key, fingerprint) of a request with an Idempotency-Key, else None.
 
     The fingerprint covers the method, the path and the parsed JSON body in a canonical form
@@ -52,44 +89,38 @@ def _idempotency(request: Request, token: Token, body: Any) -> tuple[str, str, s
     return token.id, key, fingerprint
 
 
-def _actor(token: Token) -> dict[str, str]:
-    return {"token": token.id, "name": token.name, "role": token.role}
+def _actor(token: Token) -> Actor:
+    return Actor(token=token.id, name=token.name, role=token.role)
+
+
+def _accepted(body: AcceptedResponse, *, replayed: bool) -> Response:
+    headers = {"Location": f"/api/v1/lines/{body.id}"} if body.action == "post" else {}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return model_response(body, status_code=201, headers=headers)
 
 
 async def _submit(
-    request: Request,
-    action: dict[str, Any],
-    response: dict[str, Any],
-    idempotency: tuple[str, str, str] | None,
-    *,
-    location: str | None = None,
-) -> JSONResponse:
+    request: Request, action: DeskAction, response: AcceptedResponse, idempotency: Idempotency | None
+) -> Response:
     desk: Desk = request.app.state.desk
     try:
         accepted = await desk.submit(action, response, idempotency=idempotency)
     except IdempotencyConflict as exc:
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
     except UnknownLine:
-        raise ApiError(404, "not_found", f"no line {action['id']!r}", field="id") from None
-    headers = {"Location": location.format(id=accepted.body["id"])} if location else {}
-    if accepted.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(accepted.body, status_code=201, headers=headers)
+        raise ApiError(404, "not_found", f"no line {action.id!r}", field="id") from None
+    return _accepted(accepted.body, replayed=accepted.replayed)
 
 
-async def _replay(desk: Desk, idempotency: tuple[str, str, str] | None) -> Response | None:
+async def _replay(desk: Desk, idempotency: Idempotency | None) -> Response | None:
     """The first answer to a retried request, before anything is validated again: a retry gets
     what the first attempt got, even if (say) its expiry time has passed since."""
     try:
         earlier = await desk.replayed(idempotency)
     except IdempotencyConflict as exc:
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
-    if earlier is None:
-        return None
-    headers = {"Idempotent-Replayed": "true"}
-    if earlier.body.get("action") == "post":
-        headers["Location"] = f"/api/v1/lines/{earlier.body['id']}"
-    return JSONResponse(earlier.body, status_code=201, headers=headers)
+    return None if earlier is None else _accepted(earlier.body, replayed=True)
 
 
 async def post_line(request: Request) -> Response:
@@ -97,7 +128,8 @@ async def post_line(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     token = await authenticate(request)
     body, _ = await json_body(request)
-    earlier = await _replay(request.app.state.desk, _idempotency(request, token, body))
+    idempotency = _idempotency(request, token, body)
+    earlier = await _replay(request.app.state.desk, idempotency)
     if earlier is not None:
         return earlier
     edition = body.get("edition") if isinstance(body, dict) else None
@@ -112,70 +144,62 @@ async def post_line(request: Request) -> Response:
         authorise(token, "schedule", post.edition)
     line_id = f"{post.edition}-{secrets.token_hex(8)}"
     at = now_ms()
-    line = {
-        "text": post.text,
-        "urgency": post.urgency,
-        "topics": list(post.topics),
-        "url": post.url,
-        "source": post.source,
-        "expires_at_ms": post.expires_at_ms,
-        "embargo_until_ms": post.embargo_until_ms,
-    }
-    action = {
-        "action": "post",
-        "id": line_id,
-        "edition": post.edition,
-        "at": at,
-        "by": _actor(token),
-        "line": line,
-    }
-    preview = {k: v for k, v in line.items() if not k.endswith("_ms")}
-    preview["expires_at"] = iso_from_ms(post.expires_at_ms)
-    preview["embargoed"] = iso_from_ms(post.embargo_until_ms) if post.embargo_until_ms else None
-    response = {
-        "action": "post",
-        "id": line_id,
-        "edition": post.edition,
-        "accepted_at": iso_from_ms(at),
-        "scheduled": post.embargo_until_ms is not None,
-        "line": {"id": line_id, "edition": post.edition, **preview},
-    }
-    return await _submit(
-        request, action, response, _idempotency(request, token, body), location="/api/v1/lines/{id}"
+    line = NewLine(
+        text=post.text,
+        urgency=post.urgency,
+        topics=list(post.topics),
+        url=post.url,
+        source=post.source,
+        expires_at_ms=post.expires_at_ms,
+        embargo_until_ms=post.embargo_until_ms,
     )
+    action = PostAction(id=line_id, edition=post.edition, at=at, by=_actor(token), line=line)
+    preview = LinePreview(
+        id=line_id,
+        edition=post.edition,
+        text=line.text,
+        urgency=line.urgency,
+        topics=line.topics,
+        url=line.url,
+        source=line.source,
+        expires_at=iso_from_ms(post.expires_at_ms),
+        embargoed=iso_from_ms(post.embargo_until_ms) if post.embargo_until_ms else None,
+    )
+    response = PostAccepted(
+        id=line_id,
+        edition=post.edition,
+        accepted_at=iso_from_ms(at),
+        scheduled=post.embargo_until_ms is not None,
+        line=preview,
+    )
+    return await _submit(request, action, response, idempotency)
 
 
 # What each follow-up action requires of the line's current state, and the refusal otherwise.
-def _state_error(action: str, line: dict[str, Any]) -> str | None:
-    status = line["status"]
-    if status == "canceled":
-        return (
-            "the line was retracted" if line.get("embargoed") is None else "the scheduled line was cancelled"
-        )
-    if line.get("expired"):
+def _state_error(action: str, line: Line) -> str | None:
+    if line.status == "canceled":
+        return "the line was retracted" if line.embargoed is None else "the scheduled line was cancelled"
+    if line.expired:
         return "the line has expired"
-    if action == "cancel" and status != "withheld":
+    if action == "cancel" and line.status != "withheld":
         return "only a scheduled line can be cancelled; retract a published one"
-    if action == "cancel" and line.get("embargoed") and ms_from_iso(line["embargoed"]) <= now_ms():
+    if action == "cancel" and line.embargoed and ms_from_iso(line.embargoed) <= now_ms():
         return "the line's release time has passed: it is being published; retract it instead"
-    if action in {"retract", "pin", "unpin"} and status != "usable":
+    if action in {"retract", "pin", "unpin"} and line.status != "usable":
         return "the line is scheduled and not yet published; cancel it instead"
-    if action == "pin" and line.get("pinned"):
+    if action == "pin" and line.pinned:
         return "the line is already pinned"
-    if action == "unpin" and not line.get("pinned"):
+    if action == "unpin" and not line.pinned:
         return "the line is not pinned"
     return None
 
 
-def _check_expiry_change(token: Token, action: str, fields: dict[str, Any], line: dict[str, Any]) -> None:
+def _check_expiry_change(token: Token, new_ms: int | None, line: Line) -> None:
     """Bringing a line's expiry forward removes it from readers sooner: a kill by another name,
     so it takes the right to retract. Extending it is an editor's call."""
-    new_ms = (
-        fields.get("expires_at_ms") if action == "expiry" else fields.get("changes", {}).get("expires_at_ms")
-    )
-    if new_ms is None or token.may("retract", line["edition"]):
+    if new_ms is None or token.may("retract", line.edition):
         return
-    if new_ms < ms_from_iso(line["expires_at"]):
+    if new_ms < ms_from_iso(line.expires_at):
         raise ApiError(
             403,
             "forbidden",
@@ -184,40 +208,80 @@ def _check_expiry_change(token: Token, action: str, fields: dict[str, Any], line
         )
 
 
-BodyParser = Callable[[Any, Settings], dict[str, Any]]
+# A follow-up's body, validated: (the desk action, the 201 answer, the new expiry in ms if any).
+Planned = tuple[DeskAction, AcceptedResponse, int | None]
+Planner = Callable[[object, Settings, str, str, Actor, int], Planned]
 
 
-def _parse_correct(body: Any, settings: Settings) -> dict[str, Any]:
-    return {"changes": parse_correction(body, settings).changes}
+def _plan_correct(
+    body: object, settings: Settings, line_id: str, edition: str, by: Actor, at: int
+) -> Planned:
+    changes = parse_correction(body, settings).changes
+    sent = {name: value for name, value in changes.items() if name != "expires_at_ms"}
+    expires_ms = changes.get("expires_at_ms")
+    if expires_ms is not None:
+        sent["expires_at"] = iso_from_ms(expires_ms)
+    action = CorrectAction(id=line_id, edition=edition, at=at, by=by, changes=LineChanges(**changes))
+    accepted = CorrectionAccepted(
+        id=line_id, edition=edition, accepted_at=iso_from_ms(at), changes=ChangesAccepted.model_validate(sent)
+    )
+    return action, accepted, expires_ms
 
 
-def _parse_retract(body: Any, settings: Settings) -> dict[str, Any]:
-    return {"reason": parse_retraction(body)}
+def _plan_retract(
+    body: object, settings: Settings, line_id: str, edition: str, by: Actor, at: int
+) -> Planned:
+    reason = parse_retraction(body)
+    action = RetractAction(id=line_id, edition=edition, at=at, by=by, reason=reason)
+    return (
+        action,
+        RetractionAccepted(id=line_id, edition=edition, accepted_at=iso_from_ms(at), reason=reason),
+        None,
+    )
 
 
-def _parse_expiry(body: Any, settings: Settings) -> dict[str, Any]:
-    return {"expires_at_ms": parse_expiry(body)}
+def _plan_expiry(body: object, settings: Settings, line_id: str, edition: str, by: Actor, at: int) -> Planned:
+    expires_ms = parse_expiry(body)
+    action = ExpiryAction(id=line_id, edition=edition, at=at, by=by, expires_at_ms=expires_ms)
+    accepted = ExpiryAccepted(
+        id=line_id, edition=edition, accepted_at=iso_from_ms(at), expires_at=iso_from_ms(expires_ms)
+    )
+    return action, accepted, expires_ms
 
 
-def _no_body(body: Any, settings: Settings) -> dict[str, Any]:
-    if body not in (None, {}):
-        raise ValidationError("body", "this action takes no body")
-    return {}
+def _plain(name: Literal["pin", "unpin", "cancel"]) -> Planner:
+    """Pin, unpin, cancel: no body (or an empty object)."""
+
+    def plan(body: object, settings: Settings, line_id: str, edition: str, by: Actor, at: int) -> Planned:
+        if body not in (None, {}):
+            raise ValidationError("body", "this action takes no body")
+        action: DeskAction = (
+            CancelAction(id=line_id, edition=edition, at=at, by=by)
+            if name == "cancel"
+            else PinAction(action=name, id=line_id, edition=edition, at=at, by=by)
+        )
+        return (
+            action,
+            ActionAccepted(action=name, id=line_id, edition=edition, accepted_at=iso_from_ms(at)),
+            None,
+        )
+
+    return plan
 
 
-# action name -> (permission, body parser, body optional)
-_FOLLOW_UPS: dict[str, tuple[str, BodyParser, bool]] = {
-    "correct": ("correct", _parse_correct, False),
-    "retract": ("retract", _parse_retract, True),
-    "pin": ("pin", _no_body, True),
-    "unpin": ("pin", _no_body, True),
-    "expiry": ("expiry", _parse_expiry, False),
-    "cancel": ("schedule", _no_body, True),
+# action name -> (permission, body planner, body optional)
+_FOLLOW_UPS: dict[str, tuple[str, Planner, bool]] = {
+    "correct": ("correct", _plan_correct, False),
+    "retract": ("retract", _plan_retract, True),
+    "pin": ("pin", _plain("pin"), True),
+    "unpin": ("pin", _plain("unpin"), True),
+    "expiry": ("expiry", _plan_expiry, False),
+    "cancel": ("schedule", _plain("cancel"), True),
 }
 
 
-def _follow_up(action_name: str) -> Callable[[Request], Any]:
-    permission, parse, optional = _FOLLOW_UPS[action_name]
+def _follow_up(action_name: str) -> Callable[[Request], Awaitable[Response]]:
+    permission, plan, optional = _FOLLOW_UPS[action_name]
 
     async def endpoint(request: Request) -> Response:
         desk: Desk = request.app.state.desk
@@ -229,7 +293,7 @@ def _follow_up(action_name: str) -> Callable[[Request], Any]:
         if earlier is not None:
             return earlier
         try:
-            fields = parse(body, settings)
+            action, accepted, new_expiry_ms = plan(body, settings, line_id, edition, _actor(token), now_ms())
         except ValidationError as exc:
             raise invalid(exc) from None
         current = await _current_line(request, line_id)
@@ -237,33 +301,8 @@ def _follow_up(action_name: str) -> Callable[[Request], Any]:
         if refusal is not None:
             raise ApiError(409, "conflict", refusal, field="id")
         if current is not None:
-            _check_expiry_change(token, action_name, fields, current)
-        at = now_ms()
-        action = {
-            "action": action_name,
-            "id": line_id,
-            "edition": edition,
-            "at": at,
-            "by": _actor(token),
-            **fields,
-        }
-        response: dict[str, Any] = {
-            "action": action_name,
-            "id": line_id,
-            "edition": edition,
-            "accepted_at": iso_from_ms(at),
-        }
-        for name, value in fields.items():
-            if name == "changes":
-                changes = dict(value)
-                if "expires_at_ms" in changes:
-                    changes["expires_at"] = iso_from_ms(changes.pop("expires_at_ms"))
-                response["changes"] = changes
-            elif name == "expires_at_ms":
-                response["expires_at"] = iso_from_ms(value)
-            else:
-                response[name] = value
-        return await _submit(request, action, response, idempotency)
+            _check_expiry_change(token, new_expiry_ms, current)
+        return await _submit(request, action, accepted, idempotency)
 
     endpoint.__name__ = f"{action_name}_line"
     endpoint.__doc__ = f"POST a {action_name} action for one line."
@@ -282,21 +321,20 @@ async def _line_for(request: Request, permission: str) -> tuple[Token, str, str]
     return token, line_id, edition
 
 
-async def _current_line(request: Request, line_id: str) -> dict[str, Any] | None:
+async def _current_line(request: Request, line_id: str) -> Line | None:
     keys: Keys = request.app.state.keys
     raw = await request.app.state.redis.get(keys.line(line_id))
-    return None if raw is None else dict(orjson.loads(raw))
+    return None if raw is None else LINE_ADAPTER.validate_json(raw)
 
 
-async def _with_reach(request: Request, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _with_reach(request: Request, lines: list[Line]) -> list[LineWithReach]:
     """Each line with the reach of its current version (None before any delivery is counted)."""
-    reaches = await read_reach(
-        request.app.state.redis, request.app.state.keys, [line["id"] for line in lines]
-    )
+    reaches = await read_reach(request.app.state.redis, request.app.state.keys, [line.id for line in lines])
     out = []
     for line, reach in zip(lines, reaches, strict=True):
-        current = reach.get(int(line["version"]))
-        out.append({**line, "reach": current.public() if current else None})
+        current = reach.get(line.version)
+        public = Reach(readers=current.readers, ms=current.ms, nodes=current.nodes) if current else None
+        out.append(LineWithReach(**line.model_dump(), reach=public))
     return out
 
 
@@ -306,8 +344,11 @@ async def live_lines(request: Request) -> Response:
     token = await authenticate(request)
     edition = edition_param(request)
     authorise(token, "read", edition)
-    cursor, lines = await hub.snapshot(edition)
-    return JSONResponse({"edition": edition, "cursor": cursor, "lines": await _with_reach(request, lines)})
+    cursor, docs = await hub.snapshot(edition)
+    lines = [LINE_ADAPTER.validate_python(doc) for doc in docs]
+    return model_response(
+        EditionLines(edition=edition, cursor=cursor, lines=await _with_reach(request, lines))
+    )
 
 
 async def scheduled_lines(request: Request) -> Response:
@@ -318,9 +359,9 @@ async def scheduled_lines(request: Request) -> Response:
     redis, keys = request.app.state.redis, request.app.state.keys
     ids = await redis.zrange(keys.scheduled(edition), 0, 199)
     docs = await redis.mget([keys.line(i.decode()) for i in ids]) if ids else []
-    lines = [orjson.loads(doc) for doc in docs if doc is not None]
-    return JSONResponse(
-        {"edition": edition, "lines": [line for line in lines if line["status"] == "withheld"]}
+    lines = [LINE_ADAPTER.validate_json(doc) for doc in docs if doc is not None]
+    return model_response(
+        ScheduledLines(edition=edition, lines=[line for line in lines if line.status == "withheld"])
     )
 
 
@@ -330,25 +371,33 @@ async def get_line(request: Request) -> Response:
     redis, keys = request.app.state.redis, request.app.state.keys
     current, history = await redis.get(keys.line(line_id)), await redis.lrange(keys.history(line_id), 0, -1)
     [reach] = await read_reach(redis, keys, [line_id])
-    return JSONResponse(
-        {
-            "id": line_id,
-            "edition": edition,
-            # None for the few milliseconds between acceptance and fan-out.
-            "line": orjson.loads(current) if current else None,
-            "history": [orjson.loads(version) for version in history],
-            "reach": {str(version): value.public() for version, value in sorted(reach.items())},
-        }
+    detail = LineDetail(
+        id=line_id,
+        edition=edition,
+        line=LINE_ADAPTER.validate_json(current) if current else None,
+        history=[LINE_ADAPTER.validate_json(version) for version in history],
+        reach={
+            str(version): Reach(readers=value.readers, ms=value.ms, nodes=value.nodes)
+            for version, value in sorted(reach.items())
+        },
     )
+    return model_response(detail)
 
 
 async def openapi(request: Request) -> Response:
-    """GET /api/v1/openapi.json."""
+    """GET /api/v1/openapi.json: generated from the models and the settings (service/openapi.py)."""
     settings: Settings = request.app.state.settings
-    return JSONResponse(openapi_for(settings.text_max_chars))
+    return JSONResponse(openapi_document(settings))
+
+
+async def asyncapi(request: Request) -> Response:
+    """GET /api/v1/asyncapi.json: the reader protocol, generated from its models (service/asyncapi.py)."""
+    settings: Settings = request.app.state.settings
+    return JSONResponse(asyncapi_document(settings))
 
 
 routes = [
+    Route("/api/v1/asyncapi.json", asyncapi, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
     Route("/api/v1/lines", post_line, methods=["POST"]),
     Route("/api/v1/lines/{line_id}", get_line, methods=["GET"]),

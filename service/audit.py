@@ -15,17 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, TypeAdapter
 from redis.asyncio import Redis
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
+from flashwire.core.clock import iso_from_ms, now_ms
+from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
+from flashwire.core.models import AuditEntry, AuditPage, Line, instant_ms
 from flashwire.core.settings import Settings
 from flashwire.service.errors import ApiError
-from flashwire.service.events import cursor_key
-from flashwire.service.http import authenticate
+from flashwire.service.http import authenticate, model_response
 from flashwire.service.tokens import ALL_EDITIONS, Token
 
 PAGE_MAX = 500
@@ -46,17 +48,21 @@ class AuditQuery:
     from_ms: int | None
     to_ms: int | None
 
-    def accepts(self, entry: dict[str, Any]) -> bool:
+    def accepts(self, entry: AuditEntry) -> bool:
         """Does an audit record pass the filters?"""
-        if entry["edition"] not in self.editions:
+        if entry.edition not in self.editions:
             return False
-        if self.editor is not None and entry["actor"].get("name") != self.editor:
+        if self.editor is not None and entry.actor.name != self.editor:
             return False
-        return self.action is None or entry["action"] == self.action
+        return self.action is None or entry.action == self.action
+
+
+_ENTRY: TypeAdapter[AuditEntry] = TypeAdapter(AuditEntry)
 
 
 async def record(redis: Redis, keys: Keys, entry: dict[str, Any]) -> str:
-    """Append an entry that does not go through the desk (token management)."""
+    """Append an entry that does not go through the desk (token management): the JSON form of
+    an `AuditEntry` without its `audit_id` (which is the stream id)."""
     entry_id: bytes = await redis.xadd(keys.audit, {"e": orjson.dumps(entry)})
     return entry_id.decode()
 
@@ -83,7 +89,8 @@ def _query(request: Request, token: Token) -> AuditQuery:
     for name in ("from", "to"):
         value = params.get(name)
         try:
-            times[name] = ms_from_iso(value) if value else None
+            # Stream ids start at 0: a time before 1970 selects from the beginning.
+            times[name] = max(0, instant_ms(value)) if value else None
         except ValueError:
             raise ApiError(422, "invalid", "must be an RFC 3339 timestamp", field=name) from None
     return AuditQuery(
@@ -97,7 +104,7 @@ def _query(request: Request, token: Token) -> AuditQuery:
 
 async def _entries(
     redis: Redis, keys: Keys, query: AuditQuery, before: str | None
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[AuditEntry]:
     """Matching entries, newest first, starting below `before` (an audit id)."""
     upper = f"({before}" if before else (f"{query.to_ms}" if query.to_ms is not None else "+")
     lower = f"{query.from_ms}" if query.from_ms is not None else "-"
@@ -106,9 +113,9 @@ async def _entries(
         if not batch:
             return
         for entry_id, fields in batch:
-            entry = orjson.loads(fields[b"e"])
+            entry = _ENTRY.validate_python({**orjson.loads(fields[b"e"]), "audit_id": entry_id.decode()})
             if query.accepts(entry):
-                yield {"audit_id": entry_id.decode(), **entry}
+                yield entry
         upper = f"({batch[-1][0].decode()}"
 
 
@@ -120,7 +127,7 @@ async def list_audit(request: Request) -> Response:
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= PAGE_MAX:
         raise ApiError(422, "invalid", f"must be an integer from 1 to {PAGE_MAX}", field="limit")
     limit = int(limit_text)
-    before = request.query_params.get("before")
+    before = request.query_params.get("before") or None
     if before is not None:
         try:
             cursor_key(before)
@@ -128,32 +135,36 @@ async def list_audit(request: Request) -> Response:
             raise ApiError(
                 422, "invalid", "must be an audit_id from an earlier page", field="before"
             ) from None
-    entries: list[dict[str, Any]] = []
+    entries: list[AuditEntry] = []
     async for entry in _entries(request.app.state.redis, request.app.state.keys, query, before):
         entries.append(entry)
         if len(entries) == limit:
             break
-    next_before = entries[-1]["audit_id"] if len(entries) == limit else None
-    return JSONResponse({"entries": entries, "next_before": next_before})
+    next_before = entries[-1].audit_id if len(entries) == limit else None
+    return model_response(AuditPage(entries=entries, next_before=next_before))
 
 
-def _csv_row(entry: dict[str, Any]) -> list[str]:
-    before, after = entry.get("before") or {}, entry.get("after") or {}
-    actor = entry["actor"]
+def _csv_row(entry: AuditEntry) -> list[str]:
+    def text(record: object) -> str:
+        return record.text if isinstance(record, Line) else ""
+
+    def as_json(record: BaseModel | None) -> str:
+        return "null" if record is None else record.model_dump_json()
+
     return [
-        entry["audit_id"],
-        entry["at"],
-        actor.get("name", ""),
-        actor.get("role", ""),
-        actor.get("token", ""),
-        entry["action"],
-        entry["edition"],
-        entry.get("line_id", ""),
-        entry.get("reason", ""),
-        before.get("text", "") if isinstance(before, dict) else "",
-        after.get("text", "") if isinstance(after, dict) else "",
-        orjson.dumps(entry.get("before")).decode(),
-        orjson.dumps(entry.get("after")).decode(),
+        entry.audit_id,
+        entry.at,
+        entry.actor.name,
+        entry.actor.role,
+        entry.actor.token,
+        entry.action,
+        entry.edition,
+        entry.line_id,
+        entry.reason or "",
+        text(entry.before),
+        text(entry.after),
+        as_json(entry.before),
+        as_json(entry.after),
     ]
 
 
@@ -170,7 +181,7 @@ async def export_audit(request: Request) -> Response:
     async def body() -> AsyncIterator[bytes]:
         if form == "jsonl":
             for entry in entries:
-                yield orjson.dumps(entry) + b"\n"
+                yield entry.model_dump_json().encode() + b"\n"
             return
         buffer = io.StringIO()
         writer = csv.writer(buffer)

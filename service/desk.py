@@ -10,12 +10,11 @@ nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from flashwire.core.keys import Keys
+from flashwire.core.models import ACCEPTED_ADAPTER, AcceptedResponse, DeskAction
 
 _SUBMIT = """
 local desk, idem, index = KEYS[1], KEYS[2], KEYS[3]
@@ -48,10 +47,20 @@ class IdempotencyConflict(ValueError):
 
 @dataclass(frozen=True)
 class Accepted:
-    """The result of an accepted action: the response body, and whether it is a replay."""
+    """The result of an accepted action: the response body (with its `desk_id`), and whether it is
+    the stored answer to an earlier attempt."""
 
-    body: dict[str, Any]
+    body: AcceptedResponse
     replayed: bool
+
+
+def _stored(raw: str, fingerprint: str) -> Accepted:
+    """The stored first answer, `<fingerprint>\\n<desk id>\\n<response JSON>`, for a retry."""
+    stored_fingerprint, desk_id, stored = raw.split("\n", 2)
+    if stored_fingerprint != fingerprint:
+        raise IdempotencyConflict("Idempotency-Key was used for a different request")
+    body = ACCEPTED_ADAPTER.validate_json(stored).model_copy(update={"desk_id": desk_id})
+    return Accepted(body=body, replayed=True)
 
 
 class Desk:
@@ -78,15 +87,12 @@ class Desk:
         raw = await self._redis.get(self._keys.idempotency(token_id, key))
         if raw is None:
             return None
-        stored_fingerprint, desk_id, stored = raw.decode().split("\n", 2)
-        if stored_fingerprint != fingerprint:
-            raise IdempotencyConflict("Idempotency-Key was used for a different request")
-        return Accepted(body={**orjson.loads(stored), "desk_id": desk_id}, replayed=True)
+        return _stored(raw.decode(), fingerprint)
 
     async def submit(
         self,
-        action: dict[str, Any],
-        response: dict[str, Any],
+        action: DeskAction,
+        response: AcceptedResponse,
         *,
         idempotency: tuple[str, str, str] | None = None,
     ) -> Accepted:
@@ -98,26 +104,23 @@ class Desk:
         """
         token_id, key, fingerprint = idempotency or ("", "", "")
         idem_key = self._keys.idempotency(token_id, key) if key else self._keys.desk + ":noidem"
-        mode = "post" if action["action"] == "post" else "follow-up"
+        mode = "post" if action.action == "post" else "follow-up"
         status, payload = await self._script(
             keys=[self._keys.desk, idem_key, self._keys.line_index],
             args=[
-                orjson.dumps(action),
+                action.model_dump_json(),
                 fingerprint,
                 self._idempotency_ttl_s,
-                action["id"],
-                action["edition"],
+                action.id,
+                action.edition,
                 mode,
                 self._maxlen,
-                orjson.dumps(response),
+                response.model_dump_json(exclude={"desk_id"}),
             ],
         )
         status = status.decode()
         if status == "replay":
-            stored_fingerprint, desk_id, stored = payload.decode().split("\n", 2)
-            if stored_fingerprint != fingerprint:
-                raise IdempotencyConflict("Idempotency-Key was used for a different request")
-            return Accepted(body={**orjson.loads(stored), "desk_id": desk_id}, replayed=True)
+            return _stored(payload.decode(), fingerprint)
         if status in {"missing", "exists"}:
-            raise UnknownLine(action["id"])
-        return Accepted(body={**response, "desk_id": payload.decode()}, replayed=False)
+            raise UnknownLine(action.id)
+        return Accepted(body=response.model_copy(update={"desk_id": payload.decode()}), replayed=False)

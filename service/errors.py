@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+from starlette.responses import Response
+
+from flashwire.core.models import ErrorBody, ErrorDetail
 
 
 class ApiError(Exception):
@@ -24,9 +26,16 @@ class ApiError(Exception):
         self.field = field
         self.headers = headers
 
-    def response(self) -> JSONResponse:
-        """The error as a JSON response: {"error": {status, code, message, field?}}."""
-        body: dict[str, object] = {"status": self.status, "code": self.code, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
+    def body(self) -> ErrorBody:
+        """The error body: {"error": {status, code, message, field?}} (flashwire.core.models.ErrorBody)."""
+        detail = ErrorDetail(status=self.status, code=self.code, message=self.message, field=self.field)
+        return ErrorBody(error=detail)
+
+    def response(self) -> Response:
+        """The error as a JSON response."""
+        return Response(
+            self.body().model_dump_json(),
+            status_code=self.status,
+            headers=self.headers,
+            media_type="application/json",
+        )

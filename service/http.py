@@ -1,4 +1,5 @@
-"""Request helpers shared by the API modules: authentication, authorisation, JSON bodies."""
+"""Request helpers shared by the API modules: authentication, authorisation, JSON bodies, typed
+responses."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import re
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
+from starlette.responses import Response
 
 from flashwire.core.lines import ValidationError
 from flashwire.core.settings import Settings
@@ -70,6 +73,15 @@ async def json_body(request: Request, *, optional: bool = False) -> tuple[Any, b
         return orjson.loads(raw), raw
     except orjson.JSONDecodeError as exc:
         raise ApiError(422, "invalid", f"the body is not valid JSON ({exc.msg})", field="body") from None
+
+
+def model_response(
+    body: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A response model serialised once by pydantic (the shape the OpenAPI document publishes)."""
+    return Response(
+        body.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json"
+    )
 
 
 def invalid(exc: ValidationError) -> ApiError:

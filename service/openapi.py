@@ -1,451 +1,508 @@
-"""The OpenAPI 3.1 document of the newsroom API, served at /api/v1/openapi.json."""
+"""The OpenAPI 3.1 document of every HTTP route, generated from the models and the settings.
+
+Schemas come from the pydantic models of flashwire/core/models.py (JSON Schema 2020-12, which
+OpenAPI 3.1 uses as is); the request models are those bound to the running configuration
+(`request_models(settings)`), so editions, topics and limits in the document are the configured
+ones. Nothing about a field is written here: this module only says which model each operation
+takes and answers with, and documents the routes that are not JSON (feeds, /sse, pages).
+Served at /api/v1/openapi.json; tests/test_openapi.py checks it covers every route of the app.
+"""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast, get_args
 
-_ERROR = {"$ref": "#/components/responses/Error"}
-_TIME = {"type": "string", "format": "date-time"}
-_URGENCY = {
-    "type": "string",
-    "enum": ["flash", "urgent", "routine"],
-    "description": "IPTC urgency: flash=1, urgent=3, routine=5",
-}
-_TOPICS = {
-    "type": "array",
-    "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
-    "description": "Configured section and region slugs",
-}
-_LINE_ID = {"name": "line_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_IDEMPOTENCY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string", "maxLength": 200},
-    "description": "A retried request with the same key returns the first result.",
-}
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from flashwire.core.models import (
+    ActionAccepted,
+    AuditPage,
+    Config,
+    CorrectionAccepted,
+    CreatedToken,
+    EditionLines,
+    ErrorBody,
+    ExpiryAccepted,
+    Health,
+    LineDetail,
+    Me,
+    PostAccepted,
+    Readiness,
+    RetractionAccepted,
+    ScheduledLines,
+    TokenList,
+    TokenRecord,
+    Urgency,
+    request_models,
+)
+from flashwire.core.settings import Settings
 
-def _accepted(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
-    }
-
-
-def _body(schema: str, required: bool = True) -> dict[str, Any]:
-    return {
-        "required": required,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
+REF = "#/components/schemas/{model}"
+Schema = dict[str, Any]
 
 
-_WRITE_ERRORS = {"401": _ERROR, "403": _ERROR, "404": _ERROR, "409": _ERROR, "413": _ERROR, "422": _ERROR}
+@dataclass(frozen=True)
+class Operation:
+    """One method on one path: what it takes and what it answers.
 
-_EDITION = {"name": "edition", "in": "path", "required": True, "schema": {"type": "string"}}
+    `ok` maps a status answered otherwise than with the error body (a success, a 304, the plain
+    404 of a static file) to a response model, to media types and their schemas for what is not
+    JSON, or to None for no body; `errors` are the statuses answered with the error body.
+    """
 
-
-def _query(name: str, kind: str = "string") -> dict[str, Any]:
-    schema = {"type": "integer"} if kind == "integer" else {"type": "string"}
-    if kind == "date-time":
-        schema["format"] = "date-time"
-    return {"name": name, "in": "query", "required": False, "schema": schema}
-
-
-def _read(
-    summary: str, operation: str, schema: str, parameters: list[dict[str, Any]], *, public: bool = False
-) -> dict[str, Any]:
-    get: dict[str, Any] = {
-        "summary": summary,
-        "operationId": operation,
-        "parameters": parameters,
-        "responses": {
-            "200": {
-                "description": summary,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-            },
-            "401": _ERROR,
-            "403": _ERROR,
-            "404": _ERROR,
-        },
-    }
-    if public:
-        get["security"] = []
-        get["responses"] = {"200": get["responses"]["200"]}
-    return {"get": get}
+    method: Literal["get", "post"]
+    path: str
+    operation_id: str
+    summary: str
+    ok: dict[int, type[BaseModel] | dict[str, Schema] | None]
+    errors: tuple[int, ...] = (401, 403, 404, 503)
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    parameters: tuple[Schema, ...] = ()
+    public: bool = False
+    tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _line_action(summary: str, operation: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    post: dict[str, Any] = {
-        "summary": summary,
-        "operationId": operation,
-        "parameters": [_LINE_ID, _IDEMPOTENCY],
-        "responses": {"201": _accepted("Accepted into the desk stream"), **_WRITE_ERRORS},
-    }
-    if body is not None:
-        post["requestBody"] = body
-    return {"post": post}
+def _param(name: str, where: str, schema: Schema, description: str, *, required: bool = False) -> Schema:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
+            "description": description}  # fmt: skip
 
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "Flashwire newsroom API",
-        "version": "1",
-        "description": "Post, correct and retract breaking lines. Readers use the WebSocket "
-        "protocol in docs/protocol.md. Every write answers 201 once the action "
-        "is in the desk stream; readers get it within milliseconds after.",
-    },
-    "servers": [{"url": "/"}],
-    "security": [{"bearer": []}],
-    "paths": {
-        "/api/v1/lines": {
-            "post": {
-                "summary": "Post a new line",
-                "operationId": "postLine",
-                "parameters": [_IDEMPOTENCY],
-                "requestBody": _body("NewLine"),
-                "responses": {"201": _accepted("Accepted into the desk stream"), **_WRITE_ERRORS},
-            },
-        },
-        "/api/v1/lines/{line_id}": {
-            "get": {
-                "summary": "A line with its version history",
-                "operationId": "getLine",
-                "parameters": [_LINE_ID],
-                "responses": {
-                    "200": {
-                        "description": "The line",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/LineWithHistory"}}
-                        },
-                    },
-                    "401": _ERROR,
-                    "403": _ERROR,
-                    "404": _ERROR,
-                },
-            },
-        },
-        "/api/v1/lines/{line_id}/corrections": {
-            "post": {
-                "summary": "Correct a line (new version, same id)",
-                "operationId": "correctLine",
-                "parameters": [_LINE_ID, _IDEMPOTENCY],
-                "requestBody": _body("Correction"),
-                "responses": {"201": _accepted("Correction accepted"), **_WRITE_ERRORS},
-            },
-        },
-        "/api/v1/lines/{line_id}/retraction": {
-            "post": {
-                "summary": "Retract (kill) a line; chief editors and admins only",
-                "operationId": "retractLine",
-                "parameters": [_LINE_ID, _IDEMPOTENCY],
-                "requestBody": _body("Retraction", False),
-                "responses": {"201": _accepted("Retraction accepted"), **_WRITE_ERRORS},
-            },
-        },
-        "/api/v1/editions/{edition}/lines": {
-            "get": {
-                "summary": "The live lines of an edition, newest first",
-                "operationId": "liveLines",
-                "parameters": [
-                    {"name": "edition", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": {
-                        "description": "Live lines and the ticker cursor they stand at",
-                        "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/LiveLines"}}
-                        },
-                    },
-                    "401": _ERROR,
-                    "403": _ERROR,
-                    "404": _ERROR,
-                },
-            },
-        },
-        "/api/v1/lines/{line_id}/pin": _line_action(
-            "Pin a live line to the top of its edition (chief)", "pinLine"
+_STRING: Schema = {"type": "string"}
+_LINE_ID = _param("line_id", "path", _STRING, "The line's id, as returned when it was posted.")
+_TOKEN_ID = _param("token_id", "path", _STRING, "The token's id (the middle part of fwt_<id>_<secret>).")
+_IDEMPOTENCY = _param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+    "A retried request with the same key gets the first answer (header Idempotent-Replayed: true).",
+)
+_WRITE_ERRORS = (401, 403, 404, 409, 413, 422, 503)
+_HTML = {"text/html": {"type": "string"}}
+
+
+def _operations(settings: Settings) -> list[Operation]:
+    edition = _param("edition", "path", {"type": "string", "enum": list(settings.editions)}, "Edition code.")
+    # An empty query value means the filter is not given.
+    time: Schema = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "maxLength": 0}]}
+    audit_id: Schema = {"type": "string", "pattern": "^([0-9]{1,20}(-[0-9]{1,20})?)?$"}
+    audit_filters = (
+        _param("edition", "query", {"type": "string"}, "Only this edition ('*' for token changes)."),
+        _param("editor", "query", _STRING, "Only actions by the token of this name."),
+        _param("action", "query", _STRING, "Only this action (post, correct, retract, token-create, …)."),
+        _param("from", "query", time, "From this time (RFC 3339)."),
+        _param("to", "query", time, "Up to this time (RFC 3339)."),
+    )
+    urgency: Schema = {"type": "string", "enum": list(get_args(Urgency))}
+    line_action = _WRITE_ERRORS
+
+    def follow_up(
+        path: str,
+        op: str,
+        summary: str,
+        ok: type[BaseModel],
+        body: type[BaseModel] | None,
+        *,
+        required: bool = True,
+    ) -> Operation:
+        return Operation(
+            "post",
+            f"/api/v1/lines/{{line_id}}/{path}",
+            op,
+            summary,
+            {201: ok},
+            line_action,
+            body,
+            required,
+            (_LINE_ID, _IDEMPOTENCY),
+            tags=("lines",),
+        )
+
+    models = request_models(settings)
+    return [
+        Operation(
+            "get",
+            "/",
+            "demoPage",
+            "The demo page: every edition's widget.",
+            {200: _HTML},
+            (),
+            public=True,
+            tags=("pages",),
         ),
-        "/api/v1/lines/{line_id}/unpin": _line_action("Unpin a line (chief)", "unpinLine"),
-        "/api/v1/lines/{line_id}/expiry": _line_action(
-            "Extend or shorten a line's expiry (shortening needs the retract permission)",
-            "setExpiry",
-            _body("Expiry"),
+        Operation(
+            "get",
+            "/live",
+            "liveListPage",
+            "The plain live list of lines.",
+            {200: _HTML},
+            (),
+            public=True,
+            tags=("pages",),
         ),
-        "/api/v1/lines/{line_id}/cancellation": _line_action(
-            "Cancel a scheduled (embargoed) line before its release time (chief); 409 after it",
-            "cancelScheduled",
+        Operation(
+            "get",
+            "/desk",
+            "deskPage",
+            "The newsroom desk page.",
+            {200: _HTML},
+            (),
+            public=True,
+            tags=("pages",),
         ),
-        "/api/v1/editions/{edition}/scheduled": _read(
-            "Embargoed lines of an edition, soonest first", "scheduled", "LiveLines", [_EDITION]
+        Operation(
+            "get",
+            "/web/{path}",
+            "webAsset",
+            "Static files of the pages, widget and desk.",
+            {200: {"*/*": {}}, 404: {"text/plain": {"type": "string"}}},
+            (),
+            parameters=(_param("path", "path", _STRING, "File under web/."),),
+            public=True,
+            tags=("pages",),
         ),
-        "/api/v1/audit": _read(
-            "The audit trail, newest first",
+        Operation(
+            "get",
+            "/healthz",
+            "healthz",
+            "Liveness, and whether publishing works.",
+            {200: Health},
+            (),
+            public=True,
+            tags=("operations",),
+        ),
+        Operation(
+            "get",
+            "/readyz",
+            "readyz",
+            "Readiness to serve readers.",
+            {200: Readiness},
+            (),
+            public=True,
+            tags=("operations",),
+        ),
+        Operation(
+            "get",
+            "/metrics",
+            "metrics",
+            "Prometheus metrics (text exposition format).",
+            {200: {"text/plain": {"type": "string"}}},
+            (),
+            public=True,
+            tags=("operations",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/openapi.json",
+            "openapi",
+            "This document.",
+            {200: {"application/json": {"type": "object"}}},
+            (),
+            public=True,
+            tags=("api",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/asyncapi.json",
+            "asyncapi",
+            "The reader protocol (WebSocket /ws and SSE /sse) as an AsyncAPI 3.0 document, generated"
+            " from the same models (flashwire/core/protocol.py); docs/protocol.md explains it.",
+            {200: {"application/json": {"type": "object"}}},
+            (),
+            public=True,
+            tags=("api",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/config",
+            "config",
+            "Editions, topics and limits.",
+            {200: Config},
+            (503,),
+            public=True,
+            tags=("api",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/me",
+            "me",
+            "The presented token and what it may do.",
+            {200: Me},
+            (401, 503),
+            tags=("tokens",),
+        ),
+        Operation(
+            "post",
+            "/api/v1/lines",
+            "postLine",
+            "Post a new line, or schedule it with embargo_until.",
+            {201: PostAccepted},
+            _WRITE_ERRORS,
+            models.post,
+            parameters=(_IDEMPOTENCY,),
+            tags=("lines",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/lines/{line_id}",
+            "getLine",
+            "A line, its versions and its reach.",
+            {200: LineDetail},
+            parameters=(_LINE_ID,),
+            tags=("lines",),
+        ),
+        follow_up(
+            "corrections",
+            "correctLine",
+            "Correct a line (version + 1).",
+            CorrectionAccepted,
+            models.correction,
+        ),
+        follow_up(
+            "retraction",
+            "retractLine",
+            "Retract (kill) a line (chief).",
+            RetractionAccepted,
+            models.retraction,
+            required=False,
+        ),
+        follow_up(
+            "pin",
+            "pinLine",
+            "Pin a line to the top of its edition (chief).",
+            ActionAccepted,
+            models.empty,
+            required=False,
+        ),
+        follow_up(
+            "unpin", "unpinLine", "Unpin a line (chief).", ActionAccepted, models.empty, required=False
+        ),
+        follow_up(
+            "expiry",
+            "moveExpiry",
+            "Move a line's expiry (earlier needs a chief).",
+            ExpiryAccepted,
+            models.expiry,
+        ),
+        follow_up(
+            "cancellation",
+            "cancelLine",
+            "Cancel a scheduled line (chief).",
+            ActionAccepted,
+            models.empty,
+            required=False,
+        ),
+        Operation(
+            "get",
+            "/api/v1/editions/{edition}/lines",
+            "editionLines",
+            "Live lines, pinned first then newest, with their reach.",
+            {200: EditionLines},
+            parameters=(edition,),
+            tags=("lines",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/editions/{edition}/scheduled",
+            "scheduledLines",
+            "Lines waiting for their embargo, soonest first.",
+            {200: ScheduledLines},
+            parameters=(edition,),
+            tags=("lines",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/audit",
             "listAudit",
-            "AuditPage",
-            [
-                _query("edition"),
-                _query("editor"),
-                _query("action"),
-                _query("from", "date-time"),
-                _query("to", "date-time"),
-                _query("limit", "integer"),
-                _query("before"),
-            ],
+            "The audit trail, newest first.",
+            {200: AuditPage},
+            (401, 403, 422, 503),
+            parameters=(
+                *audit_filters,
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size."),
+                _param("before", "query", audit_id, "`next_before` of the previous page."),
+            ),
+            tags=("audit",),
         ),
-        "/api/v1/audit/export": {
-            "get": {
-                "summary": "Export the audit trail (oldest first) as CSV or JSON lines",
-                "operationId": "exportAudit",
-                "parameters": [
-                    _query("format"),
-                    _query("edition"),
-                    _query("editor"),
-                    _query("action"),
-                    _query("from", "date-time"),
-                    _query("to", "date-time"),
-                ],
-                "responses": {
-                    "200": {
-                        "description": "A download",
-                        "content": {"text/csv": {}, "application/x-ndjson": {}},
-                    },
-                    "401": _ERROR,
-                    "403": _ERROR,
-                    "422": _ERROR,
+        Operation(
+            "get",
+            "/api/v1/audit/export",
+            "exportAudit",
+            "Every matching entry, oldest first.",
+            {200: {"text/csv": {"type": "string"}, "application/x-ndjson": {"type": "string"}}},
+            (401, 403, 422, 503),
+            parameters=(
+                *audit_filters,
+                _param("format", "query", {"type": "string", "enum": ["csv", "jsonl"]}, "Default jsonl."),
+            ),
+            tags=("audit",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/tokens",
+            "listTokens",
+            "The tokens this admin may manage.",
+            {200: TokenList},
+            (401, 403, 503),
+            tags=("tokens",),
+        ),
+        Operation(
+            "post",
+            "/api/v1/tokens",
+            "createToken",
+            "Create a token; its secret is shown once.",
+            {201: CreatedToken},
+            (401, 403, 413, 422, 503),
+            models.create_token,
+            tags=("tokens",),
+        ),
+        Operation(
+            "post",
+            "/api/v1/tokens/{token_id}/revoke",
+            "revokeToken",
+            "Revoke a token.",
+            {200: TokenRecord},
+            parameters=(_TOKEN_ID,),
+            tags=("tokens",),
+        ),
+        Operation(
+            "get",
+            "/sse",
+            "sse",
+            "The reader protocol over server-sent events (docs/protocol.md): "
+            "each `data:` line is one message of the WebSocket protocol (AsyncAPI document).",
+            {200: {"text/event-stream": {"type": "string"}}},
+            (400, 403, 503),
+            parameters=(
+                _param("editions", "query", _STRING, "Comma-separated edition codes; default all."),
+                _param("edition", "query", _STRING, "One edition (same as editions)."),
+                _param("topics", "query", _STRING, "Comma-separated topic slugs; a line matches any."),
+                _param("min_urgency", "query", urgency, "Least urgency to receive; default routine."),
+                _param("since", "query", _STRING, "Resume cursors: <cursor>, or en:<cursor>,ar:<cursor>."),
+                _param("Last-Event-ID", "header", _STRING, "Set by the browser on reconnection."),
+            ),
+            public=True,
+            tags=("readers",),
+        ),
+        Operation(
+            "get",
+            "/feeds/{edition}.{format}",
+            "feed",
+            "The edition's live lines as a feed.",
+            {
+                200: {
+                    "application/feed+json": {"type": "object"},
+                    "application/rss+xml": {"type": "string"},
+                    "application/atom+xml": {"type": "string"},
                 },
-            }
-        },
-        "/api/v1/me": _read("The presented token: name, role, editions, permitted actions", "me", "Me", []),
-        "/api/v1/config": _read("Editions, topics and limits", "config", "Config", [], public=True),
-        "/api/v1/tokens": {
-            **_read("Every token (admin)", "listTokens", "TokenList", []),
-            "post": {
-                "summary": "Create a token (admin; an admin of some editions may grant only those, "
-                "and no admin role); the secret is in the response only",
-                "operationId": "createToken",
-                "requestBody": _body("NewToken"),
-                "responses": {
-                    "201": {"description": "The new token"},
-                    "401": _ERROR,
-                    "403": _ERROR,
-                    "422": _ERROR,
-                },
+                304: None,
             },
-        },
-        "/api/v1/tokens/{token_id}/revoke": {
-            "post": {
-                "summary": "Revoke a token (admin)",
-                "operationId": "revokeToken",
-                "parameters": [
-                    {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": {"description": "The revoked token"},
-                    "401": _ERROR,
-                    "403": _ERROR,
-                    "404": _ERROR,
-                },
-            }
-        },
-    },
-    "components": {
-        "securitySchemes": {
-            "bearer": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "An editor token: fwt_<id>_<secret>",
-            }
-        },
-        "responses": {
-            "Error": {
-                "description": "A refusal naming the field at fault",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            },
-        },
-        "schemas": {
-            "Expiry": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["expires_at"],
-                "properties": {"expires_at": _TIME},
-            },
-            "AuditEntry": {
-                "type": "object",
-                "properties": {
-                    "audit_id": {"type": "string"},
-                    "at": _TIME,
-                    "actor": {
-                        "type": "object",
-                        "properties": {
-                            "name": {"type": "string"},
-                            "role": {"type": "string"},
-                            "token": {"type": "string"},
-                        },
-                    },
-                    "action": {"type": "string"},
-                    "edition": {"type": "string"},
-                    "line_id": {"type": "string"},
-                    "desk_id": {"type": "string"},
-                    "reason": {"type": "string"},
-                    "before": {"type": ["object", "null"]},
-                    "after": {"type": ["object", "null"]},
-                },
-            },
-            "AuditPage": {
-                "type": "object",
-                "properties": {
-                    "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
-                    "next_before": {
-                        "type": ["string", "null"],
-                        "description": "Pass as `before` for the next page",
-                    },
-                },
-            },
-            "Me": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "name": {"type": "string"},
-                    "role": {"type": "string"},
-                    "editions": {"type": "array", "items": {"type": "string"}},
-                    "actions": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "Config": {"type": "object"},
-            "TokenList": {
-                "type": "object",
-                "properties": {"tokens": {"type": "array", "items": {"type": "object"}}},
-            },
-            "NewToken": {
-                "type": "object",
-                "required": ["name", "editions"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "role": {"type": "string", "enum": ["editor", "chief", "admin"]},
-                    "editions": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "NewLine": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["edition", "text"],
-                "properties": {
-                    "edition": {"type": "string", "examples": ["en"]},
-                    "text": {"type": "string", "minLength": 1, "maxLength": 280},
-                    "urgency": {**_URGENCY, "default": "routine"},
-                    "topics": _TOPICS,
-                    "url": {"type": ["string", "null"], "format": "uri", "description": "http or https only"},
-                    "source": {"type": ["string", "null"], "maxLength": 120},
-                    "embargo_until": {
-                        **_TIME,
-                        "description": "Schedule the line (chief); released at this time",
-                    },
-                    "expires_at": {**_TIME, "description": "Default: now + FLASHWIRE_DEFAULT_TTL_S"},
-                },
-            },
-            "Correction": {
-                "type": "object",
-                "additionalProperties": False,
-                "minProperties": 1,
-                "properties": {
-                    "text": {"type": "string", "minLength": 1, "maxLength": 280},
-                    "urgency": _URGENCY,
-                    "topics": _TOPICS,
-                    "url": {"type": ["string", "null"], "format": "uri"},
-                    "source": {"type": ["string", "null"], "maxLength": 120},
-                    "expires_at": _TIME,
-                },
-            },
-            "Retraction": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"reason": {"type": "string", "maxLength": 200}},
-            },
-            "Accepted": {
-                "type": "object",
-                "required": ["action", "id", "edition", "accepted_at", "desk_id"],
-                "properties": {
-                    "action": {
-                        "type": "string",
-                        "enum": ["post", "correct", "retract", "pin", "unpin", "expiry", "cancel"],
-                    },
-                    "id": {"type": "string"},
-                    "edition": {"type": "string"},
-                    "accepted_at": _TIME,
-                    "desk_id": {"type": "string", "description": "Position in the desk stream"},
-                    "line": {"type": "object"},
-                    "changes": {"type": "object"},
-                    "reason": {"type": "string"},
-                },
-            },
-            "Line": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "edition": {"type": "string"},
-                    "language": {"type": "string"},
-                    "direction": {"type": "string", "enum": ["ltr", "rtl"]},
-                    "text": {"type": "string"},
-                    "urgency": _URGENCY,
-                    "iptc_urgency": {"type": "integer", "minimum": 1, "maximum": 9},
-                    "topics": _TOPICS,
-                    "url": {"type": ["string", "null"]},
-                    "status": {"type": "string", "enum": ["usable", "withheld", "canceled"]},
-                    "source": {"type": ["string", "null"]},
-                    "pinned": {"type": "boolean"},
-                    "embargoed": {"type": ["string", "null"], "format": "date-time"},
-                    "published_at": _TIME,
-                    "updated_at": _TIME,
-                    "expires_at": _TIME,
-                    "author": {"type": "string"},
-                    "expired": {"type": "boolean"},
-                },
-            },
-            "LineWithHistory": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "edition": {"type": "string"},
-                    "line": {"oneOf": [{"$ref": "#/components/schemas/Line"}, {"type": "null"}]},
-                    "history": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}},
-                },
-            },
-            "LiveLines": {
-                "type": "object",
-                "properties": {
-                    "edition": {"type": "string"},
-                    "cursor": {"type": "string"},
-                    "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}},
-                },
-            },
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "required": ["status", "code", "message"],
-                        "properties": {
-                            "status": {"type": "integer"},
-                            "code": {"type": "string"},
-                            "message": {"type": "string"},
-                            "field": {"type": "string"},
-                        },
-                    }
-                },
-            },
-        },
-    },
-}
+            (403, 404, 503),
+            parameters=(
+                edition,
+                _param("format", "path", {"type": "string", "enum": ["json", "rss", "atom"]}, "Feed format."),
+            ),
+            public=True,
+            tags=("readers",),
+        ),
+    ]
 
 
-def openapi_for(text_max_chars: int) -> dict[str, Any]:
-    """The document with this deployment's text limit."""
-    document = copy.deepcopy(OPENAPI)
-    for name in ("NewLine", "Correction"):
-        document["components"]["schemas"][name]["properties"]["text"]["maxLength"] = text_max_chars
-    return document
+def _schemas(
+    operations: list[Operation],
+) -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], Schema], Schema]:
+    """(reference of each model in the mode it is used, component schemas)."""
+    used: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorBody, "serialization")}
+    for op in operations:
+        if op.body is not None:
+            used.add((op.body, "validation"))
+        used.update((ok, "serialization") for ok in op.ok.values() if isinstance(ok, type))
+    ordered = sorted(used, key=lambda pair: (pair[0].__name__, pair[1]))
+    refs, defs = models_json_schema(ordered, ref_template=REF)
+    by_model = cast(dict[tuple[type[BaseModel], JsonSchemaMode], Schema], refs)
+    return by_model, defs.get("$defs", {})
+
+
+def _content(schemas: dict[str, Schema]) -> Schema:
+    return {media: {"schema": schema} for media, schema in schemas.items()}
+
+
+def _json(schema: Schema) -> Schema:
+    return {"application/json": {"schema": schema}}
+
+
+def _operation(op: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode], Schema]) -> Schema:
+    responses: Schema = {}
+    for status, ok in op.ok.items():
+        if ok is None:
+            responses[str(status)] = {"description": "Not modified"}
+        elif isinstance(ok, dict):
+            description = "No such file" if status == 404 else op.summary
+            responses[str(status)] = {"description": description, "content": _content(ok)}
+        else:
+            responses[str(status)] = {
+                "description": op.summary,
+                "content": _json(refs[(ok, "serialization")]),
+            }
+    for status in op.errors:
+        responses[str(status)] = {"$ref": "#/components/responses/Error"}
+    operation: Schema = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": list(op.tags),
+        "parameters": [copy.deepcopy(p) for p in op.parameters],
+        "responses": responses,
+    }
+    if op.body is not None:
+        operation["requestBody"] = {
+            "required": op.body_required,
+            "content": _json(refs[(op.body, "validation")]),
+        }
+    if op.public:
+        operation["security"] = []
+    return operation
+
+
+@functools.cache
+def _document(settings: Settings) -> Schema:
+    operations = _operations(settings)
+    refs, schemas = _schemas(operations)
+    paths: Schema = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, refs)
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "Flashwire",
+            "version": "1",
+            "description": "The newsroom API (post, correct, retract, pin, schedule lines; tokens; audit), "
+            "the feeds, the /sse reader stream and the operations endpoints. Every write answers 201 once "
+            "the action is in the desk stream. The reader protocol (/ws and /sse messages) is described by "
+            "the AsyncAPI document and docs/protocol.md. Generated from flashwire/core/models.py.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "fwt_<id>_<secret>"},
+            },
+            "responses": {
+                "Error": {
+                    "description": "Refused: the body says why, and names the field at fault if one is.",
+                    "content": _json(refs[(ErrorBody, "serialization")]),
+                }
+            },
+        },
+    }
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for this configuration (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_document(settings))

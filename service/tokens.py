@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 
 from flashwire.core.clock import iso_from_ms, now_ms
 from flashwire.core.keys import Keys
+from flashwire.core.models import TOKEN_NAME_MAX_CHARS, TokenRecord
+from flashwire.core.text import free_text
 
 ROLES = ("editor", "chief", "admin")
 ALL_EDITIONS = "*"
@@ -49,12 +51,22 @@ class Token:
         in_scope = ALL_EDITIONS in self.editions or edition in self.editions
         return in_scope and action in ROLE_ACTIONS.get(self.role, frozenset())
 
+    def record(self) -> TokenRecord:
+        """The record without the hash, for listings (flashwire.core.models.TokenRecord)."""
+        return TokenRecord.model_validate(
+            {
+                "id": self.id,
+                "name": self.name,
+                "role": self.role,
+                "editions": list(self.editions),
+                "created_at": self.created_at,
+                "revoked_at": self.revoked_at,
+            }
+        )
+
     def public(self) -> dict[str, Any]:
-        """The record without the hash, for listings."""
-        data = asdict(self)
-        data.pop("secret_sha256")
-        data["editions"] = list(self.editions)
-        return data
+        """`record()` as JSON-ready data (for the audit trail)."""
+        return self.record().model_dump()
 
 
 def _digest(secret: str) -> str:
@@ -69,7 +81,14 @@ class TokenStore:
         self._keys = keys
 
     async def create(self, *, name: str, role: str, editions: list[str]) -> tuple[str, Token]:
-        """Make a token; returns the secret token string (shown once) and its record."""
+        """Make a token; returns the secret token string (shown once) and its record.
+
+        The name follows the one free-text rule (flashwire/core/text.py: no terminal escapes, no
+        bidi overrides), whoever creates the token; TextRuleError (a ValueError) otherwise.
+        """
+        name = free_text(name, max_chars=TOKEN_NAME_MAX_CHARS)
+        if not name:
+            raise ValueError("a token needs a name")
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         if not editions:

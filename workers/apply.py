@@ -23,12 +23,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pydantic
 from redis.asyncio import Redis
 
 from flashwire.core.clock import iso_from_ms, ms_from_iso
+from flashwire.core.cursors import cursor_key
 from flashwire.core.epoch import new_epoch
 from flashwire.core.keys import Keys
-from flashwire.core.lines import URGENCY_IPTC
+from flashwire.core.models import (
+    DESK_ACTION_ADAPTER,
+    LINE_ADAPTER,
+    URGENCY_IPTC,
+    CancelAction,
+    CorrectAction,
+    DeskAction,
+    ExpireAction,
+    ExpiryAction,
+    Line,
+    PinAction,
+    PostAction,
+    ReleaseAction,
+    RetractAction,
+)
 from flashwire.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +75,12 @@ ScheduleHook = Callable[[str, str, int], Awaitable[None]]
 
 @dataclass
 class Plan:
-    """Everything one desk entry changes; an empty `event_type` means nothing for readers."""
+    """Everything one desk entry changes; an empty `event_type` means nothing for readers.
+
+    `event` is the ticker event's body as JSON-ready data: {"line": <Line>} for `line`, plus
+    "change" (and "previous" for corrections) for `update`, "id", "reason", "note" for `retract`
+    (docs/protocol.md section 4); the hub adds type, edition and cursor.
+    """
 
     line_id: str
     edition: str
@@ -71,13 +92,22 @@ class Plan:
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
-    """Sortable form of a stream id such as '1732550400000-3'."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+    """Sortable form of a stream id such as '1732550400000-3' (the one cursor rule)."""
+    return cursor_key(entry_id)
 
 
 def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _derive(current: Line, **changes: Any) -> Line:
+    """A new version of `current`, validated as a whole: a change that would make the stored
+    line break the contract fails here, in the worker, and never reaches a reader."""
+    return LINE_ADAPTER.validate_python({**current.model_dump(), **changes})
+
+
+def _json(line: Line) -> dict[str, Any]:
+    return line.model_dump(mode="json")
 
 
 class Applier:
@@ -139,33 +169,48 @@ class Applier:
         )
         return result is not None
 
-    async def _current(self, line_id: str) -> dict[str, Any] | None:
+    async def _current(self, line_id: str) -> Line | None:
         raw = await self._redis.get(self._keys.line(line_id))
-        return None if raw is None else dict(orjson.loads(raw))
+        return None if raw is None else LINE_ADAPTER.validate_json(raw)
 
     # -- planning --------------------------------------------------------------
 
     async def _plan(self, entry_id: str, fields: dict[bytes, bytes]) -> Plan:
         try:
-            action = orjson.loads(fields[b"a"])
-            kind = action["action"]
-            plan = Plan(line_id=action["id"], edition=action["edition"], entry_id=entry_id)
-        except (KeyError, TypeError, orjson.JSONDecodeError):
+            action = DESK_ACTION_ADAPTER.validate_json(fields[b"a"])
+        except (KeyError, pydantic.ValidationError):
             log.error("skipping malformed desk entry %s: %r", entry_id, fields)
             return Plan(line_id="-", edition="-")
-        handler = getattr(self, f"_plan_{kind}", None)
-        if handler is None:
-            log.error("skipping desk entry %s with unknown action %r", entry_id, kind)
-            return plan
+        plan = Plan(line_id=action.id, edition=action.edition, entry_id=entry_id)
         current = await self._current(plan.line_id)
-        after: dict[str, Any] | None = handler(plan, action, current)
+        after = self._planned(plan, action, current)
         if after is not None:
             self._store(plan, after)
             self._audit(plan, entry_id, action, current, after)
         return plan
 
-    def _store(self, plan: Plan, line: dict[str, Any]) -> None:
-        doc = orjson.dumps(line).decode()
+    def _planned(self, plan: Plan, action: DeskAction, current: Line | None) -> Line | None:
+        """The line after `action`, or None if the action changes nothing (see each handler)."""
+        if isinstance(action, PostAction):
+            return self._plan_post(plan, action, current)
+        if current is None:
+            return None
+        if isinstance(action, ReleaseAction):
+            return self._plan_release(plan, action, current)
+        if isinstance(action, CancelAction):
+            return self._plan_cancel(plan, action, current)
+        if isinstance(action, CorrectAction):
+            return self._plan_correct(plan, action, current)
+        if isinstance(action, ExpiryAction):
+            return self._plan_expiry(plan, action, current)
+        if isinstance(action, PinAction):
+            return self._pinning(plan, action, current, pinned=action.action == "pin")
+        if isinstance(action, RetractAction):
+            return self._plan_retract(plan, action, current)
+        return self._plan_expire(plan, action, current)
+
+    def _store(self, plan: Plan, line: Line) -> None:
+        doc = line.model_dump_json()
         keep = str(LINE_KEEP_S)
         history = self._keys.history(plan.line_id)
         plan.ops += [
@@ -175,35 +220,29 @@ class Applier:
             ["EXPIRE", history, keep],
         ]
 
-    def _audit(
-        self,
-        plan: Plan,
-        entry_id: str,
-        action: dict[str, Any],
-        before: dict[str, Any] | None,
-        after: dict[str, Any],
-    ) -> None:
-        record = {
-            "at": iso_from_ms(int(action["at"])),
-            "actor": action.get("by") or {"name": "flashwire", "role": "system"},
-            "action": action["action"],
+    def _audit(self, plan: Plan, entry_id: str, action: DeskAction, before: Line | None, after: Line) -> None:
+        """The audit record (flashwire.core.models.AuditEntry without its id, which is the stream id)."""
+        record: dict[str, Any] = {
+            "at": iso_from_ms(action.at),
+            "actor": action.by.model_dump(),
+            "action": action.action,
             "edition": plan.edition,
             "line_id": plan.line_id,
             "desk_id": entry_id,
-            "before": before,
-            "after": after,
+            "before": None if before is None else _json(before),
+            "after": _json(after),
         }
-        if action.get("reason"):
-            record["reason"] = action["reason"]
+        if isinstance(action, RetractAction) and action.reason:
+            record["reason"] = action.reason
         plan.ops.append(["XADD", self._keys.audit, "*", "e", orjson.dumps(record).decode()])
 
-    def _live(self, plan: Plan, line: dict[str, Any], *, add: bool) -> None:
+    def _live(self, plan: Plan, line: Line, *, add: bool) -> None:
         live, expiry = self._keys.live(plan.edition), self._keys.expiry
         if add:
             # Ordered by the desk entry that put it live: ms x 1000 + sequence stays exact in a double.
             ms, seq = stream_id_key(plan.entry_id)
             plan.ops.append(["ZADD", live, str(ms * 1000 + min(seq, 999)), plan.line_id])
-            plan.ops.append(["ZADD", expiry, str(ms_from_iso(line["expires_at"])), plan.line_id])
+            plan.ops.append(["ZADD", expiry, str(ms_from_iso(line.expires_at)), plan.line_id])
         else:
             plan.ops.append(["ZREM", live, plan.line_id])
             plan.ops.append(["ZREM", expiry, plan.line_id])
@@ -212,161 +251,135 @@ class Applier:
         plan.event_type, plan.event = event_type, event
 
     @staticmethod
-    def _is_live(line: dict[str, Any] | None) -> bool:
-        return line is not None and line["status"] == "usable" and not line.get("expired")
+    def _is_live(line: Line | None) -> bool:
+        return line is not None and line.status == "usable" and not line.expired
 
-    @staticmethod
-    def _by(action: dict[str, Any]) -> str:
-        return str(action["by"]["name"])
-
-    def _plan_post(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
+    def _plan_post(self, plan: Plan, action: PostAction, current: Line | None) -> Line | None:
         if current is not None:
             return None
-        body = action["line"]
-        at = int(action["at"])
-        embargo_ms = body.get("embargo_until_ms")
-        line = {
-            "id": plan.line_id,
-            "version": 1,
-            "edition": plan.edition,
-            "language": plan.edition,
-            "direction": self._settings.direction(plan.edition),
-            "text": body["text"],
-            "urgency": body["urgency"],
-            "iptc_urgency": URGENCY_IPTC[body["urgency"]],
-            "topics": body["topics"],
-            "url": body.get("url"),
-            "source": body.get("source"),
-            "status": "withheld" if embargo_ms else "usable",
-            "pinned": False,
-            "published_at": iso_from_ms(embargo_ms or at),
-            "updated_at": iso_from_ms(at),
-            "expires_at": iso_from_ms(int(body["expires_at_ms"])),
-            "embargoed": iso_from_ms(embargo_ms) if embargo_ms else None,
-            "author": self._by(action),
-        }
+        body, at = action.line, action.at
+        embargo_ms = body.embargo_until_ms
+        line = LINE_ADAPTER.validate_python(
+            {
+                "id": plan.line_id,
+                "version": 1,
+                "edition": plan.edition,
+                "language": plan.edition,
+                "direction": self._settings.direction(plan.edition),
+                "text": body.text,
+                "urgency": body.urgency,
+                "iptc_urgency": URGENCY_IPTC[body.urgency],
+                "topics": body.topics,
+                "url": body.url,
+                "source": body.source,
+                "status": "withheld" if embargo_ms else "usable",
+                "pinned": False,
+                "published_at": iso_from_ms(embargo_ms or at),
+                "updated_at": iso_from_ms(at),
+                "expires_at": iso_from_ms(body.expires_at_ms),
+                "embargoed": iso_from_ms(embargo_ms) if embargo_ms else None,
+                "author": action.by.name,
+            }
+        )
         if embargo_ms:
             plan.ops.append(["ZADD", self._keys.scheduled(plan.edition), str(embargo_ms), plan.line_id])
-            plan.scheduled_at_ms = int(embargo_ms)
+            plan.scheduled_at_ms = embargo_ms
             return line
         self._live(plan, line, add=True)
-        self._event(plan, "line", {"line": line})
+        self._event(plan, "line", {"line": _json(line)})
         return line
 
-    def _plan_release(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        if current is None or current["status"] != "withheld":
+    def _plan_release(self, plan: Plan, action: ReleaseAction, current: Line) -> Line | None:
+        if current.status != "withheld":
             return None  # cancelled, or released already
-        if current.get("embargoed") != iso_from_ms(int(action["expected_embargo_ms"])):
+        if current.embargoed != iso_from_ms(action.expected_embargo_ms):
             return None
-        line = dict(current, status="usable", embargoed=None, updated_at=iso_from_ms(int(action["at"])))
-        line["published_at"] = line["updated_at"]
+        at = iso_from_ms(action.at)
+        line = _derive(current, status="usable", embargoed=None, updated_at=at, published_at=at)
         plan.ops.append(["ZREM", self._keys.scheduled(plan.edition), plan.line_id])
         self._live(plan, line, add=True)
-        self._event(plan, "line", {"line": line})
+        self._event(plan, "line", {"line": _json(line)})
         return line
 
-    def _plan_cancel(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        if current is None or current["status"] != "withheld":
+    def _plan_cancel(self, plan: Plan, action: CancelAction, current: Line) -> Line | None:
+        if current.status != "withheld":
             return None
-        line = dict(current, status="canceled", updated_at=iso_from_ms(int(action["at"])))
+        line = _derive(current, status="canceled", updated_at=iso_from_ms(action.at))
         plan.ops.append(["ZREM", self._keys.scheduled(plan.edition), plan.line_id])
         return line
 
-    def _plan_correct(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        if current is None or current["status"] == "canceled" or current.get("expired"):
+    def _plan_correct(self, plan: Plan, action: CorrectAction, current: Line) -> Line | None:
+        if current.status == "canceled" or current.expired:
             return None
-        line = dict(current)
-        changes = dict(action["changes"])
+        changes = action.changes.model_dump()
         expires_ms = changes.pop("expires_at_ms", None)
-        line.update(changes)
         if expires_ms is not None:
-            line["expires_at"] = iso_from_ms(int(expires_ms))
-        line["iptc_urgency"] = URGENCY_IPTC[line["urgency"]]
-        line["version"] = int(current["version"]) + 1
-        line["updated_at"] = iso_from_ms(int(action["at"]))
-        line["author"] = self._by(action)
-        if current["status"] == "withheld":
+            changes["expires_at"] = iso_from_ms(expires_ms)
+        urgency = changes.get("urgency", current.urgency)
+        line = _derive(
+            current,
+            **changes,
+            iptc_urgency=URGENCY_IPTC[urgency],
+            version=current.version + 1,
+            updated_at=iso_from_ms(action.at),
+            author=action.by.name,
+        )
+        if current.status == "withheld":
             return line  # a scheduled line: corrected quietly, readers see it at release
         if expires_ms is not None:
-            plan.ops.append(["ZADD", self._keys.expiry, str(int(expires_ms)), plan.line_id])
-        # Readers filtering by topic or urgency need the old values to notice a line leaving their filter.
-        previous = {"topics": current["topics"], "urgency": current["urgency"]}
-        self._event(plan, "update", {"change": "correction", "line": line, "previous": previous})
-        return line
-
-    def _plan_expiry(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        if not self._is_live(current) and not (current and current["status"] == "withheld"):
-            return None
-        assert current is not None
-        expires_ms = int(action["expires_at_ms"])
-        line = dict(current, expires_at=iso_from_ms(expires_ms), updated_at=iso_from_ms(int(action["at"])))
-        if current["status"] == "usable":
             plan.ops.append(["ZADD", self._keys.expiry, str(expires_ms), plan.line_id])
-            self._event(plan, "update", {"change": "expiry", "line": line})
+        # Readers filtering by topic or urgency need the old values to notice a line leaving their filter.
+        previous = {"topics": current.topics, "urgency": current.urgency}
+        self._event(plan, "update", {"change": "correction", "line": _json(line), "previous": previous})
         return line
 
-    def _plan_pin(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        return self._pinning(plan, action, current, pinned=True)
-
-    def _plan_unpin(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        return self._pinning(plan, action, current, pinned=False)
-
-    def _pinning(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None, *, pinned: bool
-    ) -> dict[str, Any] | None:
-        if not self._is_live(current):
+    def _plan_expiry(self, plan: Plan, action: ExpiryAction, current: Line) -> Line | None:
+        if not self._is_live(current) and current.status != "withheld":
             return None
-        assert current is not None
-        if bool(current.get("pinned")) == pinned:
-            return None
-        line = dict(current, pinned=pinned, updated_at=iso_from_ms(int(action["at"])))
-        self._event(plan, "update", {"change": "pin" if pinned else "unpin", "line": line})
+        expires_ms = action.expires_at_ms
+        line = _derive(current, expires_at=iso_from_ms(expires_ms), updated_at=iso_from_ms(action.at))
+        if current.status == "usable":
+            plan.ops.append(["ZADD", self._keys.expiry, str(expires_ms), plan.line_id])
+            self._event(plan, "update", {"change": "expiry", "line": _json(line)})
         return line
 
-    def _plan_retract(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
+    def _pinning(self, plan: Plan, action: PinAction, current: Line, *, pinned: bool) -> Line | None:
+        if not self._is_live(current) or current.pinned == pinned:
+            return None
+        line = _derive(current, pinned=pinned, updated_at=iso_from_ms(action.at))
+        self._event(plan, "update", {"change": "pin" if pinned else "unpin", "line": _json(line)})
+        return line
+
+    def _plan_retract(self, plan: Plan, action: RetractAction, current: Line) -> Line | None:
         if not self._is_live(current):
             return None
-        assert current is not None
-        line = dict(current, status="canceled", pinned=False)
-        line["version"] = int(current["version"]) + 1
-        line["updated_at"] = iso_from_ms(int(action["at"]))
-        line["author"] = self._by(action)
+        line = _derive(
+            current,
+            status="canceled",
+            pinned=False,
+            version=current.version + 1,
+            updated_at=iso_from_ms(action.at),
+            author=action.by.name,
+        )
         self._live(plan, line, add=False)
-        killed, at = self._keys.killed(plan.edition), int(action["at"])
+        killed, at = self._keys.killed(plan.edition), action.at
         plan.ops.append(["ZADD", killed, str(at), plan.line_id])
         plan.ops.append(["ZREMRANGEBYSCORE", killed, "-inf", str(at - KILLED_KEEP_MS)])
         self._event(
             plan,
             "retract",
-            {"id": plan.line_id, "reason": "killed", "note": action.get("reason", ""), "line": line},
+            {"id": plan.line_id, "reason": "killed", "note": action.reason, "line": _json(line)},
         )
         return line
 
-    def _plan_expire(
-        self, plan: Plan, action: dict[str, Any], current: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
+    def _plan_expire(self, plan: Plan, action: ExpireAction, current: Line) -> Line | None:
         if not self._is_live(current):
             return None
-        assert current is not None
-        if ms_from_iso(current["expires_at"]) != int(action["expected_expires_at_ms"]):
+        if ms_from_iso(current.expires_at) != action.expected_expires_at_ms:
             return None  # the expiry was moved after this was enqueued
-        line = dict(current, expired=True, pinned=False)
+        line = _derive(current, expired=True, pinned=False)
         self._live(plan, line, add=False)
-        self._event(plan, "retract", {"id": plan.line_id, "reason": "expired", "note": "", "line": line})
+        self._event(
+            plan, "retract", {"id": plan.line_id, "reason": "expired", "note": "", "line": _json(line)}
+        )
         return line

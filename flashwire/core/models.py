@@ -1,0 +1,720 @@
+"""The contract as types: the line, the desk actions, and every newsroom API request and response.
+
+One set of pydantic v2 models is the single source of truth: requests are validated by them, the
+worker builds and stores lines through `Line`, the readers send `Line`, and the OpenAPI document
+(service/openapi.py) and the AsyncAPI document are generated from their JSON Schema (2020-12).
+
+Sections:
+
+- the line as stored and as sent to readers (docs/protocol.md section 5);
+- desk actions: what the API (and the schedule) put on the desk stream, and the worker applies;
+- API responses and the error body;
+- API requests, bound to a `Settings` by `request_models(settings)`: the editions, topics and
+  limits they check are configuration, so a request model is built once per configuration and
+  its JSON Schema carries the configured values (nothing is copied by hand into the document).
+
+Free text goes through the one text rule and links through the one URL rule of
+flashwire/core/text.py, whatever field they arrive in.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    WithJsonSchema,
+    create_model,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from flashwire.core.clock import ms_from_iso, now_ms
+from flashwire.core.settings import TOPIC_SLUG, Settings
+from flashwire.core.text import URL_MAX_CHARS, TextRuleError, free_text, http_url
+
+Urgency = Literal["flash", "urgent", "routine"]
+# `withheld` (under embargo) is stored and shown to the desk, never sent to readers.
+LineStatus = Literal["usable", "withheld", "canceled"]
+Direction = Literal["ltr", "rtl"]
+# IPTC urgency (1 highest) of flash, urgent, routine (IPTC NewsCodes "urgency").
+IptcUrgency = Literal[1, 3, 5]
+URGENCY_IPTC: dict[str, int] = {"flash": 1, "urgent": 3, "routine": 5}
+Role = Literal["editor", "chief", "admin"]
+Timestamp = Annotated[
+    str,
+    Field(
+        description="RFC 3339 UTC with milliseconds (flashwire.core.clock.iso_from_ms)",
+        examples=["2026-11-25T16:40:00.123Z"],
+    ),
+]
+
+# RFC 3339 section 5.6 `date-time` (the JSON Schema "date-time" format): Python's fromisoformat
+# alone also takes ISO 8601 forms such as 20261125T180000Z, which the published schema does not.
+RFC3339_DATE_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+SOURCE_MAX_CHARS = 120
+RETRACT_REASON_MAX_CHARS = 200
+TOKEN_NAME_MAX_CHARS = 80
+
+
+# -- the line -------------------------------------------------------------------------------------
+
+
+class Line(BaseModel):
+    """One version of a line (docs/protocol.md section 5). Unknown stored fields are dropped on
+    reading, because readers are told to ignore fields they do not know."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(description="Stable id, '<edition>-<16 hex digits>'; treat it as opaque.")
+    version: int = Field(ge=1, description="1 when first written; +1 for each correction and for a kill.")
+    edition: str = Field(description="Edition code (BCP 47), e.g. 'en'.")
+    language: str = Field(description="BCP 47 language of `text`; currently equal to `edition`.")
+    direction: Direction
+    text: str = Field(description="The headline, plain text, NFC, whitespace collapsed.")
+    urgency: Urgency
+    iptc_urgency: IptcUrgency
+    topics: list[str] = Field(description="Section and region slugs; may be empty.")
+    url: str | None = Field(description="Absolute http(s) link to the full story.")
+    source: str | None = Field(description="Attribution given by the desk, plain text.")
+    status: LineStatus
+    pinned: bool
+    published_at: Timestamp
+    updated_at: Timestamp
+    expires_at: Timestamp
+    embargoed: Timestamp | None = Field(description="The embargo time while scheduled; else null.")
+    author: str = Field(description="Name of the token that made the latest post, correction or kill.")
+    expired: Literal[True] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Present, and true, only on a line removed by expiry.",
+    )
+
+
+LINE_ADAPTER: TypeAdapter[Line] = TypeAdapter(Line)
+
+
+class Reach(BaseModel):
+    """How many readers one version of a line reached, over all nodes (service/reach.py)."""
+
+    readers: int = Field(ge=0)
+    ms: int | None = Field(description="Slowest delivery after acceptance, in ms; null before any.")
+    nodes: int = Field(ge=0)
+
+
+class LineWithReach(Line):
+    """A live line with the reach of its current version (null before any delivery is counted)."""
+
+    reach: Reach | None
+
+
+# -- desk actions ---------------------------------------------------------------------------------
+
+
+class Actor(BaseModel):
+    """Who did it: a token (id, name, role), the system (schedule, expiry) or a shell operator."""
+
+    token: str = ""
+    name: str
+    role: str = ""
+
+
+SYSTEM_ACTOR = Actor(name="flashwire", role="system")
+
+
+class _DeskAction(BaseModel):
+    """Fields every desk stream entry (field `a`, JSON) carries; `at` is epoch ms."""
+
+    id: str
+    edition: str
+    at: int
+    by: Actor = SYSTEM_ACTOR
+
+
+class NewLine(BaseModel):
+    """The validated body of a post, as the worker needs it (times in epoch ms)."""
+
+    text: str
+    urgency: Urgency = "routine"
+    topics: list[str] = []
+    url: str | None = None
+    source: str | None = None
+    expires_at_ms: int
+    embargo_until_ms: int | None = None
+
+
+class _SentFieldsOnly(BaseModel):
+    """Serialises only the fields that were set: a correction's `url: null` (clear the link) is
+    not the same as no `url` at all."""
+
+    # No return annotation on purpose: pydantic then publishes the fields' schema, not `any`.
+    @model_serializer(mode="wrap")
+    def _sent_only(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        return {name: value for name, value in handler(self).items() if name in self.model_fields_set}
+
+
+class LineChanges(_SentFieldsOnly):
+    """The fields a correction changes; only those sent are set (and serialised)."""
+
+    text: str | None = None
+    urgency: Urgency | None = None
+    topics: list[str] | None = None
+    url: str | None = None
+    source: str | None = None
+    expires_at_ms: int | None = None
+
+
+class PostAction(_DeskAction):
+    action: Literal["post"] = "post"
+    line: NewLine
+
+
+class CorrectAction(_DeskAction):
+    action: Literal["correct"] = "correct"
+    changes: LineChanges
+
+
+class RetractAction(_DeskAction):
+    action: Literal["retract"] = "retract"
+    reason: str = ""
+
+
+class PinAction(_DeskAction):
+    action: Literal["pin", "unpin"]
+
+
+class ExpiryAction(_DeskAction):
+    action: Literal["expiry"] = "expiry"
+    expires_at_ms: int
+
+
+class CancelAction(_DeskAction):
+    action: Literal["cancel"] = "cancel"
+
+
+class ReleaseAction(_DeskAction):
+    """Written by the schedule (workers/schedule.py) when an embargo lifts."""
+
+    action: Literal["release"] = "release"
+    expected_embargo_ms: int
+
+
+class ExpireAction(_DeskAction):
+    """Written by the expiry sweep (workers/schedule.py) when a line's time is up."""
+
+    action: Literal["expire"] = "expire"
+    expected_expires_at_ms: int
+
+
+DeskAction = Annotated[
+    PostAction
+    | CorrectAction
+    | RetractAction
+    | PinAction
+    | ExpiryAction
+    | CancelAction
+    | ReleaseAction
+    | ExpireAction,
+    Field(discriminator="action"),
+]
+DESK_ACTION_ADAPTER: TypeAdapter[DeskAction] = TypeAdapter(DeskAction)
+
+
+# -- API responses --------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    """Why a request was refused; `field` names the culprit as the client sent it (`topics[0]`)."""
+
+    status: int = Field(ge=400, le=599)
+    code: str = Field(examples=["invalid", "not_found", "forbidden", "conflict", "unauthorized"])
+    message: str
+    field: str | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class ErrorBody(BaseModel):
+    """Every error response: {"error": {status, code, message, field?}}."""
+
+    error: ErrorDetail
+
+
+class LinePreview(BaseModel):
+    """The line a post will create, as accepted (the worker adds the rest when it applies it)."""
+
+    id: str
+    edition: str
+    text: str
+    urgency: Urgency
+    topics: list[str]
+    url: str | None
+    source: str | None
+    expires_at: Timestamp
+    embargoed: Timestamp | None
+
+
+class _Accepted(BaseModel):
+    """Every accepted action: 201 once it is in the desk stream (`desk_id` is its entry id)."""
+
+    id: str
+    edition: str
+    accepted_at: Timestamp
+    desk_id: str = ""
+
+
+class PostAccepted(_Accepted):
+    action: Literal["post"] = "post"
+    scheduled: bool = Field(description="True when `embargo_until` was given: the line waits for it.")
+    line: LinePreview
+
+
+class ChangesAccepted(_SentFieldsOnly):
+    """The fields a correction changes, as sent (cleaned); the others are absent."""
+
+    text: str | None = None
+    urgency: Urgency | None = None
+    topics: list[str] | None = None
+    url: str | None = None
+    source: str | None = None
+    expires_at: Timestamp | None = None
+
+
+class CorrectionAccepted(_Accepted):
+    action: Literal["correct"] = "correct"
+    changes: ChangesAccepted
+
+
+class RetractionAccepted(_Accepted):
+    action: Literal["retract"] = "retract"
+    reason: str
+
+
+class ExpiryAccepted(_Accepted):
+    action: Literal["expiry"] = "expiry"
+    expires_at: Timestamp
+
+
+class ActionAccepted(_Accepted):
+    """Pin, unpin or cancellation: nothing but the action itself."""
+
+    action: Literal["pin", "unpin", "cancel"]
+
+
+AcceptedResponse = Annotated[
+    PostAccepted | CorrectionAccepted | RetractionAccepted | ExpiryAccepted | ActionAccepted,
+    Field(discriminator="action"),
+]
+ACCEPTED_ADAPTER: TypeAdapter[AcceptedResponse] = TypeAdapter(AcceptedResponse)
+
+
+class LineDetail(BaseModel):
+    """GET /api/v1/lines/{line_id}: current state, every version, reach per version."""
+
+    id: str
+    edition: str
+    line: Line | None = Field(description="Null for the few milliseconds between acceptance and fan-out.")
+    history: list[Line]
+    reach: dict[str, Reach] = Field(description="Reach per version number ('1', '2', …).")
+
+
+class EditionLines(BaseModel):
+    """GET /api/v1/editions/{edition}/lines: live lines, pinned first, newest first, with reach."""
+
+    edition: str
+    cursor: str = Field(description="The ticker cursor the list is current at ('0-0' when empty).")
+    lines: list[LineWithReach]
+
+
+class ScheduledLines(BaseModel):
+    """GET /api/v1/editions/{edition}/scheduled: lines waiting for their embargo, soonest first."""
+
+    edition: str
+    lines: list[Line]
+
+
+class TokenRecord(BaseModel):
+    """A token as listed (never its secret or hash)."""
+
+    id: str
+    name: str
+    role: Role
+    editions: list[str] = Field(description="Edition codes, or ['*'] for all.")
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenRecord]
+
+
+class CreatedToken(TokenRecord):
+    """A new token: `token` is the secret bearer string, shown this once."""
+
+    token: str
+
+
+class Me(TokenRecord):
+    """The presented token, with the actions its role permits."""
+
+    actions: list[str]
+
+
+class EditionInfo(BaseModel):
+    code: str
+    name: str
+    direction: Direction
+
+
+class UrgencyInfo(BaseModel):
+    name: Urgency
+    iptc: IptcUrgency
+
+
+class Config(BaseModel):
+    """GET /api/v1/config: what the desk and clients need to know of the configuration."""
+
+    editions: list[EditionInfo]
+    sections: list[str]
+    regions: list[str]
+    urgencies: list[UrgencyInfo]
+    text_max_chars: int
+    short_text_chars: int
+    default_ttl_s: int
+    heartbeat_s: float
+
+
+class AuditEntry(BaseModel):
+    """One applied action: who, when, where, and the record before and after.
+
+    Line actions carry line versions; token actions (edition '*') carry token records.
+    """
+
+    audit_id: str
+    at: Timestamp
+    actor: Actor
+    action: str
+    edition: str
+    line_id: str
+    desk_id: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    before: Line | TokenRecord | None
+    after: Line | TokenRecord | None
+    reason: str | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class AuditPage(BaseModel):
+    """GET /api/v1/audit: newest first; pass `next_before` as `before` for the next page."""
+
+    entries: list[AuditEntry]
+    next_before: str | None
+
+
+class Health(BaseModel):
+    """GET /healthz (service/health.py): 200 'ok' or 'degraded', 503 'unavailable'."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    node: str
+    workers_alive: int | None = None
+    desk_lag_s: float | None = None
+    redis: str | None = None
+    problems: list[str]
+
+
+class Readiness(BaseModel):
+    """GET /readyz (service/health.py): 200 'ready', 503 'unready'."""
+
+    status: Literal["ready", "unready"]
+    node: str
+    problems: list[str]
+
+
+# -- API requests ---------------------------------------------------------------------------------
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A model-level error that still names one field (see `FieldError.from_pydantic`)."""
+    return PydanticCustomError("field_error", "{message}", {"field": field, "message": message})
+
+
+def _text_rule(max_chars: int, *, required: bool) -> Callable[[str], str | None]:
+    def clean(value: str) -> str | None:
+        try:
+            text = free_text(value, max_chars=max_chars)
+        except TextRuleError as exc:
+            raise PydanticCustomError("text_rule", "{message}", {"message": exc.message}) from None
+        if not text and required:
+            raise PydanticCustomError("text_rule", "must not be empty")
+        return text or None
+
+    return clean
+
+
+def _url_rule(value: str) -> str:
+    try:
+        return http_url(value)
+    except TextRuleError as exc:
+        raise PydanticCustomError("url_rule", "{message}", {"message": exc.message}) from None
+
+
+def instant_ms(value: str) -> int:
+    """An RFC 3339 date-time (RFC3339_DATE_TIME) as epoch ms; ValueError saying why otherwise."""
+    if not RFC3339_DATE_TIME.match(value):
+        raise ValueError("expected a form such as 2026-11-25T18:00:00Z or 2026-11-25T19:00:00+01:00")
+    return ms_from_iso(value.upper())
+
+
+def _future_ms(value: object) -> int:
+    """An RFC 3339 time with an offset, in the future, as epoch ms."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("timestamp", "must be an RFC 3339 timestamp such as 2026-11-25T18:00:00Z")
+    try:
+        ms = instant_ms(value)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "timestamp", "is not a valid RFC 3339 timestamp ({reason})", {"reason": str(exc)}
+        ) from None
+    if ms <= now_ms():
+        raise PydanticCustomError("timestamp", "must be in the future")
+    return ms
+
+
+def _one_of(values: tuple[str, ...], what: str) -> Any:
+    """A string among configured `values`; the JSON Schema lists them as an enum."""
+
+    def check(value: str) -> str:
+        if value not in values:
+            raise PydanticCustomError("one_of", "{message}", {"message": what.format(value=value)})
+        return value
+
+    return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "enum": list(values)})]
+
+
+# Text fields of each request: free text by the one rule, with the field's own limit.
+def _free_text(max_chars: int, *, required: bool, description: str) -> Any:
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_chars, "description": description}
+    if required:
+        schema["minLength"] = 1
+    return Annotated[str, AfterValidator(_text_rule(max_chars, required=required)), WithJsonSchema(schema)]
+
+
+HttpUrl = Annotated[
+    str,
+    AfterValidator(_url_rule),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "uri",
+            "maxLength": URL_MAX_CHARS,
+            "description": "Absolute http(s) URL: a host, no credentials, a port in 1-65535 if any.",
+        }
+    ),
+]
+FutureTime = Annotated[
+    int,
+    BeforeValidator(_future_ms),
+    WithJsonSchema({"type": "string", "format": "date-time", "description": "RFC 3339, in the future"}),
+]
+_TEXT_RULE = (
+    " Free text: whitespace runs collapse, NFC; no control, format (except LRM, RLM, ALM, ZWNJ,"
+    " ZWJ), private-use or unassigned characters; must show something (flashwire/core/text.py)."
+)
+
+
+class _Request(BaseModel):
+    """Requests refuse unknown fields and values of the wrong JSON type (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PostLineRequest(_Request):
+    """POST /api/v1/lines. Times are epoch ms once validated (RFC 3339 strings on the wire)."""
+
+    edition: str
+    text: str
+    urgency: Urgency = "routine"
+    topics: list[str] = []
+    url: HttpUrl | None = None
+    source: str | None = None
+    expires_at: FutureTime | None = Field(
+        default=None, description="Default: publication + the configured TTL."
+    )
+    embargo_until: FutureTime | None = Field(
+        default=None, description="Schedule the line: readers see it only from this time."
+    )
+
+    @model_validator(mode="after")
+    def _expires_after_embargo(self) -> PostLineRequest:
+        if self.embargo_until is not None and self.expires_at is not None:
+            if self.expires_at <= self.embargo_until:
+                raise _field_error("expires_at", "must be after the embargo time")
+        return self
+
+
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """A correction's field defaults are placeholders for "not sent", not values to publish."""
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)
+
+
+class CorrectionRequest(_Request):
+    """POST /api/v1/lines/{line_id}/corrections: only the fields sent change (`model_fields_set`)."""
+
+    model_config = ConfigDict(json_schema_extra=_no_defaults)
+
+    text: str = ""
+    urgency: Urgency = "routine"
+    topics: list[str] = []
+    url: HttpUrl | None = None
+    source: str | None = None
+    expires_at: FutureTime = 0
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> CorrectionRequest:
+        if not self.model_fields_set:
+            raise _field_error(
+                "body", "must change at least one of text, urgency, topics, url, source, expires_at"
+            )
+        return self
+
+    def changes(self) -> LineChanges:
+        """The sent fields, for the desk action."""
+        sent = self.model_dump(include=self.model_fields_set)
+        if "expires_at" in sent:
+            sent["expires_at_ms"] = sent.pop("expires_at")
+        return LineChanges(**sent)
+
+
+class RetractionRequest(_Request):
+    """POST /api/v1/lines/{line_id}/retraction: an optional public reason (empty: none)."""
+
+    reason: Annotated[
+        str,
+        AfterValidator(_text_rule(RETRACT_REASON_MAX_CHARS, required=False)),
+        AfterValidator(lambda value: value or ""),
+        WithJsonSchema({"type": "string", "maxLength": RETRACT_REASON_MAX_CHARS, "description": _TEXT_RULE}),
+    ] = ""
+
+
+class ExpiryRequest(_Request):
+    """POST /api/v1/lines/{line_id}/expiry: the new expiry time."""
+
+    expires_at: FutureTime
+
+
+class EmptyRequest(_Request):
+    """Pin, unpin and cancellation take no body (or an empty object)."""
+
+
+class CreateTokenRequest(_Request):
+    """POST /api/v1/tokens (admin)."""
+
+    name: str
+    role: Role = "editor"
+    editions: list[str] = Field(min_length=1, description="Edition codes, or ['*'] for all.")
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    """The request models of one configuration: each a subclass of the static model above whose
+    settings-dependent fields check (and publish in their JSON Schema) the configured values."""
+
+    post: type[PostLineRequest]
+    correction: type[CorrectionRequest]
+    retraction: type[RetractionRequest]
+    expiry: type[ExpiryRequest]
+    empty: type[EmptyRequest]
+    create_token: type[CreateTokenRequest]
+
+
+def _topics(settings: Settings) -> Any:
+    def count(value: object) -> object:
+        if not isinstance(value, list):
+            raise PydanticCustomError("topics", "must be a list of topic slugs")
+        if len(value) > settings.max_topics:
+            raise PydanticCustomError(
+                "topics",
+                "has {count} entries; the limit is {limit}",
+                {"count": len(value), "limit": settings.max_topics},
+            )
+        return value
+
+    def slug(value: str) -> str:
+        if not TOPIC_SLUG.match(value):
+            raise PydanticCustomError("topic", "must be a lower-case slug such as 'politics'")
+        if value not in settings.topics:
+            raise PydanticCustomError(
+                "topic", "{topic} is not a configured section or region", {"topic": repr(value)}
+            )
+        return value
+
+    topic = Annotated[
+        str, AfterValidator(slug), WithJsonSchema({"type": "string", "enum": list(settings.topics)})
+    ]
+    return Annotated[
+        list[topic],
+        BeforeValidator(count),
+        AfterValidator(lambda topics: list(dict.fromkeys(topics))),
+        Field(max_length=settings.max_topics, description="Section and region slugs; duplicates dropped."),
+    ]
+
+
+@functools.cache
+def request_models(settings: Settings) -> RequestModels:
+    """Build (once per configuration) the request models bound to `settings`."""
+    edition = _one_of(settings.editions, f"must be one of {', '.join(settings.editions)}")
+    token_edition = _one_of(("*", *settings.editions), "unknown edition {value!r}")
+    headline = _free_text(
+        settings.text_max_chars,
+        required=True,
+        description=f"The headline, at most {settings.text_max_chars} characters.{_TEXT_RULE}",
+    )
+    source = _free_text(
+        SOURCE_MAX_CHARS, required=False, description=f"Attribution; empty means none.{_TEXT_RULE}"
+    )
+    topics = _topics(settings)
+    post = create_model(
+        "PostLineRequest",
+        __base__=PostLineRequest,
+        __module__=__name__,
+        edition=(edition, ...),
+        text=(headline, ...),
+        topics=(topics, []),
+        source=(source | None, None),
+    )
+    correction = create_model(
+        "CorrectionRequest",
+        __base__=CorrectionRequest,
+        __module__=__name__,
+        text=(headline, ""),
+        topics=(topics, []),
+        source=(source | None, None),
+    )
+    token_name = _free_text(
+        TOKEN_NAME_MAX_CHARS, required=True, description=f"Who holds the token.{_TEXT_RULE}"
+    )
+    create_token = create_model(
+        "CreateTokenRequest",
+        __base__=CreateTokenRequest,
+        __module__=__name__,
+        name=(token_name, ...),
+        editions=(list[token_edition], Field(min_length=1, description="Edition codes, or ['*'].")),  # type: ignore[valid-type]
+    )
+    return RequestModels(
+        post=post,
+        correction=correction,
+        retraction=RetractionRequest,
+        expiry=ExpiryRequest,
+        empty=EmptyRequest,
+        create_token=create_token,
+    )
