@@ -25,15 +25,15 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-# Close codes after which reconnecting with the same request cannot help.
-FATAL_CLOSE_CODES = frozenset({1009, 4400, 4403, 4408})
+from flashwire.core.cursors import cursor_key, is_cursor
+from flashwire.core.protocol import EVENT_TYPES, FATAL_CLOSE_CODES, HELLO, LIVE_TYPES, SUBSCRIBED, CloseCode
+
 # "Try again later": the node is up but cannot serve readers now (its store is down, or it is full).
-TRY_LATER_CLOSE_CODE = 1013
+TRY_LATER_CLOSE_CODE = CloseCode.TRY_AGAIN_LATER
 TRY_LATER_STATUS = 503
-LIVE_TYPES = frozenset({"line", "update", "retract"})
 # Messages that prove only that the node answered, not that it can deliver: they never reset
 # the backoff, or a node whose store is down would be retried several times a second.
-GREETING_TYPES = frozenset({"hello", "subscribed"})
+GREETING_TYPES = frozenset({HELLO, SUBSCRIBED})
 
 DEFAULT_HEARTBEAT_S = 15.0  # until `hello` says otherwise
 DEAD_AFTER_HEARTBEATS = 2.5
@@ -69,11 +69,6 @@ def backoff_ceiling_s(
     """d = min(max, base x 2^(attempt-1)), raised to 5 s after a 1013 or 503; the wait is in [d/2, d]."""
     ceiling: float = min(max_s, base_s * 2.0 ** min(attempt - 1, 30))
     return max(ceiling, TRY_LATER_MIN_S) if try_later else ceiling
-
-
-def _cursor_key(cursor: str) -> tuple[int, int]:
-    ms, _, seq = cursor.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class _Ended(Exception):
@@ -168,18 +163,22 @@ class TickerClient:
         return f"{self.url}?{urlencode(query, safe=',:')}"
 
     def _accept(self, message: dict[str, Any]) -> bool:
-        """Track cursors; False for an event already seen (defence in depth)."""
+        """Track cursors; False for an event already seen (defence in depth), and for an event
+        whose cursor breaks the cursor rule: it cannot be placed in order, nor resumed from."""
         kind = message.get("type")
         edition = message.get("edition")
         cursor = message.get("cursor")
         if not isinstance(edition, str) or not isinstance(cursor, str):
             return True
+        if kind not in EVENT_TYPES:
+            return True
+        if not is_cursor(cursor):
+            return False
         if kind in LIVE_TYPES:
             known = self.cursors.get(edition)
-            if known is not None and _cursor_key(cursor) <= _cursor_key(known):
+            if known is not None and cursor_key(cursor) <= cursor_key(known):
                 return False
-        if kind in LIVE_TYPES or kind == "snapshot":
-            self.cursors[edition] = cursor
+        self.cursors[edition] = cursor
         return True
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
@@ -202,7 +201,7 @@ class TickerClient:
                         message = await _receive(ws, heartbeat_s, last_arrival)
                         last_arrival = loop.time()
                         kind = message.get("type")
-                        if kind == "hello":
+                        if kind == HELLO:
                             heartbeat_s = _heartbeat_s(message, heartbeat_s)
                         elif not live and kind not in GREETING_TYPES:
                             live = True
@@ -211,7 +210,7 @@ class TickerClient:
                             self.attempt = 0
                         if not self._accept(message):
                             continue
-                        if self.include_control or kind in LIVE_TYPES or kind == "snapshot":
+                        if self.include_control or kind in EVENT_TYPES:
                             yield message
             except _Ended as exc:
                 ended = exc

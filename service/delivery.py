@@ -20,9 +20,11 @@ from typing import Any
 import orjson
 
 from flashwire.core.clock import now_ms
+from flashwire.core.cursors import cursor_key
 from flashwire.core.settings import Settings
-from flashwire.service.events import Event, cursor_key
-from flashwire.service.hub import Hub, Outbox, Reset, Subscriber
+from flashwire.service.events import Event
+from flashwire.service.hub import Hub, Subscriber
+from flashwire.service.outbox import Outbox, Reset
 from flashwire.service.reach import ReachRecorder
 from flashwire.service.subscription import Subscription
 from flashwire.service.wire import DirectWriter
@@ -138,20 +140,20 @@ class Delivery:
     ) -> AsyncIterator[str]:
         """Bring one edition up to `dispatched` (the hub's position when the reader registered, or
         when it reset), by a replay from `since` or a snapshot (a reset one if `reset_reason`)."""
-        hub, subscriber = self._hub, self.subscriber
+        history, subscriber = self._hub.history, self.subscriber
         if since is not None:
-            check = await hub.check_cursor(edition, since)
+            check = await history.check_cursor(edition, since)
             if not check.resumable:
                 since, reset_reason = None, check.reason
         if since is None:
-            since, snapshot = await hub.snapshot_message(
+            since, snapshot = await history.snapshot_message(
                 edition, subscriber.filter, self._snapshot_max_lines, reset_reason
             )
             self.cursors[edition] = since
             yield snapshot
         self.cursors[edition] = since
         subscriber.positions[edition] = cursor_key(since)
-        replayed: list[Event] = await hub.replay(edition, since, dispatched)
+        replayed: list[Event] = await history.replay(edition, since, dispatched)
         for event in replayed:
             selected = subscriber.filter.select(event)
             if selected is not None and subscriber.fresh(selected):

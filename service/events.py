@@ -2,42 +2,24 @@
 
 The worker stores an event's body as JSON in the ticker stream. The hub turns
 each stream entry into one `Event` whose `frame` is the exact text every
-matching subscriber is sent, so no per-subscriber encoding ever happens.
+matching subscriber is sent, so no per-subscriber encoding ever happens. The
+frames are the `line`, `update` and `retract` messages of flashwire/core/protocol.py
+(LineEvent, UpdateEvent, RetractEvent): the models describe them, nothing here
+validates them.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from flashwire.core.clock import ms_from_iso
+from flashwire.core.cursors import CursorKey, cursor_key
 from flashwire.core.lines import URGENCY_RANK
+from flashwire.core.protocol import RETRACT
 from flashwire.service.wire import text_frame
-
-HEARTBEAT_FRAME = '{"type":"heartbeat"}'
-HEARTBEAT_WIRE = text_frame(HEARTBEAT_FRAME.encode())
-_ASCII_DIGITS = re.compile(r"^[0-9]{1,20}$")
-
-
-_U64_MAX = 2**64 - 1
-
-
-def cursor_key(cursor: str) -> tuple[int, int]:
-    """Sortable form of a cursor (a stream id such as '1732550400000-3'); ValueError if malformed.
-
-    Both parts are unsigned 64-bit integers, as in a Redis stream id (Redis Streams docs,
-    "Entry IDs"); anything larger is no cursor Redis could have issued.
-    """
-    ms, sep, seq = cursor.partition("-")
-    if not _ASCII_DIGITS.match(ms) or (sep and not _ASCII_DIGITS.match(seq)):
-        raise ValueError(f"malformed cursor {cursor!r}")
-    key = int(ms), int(seq) if seq else 0
-    if key[0] > _U64_MAX or key[1] > _U64_MAX:
-        raise ValueError(f"malformed cursor {cursor!r}")
-    return key
 
 
 def _rank(urgency: object) -> int:
@@ -55,7 +37,7 @@ class Event:
 
     edition: str
     cursor: str
-    key: tuple[int, int]
+    key: CursorKey
     type: str
     topics: frozenset[str]
     rank: int
@@ -95,7 +77,7 @@ class Event:
             previous_rank = _rank(previous.get("urgency"))
             if (previous_topics, previous_rank) != (common["topics"], common["rank"]):
                 withdrawn = {
-                    "type": "retract",
+                    "type": RETRACT,
                     "edition": edition,
                     "cursor": cursor,
                     "id": line.get("id"),
@@ -105,7 +87,7 @@ class Event:
                 }
                 withdrawn_frame = orjson.dumps(withdrawn)
                 extra["withdrawal"] = cls(
-                    type="retract", frame=withdrawn_frame.decode(), wire=text_frame(withdrawn_frame), **common
+                    type=RETRACT, frame=withdrawn_frame.decode(), wire=text_frame(withdrawn_frame), **common
                 )
                 extra["previous_topics"] = previous_topics
                 extra["previous_rank"] = previous_rank

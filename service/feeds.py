@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
+from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.service.errors import ApiError
@@ -189,7 +190,7 @@ async def feed(request: Request) -> Response:
     cursor, live = await hub.snapshot(edition)
     lines = live[:FEED_MAX_ITEMS]
     killed = await _killed(request, edition) if form == "atom" else []
-    last_ms = max([int(cursor.split("-")[0])] + [ms_from_iso(line["updated_at"]) for line in killed])
+    last_ms = max([cursor_key(cursor)[0]] + [ms_from_iso(line["updated_at"]) for line in killed])
     updated_ms = last_ms or now_ms()
     etag = f'W/"{edition}-{form}-{cursor}-{len(killed)}"'
     headers = {

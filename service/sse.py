@@ -16,13 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from flashwire.core.protocol import hello_frame
 from flashwire.core.settings import Settings
-from flashwire.service.delivery import Delivery, dumps
+from flashwire.service.delivery import Delivery
 from flashwire.service.errors import ApiError
 from flashwire.service.hub import Hub
 from flashwire.service.origins import OriginPolicy
 from flashwire.service.subscription import SubscriptionError, from_query
-from flashwire.service.ws import PROTOCOL_SCOPE_KEY, PROTOCOL_VERSION, STORE_ERRORS, STORE_UNAVAILABLE
+from flashwire.service.ws import PROTOCOL_SCOPE_KEY, STORE_ERRORS, STORE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,7 @@ async def sse_endpoint(request: Request) -> Response:
     delivery = Delivery(hub, request.app.state.reach, settings, subscription, on_overflow=overflowed)
     delivery.register()
     hub.connections += 1
-    hello = dumps(
-        {
-            "type": "hello",
-            "protocol": PROTOCOL_VERSION,
-            "node": settings.node_name,
-            "heartbeat_s": settings.heartbeat_s,
-            "editions": list(settings.editions),
-        }
-    )
+    hello = hello_frame(settings)
 
     async def stream() -> AsyncIterator[str]:
         try:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from flashwire.core.cursors import cursor_key
 from flashwire.core.lines import URGENCY_RANK
+from flashwire.core.models import Urgency
+from flashwire.core.protocol import SUBSCRIBED, Subscribed
 from flashwire.core.settings import Settings
-from flashwire.service.events import Filter, cursor_key
+from flashwire.service.events import Filter
 
 QUERY_FIELDS = ("editions", "edition", "topics", "min_urgency", "since")
 
@@ -30,14 +33,15 @@ class Subscription:
     since: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        """The `subscribed` confirmation message."""
-        return {
-            "type": "subscribed",
-            "editions": list(self.editions),
-            "topics": sorted(self.filter.topics),
-            "min_urgency": next(n for n, r in URGENCY_RANK.items() if r == self.filter.max_rank),
-            "resuming": sorted(self.since),
-        }
+        """The `subscribed` confirmation message (protocol.Subscribed), once per connection."""
+        min_urgency = next(n for n, r in URGENCY_RANK.items() if r == self.filter.max_rank)
+        return Subscribed(
+            type=SUBSCRIBED,
+            editions=list(self.editions),
+            topics=sorted(self.filter.topics),
+            min_urgency=cast(Urgency, min_urgency),
+            resuming=sorted(self.since),
+        ).model_dump(mode="json")
 
 
 def _split(value: str) -> list[str]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from flashwire.core.protocol import HEARTBEAT_FRAME, PONG_FRAME
+
 WS_TEXT = 0x81  # FIN + text opcode
 
 OPEN, CLOSED, SLOW = 0, 1, 2
@@ -29,6 +31,11 @@ def text_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", WS_TEXT, 127, length)
     return header + payload
+
+
+# The fixed frames, encoded once for every connection.
+HEARTBEAT_WIRE = text_frame(HEARTBEAT_FRAME.encode())
+PONG_WIRE = text_frame(PONG_FRAME.encode())
 
 
 class DirectWriter:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, MutableMapping
-from enum import IntEnum
 from typing import Any
 
 import orjson
@@ -20,38 +19,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from flashwire.core.protocol import PING, PONG_FRAME, SUBSCRIBE, CloseCode, hello_frame
 from flashwire.core.settings import Settings
-from flashwire.service.delivery import Delivery, dumps
+from flashwire.service.delivery import Delivery
 from flashwire.service.hub import Hub
 from flashwire.service.origins import OriginPolicy
 from flashwire.service.subscription import Subscription, SubscriptionError, from_message, from_query
-from flashwire.service.wire import DirectWriter, text_frame
+from flashwire.service.wire import PONG_WIRE, DirectWriter
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
 SUBSCRIBE_WAIT_S = 10.0
-PONG_FRAME = '{"type":"pong"}'
 PROTOCOL_SCOPE_KEY = "flashwire.protocol"
-PONG_WIRE = text_frame(PONG_FRAME.encode())
 STORE_UNAVAILABLE = "the store is unavailable; retry later"
 # Redis failures that mean "try again later", not a bug in this connection.
 STORE_ERRORS = (RedisConnectionError, RedisTimeoutError)
-
-
-class CloseCode(IntEnum):
-    """WebSocket close codes Flashwire uses (see docs/protocol.md)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
-    SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013
-    SLOW_CONSUMER = 4001
-    BAD_REQUEST = 4400
-    FORBIDDEN_ORIGIN = 4403
-    SUBSCRIBE_TIMEOUT = 4408
 
 
 class _Closing(Exception):
@@ -80,17 +62,7 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
     _shed_handshake_state(websocket)
     hub.connections += 1
     try:
-        await websocket.send_text(
-            dumps(
-                {
-                    "type": "hello",
-                    "protocol": PROTOCOL_VERSION,
-                    "node": settings.node_name,
-                    "heartbeat_s": settings.heartbeat_s,
-                    "editions": list(settings.editions),
-                }
-            )
-        )
+        await websocket.send_text(hello_frame(settings))
         subscription = from_query(settings, websocket.query_params)
         if subscription is None:
             subscription = await _await_subscribe(websocket, settings)
@@ -182,7 +154,7 @@ async def _await_subscribe(websocket: WebSocket, settings: Settings) -> Subscrip
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     data = _parse_client_message(message)
-    if data.get("type") != "subscribe":
+    if data.get("type") != SUBSCRIBE:
         raise _Closing(CloseCode.BAD_REQUEST, "type: expected a subscribe message first")
     return from_message(settings, data)
 
@@ -303,13 +275,13 @@ class ReaderSession:
                 return
             data = _parse_client_message(message)
             kind = data.get("type")
-            if kind == "ping":
+            if kind == PING:
                 writer = self._delivery.subscriber.writer
                 if writer is not None:
                     writer.write(PONG_WIRE)
                 else:
                     self._delivery.subscriber.outbox.offer(PONG_FRAME)
-            elif kind == "subscribe":
+            elif kind == SUBSCRIBE:
                 raise _Closing(CloseCode.BAD_REQUEST, "type: already subscribed; open a new connection")
             else:
                 raise _Closing(CloseCode.BAD_REQUEST, f"type: unknown message type {kind!r}")

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.dev.redis_server import RedisProcess
-from flashwire.service import hub as hub_module
+from flashwire.service import history as history_module
 from flashwire.service.delivery import Delivery
 from flashwire.service.events import Filter
 from flashwire.service.hub import Hub
@@ -117,9 +117,9 @@ async def test_a_reader_leaving_does_not_cancel_a_read_shared_with_others(redis_
         return "shared result"
 
     try:
-        first = asyncio.create_task(hub._coalesce(("k",), slow_read))
+        first = asyncio.create_task(hub.history.coalesce(("k",), slow_read))
         await asyncio.sleep(0.01)
-        second = asyncio.create_task(hub._coalesce(("k",), slow_read))
+        second = asyncio.create_task(hub.history.coalesce(("k",), slow_read))
         await asyncio.sleep(0.01)
         first.cancel()
         assert await asyncio.wait_for(second, 2) == "shared result"
@@ -131,7 +131,7 @@ async def test_a_reader_leaving_does_not_cancel_a_read_shared_with_others(redis_
 async def test_snapshot_messages_are_shared_and_bounded(redis_server: RedisProcess, monkeypatch: Any) -> None:
     """Readers with one filter share one serialised snapshot message; the messages kept for many different
     filters never exceed their budget (a client chooses its filter, so it must not choose our memory)."""
-    monkeypatch.setattr(hub_module, "SNAPSHOT_FRAMES_MAX_CHARS", 50_000)
+    monkeypatch.setattr(history_module, "SNAPSHOT_FRAMES_MAX_CHARS", 50_000)
     settings = Settings.from_env({"REDIS_URL": redis_server.url})
     keys = Keys("fw")
     redis = Redis.from_url(redis_server.url)
@@ -143,14 +143,14 @@ async def test_snapshot_messages_are_shared_and_bounded(redis_server: RedisProce
             await redis.zadd(keys.live("en"), {f"en-{i}": i})
         await hub.start()
         everything = Filter()
-        first = await hub.snapshot_message("en", everything, 500)
-        assert (await hub.snapshot_message("en", everything, 500))[1] is first[1]
+        first = await hub.history.snapshot_message("en", everything, 500)
+        assert (await hub.history.snapshot_message("en", everything, 500))[1] is first[1]
         for topic in settings.topics:
             for rank in (0, 1, 2):
-                _, frame = await hub.snapshot_message("en", Filter(frozenset({topic}), rank), 500)
+                _, frame = await hub.history.snapshot_message("en", Filter(frozenset({topic}), rank), 500)
                 assert len(orjson.loads(frame)["lines"]) == (1 if rank == 2 else 0)
-                kept = sum(len(f) for f in hub._snapshot_frames.values())
-                assert kept == hub._snapshot_frames_chars <= 50_000
+                kept = sum(len(f) for f in hub.history._snapshot_frames.values())
+                assert kept == hub.history._snapshot_frames_chars <= 50_000
     finally:
         await hub.stop()
         await redis.aclose()
