@@ -186,7 +186,7 @@ class Run:
                     queued = 0
                     for url in metric_urls:
                         text = httpx.get(url, timeout=2).text
-                        queued += next(int(line.split()[1]) for line in text.splitlines()
+                        queued += next(int(float(line.split()[1])) for line in text.splitlines()
                                        if line.startswith("flashwire_outbox_frames "))  # fmt: skip
                     samples.append((time.monotonic(), rss, queued))
                 except (psutil.Error, httpx.HTTPError, StopIteration):
@@ -324,9 +324,9 @@ def main() -> None:
                                            on_post=on_post, reconnect=True))  # fmt: skip
                 metrics = httpx.get(run.storm_metrics_url).text
                 run.storm_report = {
-                    name: int(value)
+                    name: int(float(value))
                     for line in metrics.splitlines()
-                    if line.startswith("flashwire_") and " " in line
+                    if line.startswith("flashwire_") and " " in line and "{" not in line
                     for name, value in [line.split(" ", 1)]
                 }
             elif args.stalled:

@@ -13,16 +13,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.service import account, api, audit, feeds, health, sse
+from flashwire.service.connection_log import ReaderConnectionLog
 from flashwire.service.desk import Desk
 from flashwire.service.errors import ApiError
 from flashwire.service.hub import Hub
+from flashwire.service.metrics import NodeMetrics
 from flashwire.service.origins import OriginPolicy
 from flashwire.service.reach import ReachRecorder
 from flashwire.service.tokens import TokenStore
@@ -108,11 +110,27 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here").response()
+    """405 with the `Allow` header RFC 9110 §15.5.6 requires, listing the methods of every route
+    of the path (Starlette's own header names only the first route that matched it)."""
+    allowed: set[str] = set()
+    for route in request.app.routes:
+        # The scope at the top of the app: inside a Mount, request.scope has the mount's root_path.
+        match, _ = route.matches({"type": "http", "path": request.url.path, "root_path": "", "method": "GET"})
+        if match == Match.NONE:
+            continue
+        if isinstance(route, Route) and route.methods:
+            allowed |= route.methods
+        elif isinstance(route, Mount) and isinstance(route.app, StaticFiles):
+            allowed |= {"GET", "HEAD"}
+    headers = {"Allow": ", ".join(sorted(allowed))} if allowed else None
+    return ApiError(
+        405, "method_not_allowed", f"{request.method} is not allowed here", headers=headers
+    ).response()
 
 
-def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
-    """Build the Starlette app (Redis connections open in its lifespan), fronted by the /ws dispatch."""
+def create_app(settings: Settings | None = None) -> ReaderConnectionLog:
+    """Build the Starlette app (Redis connections open in its lifespan), fronted by the /ws dispatch
+    and, outermost, the one-line-per-reader-connection log (service/connection_log.py)."""
     settings = settings or Settings.from_env()
     keys = Keys(settings.key_prefix)
 
@@ -133,7 +151,9 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         )
         app.state.tokens = TokenStore(redis, keys)
         app.state.origins = OriginPolicy(settings.allowed_origins)
-        app.state.reach = ReachRecorder(redis, keys, settings.node_name)
+        # A registry per app: several apps in one process (tests) never share metrics.
+        app.state.metrics = NodeMetrics(hub)
+        app.state.reach = ReachRecorder(redis, keys, settings.node_name, latency=app.state.metrics.latency)
         hub.reach = app.state.reach
         await hub.start()
         app.state.reach.start()
@@ -171,4 +191,4 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         },
     )
     # /ws is served by the dispatch layer in front of the router (see ReaderSocketDispatch).
-    return ReaderSocketDispatch(app)
+    return ReaderConnectionLog(ReaderSocketDispatch(app))

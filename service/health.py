@@ -26,11 +26,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from flashwire.core.keys import Keys
 from flashwire.service.hub import Hub
+from flashwire.service.metrics import CONTENT_TYPE, NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -148,36 +149,15 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text metrics of this node, and of publishing as Redis shows it."""
-    hub: Hub = request.app.state.hub
-    stats = hub.stats
-    lines: list[tuple[str, str, float]] = [
-        ("flashwire_connections", "gauge", hub.connections),
-        ("flashwire_subscriptions", "gauge", hub.subscriber_count),
-        ("flashwire_outbox_frames", "gauge", hub.outbox_total()),
-        ("flashwire_events_read_total", "counter", stats.events_read),
-        ("flashwire_deliveries_total", "counter", stats.deliveries),
-        ("flashwire_slow_closed_total", "counter", stats.slow_closed),
-        ("flashwire_replay_reads_total", "counter", stats.replay_reads),
-        ("flashwire_snapshot_reads_total", "counter", stats.snapshot_reads),
-        ("flashwire_replay_from_ring_total", "counter", stats.replay_from_ring),
-        ("flashwire_redis_errors_total", "counter", stats.redis_errors),
-        ("flashwire_history_resets_total", "counter", stats.history_resets),
-    ]
+    """Prometheus text metrics of this node, and of publishing as Redis shows it (service/metrics.py)."""
+    node_metrics: NodeMetrics = request.app.state.metrics
+    publishing: Publishing | None
     try:
         publishing = await read_publishing(request.app.state.redis, request.app.state.keys)
     except (RedisError, OSError) as exc:
-        # Unknown values are left out (Prometheus treats a missing series as absent, not as 0).
         log.warning("metrics: cannot read publishing state from Redis: %s", exc)
-        lines.append(("flashwire_redis_up", "gauge", 0))
-    else:
-        lines += [
-            ("flashwire_redis_up", "gauge", 1),
-            ("flashwire_workers_alive", "gauge", publishing.workers_alive),
-            ("flashwire_desk_lag_seconds", "gauge", publishing.desk_lag_s),
-        ]
-    text = "".join(f"# TYPE {name} {kind}\n{name} {value}\n" for name, kind, value in lines)
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+        publishing = None
+    return Response(node_metrics.render(publishing), media_type=CONTENT_TYPE)
 
 
 routes = [

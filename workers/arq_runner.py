@@ -14,6 +14,9 @@ so enqueuing release jobs from the desk consumer never depends on which Worker
 is current, and socket timeouts apply (arq's own pool has none). The runner
 never calls `Worker.close()`: it talks to Redis and would fail during the very
 outage it is cleaning up after.
+
+arq counts its jobs per Worker (complete, failed, retried); the runner adds up those of the
+Workers it discarded, so the worker's metrics (workers/metrics.py) see totals for the process.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from arq.worker import Worker, func
 
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
+from flashwire.workers.metrics import JOB_OUTCOMES, WorkerMetrics
 from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
 from flashwire.workers.schedule import every_second, release_embargo, release_time
 
@@ -53,15 +57,29 @@ class ArqRunner:
         *,
         job_ctx: dict[str, Any],
         outages: OutageLog,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._keys = keys
         self._job_ctx = job_ctx
         self._outages = outages
+        self._metrics = metrics if metrics is not None else outages.metrics
         self._backoff = Backoff()
         self._orphaned_jobs: list[str] = []
         self.generations = 0
+        self._worker: Worker | None = None
+        self._discarded_jobs = dict.fromkeys(JOB_OUTCOMES, 0)
+        self._metrics.count_jobs(self.job_counts)
+
+    def job_counts(self) -> dict[str, int]:
+        """arq's jobs over every Worker of this process: complete, failed, retried."""
+        counts = dict(self._discarded_jobs)
+        worker = self._worker
+        if worker is not None:
+            for outcome in JOB_OUTCOMES:
+                counts[outcome] += int(getattr(worker, f"jobs_{outcome}", 0))
+        return counts
 
     async def schedule_release(self, line_id: str, edition: str, embargo_ms: int) -> None:
         """Enqueue the release job of an embargoed line, deferred to its release time.
@@ -108,7 +126,7 @@ class ArqRunner:
     async def run(self) -> None:
         """Run arq until cancelled; a Redis outage of any length ends one Worker, never the runner."""
         while True:
-            worker = self._build()
+            worker = self._worker = self._build()
             self.generations += 1
             try:
                 await worker.async_run()
@@ -116,6 +134,7 @@ class ArqRunner:
             except REDIS_DOWN as exc:
                 self._outages.lost(PART, exc)
             except Exception:
+                self._metrics.error("unexpected")
                 log.exception("arq's main loop failed; starting it again")
                 await asyncio.sleep(CRASH_PAUSE_S)
             finally:
@@ -132,6 +151,10 @@ class ArqRunner:
             task.cancel()
         # Their errors (the same lost connection) are expected and already reported once.
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Its job counts join the totals, in one step with forgetting it (no await between).
+        for outcome in JOB_OUTCOMES:
+            self._discarded_jobs[outcome] += int(getattr(worker, f"jobs_{outcome}", 0))
+        self._worker = None
 
     async def _wait_for_redis(self) -> None:
         """PING with capped backoff until Redis answers, then free the discarded Worker's jobs."""

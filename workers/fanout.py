@@ -4,20 +4,27 @@ It runs as a long-lived task of the worker process, beside arq (see
 workers/supervisor.py), not inside it: it blocks on XREADGROUP, so a new action
 is applied the moment it lands, arq's queue polling is never on this path, and
 arq stopping and starting again around a Redis outage does not touch it.
+
+It counts what it settles in the worker's metrics (workers/metrics.py): each entry by its
+action type (read from the entry itself, so the applier is left as it is), and the entries
+its own commits applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.workers.apply import Applier, ScheduleHook, stream_id_key
+from flashwire.workers.metrics import UNKNOWN_ACTION, WorkerMetrics
 from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
 
 log = logging.getLogger(__name__)
@@ -26,8 +33,22 @@ READ_COUNT = 200
 READ_BLOCK_MS = 1_000
 
 
+# An action type as the metrics label it (desk entries are written by our own API and scheduler,
+# so this only keeps a damaged entry from making a label of anything).
+ACTION_NAME = re.compile(r"^[a-z_]{1,32}$")
+
+
 def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def action_of(fields: dict[bytes, bytes] | None) -> str:
+    """The action type of a desk entry (`{"action": "post", ...}` in field `a`), or 'unknown'."""
+    try:
+        kind = orjson.loads((fields or {})[b"a"])["action"]
+    except (KeyError, TypeError, orjson.JSONDecodeError):
+        return UNKNOWN_ACTION
+    return kind if isinstance(kind, str) and ACTION_NAME.match(kind) else UNKNOWN_ACTION
 
 
 class DeskConsumer:
@@ -42,12 +63,14 @@ class DeskConsumer:
         name: str,
         on_schedule: ScheduleHook | None = None,
         outages: OutageLog | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._settings = settings
         self.name = name
         self._outages = outages or OutageLog()
+        self._metrics = metrics if metrics is not None else self._outages.metrics
         self.applier = Applier(redis, keys, settings, on_schedule=on_schedule)
 
     async def ensure_group(self) -> None:
@@ -63,15 +86,22 @@ class DeskConsumer:
         newest = await self._redis.xrevrange(self._keys.desk, count=1)
         if not newest:
             return 0
-        return await self.applier.apply_through(_decode(newest[0][0]))
+        applied = await self.applier.apply_through(_decode(newest[0][0]))
+        self._metrics.desk_entries_applied.inc(applied)
+        return applied
 
-    async def _settle(self, ids: list[str]) -> None:
-        if not ids:
+    async def _settle(self, actions: dict[str, str]) -> None:
+        """Apply every desk entry up to the newest of `actions` (entry id -> action type) and
+        acknowledge them; then count them."""
+        if not actions:
             return
-        await self.applier.apply_through(max(ids, key=stream_id_key))
-        await self._redis.xack(self._keys.desk, self._keys.desk_group, *ids)
+        applied = await self.applier.apply_through(max(actions, key=stream_id_key))
+        await self._redis.xack(self._keys.desk, self._keys.desk_group, *actions)
+        self._metrics.desk_entries_applied.inc(applied)
+        for action in actions.values():
+            self._metrics.desk_actions.labels(action).inc()
 
-    async def _read_new(self) -> list[str]:
+    async def _read_new(self) -> dict[str, str]:
         response = await self._redis.xreadgroup(
             self._keys.desk_group,
             self.name,
@@ -79,9 +109,13 @@ class DeskConsumer:
             count=READ_COUNT,
             block=READ_BLOCK_MS,
         )
-        return [_decode(entry_id) for _, entries in response or [] for entry_id, _ in entries]
+        return {
+            _decode(entry_id): action_of(fields)
+            for _, entries in response or []
+            for entry_id, fields in entries
+        }
 
-    async def _claim_abandoned(self) -> list[str]:
+    async def _claim_abandoned(self) -> dict[str, str]:
         """Take over entries another consumer read but never acknowledged (it died)."""
         result = await self._redis.xautoclaim(
             self._keys.desk,
@@ -92,8 +126,22 @@ class DeskConsumer:
             count=READ_COUNT,
             justid=True,
         )
-        # With justid, redis-py returns just the list of claimed ids.
-        return [_decode(entry_id) for entry_id in result]
+        # With justid, redis-py returns just the list of claimed ids (without it, Redis 6.2 would
+        # return a trimmed entry as a nil that redis-py cannot parse).
+        return await self._actions_of([_decode(entry_id) for entry_id in result])
+
+    async def _actions_of(self, ids: list[str]) -> dict[str, str]:
+        """The action types of desk entries, by id, in one round trip (claims are rare)."""
+        if not ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(self._keys.desk, min=entry_id, max=entry_id, count=1)
+            found = await pipe.execute()
+        return {
+            entry_id: action_of(entries[0][1] if entries else None)
+            for entry_id, entries in zip(ids, found, strict=True)
+        }
 
     async def run(self) -> None:
         """Consume until cancelled, waiting out Redis outages of any length and other errors."""
@@ -124,8 +172,10 @@ class DeskConsumer:
                 if "NOGROUP" in str(exc):
                     ready = False
                     continue
+                self._metrics.error("redis_refused")
                 log.exception("desk consumer: Redis refused a command; retrying")
                 await asyncio.sleep(1.0)
             except Exception:
+                self._metrics.error("unexpected")
                 log.exception("desk consumer: unexpected error; retrying")
                 await asyncio.sleep(1.0)

@@ -6,6 +6,10 @@ compare the scores with that same clock and with desk stream ids without
 trusting the hosts' clocks to agree. A clean stop removes the name at once; a
 killed worker simply stops beating and is stale after 5 s. Members older than
 a day are trimmed on every beat, so restarts do not grow the set.
+
+The same script measures the desk lag for the worker's metrics (workers/metrics.py): the age,
+on that same clock, of the oldest desk entry no worker has applied yet (the measure the
+nodes' /healthz uses). One round trip a second, which the beat makes anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 from redis.asyncio import Redis
 
 from flashwire.core.keys import Keys
+from flashwire.workers.metrics import WorkerMetrics
 from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
 
 log = logging.getLogger(__name__)
@@ -28,23 +33,35 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-return now
+local applied = redis.call('GET', KEYS[3])
+local first = redis.call('XRANGE', KEYS[2], applied and ('(' .. applied) or '-', '+', 'COUNT', 1)
+local oldest = -1
+if first[1] then oldest = tonumber(string.match(first[1][1], '^%d+')) end
+return {now, oldest}
 """
 
 
 class Heartbeat:
     """Records one worker as alive every second, through any Redis outage."""
 
-    def __init__(self, redis: Redis, keys: Keys, name: str, outages: OutageLog) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, name: str, outages: OutageLog, *, metrics: WorkerMetrics | None = None
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.name = name
         self._outages = outages
+        self._metrics = metrics if metrics is not None else outages.metrics
         self._beat = redis.register_script(_BEAT)
 
     async def beat(self) -> int:
-        """Record this worker as alive now; returns Redis's time in ms."""
-        return int(await self._beat(keys=[self._keys.workers], args=[self.name, KEEP_MS]))
+        """Record this worker as alive now, and the desk lag in the metrics; returns Redis's time in ms."""
+        now_ms, oldest_ms = await self._beat(
+            keys=[self._keys.workers, self._keys.desk, self._keys.desk_applied], args=[self.name, KEEP_MS]
+        )
+        lag_s = 0.0 if int(oldest_ms) < 0 else max(0, int(now_ms) - int(oldest_ms)) / 1000
+        self._metrics.desk_lag.set(lag_s)
+        return int(now_ms)
 
     async def run(self) -> None:
         """Beat until cancelled; a lost Redis is waited out, never fatal."""
@@ -59,6 +76,7 @@ class Heartbeat:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             except Exception:
+                self._metrics.error("unexpected")
                 log.exception("heartbeat: unexpected error; retrying")
                 await asyncio.sleep(BEAT_INTERVAL_S)
                 continue

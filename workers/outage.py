@@ -18,6 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from flashwire.workers.metrics import WorkerMetrics
+
 log = logging.getLogger(__name__)
 
 # A refused or dropped connection, a server still loading its data after a restart
@@ -60,12 +62,17 @@ class Backoff:
 
 
 class OutageLog:
-    """The parts of this process that cannot reach Redis right now; logs only the changes."""
+    """The parts of this process that cannot reach Redis right now; logs only the changes.
 
-    def __init__(self, process: str = "worker") -> None:
+    It also counts every failed attempt (errors_total{kind="redis_unavailable"}) and each outage,
+    and keeps `redis_up`, in the process's metrics (workers/metrics.py).
+    """
+
+    def __init__(self, process: str = "worker", *, metrics: WorkerMetrics | None = None) -> None:
         self._process = process
         self._down: set[str] = set()
         self._since = 0.0
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
 
     @property
     def down(self) -> bool:
@@ -74,8 +81,11 @@ class OutageLog:
 
     def lost(self, part: str, error: BaseException) -> None:
         """`part` failed to reach Redis; the first such failure of an outage is logged."""
+        self.metrics.error("redis_unavailable")
         if not self._down:
             self._since = time.monotonic()
+            self.metrics.redis_outages.inc()
+            self.metrics.redis_up.set(0)
             log.warning(
                 "%s: Redis unavailable (%s: %s); waiting for it with backoff, nothing is lost",
                 self._process,
@@ -90,6 +100,7 @@ class OutageLog:
             return
         self._down.discard(part)
         if not self._down:
+            self.metrics.redis_up.set(1)
             log.warning(
                 "%s: Redis reachable again after %.1fs; applying, expiring and releasing resumed",
                 self._process,

@@ -8,6 +8,10 @@ clean SHUTDOWN of redis-server, therefore only pauses the worker; it resumes
 applying, expiring and releasing by itself when Redis is back. SIGINT and
 SIGTERM stop the process cleanly (exit status 0), and it leaves the heartbeat
 set on the way out so health reports the missing worker at once.
+
+With FLASHWIRE_WORKER_METRICS_PORT set, the process also serves its metrics
+(workers/metrics.py) from start to stop; a port that cannot be bound stops the
+worker at start-up, as a bad setting does.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from flashwire.core.settings import Settings
 from flashwire.workers.arq_runner import ArqRunner
 from flashwire.workers.fanout import DeskConsumer
 from flashwire.workers.heartbeat import Heartbeat
+from flashwire.workers.metrics import MetricsServer, WorkerMetrics
 from flashwire.workers.outage import REDIS_DOWN, OutageLog
 
 log = logging.getLogger(__name__)
@@ -75,7 +80,8 @@ class WorkerSupervisor:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.name = name or worker_name()
-        self.outages = OutageLog()
+        self.metrics = WorkerMetrics()
+        self.outages = OutageLog(metrics=self.metrics)
         self._stopping: asyncio.Event | None = None
 
     def stop(self) -> None:
@@ -91,9 +97,25 @@ class WorkerSupervisor:
             socket_keepalive=True,
         )
 
+    def _serve_metrics(self) -> MetricsServer | None:
+        """Start the metrics endpoint if a port is set; SystemExit if it cannot listen."""
+        port, host = self.settings.worker_metrics_port, self.settings.host
+        if not port:
+            return None
+        server = MetricsServer(self.metrics.registry, port, host)
+        try:
+            server.start()
+        except OSError as exc:
+            raise SystemExit(
+                f"worker: cannot serve metrics on {host}:{port} ({exc}); set FLASHWIRE_WORKER_METRICS_PORT "
+                "to a free port, or to 0 for none"
+            ) from None
+        return server
+
     async def run(self) -> None:
         """Start the parts, wait for a stop signal, then stop them."""
         self._stopping = asyncio.Event()
+        metrics_server = self._serve_metrics()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop)
@@ -138,6 +160,8 @@ class WorkerSupervisor:
             await redis.aclose()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
+            if metrics_server is not None:
+                await asyncio.to_thread(metrics_server.stop)
             log.info("worker %s stopped", self.name)
         if ended:
             raise RuntimeError(f"worker parts ended unexpectedly: {', '.join(ended)}")

@@ -35,6 +35,7 @@ DEFAULT_REGIONS = (
 )
 RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
 TOPIC_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -118,6 +119,11 @@ class Settings:
     claim_idle_ms: int = 5_000
     allowed_origins: tuple[str, ...] = ("*",)
     feed_poll_s: float = 15.0
+    # Log records as text lines or as JSON objects, one a line (flashwire/core/logs.py).
+    log_format: str = "text"
+    # The worker's Prometheus endpoint (workers/metrics.py): off (0) unless a port is given, since
+    # several workers on one host each need a port of their own and no default could fit them all.
+    worker_metrics_port: int = 0
     node_name: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
 
     @property
@@ -163,7 +169,13 @@ class Settings:
             allowed_origins=_list(env, "FLASHWIRE_ALLOWED_ORIGINS", cls.allowed_origins),
             direct_writes=_bool(env, "FLASHWIRE_DIRECT_WRITES", cls.direct_writes),
             feed_poll_s=_float(env, "FLASHWIRE_FEED_POLL_S", cls.feed_poll_s),
+            log_format=(env.get("FLASHWIRE_LOG_FORMAT") or cls.log_format).strip().lower(),
+            worker_metrics_port=_int(env, "FLASHWIRE_WORKER_METRICS_PORT", cls.worker_metrics_port, 0, 65535),
         )
+        if settings.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"FLASHWIRE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
+            )
         if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(
                 f"REDIS_URL must be redis://, rediss:// or unix://, got {settings.redis_url!r}"

@@ -1,0 +1,251 @@
+"""Metrics and connection logs (issue 9): /metrics and the worker's endpoint as Prometheus parses
+them, one log line per reader connection, and JSON logs, all against real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from flashwire.dev.redis_server import free_port
+from tests.conftest import ManagedProcess, Reader, ServiceNode, Stack, auth, open_reader, post_line
+
+# Every series /metrics showed before prometheus_client, with its type: kept, same names.
+EXISTING = {
+    "flashwire_connections": "gauge",
+    "flashwire_subscriptions": "gauge",
+    "flashwire_outbox_frames": "gauge",
+    "flashwire_events_read": "counter",
+    "flashwire_deliveries": "counter",
+    "flashwire_slow_closed": "counter",
+    "flashwire_replay_reads": "counter",
+    "flashwire_snapshot_reads": "counter",
+    "flashwire_replay_from_ring": "counter",
+    "flashwire_redis_errors": "counter",
+    "flashwire_history_resets": "counter",
+    "flashwire_redis_up": "gauge",
+    "flashwire_workers_alive": "gauge",
+    "flashwire_desk_lag_seconds": "gauge",
+}
+HISTOGRAMS = ("flashwire_post_to_ticker_seconds", "flashwire_ticker_to_socket_seconds")
+
+
+def _families(text: str) -> dict[str, Metric]:
+    """The exposition parsed by prometheus_client's own parser, with HELP and TYPE on every family
+    (the parser makes a family without TYPE 'unknown', and one without HELP has no documentation)."""
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    for name, family in families.items():
+        assert family.type != "unknown", f"{name} has no TYPE line"
+        assert family.documentation, f"{name} has no HELP line"
+    return families
+
+
+def _value(families: dict[str, Metric], name: str, suffix: str = "", **labels: str) -> float:
+    """The one sample `name + suffix` with exactly these labels."""
+    [value] = [
+        sample.value
+        for sample in families[name].samples
+        if sample.name == name + suffix and sample.labels == labels
+    ]
+    return float(value)
+
+
+async def _scrape(url: str) -> dict[str, Metric]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.get(url)
+    assert response.status_code == 200, response.text
+    return _families(response.text)
+
+
+async def _log_until(process: ManagedProcess, predicate: Any, timeout_s: float = 10.0) -> str:
+    """The process's log once `predicate(log)` holds (fail with the log after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log = process.log()
+        if predicate(log):
+            return log
+        assert time.monotonic() < deadline, log
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("direct_writes", ["1", "0"])
+async def test_metrics_parse_with_help_and_type_and_time_a_post_once(
+    stack: Stack, readers: list[Reader], direct_writes: str
+) -> None:
+    """/metrics parses with prometheus_client's parser, every family has HELP and TYPE, the old
+    series keep their names and types, the direct-writers gauge counts the readers on the fast
+    path (none with FLASHWIRE_DIRECT_WRITES=0), and both latency histograms have exactly one
+    observation after one post reached two readers: once per event, whether the hub wrote the
+    frames directly or each reader's sender wrote its own."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_DIRECT_WRITES=direct_writes)
+    editor = await stack.token()
+    for _ in range(2):
+        readers.append(await open_reader(node.ws_url, "editions=en"))
+        await readers[-1].next_of("snapshot")
+    families = await _scrape(f"{node.url}/metrics")
+    for name, kind in EXISTING.items():
+        assert families[name].type == kind, name
+    assert "flashwire_direct_writers" in families
+    for name in HISTOGRAMS:
+        assert families[name].type == "histogram"
+        assert _value(families, name, "_count") == 0
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+        await post_line(client, editor, "Parliament dissolved; elections in 60 days")
+    for reader in readers:
+        [event] = await reader.events(1)
+        assert event["type"] == "line"
+    # The hub times the event as it writes it, and takes readers over once they caught up: the
+    # scrape may race both.
+    direct = 2 if direct_writes == "1" else 0
+    deadline = time.monotonic() + 5
+    while True:
+        families = await _scrape(f"{node.url}/metrics")
+        settled = all(_value(families, name, "_count") == 1 for name in HISTOGRAMS)
+        if settled and _value(families, "flashwire_direct_writers") == direct:
+            break
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert _value(families, "flashwire_direct_writers") == direct
+    for name in HISTOGRAMS:
+        assert _value(families, name, "_count") == 1, name
+        assert _value(families, name, "_bucket", le="+Inf") == 1, name
+        assert 0 <= _value(families, name, "_sum") < 10, name
+    assert _value(families, "flashwire_connections") == 2
+    assert _value(families, "flashwire_events_read", "_total") == 1
+    assert _value(families, "flashwire_workers_alive") == 1
+
+
+async def test_the_worker_serves_its_own_metrics_and_stops_with_them(stack: Stack) -> None:
+    """A worker with FLASHWIRE_WORKER_METRICS_PORT serves Prometheus metrics whose counters follow
+    what was posted (actions by type, commits, arq's sweep jobs) and whose Redis state follows an
+    outage; SIGTERM stops it cleanly and closes the port."""
+    port = free_port()
+    worker = stack.worker(FLASHWIRE_WORKER_METRICS_PORT=str(port))
+    node = stack.service()
+    chief = await stack.token("chief", ["en"])
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+        first = await post_line(client, chief, "Central bank raises rates by half a point")
+        await post_line(client, chief, "Storm warning for the east coast")
+        response = await client.post(
+            f"/api/v1/lines/{first['id']}/retraction", json={"reason": "wrong figure"}, headers=auth(chief)
+        )
+        assert response.status_code == 201, response.text
+    deadline = time.monotonic() + 10
+    while True:
+        families = await _scrape(url)
+        settled = families["flashwire_worker_desk_actions"].samples
+        if sum(sample.value for sample in settled) >= 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert _value(families, "flashwire_worker_desk_actions", "_total", action="post") == 2
+    assert _value(families, "flashwire_worker_desk_actions", "_total", action="retract") == 1
+    assert _value(families, "flashwire_worker_desk_entries_applied", "_total") == 3
+    assert _value(families, "flashwire_worker_desk_lag_seconds") == 0
+    assert _value(families, "flashwire_worker_arq_jobs", "_total", outcome="complete") >= 1, "the sweep runs"
+    assert _value(families, "flashwire_worker_redis_up") == 1
+    assert _value(families, "flashwire_worker_errors", "_total", kind="redis_unavailable") == 0
+
+    stack.redis_server.kill()
+    deadline = time.monotonic() + 10
+    while True:
+        families = await _scrape(url)
+        if _value(families, "flashwire_worker_redis_up") == 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert _value(families, "flashwire_worker_redis_up") == 0
+    assert _value(families, "flashwire_worker_redis_outages", "_total") == 1
+    assert _value(families, "flashwire_worker_errors", "_total", kind="redis_unavailable") >= 1
+    await asyncio.to_thread(stack.redis_server.start)
+    deadline = time.monotonic() + 15
+    while _value(await _scrape(url), "flashwire_worker_redis_up") != 1:
+        assert time.monotonic() < deadline, worker.log()
+        await asyncio.sleep(0.2)
+
+    worker.terminate()
+    assert worker.process is not None and worker.process.returncode == 0, worker.log()
+    async with httpx.AsyncClient(timeout=2) as client:
+        try:
+            await client.get(url)
+        except httpx.ConnectError:
+            pass
+        else:
+            raise AssertionError("the worker's metrics port is still served after it stopped")
+
+
+def _connection_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "reader connection " in line]
+
+
+async def test_each_reader_connection_is_logged_once_when_it_ends(stack: Stack) -> None:
+    """A WebSocket reader, a refused one and an SSE reader each give exactly one line, written when
+    they end, with address, protocol, filter, duration and how it ended; uvicorn's handshake,
+    'connection open/closed' and /sse access lines are gone, other requests keep their access line."""
+    node = stack.service()
+    reader = await open_reader(node.ws_url, "editions=en&topics=politics&min_urgency=urgent")
+    await reader.next_of("snapshot")
+    client_port = reader.ws.local_address[1]
+    await asyncio.sleep(0.2)
+    assert _connection_lines(node.log()) == [], "nothing is logged while the reader is connected"
+    await reader.ws.close()
+    refused = await open_reader(node.ws_url, "editions=xx")
+    assert await refused.until_closed() == 4400
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+        async with client.stream("GET", "/sse?editions=ar") as response:
+            async for line in response.aiter_lines():
+                if '"snapshot"' in line:
+                    break
+        assert (await client.get("/healthz")).status_code == 200
+    log = await _log_until(node, lambda text: len(_connection_lines(text)) >= 3)
+    await asyncio.sleep(0.5)  # anything logged late would show now
+    log = node.log()
+    lines = _connection_lines(log)
+    [ws_line] = [line for line in lines if f":{client_port} " in line]
+    assert " ws " in ws_line and "editions=en topics=politics min_urgency=urgent" in ws_line, ws_line
+    assert "closed by client, 1000" in ws_line and "lasted " in ws_line, ws_line
+    [refused_line] = [line for line in lines if "editions=xx" in line]
+    assert "closed by server, 4400" in refused_line, refused_line
+    [sse_line] = [line for line in lines if " sse " in line]
+    assert "editions=ar" in sse_line and "closed by client, HTTP 200" in sse_line, sse_line
+    assert len(lines) == 3, lines
+    for noise in ("connection open", "connection closed", '"WebSocket /ws', "GET /sse"):
+        assert noise not in log, (noise, log)
+    assert '"GET /healthz HTTP/1.1" 200' in log, "other requests keep their access line"
+
+
+async def test_json_logs_are_one_object_a_line_with_the_connection_fields(stack: Stack) -> None:
+    """With FLASHWIRE_LOG_FORMAT=json every line the service and the worker write is a JSON object
+    (time, level, logger, message), uvicorn's included, and the reader connection's fields are keys."""
+    worker = stack.worker(FLASHWIRE_LOG_FORMAT="json")
+    node: ServiceNode = stack.service(FLASHWIRE_LOG_FORMAT="json")
+    reader = await open_reader(node.ws_url, "editions=es")
+    await reader.next_of("snapshot")
+    client_port = reader.ws.local_address[1]
+    await reader.ws.close()
+    await _log_until(node, lambda text: "reader connection" in text)
+    await _log_until(worker, lambda text: "desk consumer" in text)
+    worker.terminate()
+    records: dict[str, list[dict[str, Any]]] = {}
+    for process in (node, worker):
+        lines = [line for line in process.log().splitlines() if line.strip()]
+        assert lines
+        records[process.log_path.name] = [orjson.loads(line) for line in lines]
+        for record in records[process.log_path.name]:
+            assert {"time", "level", "logger", "message"} <= record.keys(), record
+            assert "color_message" not in record, "uvicorn's coloured copy of the message is left out"
+    service_records = records[node.log_path.name]
+    assert any(record["logger"].startswith("uvicorn") for record in service_records)
+    [connection] = [record for record in service_records if record.get("protocol") == "ws"]
+    assert connection["level"] == "INFO"
+    assert connection["client"] == f"127.0.0.1:{client_port}"
+    assert connection["editions"] == "es"
+    assert connection["closed_by"] == "client" and connection["close_code"] == 1000
+    assert isinstance(connection["duration_s"], float)
