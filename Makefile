@@ -27,15 +27,21 @@ chromium:
 run: $(STAMP)
 	$(BIN)/flashwire dev
 
+# Lint, format check, types and the layering of docs/architecture.md first (seconds), then the suite
+# with coverage of every process it starts (pyproject.toml [tool.coverage.*]; below the floor
+# `fail_under` the run fails).
 test: $(STAMP) chromium
 	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy
-	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest
+	$(BIN)/lint-imports
+	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest --cov --cov-report=term
 
 lint: $(STAMP)
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Fan-out against the reference limit (10,000 subscribers); the table is appended to docs/benchmarks.md.
 # Other scenarios: python -m bench.fanout --help.
@@ -50,4 +56,4 @@ widget-size:
 		"$$(wc -c < web/ticker.js)" "$$(wc -c < /tmp/flashwire-ticker.min.js)" "$$(gzip -9 -c /tmp/flashwire-ticker.min.js | wc -c)"
 
 clean:
-	rm -rf $(VENV) .flashwire build *.egg-info test-artifacts
+	rm -rf $(VENV) .flashwire build *.egg-info test-artifacts .coverage .coverage.*

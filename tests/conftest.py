@@ -1,8 +1,17 @@
-"""Real parts for every test: a private redis-server, worker and service processes, WebSocket readers.
+"""Real parts for every test: redis-server processes, the service in-process or as processes, readers.
 
-Each test gets its own redis-server on a free port (so it can be killed and
-restarted, and never touches another test's data or a Redis on 6379), and
-starts the Flashwire processes it needs exactly as an operator would.
+Two tiers, as in httpx's and websockets' suites: fast in-process tests for
+logic and validation, end-to-end ones with real processes for what needs them.
+
+- `app`: the Starlette application served in this process through httpx's
+  ASGI transport, its lifespan run (asgi-lifespan), against ONE real
+  redis-server shared by the whole session and flushed before each test. No
+  uvicorn, no worker: for requests whose answer the service alone decides
+  (validation, authentication, status codes, headers).
+- `stack`: a private redis-server per test on a free port (so it can be killed
+  and restarted, and never touches another test's data or a Redis on 6379), and
+  the worker and service processes a test needs, started exactly as an
+  operator would.
 """
 
 from __future__ import annotations
@@ -13,22 +22,66 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 import pytest
+from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from flashwire.core.keys import Keys
+from flashwire.core.settings import Settings
 from flashwire.dev.redis_server import RedisProcess, free_port
 from flashwire.service.tokens import TokenStore
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+# How long a reader's close handshake may take at teardown before its socket is dropped: the test is
+# over, and a server that does not answer (killed, stalled on purpose) must not cost 10 s per reader.
+TEARDOWN_CLOSE_S = 0.5
+
+
+def stream_id_key(entry_id: bytes | str) -> tuple[int, int]:
+    """A Redis stream entry id "<ms>-<seq>" as numbers, in the order Redis gives them."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float = 5.0) -> T:
+    """Poll `probe` until it returns something truthy, and return that (for what the system does
+    asynchronously, within milliseconds: a condition awaited instead of a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s (last result {result!r})")
+        await asyncio.sleep(0.005)
+
+
+def metric(text: str, name: str) -> float:
+    """The value of the unlabelled sample `name` (a counter's sample ends in `_total`) in Prometheus text
+    exposition, parsed with prometheus_client's parser; AssertionError if it is absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and not sample.labels
+    ]
+    assert len(values) == 1, f"{name}: {values} in\n{text}"
+    return values[0]
 
 
 @pytest.fixture
@@ -37,6 +90,109 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path / "redis").start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One redis-server for every in-process test of the session (`app` flushes it before each test).
+
+    Never kill or restart it in a test: a test that needs Redis to fail uses `redis_server`.
+    """
+    server = RedisProcess(tmp_path_factory.mktemp("shared-redis")).start()
+    yield server
+    server.kill()
+
+
+class RedisBacked:
+    """What tests need of the Redis behind the system under test: a client, the keys, editor tokens."""
+
+    def __init__(self, redis_server: RedisProcess) -> None:
+        self.redis_server = redis_server
+        self.keys = Keys("fw")
+
+    def redis(self) -> Redis:
+        """A new client of the test's Redis; the caller closes it (`await redis.aclose()`)."""
+        return Redis.from_url(self.redis_server.url)
+
+    async def until_applied(self, timeout_s: float = 10.0) -> None:
+        """Wait until the worker has applied every desk entry written so far: its shared cursor
+        (desk:applied) reaches the newest desk entry, so line states, audit records and ticker events
+        are in Redis (workers/apply.py writes them in one script). TimeoutError after `timeout_s`."""
+        redis = self.redis()
+        try:
+            newest = await redis.xrevrange(self.keys.desk, count=1)
+            if not newest:
+                return
+            target = stream_id_key(newest[0][0])
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    applied = await redis.get(self.keys.desk_applied)
+                    if applied and stream_id_key(applied) >= target:
+                        return
+                    await asyncio.sleep(0.01)
+        finally:
+            await redis.aclose()
+
+    async def token(self, role: str = "editor", editions: list[str] | None = None, name: str = "Amal") -> str:
+        """A new token's secret (role editor / chief / admin, editions default ["en"])."""
+        redis = self.redis()
+        try:
+            secret, _ = await TokenStore(redis, self.keys).create(
+                name=name, role=role, editions=editions or ["en"]
+            )
+            return secret
+        finally:
+            await redis.aclose()
+
+
+class InProcessApp(RedisBacked):
+    """The service application of one test, served in this process: `client` sends it requests.
+
+    `client` is an httpx.AsyncClient over httpx.ASGITransport (base URL http://testserver); responses
+    are read whole, so it cannot follow an endless stream (/sse) and has no WebSocket: readers
+    need `stack`. `settings` are the ones the app was built with.
+    """
+
+    def __init__(self, redis_server: RedisProcess, settings: Settings, client: httpx.AsyncClient) -> None:
+        super().__init__(redis_server)
+        self.settings = settings
+        self.client = client
+
+
+def app_settings(redis_url: str, **env: str) -> Settings:
+    """Settings for an in-process app, from `env` (FLASHWIRE_… names) only, never the caller's environment."""
+    return Settings.from_env({"REDIS_URL": redis_url, **env})
+
+
+@asynccontextmanager
+async def serve_in_process(redis_server: RedisProcess, **env: str) -> AsyncIterator[InProcessApp]:
+    """Build the app with `env`, run its lifespan (Redis connections, the hub) and yield a client for it.
+
+    The lifespan is shut down on exit, as uvicorn would on SIGTERM; startup or shutdown longer than
+    5 s fails (asgi-lifespan's LifespanManager raises TimeoutError).
+    """
+    # Imported here, not at the top: a service module that fails to import then fails the tests that
+    # use the app, not the collection of every test.
+    from flashwire.service.app import create_app
+
+    settings = app_settings(redis_server.url, **env)
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=10) as client:
+            yield InProcessApp(redis_server, settings, client)
+
+
+@pytest.fixture
+async def app(shared_redis_server: RedisProcess) -> AsyncIterator[InProcessApp]:
+    """The service in-process against the session's Redis, emptied first (FLUSHALL): no worker runs, so
+    actions reach the desk stream and stop there."""
+    redis = Redis.from_url(shared_redis_server.url)
+    try:
+        await redis.flushall()
+    finally:
+        await redis.aclose()
+    async with serve_in_process(shared_redis_server) as served:
+        yield served
 
 
 class ManagedProcess:
@@ -117,14 +273,13 @@ class ServiceNode(ManagedProcess):
         return self.wait_ready()
 
 
-class Stack:
+class Stack(RedisBacked):
     """The processes of one test, all stopped at teardown."""
 
     def __init__(self, redis_server: RedisProcess, tmp_path: Path) -> None:
-        self.redis_server = redis_server
+        super().__init__(redis_server)
         self.tmp_path = tmp_path
         self.processes: list[ManagedProcess] = []
-        self.keys = Keys("fw")
         self.env = {
             **os.environ,
             "REDIS_URL": redis_server.url,
@@ -150,19 +305,6 @@ class Stack:
         node.start()
         self.processes.append(node)
         return node.wait_ready()
-
-    def redis(self) -> Redis:
-        return Redis.from_url(self.redis_server.url)
-
-    async def token(self, role: str = "editor", editions: list[str] | None = None, name: str = "Amal") -> str:
-        redis = self.redis()
-        try:
-            secret, _ = await TokenStore(redis, self.keys).create(
-                name=name, role=role, editions=editions or ["en"]
-            )
-            return secret
-        finally:
-            await redis.aclose()
 
     def close(self) -> None:
         for process in reversed(self.processes):
@@ -228,13 +370,35 @@ async def open_reader(url: str, query: str = "", **kwargs: Any) -> Reader:
     return reader
 
 
+async def close_promptly(readers: list[Reader], timeout_s: float = TEARDOWN_CLOSE_S) -> None:
+    """Close every reader's connection within about `timeout_s`, whatever its server does.
+
+    A normal close (code 1000) first, waiting at most `timeout_s` for the server's answer (RFC 6455
+    section 7.1.1 lets the client drop the TCP connection when none comes); then the transport is
+    aborted. A server that is killed, stopped or not reading therefore costs `timeout_s`, not the
+    10 s of websockets' default `close_timeout`, and the server sees either a clean close or a
+    dropped connection (1006), both of which it handles for real readers anyway.
+    """
+
+    async def close(reader: Reader) -> None:
+        reader.ws.close_timeout = timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await reader.ws.close()
+        except (TimeoutError, OSError):
+            pass
+        finally:
+            reader.ws.transport.abort()
+
+    await asyncio.gather(*(close(reader) for reader in readers))
+
+
 @pytest.fixture
 async def readers() -> AsyncIterator[list[Reader]]:
-    """Readers opened by a test are closed at teardown."""
+    """Readers opened by a test are closed at teardown, promptly (see close_promptly)."""
     opened: list[Reader] = []
     yield opened
-    for reader in opened:
-        await reader.ws.close()
+    await close_promptly(opened)
 
 
 async def post_line(

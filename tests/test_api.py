@@ -1,15 +1,19 @@
-"""The newsroom API end to end: a real redis-server, worker and service, driven over HTTP as editors would.
+"""The newsroom API, driven over HTTP as editors would, against a real redis-server.
 
 Every refusal must name what is wrong, and nothing of a refused request may
 reach the desk stream or a ticker. Accepted actions must reach readers once.
+
+What the service alone decides (authentication, authorisation, validation,
+idempotency, sizes, the OpenAPI document) runs against the app in-process (the
+`app` fixture: no worker, so nothing goes past the desk stream); what needs the
+worker's fan-out, readers or a real socket runs against processes (`stack`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
@@ -19,27 +23,25 @@ from flashwire.core.keys import Keys
 from flashwire.service import account, audit
 from flashwire.service.api import routes as line_routes
 from flashwire.service.tokens import TokenStore
-from tests.conftest import Reader, ServiceNode, Stack, auth, open_reader, post_line
+from tests.conftest import (
+    InProcessApp,
+    Reader,
+    RedisBacked,
+    ServiceNode,
+    Stack,
+    auth,
+    eventually,
+    metric,
+    open_reader,
+    post_line,
+)
 
 KEYS = Keys("fw")
-T = TypeVar("T")
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float = 5.0) -> T:
-    """Poll `probe` until it returns something truthy (fan-out is asynchronous, but only by milliseconds)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s (last result {result!r})")
-        await asyncio.sleep(0.005)
-
-
-async def stream_lengths(stack: Stack) -> dict[str, int]:
+async def stream_lengths(store: RedisBacked) -> dict[str, int]:
     """XLEN of the desk stream and of every ticker stream that exists, read straight from Redis."""
-    redis = stack.redis()
+    redis = store.redis()
     try:
         lengths = {KEYS.desk: await redis.xlen(KEYS.desk)}
         async for key in redis.scan_iter(match=KEYS.ticker("*")):
@@ -49,11 +51,12 @@ async def stream_lengths(stack: Stack) -> dict[str, int]:
         await redis.aclose()
 
 
-async def assert_nothing_reached_the_streams(stack: Stack) -> None:
-    lengths = await stream_lengths(stack)
+async def assert_nothing_reached_the_streams(store: RedisBacked) -> None:
+    """No desk entry, ticker event, line index entry or idempotency record exists."""
+    lengths = await stream_lengths(store)
     assert lengths[KEYS.desk] == 0, lengths
     assert all(length == 0 for length in lengths.values()), lengths
-    redis = stack.redis()
+    redis = store.redis()
     try:
         assert await redis.hlen(KEYS.line_index) == 0
         assert [key async for key in redis.scan_iter(match=f"{KEYS.prefix}:idem:*")] == []
@@ -129,30 +132,30 @@ def _with_auth(token: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 # -- authentication and authorisation ------------------------------------------
 
 
-async def test_missing_token_is_401_naming_authorization_with_challenge(
-    stack: Stack, client: httpx.AsyncClient
-) -> None:
+async def test_missing_token_is_401_naming_authorization_with_challenge(app: InProcessApp) -> None:
     """A post without a bearer token is refused 401, names Authorization and sends a Bearer challenge."""
+    client = app.client
     for headers in ({}, {"Authorization": "Basic YWRtaW46YWRtaW4="}, {"Authorization": "Bearer"}):
         response = await client.post("/api/v1/lines", json=valid(), headers=headers)
         assert_error(response, 401, "Authorization")
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    await assert_nothing_reached_the_streams(stack)
+    await assert_nothing_reached_the_streams(app)
 
 
-async def test_garbage_and_revoked_tokens_are_401(stack: Stack, client: httpx.AsyncClient) -> None:
+async def test_garbage_and_revoked_tokens_are_401(app: InProcessApp) -> None:
     """Unknown, malformed and revoked tokens are refused 401; the token works until it is revoked."""
+    client = app.client
     for presented in ("nonsense", "fwt_deadbeef_notthesecret", "fwt__", "fwt_x"):
         response = await client.post("/api/v1/lines", json=valid(), headers=auth(presented))
         assert_error(response, 401, "Authorization")
-    real = await stack.token()
+    real = await app.token()
     wrong_secret = real.rsplit("_", 1)[0] + "_" + "A" * 32
     assert_error(
         await client.post("/api/v1/lines", json=valid(), headers=auth(wrong_secret)), 401, "Authorization"
     )
-    await assert_nothing_reached_the_streams(stack)
+    await assert_nothing_reached_the_streams(app)
 
-    redis = stack.redis()
+    redis = app.redis()
     try:
         secret, record = await TokenStore(redis, KEYS).create(name="Rania", role="editor", editions=["en"])
         accepted = await client.post("/api/v1/lines", json=valid(), headers=auth(secret))
@@ -167,10 +170,11 @@ async def test_garbage_and_revoked_tokens_are_401(stack: Stack, client: httpx.As
         await redis.aclose()
 
 
-async def test_token_for_another_edition_is_403(stack: Stack, client: httpx.AsyncClient) -> None:
+async def test_token_for_another_edition_is_403(app: InProcessApp) -> None:
     """An English editor may not post to the Arabic edition, nor correct or read an Arabic line."""
-    en_editor = await stack.token("editor", ["en"])
-    ar_editor = await stack.token("editor", ["ar"], name="Nour")
+    client = app.client
+    en_editor = await app.token("editor", ["en"])
+    ar_editor = await app.token("editor", ["ar"], name="Nour")
     response = await client.post(
         "/api/v1/lines", json=valid(edition="ar", text="عاجل"), headers=auth(en_editor)
     )
@@ -178,7 +182,7 @@ async def test_token_for_another_edition_is_403(stack: Stack, client: httpx.Asyn
     # Even a malformed post to a foreign edition is refused as forbidden first.
     response = await client.post("/api/v1/lines", json={"edition": "ar", "text": 5}, headers=auth(en_editor))
     assert_error(response, 403, None)
-    await assert_nothing_reached_the_streams(stack)
+    await assert_nothing_reached_the_streams(app)
 
     arabic = await post_line(client, ar_editor, "عاجل: انتخابات مبكرة", edition="ar")
     line_id = arabic["id"]
@@ -188,19 +192,20 @@ async def test_token_for_another_edition_is_403(stack: Stack, client: httpx.Asyn
     assert_error(correction, 403, None)
     assert_error(await client.get(f"/api/v1/lines/{line_id}", headers=auth(en_editor)), 403, None)
     assert_error(await client.get("/api/v1/editions/ar/lines", headers=auth(en_editor)), 403, None)
-    assert (await stream_lengths(stack))[KEYS.desk] == 1
+    assert (await stream_lengths(app))[KEYS.desk] == 1
 
 
-async def test_editor_cannot_retract_but_chief_can(stack: Stack, client: httpx.AsyncClient) -> None:
+async def test_editor_cannot_retract_but_chief_can(app: InProcessApp) -> None:
     """Retraction is reserved to chiefs: an editor gets 403 and nothing is written, a chief gets 201."""
-    editor = await stack.token("editor", ["en"])
-    chief = await stack.token("chief", ["en"], name="Omar")
+    client = app.client
+    editor = await app.token("editor", ["en"])
+    chief = await app.token("chief", ["en"], name="Omar")
     line = await post_line(client, editor, "Minister resigns.")
     response = await client.post(
         f"/api/v1/lines/{line['id']}/retraction", json={"reason": "wrong"}, headers=auth(editor)
     )
     assert_error(response, 403, None)
-    assert (await stream_lengths(stack))[KEYS.desk] == 1
+    assert (await stream_lengths(app))[KEYS.desk] == 1
 
     response = await client.post(
         f"/api/v1/lines/{line['id']}/retraction", json={"reason": "unconfirmed"}, headers=auth(chief)
@@ -212,7 +217,7 @@ async def test_editor_cannot_retract_but_chief_can(stack: Stack, client: httpx.A
     other = await post_line(client, chief, "Second line.")
     bare = await client.post(f"/api/v1/lines/{other['id']}/retraction", headers=auth(chief))
     assert bare.status_code == 201, bare.text
-    assert (await stream_lengths(stack))[KEYS.desk] == 4
+    assert (await stream_lengths(app))[KEYS.desk] == 4
 
 
 # -- validation ----------------------------------------------------------------
@@ -223,20 +228,19 @@ async def test_editor_cannot_retract_but_chief_can(stack: Stack, client: httpx.A
     [pytest.param(kwargs, field, id=case) for case, kwargs, field in MALFORMED_POSTS],
 )
 async def test_malformed_post_is_422_naming_the_field(
-    stack: Stack, client: httpx.AsyncClient, request_kwargs: dict[str, Any], field: str
+    app: InProcessApp, request_kwargs: dict[str, Any], field: str
 ) -> None:
     """Each kind of malformed post is refused 422 naming the offending field, and nothing reaches Redis."""
-    token = await stack.token()
-    response = await client.post("/api/v1/lines", **_with_auth(token, request_kwargs))
+    token = await app.token()
+    response = await app.client.post("/api/v1/lines", **_with_auth(token, request_kwargs))
     assert_error(response, 422, field)
-    await assert_nothing_reached_the_streams(stack)
+    await assert_nothing_reached_the_streams(app)
 
 
-async def test_text_at_the_limit_is_accepted_and_whitespace_is_collapsed(
-    stack: Stack, client: httpx.AsyncClient
-) -> None:
+async def test_text_at_the_limit_is_accepted_and_whitespace_is_collapsed(app: InProcessApp) -> None:
     """Exactly 280 characters is accepted; surrounding and repeated whitespace does not count."""
-    token = await stack.token()
+    client = app.client
+    token = await app.token()
     at_limit = "b" * 280
     accepted = await post_line(client, token, f"  {at_limit}\n")
     assert accepted["line"]["text"] == at_limit
@@ -244,11 +248,11 @@ async def test_text_at_the_limit_is_accepted_and_whitespace_is_collapsed(
     assert spaced["line"]["text"] == "Ceasefire agreed in Gaza"
 
 
-async def test_all_rejected_requests_leave_desk_and_tickers_empty(
-    stack: Stack, client: httpx.AsyncClient
-) -> None:
-    """After many refusals no desk entry or ticker event exists; a later valid post is the only one."""
-    editor = await stack.token("editor", ["en"])
+async def test_all_rejected_requests_leave_the_desk_empty(app: InProcessApp) -> None:
+    """After many refusals no desk entry exists; a later valid post, even reusing the Idempotency-Key of a
+    refused one, is accepted as new and is the only entry on the desk."""
+    client = app.client
+    editor = await app.token("editor", ["en"])
     key_headers = {"Idempotency-Key": "retry-me"}
     for _, kwargs, field in MALFORMED_POSTS:
         kwargs = {**kwargs, "headers": {**key_headers, **kwargs.get("headers", {})}}
@@ -265,28 +269,25 @@ async def test_all_rejected_requests_leave_desk_and_tickers_empty(
         404,
         "id",
     )
-    await assert_nothing_reached_the_streams(stack)
+    await assert_nothing_reached_the_streams(app)
 
-    # The worker is alive: a valid post (even reusing the key of a refused one) reaches the ticker,
-    # and it is the only thing there.
     response = await client.post("/api/v1/lines", json=valid(), headers={**auth(editor), **key_headers})
     assert response.status_code == 201, response.text
     assert "Idempotent-Replayed" not in response.headers
+    assert await stream_lengths(app) == {KEYS.desk: 1}
+    redis = app.redis()
+    try:
+        [(_, fields)] = await redis.xrange(KEYS.desk)
+    finally:
+        await redis.aclose()
+    assert orjson.loads(fields[b"a"])["id"] == response.json()["id"]
 
-    async def ticker_has_one() -> dict[str, int] | None:
-        lengths = await stream_lengths(stack)
-        return lengths if lengths.get(KEYS.ticker("en")) == 1 else None
 
-    lengths = await eventually(ticker_has_one)
-    assert lengths == {KEYS.desk: 1, KEYS.ticker("en"): 1}
-
-
-async def test_follow_ups_on_unknown_lines_are_404_and_empty_correction_is_422(
-    stack: Stack, client: httpx.AsyncClient
-) -> None:
+async def test_follow_ups_on_unknown_lines_are_404_and_empty_correction_is_422(app: InProcessApp) -> None:
     """Correcting or retracting an unknown line is 404 naming id; a correction that changes nothing is 422."""
-    editor = await stack.token("editor", ["en"])
-    chief = await stack.token("chief", ["en"], name="Omar")
+    client = app.client
+    editor = await app.token("editor", ["en"])
+    chief = await app.token("chief", ["en"], name="Omar")
     for line_id in ("en-00000000deadbeef", "NOT-A-VALID-ID", "x" * 100):
         response = await client.post(
             f"/api/v1/lines/{line_id}/corrections", json={"text": "Fixed."}, headers=auth(editor)
@@ -295,7 +296,7 @@ async def test_follow_ups_on_unknown_lines_are_404_and_empty_correction_is_422(
         response = await client.post(f"/api/v1/lines/{line_id}/retraction", json={}, headers=auth(chief))
         assert_error(response, 404, "id")
         assert_error(await client.get(f"/api/v1/lines/{line_id}", headers=auth(editor)), 404, "id")
-    await assert_nothing_reached_the_streams(stack)
+    await assert_nothing_reached_the_streams(app)
 
     line = await post_line(client, editor, "Storm makes landfall.")
     url = f"/api/v1/lines/{line['id']}/corrections"
@@ -309,12 +310,13 @@ async def test_follow_ups_on_unknown_lines_are_404_and_empty_correction_is_422(
     retraction = f"/api/v1/lines/{line['id']}/retraction"
     assert_error(await client.post(retraction, json={"reason": 5}, headers=auth(chief)), 422, "reason")
     assert_error(await client.post(retraction, json=["x"], headers=auth(chief)), 422, "body")
-    assert (await stream_lengths(stack))[KEYS.desk] == 1
+    assert (await stream_lengths(app))[KEYS.desk] == 1
 
 
-async def test_bodies_over_16_kib_are_413(stack: Stack, client: httpx.AsyncClient) -> None:
+async def test_bodies_over_16_kib_are_413(app: InProcessApp) -> None:
     """A body over 16 KiB is refused 413, declared or chunked; exactly 16 KiB is accepted."""
-    token = await stack.token()
+    client = app.client
+    token = await app.token()
     padded = orjson.dumps(valid())
     exact = padded[:-1] + b" " * (16 * 1024 - len(padded)) + b"}"
     assert len(exact) == 16 * 1024
@@ -333,7 +335,7 @@ async def test_bodies_over_16_kib_are_413(stack: Stack, client: httpx.AsyncClien
     response = await client.post("/api/v1/lines", content=chunks(), headers=auth(token))
     assert "content-length" not in response.request.headers
     assert_error(response, 413, "body")
-    assert (await stream_lengths(stack))[KEYS.desk] == 1
+    assert (await stream_lengths(app))[KEYS.desk] == 1
 
 
 # -- idempotency ---------------------------------------------------------------
@@ -373,11 +375,10 @@ async def test_retried_post_with_idempotency_key_yields_one_line(
     assert lengths[KEYS.ticker("en")] == 2
 
 
-async def test_concurrent_retries_with_one_idempotency_key_yield_one_line(
-    stack: Stack, client: httpx.AsyncClient
-) -> None:
+async def test_concurrent_retries_with_one_idempotency_key_yield_one_line(app: InProcessApp) -> None:
     """Ten simultaneous copies of one keyed POST all answer with the same id; one desk entry is written."""
-    token = await stack.token()
+    client = app.client
+    token = await app.token()
     headers = {**auth(token), "Idempotency-Key": "burst"}
     responses = await asyncio.gather(
         *(client.post("/api/v1/lines", json=valid(), headers=headers) for _ in range(10))
@@ -385,15 +386,14 @@ async def test_concurrent_retries_with_one_idempotency_key_yield_one_line(
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
     assert sum("Idempotent-Replayed" not in r.headers for r in responses) == 1
-    assert (await stream_lengths(stack))[KEYS.desk] == 1
+    assert (await stream_lengths(app))[KEYS.desk] == 1
 
 
-async def test_a_retry_serialised_differently_is_still_a_retry(
-    stack: Stack, client: httpx.AsyncClient
-) -> None:
+async def test_a_retry_serialised_differently_is_still_a_retry(app: InProcessApp) -> None:
     """The same JSON re-sent with other spacing and key order (another client library's retry) gets the
     stored answer, for a post and for a follow-up action; a different value under the key is still 409."""
-    token = await stack.token("chief")
+    client = app.client
+    token = await app.token("chief")
     post_headers = {**auth(token), "Idempotency-Key": "reserialised-1", "Content-Type": "application/json"}
     compact = b'{"edition":"en","text":"Flood warning for the delta.","topics":["environment","africa"]}'
     spaced = (
@@ -420,14 +420,13 @@ async def test_a_retry_serialised_differently_is_still_a_retry(
     )
     assert killed.status_code == retried.status_code == 201, (killed.text, retried.text)
     assert retried.headers["Idempotent-Replayed"] == "true"
-    assert (await stream_lengths(stack))[KEYS.desk] == 2
+    assert (await stream_lengths(app))[KEYS.desk] == 2
 
 
-async def test_replayed_post_points_location_at_the_first_line(
-    stack: Stack, client: httpx.AsyncClient
-) -> None:
+async def test_replayed_post_points_location_at_the_first_line(app: InProcessApp) -> None:
     """The Location header of a replayed POST names the line that was actually created."""
-    token = await stack.token()
+    client = app.client
+    token = await app.token()
     headers = {**auth(token), "Idempotency-Key": "loc-1"}
     first = await client.post("/api/v1/lines", json=valid(), headers=headers)
     second = await client.post("/api/v1/lines", json=valid(), headers=headers)
@@ -507,9 +506,9 @@ async def test_live_lines_are_newest_first_and_drop_retracted(
 # -- documents and operations --------------------------------------------------
 
 
-async def test_openapi_document_lists_every_api_route(client: httpx.AsyncClient) -> None:
+async def test_openapi_document_lists_every_api_route(app: InProcessApp) -> None:
     """GET /api/v1/openapi.json is an OpenAPI 3.1 document with every route and method the API serves."""
-    response = await client.get("/api/v1/openapi.json")
+    response = await app.client.get("/api/v1/openapi.json")
     assert response.status_code == 200
     doc = response.json()
     assert doc["openapi"].startswith("3.1")
@@ -523,7 +522,7 @@ async def test_openapi_document_lists_every_api_route(client: httpx.AsyncClient)
     }
     assert ("/api/v1/lines", "post") in served
     documented = {(path, method) for path, item in doc["paths"].items() for method in item}
-    assert documented == served
+    assert served <= documented, served - documented  # the document may describe more (health, feeds)
     for path, method in served:
         operation = doc["paths"][path][method]
         assert operation["responses"], (path, method)
@@ -550,19 +549,14 @@ async def test_healthz_and_metrics(
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
 
-    def gauge(text: str, name: str) -> float:
-        values = [line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")]
-        assert len(values) == 1, text
-        return float(values[0])
-
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "# TYPE flashwire_connections gauge" in metrics.text
-    assert gauge(metrics.text, "flashwire_connections") == 0
+    assert metric(metrics.text, "flashwire_connections") == 0
     readers.append(await open_reader(node.ws_url, "editions=en"))
     await readers[-1].next_of("snapshot")
-    assert gauge((await client.get("/metrics")).text, "flashwire_connections") == 1
+    assert metric((await client.get("/metrics")).text, "flashwire_connections") == 1
 
 
 async def test_a_client_that_leaves_mid_body_leaves_no_traceback(stack: Stack, node: ServiceNode) -> None:

@@ -1,4 +1,8 @@
-"""The editorial workflow through the API: roles, scheduling, pinning, expiry, reach and the audit trail."""
+"""The editorial workflow through the API: roles, scheduling, pinning, expiry, reach and the audit trail.
+
+Workflows that need the worker's fan-out or readers run against processes (`stack`); what the service
+alone answers (the desk page, token administration) runs in-process (`app`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import Reader, Stack, auth, open_reader, post_line
+from tests.conftest import InProcessApp, Reader, Stack, auth, open_reader, post_line
 
 
 def _in(seconds: float) -> str:
@@ -35,7 +39,7 @@ async def test_editor_cannot_retract_pin_schedule_or_post_elsewhere_but_chief_ca
     chief = await stack.token("chief", ["en"], name="Chiara")
     async with httpx.AsyncClient(base_url=node.url) as client:
         line = await post_line(client, editor, "Storm warning")
-        await asyncio.sleep(0.2)
+        await stack.until_applied()
         assert (
             await _action(client, editor, line["id"], "corrections", {"text": "Storm warning upgraded"})
         ).status_code == 201
@@ -61,13 +65,13 @@ async def test_editor_cannot_retract_pin_schedule_or_post_elsewhere_but_chief_ca
             headers=auth(chief),
         )
         assert scheduled.status_code == 201 and scheduled.json()["scheduled"] is True
-        await asyncio.sleep(0.2)
+        await stack.until_applied()
         assert (await _action(client, editor, scheduled.json()["id"], "cancellation")).status_code == 403
         assert (await _action(client, chief, scheduled.json()["id"], "cancellation")).status_code == 201
         assert (
             await _action(client, chief, line["id"], "retraction", {"reason": "unconfirmed"})
         ).status_code == 201
-        await asyncio.sleep(0.2)
+        await stack.until_applied()
         # A second retraction is refused with a clear conflict.
         again = await _action(client, chief, line["id"], "retraction")
         assert again.status_code == 409 and "retracted" in again.json()["error"]["message"]
@@ -118,13 +122,13 @@ async def test_scheduled_line_is_released_on_time_and_cancelled_one_never_appear
             headers=auth(chief),
         )
         cancelled_id = cancelled.json()["id"]
-        await asyncio.sleep(0.3)
+        await stack.until_applied()
         listing = (await client.get("/api/v1/editions/en/scheduled", headers=auth(chief))).json()
         assert [line["id"] for line in listing["lines"]] == [cancelled_id, scheduled_id]
         assert (await client.get("/api/v1/editions/en/lines", headers=auth(chief))).json()["lines"] == []
         assert (await _action(client, chief, cancelled_id, "cancellation")).status_code == 201
         if restart_worker:
-            await asyncio.sleep(0.5)
+            await stack.until_applied()  # the cancellation is in before the worker dies
             worker.kill()
             await asyncio.sleep(1.0)
             worker.start()
@@ -168,7 +172,7 @@ async def test_pin_puts_a_line_first_and_expiry_can_be_changed(stack: Stack, rea
         ).status_code == 201
         bad = await _action(client, chief, older["id"], "expiry", {"expires_at": _in(-5)})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "expires_at"
-        await asyncio.sleep(0.2)
+        await stack.until_applied()
         line = (await client.get(f"/api/v1/lines/{older['id']}", headers=auth(chief))).json()["line"]
         assert (
             abs(
@@ -230,13 +234,13 @@ async def test_audit_trail_records_every_action_with_actor_before_after_and_cann
     async with httpx.AsyncClient(base_url=node.url) as client:
         line = await post_line(client, editor, "Original text")
         arabic = await post_line(client, editor, "خبر عاجل", edition="ar")
-        await asyncio.sleep(0.2)
+        await stack.until_applied()
         await _action(client, editor, line["id"], "corrections", {"text": "Corrected text"})
         await _action(client, chief, line["id"], "pin")
         await _action(client, chief, line["id"], "retraction", {"reason": "wrong"})
         # Rejected actions leave no trace.
         assert (await _action(client, editor, arabic["id"], "retraction")).status_code == 403
-        await asyncio.sleep(0.3)
+        await stack.until_applied()
         page = (await client.get("/api/v1/audit", params={"edition": "en"}, headers=auth(chief))).json()
         entries = list(reversed(page["entries"]))
         assert [(e["action"], e["actor"]["name"], e["actor"]["role"]) for e in entries] == [
@@ -306,7 +310,7 @@ async def test_shortening_expiry_needs_a_chief_and_retries_replay_the_first_resu
     chief = await stack.token("chief", ["en"])
     async with httpx.AsyncClient(base_url=node.url) as client:
         line = await post_line(client, editor, "Curfew extended", expires_at=_in(3600))
-        await asyncio.sleep(0.2)
+        await stack.until_applied()
         shorter = await _action(client, editor, line["id"], "expiry", {"expires_at": _in(5)})
         assert shorter.status_code == 403 and shorter.json()["error"]["field"] == "expires_at"
         via_correction = await _action(client, editor, line["id"], "corrections", {"expires_at": _in(5)})
@@ -319,7 +323,7 @@ async def test_shortening_expiry_needs_a_chief_and_retries_replay_the_first_resu
         ).status_code == 201
         headers = {**auth(chief), "Idempotency-Key": "kill-curfew-1"}
         first = await client.post(f"/api/v1/lines/{line['id']}/retraction", headers=headers)
-        await asyncio.sleep(0.2)
+        await stack.until_applied()
         again = await client.post(f"/api/v1/lines/{line['id']}/retraction", headers=headers)
         assert first.status_code == again.status_code == 201
         assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
@@ -327,48 +331,38 @@ async def test_shortening_expiry_needs_a_chief_and_retries_replay_the_first_resu
         assert fresh.status_code == 409
 
 
-async def test_desk_page_is_only_served_with_its_security_headers(stack: Stack) -> None:
+async def test_desk_page_is_only_served_with_its_security_headers(app: InProcessApp) -> None:
     """/desk carries a strict CSP and no-store; the same file under /web is not served."""
-    node = stack.service()
-    async with httpx.AsyncClient(base_url=node.url) as client:
-        page = await client.get("/desk")
-        assert page.status_code == 200
-        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-        assert page.headers["cache-control"] == "no-store"
-        assert (await client.get("/web/desk/index.html")).status_code == 404
-        assert (await client.get("/web/desk/desk.js")).status_code == 200
+    client = app.client
+    page = await client.get("/desk")
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+    assert (await client.get("/web/desk/index.html")).status_code == 404
+    assert (await client.get("/web/desk/desk.js")).status_code == 200
 
 
-async def test_scoped_admin_manages_only_tokens_within_its_editions(stack: Stack) -> None:
+async def test_scoped_admin_manages_only_tokens_within_its_editions(app: InProcessApp) -> None:
     """An admin of one edition sees, creates and revokes only non-admin tokens of that edition."""
-    node = stack.service()
-    scoped = await stack.token("admin", ["es"], name="Sofia")
-    await stack.token("admin", ["*"], name="Root")
-    await stack.token("editor", ["en"], name="Eddie")
-    spanish = await stack.token("editor", ["es"], name="Elena")
-    async with httpx.AsyncClient(base_url=node.url) as client:
-        listed = (await client.get("/api/v1/tokens", headers=auth(scoped))).json()["tokens"]
-        assert [t["name"] for t in listed] == ["Elena"]
-        for body in (
-            {"name": "X", "role": "editor", "editions": ["en"]},
-            {"name": "Y", "role": "admin", "editions": ["es"]},
-        ):
-            assert (await client.post("/api/v1/tokens", json=body, headers=auth(scoped))).status_code == 403
-        made = await client.post(
-            "/api/v1/tokens", json={"name": "Z", "role": "chief", "editions": ["es"]}, headers=auth(scoped)
-        )
-        assert made.status_code == 201
-        root = next(
-            t
-            for t in (
-                await client.get("/api/v1/tokens", headers=auth(await stack.token("admin", ["*"])))
-            ).json()["tokens"]
-            if t["name"] == "Root"
-        )
-        assert (
-            await client.post(f"/api/v1/tokens/{root['id']}/revoke", headers=auth(scoped))
-        ).status_code == 404
-        elena_id = spanish.split("_")[1]
-        assert (
-            await client.post(f"/api/v1/tokens/{elena_id}/revoke", headers=auth(scoped))
-        ).status_code == 200
+    scoped = await app.token("admin", ["es"], name="Sofia")
+    await app.token("admin", ["*"], name="Root")
+    await app.token("editor", ["en"], name="Eddie")
+    spanish = await app.token("editor", ["es"], name="Elena")
+    client = app.client
+    listed = (await client.get("/api/v1/tokens", headers=auth(scoped))).json()["tokens"]
+    assert [t["name"] for t in listed] == ["Elena"]
+    for body in (
+        {"name": "X", "role": "editor", "editions": ["en"]},
+        {"name": "Y", "role": "admin", "editions": ["es"]},
+    ):
+        assert (await client.post("/api/v1/tokens", json=body, headers=auth(scoped))).status_code == 403
+    made = await client.post(
+        "/api/v1/tokens", json={"name": "Z", "role": "chief", "editions": ["es"]}, headers=auth(scoped)
+    )
+    assert made.status_code == 201
+    root_admin = await app.token("admin", ["*"])
+    everyone = (await client.get("/api/v1/tokens", headers=auth(root_admin))).json()["tokens"]
+    root = next(t for t in everyone if t["name"] == "Root")
+    assert (await client.post(f"/api/v1/tokens/{root['id']}/revoke", headers=auth(scoped))).status_code == 404
+    elena_id = spanish.split("_")[1]
+    assert (await client.post(f"/api/v1/tokens/{elena_id}/revoke", headers=auth(scoped))).status_code == 200

@@ -90,13 +90,14 @@ def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], i
 
 
 def _read_until(dev: subprocess.Popen[str], marker: str, timeout_s: float = 60.0) -> str:
+    """The output of a process (`flashwire dev`, `flashwire listen`) up to the line holding `marker`."""
     assert dev.stdout is not None
     output = ""
     deadline = time.monotonic() + timeout_s
     while marker not in output:
         assert time.monotonic() < deadline, output
         line = dev.stdout.readline()
-        assert line, f"flashwire dev exited early:\n{output}"
+        assert line, f"the process exited early:\n{output}"
         output += line
     return output
 
@@ -125,7 +126,8 @@ def test_dev_starts_embedded_redis_worker_service_and_stops_without_orphans(tmp_
             stderr=subprocess.STDOUT,
             text=True,
         )
-        time.sleep(1.5)
+        # `listen` prints the snapshot once it is subscribed: from then on a post reaches it.
+        listened = _read_until(listen, "snapshot", timeout_s=30)
         posted = subprocess.run(
             [FLASHWIRE, "post", "--url", url, "--urgency", "flash", "Smoke", "test", "line"],
             env=env,
@@ -136,7 +138,8 @@ def test_dev_starts_embedded_redis_worker_service_and_stops_without_orphans(tmp_
         )
         assert posted.returncode == 0, posted.stderr
         assert posted.stdout.startswith("posted en-")
-        listened, _ = listen.communicate(timeout=30)
+        rest_of_listen, _ = listen.communicate(timeout=30)
+        listened += rest_of_listen
         assert listen.returncode == 0, listened
         assert "FLASH" in listened and "Smoke test line" in listened
         dev.send_signal(signal.SIGINT)

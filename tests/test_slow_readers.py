@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import time
 
@@ -12,7 +11,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import Reader, ServiceNode, Stack, open_reader, post_line
+from tests.conftest import Reader, ServiceNode, Stack, metric, open_reader, post_line
 from tests.rawws import RawWebSocket
 
 LINES = 600
@@ -24,9 +23,7 @@ TEXT_CHARS = 8000
 async def _metric(node: ServiceNode, name: str) -> int:
     async with httpx.AsyncClient(base_url=node.url) as client:
         text = (await client.get("/metrics")).text
-    match = re.search(rf"^{name} (\d+)$", text, re.MULTILINE)
-    assert match, text
-    return int(match.group(1))
+    return int(metric(text, name))
 
 
 @pytest.mark.slow

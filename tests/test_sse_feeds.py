@@ -12,7 +12,8 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import Reader, Stack, auth, post_line
+from flashwire.dev.redis_server import RedisProcess
+from tests.conftest import Reader, Stack, auth, eventually, post_line, serve_in_process
 
 
 class SseReader:
@@ -95,9 +96,9 @@ async def test_feeds_validate_carry_language_and_answer_304(stack: Stack) -> Non
         )
         killed = await post_line(client, chief, "خبر خاطئ", edition="ar")
         await post_line(client, chief, "Markets open higher", source="Reuters")
-        await asyncio.sleep(0.2)
+        await stack.until_applied()
         await client.post(f"/api/v1/lines/{killed['id']}/retraction", headers=auth(chief))
-        await asyncio.sleep(0.3)
+        await stack.until_applied()
 
         document = (await client.get("/feeds/ar.json")).json()
         assert document["version"] == "https://jsonfeed.org/version/1.1"
@@ -125,13 +126,14 @@ async def test_feeds_validate_carry_language_and_answer_304(stack: Stack) -> Non
         assert [t.get("ref") for t in tombstones] == [f"urn:flashwire:line:{killed['id']}"]
 
         await post_line(client, chief, "<b>Markup</b> stays text")
-        await asyncio.sleep(0.3)
+        await stack.until_applied()
         rss_raw = (await client.get("/feeds/en.rss")).text
         # Entity-encoded twice: an aggregator decoding the description as HTML shows the brackets.
         assert "<description>&amp;lt;b&amp;gt;Markup&amp;lt;/b&amp;gt; stays text</description>" in rss_raw
         english = feedparser.parse((await client.get("/feeds/en.atom")).content)
         assert not english.bozo and english.entries[-1].author == "Reuters"
 
+        etags = {}
         for form in ("json", "rss", "atom"):
             first = await client.get(f"/feeds/ar.{form}")
             etag, modified = first.headers["etag"], first.headers["last-modified"]
@@ -139,17 +141,25 @@ async def test_feeds_validate_carry_language_and_answer_304(stack: Stack) -> Non
             assert (
                 await client.get(f"/feeds/ar.{form}", headers={"If-Modified-Since": modified})
             ).status_code == 304
+            etags[form] = etag
         await post_line(client, chief, "خبر جديد", edition="ar")
-        await asyncio.sleep(0.3)
-        changed = await client.get("/feeds/ar.json", headers={"If-None-Match": etag})
-        assert changed.status_code == 200 and changed.headers["etag"] != etag
+
+        async def json_feed_changed() -> httpx.Response | None:
+            response = await client.get("/feeds/ar.json", headers={"If-None-Match": etags["json"]})
+            return response if response.status_code != 304 else None
+
+        # The node serves the new line once it has read it from the ticker: milliseconds.
+        changed = await eventually(json_feed_changed)
+        assert changed.status_code == 200 and changed.headers["etag"] != etags["json"]
+        assert changed.json()["items"][0]["content_text"] == "خبر جديد"  # newest first
         assert (await client.get("/feeds/xx.json")).status_code == 404
         assert (await client.get("/feeds/ar.html")).status_code == 404
 
 
-@pytest.mark.parametrize("transport", ["ws", "sse", "feed"])
+@pytest.mark.parametrize("transport", ["ws", "sse"])
 async def test_embedding_origins_are_enforced(stack: Stack, readers: list[Reader], transport: str) -> None:
-    """Only configured origins (and the service's own pages, and non-browser clients) may embed the ticker."""
+    """Only configured origins (and the service's own pages, and non-browser clients) may open the live
+    ticker (a WebSocket, an endless SSE stream: real sockets, so a service process)."""
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS="https://partner.example")
     partner, evil = {"Origin": "https://partner.example"}, {"Origin": "https://evil.example"}
     own = {"Origin": node.url}
@@ -161,35 +171,50 @@ async def test_embedding_origins_are_enforced(stack: Stack, readers: list[Reader
         assert await reader.until_closed() == 4403
         assert "origin not allowed" in (reader.close_reason or "")
         return
-    path = "/sse?editions=en" if transport == "sse" else "/feeds/en.json"
     async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
-        async with client.stream("GET", path, headers=partner) as response:
+        async with client.stream("GET", "/sse?editions=en", headers=partner) as response:
             assert response.status_code == 200
             assert response.headers["access-control-allow-origin"] == "https://partner.example"
-        async with client.stream("GET", path, headers=evil) as response:
+        async with client.stream("GET", "/sse?editions=en", headers=evil) as response:
             assert response.status_code == 403
             assert "access-control-allow-origin" not in response.headers
 
 
-async def test_refusals_of_sse_and_feeds_are_readable_by_an_allowed_partner_page(stack: Stack) -> None:
+async def test_feeds_are_embeddable_by_allowed_origins_only(redis_server: RedisProcess) -> None:
+    """A feed is served with CORS headers to an allowed partner page, and refused 403 without them to any
+    other origin (in-process: the service alone decides)."""
+    async with serve_in_process(redis_server, FLASHWIRE_ALLOWED_ORIGINS="https://partner.example") as app:
+        allowed = await app.client.get("/feeds/en.json", headers={"Origin": "https://partner.example"})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://partner.example"
+        refused = await app.client.get("/feeds/en.json", headers={"Origin": "https://evil.example"})
+        assert refused.status_code == 403
+        assert "access-control-allow-origin" not in refused.headers
+        assert (await app.client.get("/feeds/en.json")).status_code == 200  # no Origin: not a browser
+
+
+async def test_refusals_of_sse_and_feeds_are_readable_by_an_allowed_partner_page(
+    redis_server: RedisProcess,
+) -> None:
     """An allowed partner page can read why /sse or a feed refused it (CORS headers on the 400, 404 and
-    503, with Retry-After exposed); a disallowed one still gets no CORS headers."""
-    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS="https://partner.example")
+    503, with Retry-After exposed); a disallowed one still gets no CORS headers. In-process, against a
+    private redis-server that the test kills."""
     partner, evil = {"Origin": "https://partner.example"}, {"Origin": "https://evil.example"}
-    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+    async with serve_in_process(redis_server, FLASHWIRE_ALLOWED_ORIGINS="https://partner.example") as app:
+        client = app.client
         for path, status in (("/sse?editions=fr", 400), ("/feeds/xx.json", 404)):
             refused = await client.get(path, headers=partner)
             assert refused.status_code == status
             assert refused.headers["access-control-allow-origin"] == "https://partner.example"
             assert "access-control-allow-origin" not in (await client.get(path, headers=evil)).headers
-        stack.redis_server.kill()
+        redis_server.kill()
         for path in ("/sse?editions=en", "/feeds/en.json"):
-            for _ in range(50):
-                unavailable = await client.get(path, headers=partner)
-                if unavailable.status_code == 503:
-                    break
-                await asyncio.sleep(0.1)
-            assert unavailable.status_code == 503, path
-            assert unavailable.headers["access-control-allow-origin"] == "https://partner.example"
-            assert "Retry-After" in unavailable.headers["access-control-expose-headers"]
-            assert "retry-after" in unavailable.headers
+
+            async def unavailable(path: str = path) -> httpx.Response | None:
+                response = await client.get(path, headers=partner)
+                return response if response.status_code == 503 else None
+
+            refused = await eventually(unavailable)
+            assert refused.headers["access-control-allow-origin"] == "https://partner.example"
+            assert "Retry-After" in refused.headers["access-control-expose-headers"]
+            assert "retry-after" in refused.headers
