@@ -1,7 +1,7 @@
 # One image for every Flashwire process; docker-compose.yml picks the command.
 #   service node:  flashwire serve --host 0.0.0.0   (the default below, port 8000)
 #   worker:        flashwire worker
-# Configure with REDIS_URL and the FLASHWIRE_* variables (see README.md).
+# Configure with REDIS_URL and the FLASHWIRE_* variables (see docs/configuration.md).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
