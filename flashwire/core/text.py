@@ -10,21 +10,34 @@ RFC 9110 §5.5). One definition keeps every field safe in every one of them:
   and the text is NFC-normalised (Unicode Standard Annex #15);
 - format characters (Cf) are refused, except the direction marks and joiners
   that Arabic and Persian text needs (LRM, RLM, ALM, ZWNJ, ZWJ) and the tag
-  characters of an emoji tag sequence (UTS #51 §2.3, e.g. the flag of England):
-  the others — bidi overrides and isolates (the "Trojan Source" class), zero-width
-  spaces, invisible operators — only serve to disguise what a reader sees;
+  characters of a well-formed emoji tag sequence (UTS #51 §2.3 ED-14a: the black
+  flag, one to six lower-case letter or digit tags, the cancel tag — the flags
+  of England, Scotland and Wales): the others — bidi overrides and isolates
+  (the "Trojan Source" class), zero-width spaces, invisible operators, stray
+  tags that smuggle hidden ASCII — only serve to disguise what a reader sees;
 - surrogates, private-use, unassigned code points and noncharacters (Cs, Co, Cn;
-  U+FFFE and U+FFFF are Cn) are refused: XML forbids some of them and none of
-  them shows anything a reader can check (categories as in Python's Unicode
-  database, `unicodedata.unidata_version`);
+  U+FFFE and U+FFFF are noncharacters) are refused: XML forbids some of them
+  and none of them shows anything a reader can check;
+- a variation selector must follow a character it is defined for (Unicode
+  §23.4: an emoji, an ideograph, a mathematical symbol), one at most: anywhere
+  else it changes nothing a reader sees, and a run of them hides data behind
+  an ordinary-looking word ("Reuters" followed by U+FE0F is not "Reuters"); no
+  character carries more than 30 combining marks (UAX #15 §13, Stream-Safe
+  Text Format), which only serve to draw over the lines around it;
 - text with nothing visible is refused: only whitespace, default-ignorable code
-  points (Hangul fillers, variation selectors: DerivedCoreProperties.txt,
-  Unicode 15.1), combining marks without a base, or the blank braille pattern.
+  points (Hangul fillers, variation selectors), combining marks without a base,
+  or glyphs drawn empty (the blank braille pattern, the musical null notehead).
+
+Character properties come from the `regex` package's Unicode database (Unicode
+16 or later), not Python's `unicodedata` (Unicode 14 on Python 3.11), so that a
+headline with a recent emoji is not refused as "unassigned".
 
 Links follow RFC 3986/3987: an absolute http or https URL naming a valid host
-(IDNA 2008 via the `idna` package, or an IP literal), with a port in 1-65535 if
-any, no credentials in the authority (RFC 3986 §3.2.1 deprecates them; they
-make "https://reuters.com@evil.example/" read as Reuters), well-formed
+(IDNA 2008 via the `idna` package, or an IP literal; written with ASCII full
+stops only, since U+3002 and its kin are read as "." and would make
+"reuters.com。evil.example" look like Reuters), with a port in 1-65535 if any, no
+credentials in the authority (RFC 3986 §3.2.1 deprecates them; they make
+"https://reuters.com@evil.example/" read as Reuters), well-formed
 percent-escapes, no default-ignorable code point (a link must not hide
 anything), and none of the characters above nor those RFC 3987 §2.2 excludes
 from an IRI (space, <, >, ", {, }, |, \\, ^, `).
@@ -38,39 +51,36 @@ import unicodedata
 from urllib.parse import urlsplit
 
 import idna
+import regex
 
-# LRM, RLM, Arabic letter mark, ZWNJ, ZWJ: needed to write Arabic, Persian and emoji.
-ALLOWED_FORMAT_CHARS = frozenset("\u200e\u200f\u061c\u200c\u200d")
-_WHITESPACE_CONTROLS = frozenset("\t\n\r")
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn"})
-_BLACK_FLAG = "\U0001f3f4"
-_TAGS = range(0xE0020, 0xE0080)
-# Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15.1): drawn as nothing.
-_DEFAULT_IGNORABLE = (
-    (0x00AD, 0x00AD),
-    (0x034F, 0x034F),
-    (0x061C, 0x061C),
-    (0x115F, 0x1160),
-    (0x17B4, 0x17B5),
-    (0x180B, 0x180F),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x206F),
-    (0x3164, 0x3164),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0),
-    (0xFFF0, 0xFFF8),
-    (0x1BCA0, 0x1BCA3),
-    (0x1D173, 0x1D17A),
-    (0xE0000, 0xE0FFF),
-)
-# Drawn as an empty cell though not default-ignorable.
-_BLANK_GLYPHS = frozenset("\u2800")
 URL_MAX_CHARS = 2048
+# UAX #15 §13: the Stream-Safe Text Format allows at most 30 non-starters in a row.
+MAX_COMBINING_MARKS = 30
+
+_CONTROL = regex.compile(r"[\p{Cc}--[\t\n\r]]", regex.V1)
+# UTS #51 §2.3 (ED-14a) emoji tag sequence as used for subdivision flags, e.g. gbeng.
+_EMOJI_TAG_SEQUENCE = regex.compile("\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,6}\U000e007f")
+# LRM, RLM, Arabic letter mark, ZWNJ, ZWJ: needed to write Arabic, Persian and emoji.
+_REFUSED = regex.compile(r"[\p{Cs}\p{Co}\p{Cn}[\p{Cf}--[\u200e\u200f\u061c\u200c\u200d]]]", regex.V1)
+# A variation selector applies only to the characters it is defined for (Unicode §23.4,
+# StandardizedVariants.txt, emoji-variation-sequences.txt, the Ideographic Variation Database):
+# VS15/VS16 after an emoji, ideographic variation selectors after an ideograph, VS1-VS14 after an
+# ideograph or a mathematical symbol. Anywhere else it changes nothing a reader sees.
+_MISPLACED_VARIATION_SELECTOR = regex.compile(
+    r"(?<!\p{Emoji})[\ufe0e\ufe0f]|(?<!\p{Ideographic})[\U000e0100-\U000e01ef]"
+    r"|(?<![\p{Ideographic}\p{Math}])[\ufe00-\ufe0d]",
+    regex.V1,
+)
+_MARK_PILE = regex.compile(r"\p{M}{" + str(MAX_COMBINING_MARKS + 1) + "}")
+_VISIBLE = regex.compile(
+    r"[^\p{White_Space}\p{Default_Ignorable_Code_Point}\p{M}\p{C}\u2800\U0001d159]", regex.V1
+)
+_HIDDEN_IN_URL = regex.compile(r"[\p{White_Space}\p{Default_Ignorable_Code_Point}\p{C}]", regex.V1)
 # RFC 3987 §2.2: not allowed anywhere in an IRI, though browsers tolerate some.
 _IRI_EXCLUDED = frozenset(' <>"{}|\\^`')
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Full stops IDNA (UTS #46) maps to ".": a host must be written with the ASCII one.
+_WIDE_FULL_STOPS = frozenset("\u3002\uff0e\uff61")
 
 
 class TextRuleError(ValueError):
@@ -81,25 +91,18 @@ class TextRuleError(ValueError):
         self.message = message
 
 
-def _default_ignorable(code: int) -> bool:
-    return any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
-
-
-def _refused(char: str, previous: str) -> bool:
-    """Is `char` (after `previous`) a character no free text may hold?"""
-    category = unicodedata.category(char)
-    if category in _REFUSED_CATEGORIES:
-        return True
-    if category != "Cf" or char in ALLOWED_FORMAT_CHARS:
-        return False
-    # Tag characters are allowed only inside an emoji tag sequence: black flag, tags, cancel tag.
-    return not (ord(char) in _TAGS and (previous == _BLACK_FLAG or ord(previous or "\0") in _TAGS))
-
-
-def _visible(char: str) -> bool:
-    if char.isspace() or char in _BLANK_GLYPHS or _default_ignorable(ord(char)):
-        return False
-    return not unicodedata.category(char).startswith("M")
+def _describe(char: str) -> str:
+    """'the noncharacter U+FFFF' and the like, for an error message."""
+    code = f"U+{ord(char):04X}"
+    if regex.match(r"\p{Noncharacter_Code_Point}", char):
+        return f"the noncharacter {code}"
+    kind = {
+        "Cc": "the control character",
+        "Cs": "the lone surrogate",
+        "Co": "the private-use character",
+        "Cn": "the unassigned code point",
+    }.get(unicodedata.category(char) if not regex.match(r"\p{Cn}", char) else "Cn")
+    return f"{kind or 'the invisible character'} {code}"
 
 
 def free_text(value: str, *, max_chars: int) -> str:
@@ -107,21 +110,28 @@ def free_text(value: str, *, max_chars: int) -> str:
 
     Returns the text with whitespace runs collapsed to one space, trimmed, NFC; "" if nothing
     but whitespace was sent (the caller decides whether an empty optional field is null or an
-    error). Raises TextRuleError for a refused character (naming its code point), a text with
-    nothing visible, or one too long.
+    error). The limit counts code points after that cleaning. Raises TextRuleError for a refused
+    character (naming its code point), a stray variation selector, a pile of combining marks, a
+    text with nothing visible, or one too long.
     """
-    for char in value:
-        if unicodedata.category(char) == "Cc" and char not in _WHITESPACE_CONTROLS:
-            raise TextRuleError(f"contains the control character U+{ord(char):04X}")
+    control = _CONTROL.search(value)
+    if control:
+        raise TextRuleError(f"contains {_describe(control.group())}")
     text = unicodedata.normalize("NFC", " ".join(value.split()))
     if not text:
         return ""
-    previous = ""
-    for char in text:
-        if _refused(char, previous):
-            raise TextRuleError(f"contains a control or invisible character U+{ord(char):04X}")
-        previous = char
-    if not any(_visible(char) for char in text):
+    checked = _EMOJI_TAG_SEQUENCE.sub("\U0001f3f4", text)
+    refused = _REFUSED.search(checked)
+    if refused:
+        raise TextRuleError(f"contains {_describe(refused.group())}")
+    misplaced = _MISPLACED_VARIATION_SELECTOR.search(checked)
+    if misplaced:
+        raise TextRuleError(
+            f"has a variation selector U+{ord(misplaced.group()):04X} after a character it does not apply to"
+        )
+    if _MARK_PILE.search(checked):
+        raise TextRuleError(f"has more than {MAX_COMBINING_MARKS} combining marks on one character")
+    if not _VISIBLE.search(checked):
         raise TextRuleError("has no visible characters")
     if len(text) > max_chars:
         raise TextRuleError(f"is {len(text)} characters; the limit is {max_chars}")
@@ -140,6 +150,9 @@ def _check_host(host: str) -> None:
         return
     except ValueError:
         pass
+    wide = next((char for char in host if char in _WIDE_FULL_STOPS), None)
+    if wide is not None:
+        raise TextRuleError(f"writes its host with U+{ord(wide):04X}; use the ASCII full stop '.'")
     try:
         idna.encode(host.rstrip("."), uts46=True)
     except idna.IDNAError as exc:
@@ -169,8 +182,9 @@ def http_url(value: str, *, max_chars: int = URL_MAX_CHARS) -> str:
     for char in value:
         if char.isspace() or char in _IRI_EXCLUDED:
             raise TextRuleError(f"must not contain spaces or the character {char!r} (RFC 3987 §2.2)")
-        if unicodedata.category(char) in _REFUSED_CATEGORIES | {"Cf"} or _default_ignorable(ord(char)):
-            raise TextRuleError(f"contains a control or invisible character U+{ord(char):04X}")
+    hidden = _HIDDEN_IN_URL.search(value)
+    if hidden:
+        raise TextRuleError(f"contains {_describe(hidden.group())}")
     if _BAD_PERCENT.search(value):
         raise TextRuleError("has a '%' that does not start a percent-escape such as %20")
     scheme, sep, _ = value.partition("://")
