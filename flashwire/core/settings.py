@@ -34,6 +34,9 @@ DEFAULT_REGIONS = (
     "us-canada",
 )
 RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
+# An edition code is a lower-case BCP 47 language tag (RFC 5646 §2.1: language, then subtags),
+# ASCII only: it is a Redis key part, a URL path segment, a line id prefix and a Content-Language.
+EDITION_CODE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8}){0,3}", re.ASCII)
 TOPIC_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 LOG_FORMATS = ("text", "json")
 
@@ -137,8 +140,11 @@ class Settings:
         env = os.environ if env is None else env
         editions = _list(env, "FLASHWIRE_EDITIONS", DEFAULT_EDITIONS)
         for edition in editions:
-            if not edition.replace("-", "").isalnum() or len(edition) > 16:
-                raise SettingsError(f"FLASHWIRE_EDITIONS has an invalid edition {edition!r}")
+            if not EDITION_CODE.fullmatch(edition):
+                raise SettingsError(
+                    f"FLASHWIRE_EDITIONS has {edition!r}; editions are lower-case BCP 47 language tags"
+                    " such as 'en' or 'pt-br'"
+                )
         sections = _list(env, "FLASHWIRE_SECTIONS", DEFAULT_SECTIONS)
         regions = _list(env, "FLASHWIRE_REGIONS", DEFAULT_REGIONS)
         for name, values in (("FLASHWIRE_SECTIONS", sections), ("FLASHWIRE_REGIONS", regions)):

@@ -72,3 +72,20 @@ def test_topic_configuration_must_be_slugs() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"FLASHWIRE_SECTIONS": "Politics,economy"})
     assert "FLASHWIRE_SECTIONS" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "edition", ["ع", "ⅷ", "x²", "EN", "en_GB", "e", "en-", "toolongtag", "en-gb-x-y-z-w"]
+)
+def test_an_edition_code_must_be_a_lower_case_bcp47_tag(edition: str) -> None:
+    """An edition is a Redis key part, a URL segment and a Content-Language header: ASCII BCP 47."""
+    with pytest.raises(SettingsError, match="BCP 47"):
+        Settings.from_env({"FLASHWIRE_EDITIONS": f"en,{edition}"})
+
+
+def test_regional_editions_are_accepted() -> None:
+    assert Settings.from_env({"FLASHWIRE_EDITIONS": "en,pt-br,zh-hant"}).editions == (
+        "en",
+        "pt-br",
+        "zh-hant",
+    )
