@@ -28,6 +28,7 @@ run: $(STAMP)
 	$(BIN)/flashwire dev
 
 # Lint, format check, types and the layering of docs/architecture.md first (seconds), then the suite
+# on two test processes (the tests marked xdist_group("heavy") one after another on one of them)
 # with coverage of every process it starts (pyproject.toml [tool.coverage.*]; below the floor
 # `fail_under` the run fails).
 test: $(STAMP) chromium
@@ -35,7 +36,7 @@ test: $(STAMP) chromium
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest --cov --cov-report=term
+	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term
 
 lint: $(STAMP)
 	$(BIN)/ruff check

@@ -169,14 +169,15 @@ async def serve_in_process(redis_server: RedisProcess, **env: str) -> AsyncItera
     """Build the app with `env`, run its lifespan (Redis connections, the hub) and yield a client for it.
 
     The lifespan is shut down on exit, as uvicorn would on SIGTERM; startup or shutdown longer than
-    5 s fails (asgi-lifespan's LifespanManager raises TimeoutError).
+    30 s fails (asgi-lifespan's LifespanManager raises TimeoutError; its default of 5 s is too short
+    on a loaded 2-core machine running tests in parallel).
     """
     # Imported here, not at the top: a service module that fails to import then fails the tests that
     # use the app, not the collection of every test.
     from flashwire.service.app import create_app
 
     settings = app_settings(redis_server.url, **env)
-    async with LifespanManager(create_app(settings)) as manager:
+    async with LifespanManager(create_app(settings), startup_timeout=30, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=10) as client:
             yield InProcessApp(redis_server, settings, client)
@@ -362,7 +363,13 @@ class Reader:
 
 
 async def open_reader(url: str, query: str = "", **kwargs: Any) -> Reader:
-    """Connect to /ws with a query string and wait for hello."""
+    """Connect to /ws with a query string and wait for hello.
+
+    The client sends no keepalive pings of its own (`ping_interval=None`): a test that reads its
+    readers only after a long burst would otherwise close them itself (websockets stops reading
+    the socket when its queue is full, misses the pongs and closes with 1011 after 20 s). The
+    server's own heartbeats and pings are what the tests check."""
+    kwargs.setdefault("ping_interval", None)
     ws = await connect(f"{url}?{query}" if query else url, compression=None, **kwargs)
     reader = Reader(ws)
     hello = await reader.next()

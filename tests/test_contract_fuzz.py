@@ -21,6 +21,9 @@ import pytest
 
 from tests.conftest import Stack
 
+# Heavy on CPU and timing: these run one after another on one test process (`-n 2 --dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 EXAMPLES_PER_OPERATION = 8
 RUN_LIMIT_S = 100
 

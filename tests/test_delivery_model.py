@@ -34,6 +34,9 @@ from tests.delivery_model import (
 )
 from tests.fault_run import RunConfig, SseParser, run_fault_model
 
+# Heavy on CPU and timing: these run one after another on one test process (`-n 2 --dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 # -- a small scenario, by hand ---------------------------------------------------------------
 
 POLITICS = ReaderFilter(("en",), frozenset({"politics"}))

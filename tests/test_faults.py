@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import Reader, Stack, open_reader, post_line
 
-pytestmark = pytest.mark.slow
+# Heavy on CPU and timing: these run one after another on one test process (`-n 2 --dist loadgroup`).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
 
 BURST = 500
 

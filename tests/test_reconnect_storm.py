@@ -24,7 +24,8 @@ from tests.conftest import Stack
 from tests.test_clients_contract import Consumer, embed_widget, open_page, partner, proxy_to, within
 from tests.test_widget import PartnerSite
 
-pytestmark = pytest.mark.slow
+# Heavy on CPU and timing: these run one after another on one test process (`-n 2 --dist loadgroup`).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
 
 __all__ = ["partner"]  # the fixture, shared with tests/test_clients_contract.py (not an unused import)
 

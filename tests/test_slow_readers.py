@@ -14,6 +14,9 @@ from websockets.asyncio.client import connect
 from tests.conftest import Reader, ServiceNode, Stack, metric, open_reader, post_line
 from tests.rawws import RawWebSocket
 
+# Heavy on CPU and timing: these run one after another on one test process (`-n 2 --dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("heavy")
+
 LINES = 600
 OUTBOX = 40
 # Large lines fill the kernel's socket buffers quickly, so the outbox overflow comes early.

@@ -20,7 +20,8 @@ from websockets.exceptions import WebSocketException
 
 from tests.conftest import Stack, auth, post_line
 
-pytestmark = pytest.mark.slow
+# Heavy on CPU and timing: these run one after another on one test process (`-n 2 --dist loadgroup`).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
 
 
 class ResumingReader:
