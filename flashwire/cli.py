@@ -18,6 +18,7 @@ from flashwire.core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from flashwire.client import Retry
+    from flashwire.core.models import TokenRecord
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -173,22 +174,18 @@ def _report_live() -> None:
 
 async def _listen(args: argparse.Namespace) -> None:
     from flashwire.client import TickerClient
+    from flashwire.core.cursors import parse_since
 
     base = args.url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
     editions = [e for e in (args.editions or "").split(",") if e]
     since: dict[str, str] | None = None
     if args.since:
-        parts = [part for part in args.since.split(",") if part]
-        if len(parts) == 1 and ":" not in parts[0]:
-            if len(editions) != 1:
-                raise SystemExit(
-                    "flashwire: a bare --since cursor needs exactly one --editions; else use en:<cursor>"
-                )
-            since = {editions[0]: parts[0]}
-        elif all(":" in part for part in parts):
-            since = dict(part.split(":", 1) for part in parts)
-        else:
-            raise SystemExit("flashwire: --since takes en:<cursor>,ar:<cursor>")
+        try:
+            since = parse_since(args.since, editions)
+        except ValueError as exc:
+            raise SystemExit(
+                f"flashwire: --since: {exc} (a bare cursor needs exactly one --editions)"
+            ) from None
     client = TickerClient(
         f"{base}/ws",
         editions=editions,
@@ -231,16 +228,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 async def _audit_token_change(
-    redis: Any, settings: Settings, action: str, before: dict[str, Any] | None, after: dict[str, Any]
+    redis: Any, settings: Settings, action: str, before: TokenRecord | None, after: TokenRecord
 ) -> None:
     """Token changes made from the shell are audited like those made through the API."""
-    from flashwire.core.clock import iso_from_ms, now_ms
     from flashwire.core.keys import Keys
+    from flashwire.core.models import Actor
     from flashwire.service import audit
 
-    operator = {"token": "", "name": os.environ.get("USER") or "operator", "role": "operator (cli)"}
-    entry = {"at": iso_from_ms(now_ms()), "actor": operator, "action": action, "edition": "*",
-             "line_id": "", "before": before, "after": after}  # fmt: skip
+    operator = Actor(name=os.environ.get("USER") or "operator", role="operator (cli)")
+    entry = audit.token_change(operator, action, before, after)
     await audit.record(redis, Keys(settings.key_prefix), entry)
 
 
@@ -278,7 +274,7 @@ async def _token_command(args: argparse.Namespace) -> int:
                 print(f"flashwire: unknown edition(s) {', '.join(unknown)}", file=sys.stderr)
                 return 2
             secret, record = await store.create(name=args.name, role=args.role, editions=editions)
-            await _audit_token_change(redis, settings, "token-create", None, record.public())
+            await _audit_token_change(redis, settings, "token-create", None, record.record())
             print(secret)
             print(
                 f"created token {record.id} for {record.name} ({record.role}; {', '.join(record.editions)})."
@@ -294,11 +290,11 @@ async def _token_command(args: argparse.Namespace) -> int:
                     f"{scope:<10} created {_printable(token.created_at)}  {state}"
                 )
         else:
-            before = next((t.public() for t in await store.list() if t.id == args.id), None)
+            before = next((t.record() for t in await store.list() if t.id == args.id), None)
             if before is None or not await store.revoke(args.id):
                 print(f"flashwire: no token {args.id!r}", file=sys.stderr)
                 return 1
-            after = next(t.public() for t in await store.list() if t.id == args.id)
+            after = next(t.record() for t in await store.list() if t.id == args.id)
             await _audit_token_change(redis, settings, "token-revoke", before, after)
             print(f"revoked {args.id}")
         return 0

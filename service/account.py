@@ -6,9 +6,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flashwire.core.clock import iso_from_ms, now_ms
-from flashwire.core.lines import SHORT_TEXT_CHARS, URGENCY_IPTC, ValidationError, validate
+from flashwire.core.editions import edition_name
+from flashwire.core.lines import SHORT_TEXT_CHARS, ValidationError, validate
 from flashwire.core.models import (
+    RETRACT_REASON_MAX_CHARS,
+    SOURCE_MAX_CHARS,
+    URGENCY_IPTC,
     Actor,
     Config,
     CreatedToken,
@@ -20,12 +23,11 @@ from flashwire.core.models import (
     request_models,
 )
 from flashwire.core.settings import Settings
+from flashwire.core.text import URL_MAX_CHARS
 from flashwire.service import audit
 from flashwire.service.errors import ApiError
 from flashwire.service.http import authenticate, invalid, json_body, model_response
 from flashwire.service.tokens import ALL_EDITIONS, ROLE_ACTIONS, Token, TokenStore
-
-EDITION_NAMES = {"en": "English", "ar": "العربية", "es": "Español", "fr": "Français", "de": "Deutsch"}
 
 
 async def me(request: Request) -> Response:
@@ -36,12 +38,13 @@ async def me(request: Request) -> Response:
 
 
 async def config(request: Request) -> Response:
-    """GET /api/v1/config: editions, topics and limits, for the desk and for clients."""
+    """GET /api/v1/config: editions, topics and limits, for the desk and for clients (the desk
+    sizes its inputs from these limits, web/desk/desk.js)."""
     settings: Settings = request.app.state.settings
     body = Config(
         editions=[
             EditionInfo.model_validate(
-                {"code": e, "name": EDITION_NAMES.get(e, e), "direction": settings.direction(e)}
+                {"code": e, "name": edition_name(e).name, "direction": settings.direction(e)}
             )
             for e in settings.editions
         ],
@@ -50,6 +53,9 @@ async def config(request: Request) -> Response:
         urgencies=[UrgencyInfo.model_validate({"name": n, "iptc": i}) for n, i in URGENCY_IPTC.items()],
         text_max_chars=settings.text_max_chars,
         short_text_chars=SHORT_TEXT_CHARS,
+        source_max_chars=SOURCE_MAX_CHARS,
+        reason_max_chars=RETRACT_REASON_MAX_CHARS,
+        url_max_chars=URL_MAX_CHARS,
         default_ttl_s=settings.default_ttl_s,
         heartbeat_s=settings.heartbeat_s,
     )
@@ -107,15 +113,7 @@ async def create_token(request: Request) -> Response:
 async def _audit(
     request: Request, admin: Token, action: str, before: TokenRecord | None, after: TokenRecord
 ) -> None:
-    entry = {
-        "at": iso_from_ms(now_ms()),
-        "actor": _by(admin).model_dump(),
-        "action": action,
-        "edition": ALL_EDITIONS,
-        "line_id": "",
-        "before": None if before is None else before.model_dump(),
-        "after": after.model_dump(),
-    }
+    entry = audit.token_change(_by(admin), action, before, after)
     await audit.record(request.app.state.redis, request.app.state.keys, entry)
 
 

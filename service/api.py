@@ -8,12 +8,12 @@ only once the action is in the desk stream.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import orjson
+import pydantic
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,7 +22,10 @@ from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
 from flashwire.core.keys import Keys
 from flashwire.core.lines import ValidationError, parse_correction, parse_expiry, parse_post, parse_retraction
 from flashwire.core.models import (
+    IDEMPOTENCY_KEY_ADAPTER,
+    IDEMPOTENCY_KEY_RULE,
     LINE_ADAPTER,
+    SCHEDULED_LIST_MAX,
     AcceptedResponse,
     ActionAccepted,
     Actor,
@@ -35,7 +38,6 @@ from flashwire.core.models import (
     ExpiryAccepted,
     ExpiryAction,
     Line,
-    LineChanges,
     LineDetail,
     LinePreview,
     LineWithReach,
@@ -43,7 +45,6 @@ from flashwire.core.models import (
     PinAction,
     PostAccepted,
     PostAction,
-    Reach,
     RetractAction,
     RetractionAccepted,
     ScheduledLines,
@@ -66,7 +67,6 @@ from flashwire.service.openapi import openapi_document
 from flashwire.service.reach import read_reach
 from flashwire.service.tokens import Token
 
-_IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 Idempotency = tuple[str, str, str]
 
 
@@ -80,8 +80,10 @@ def _idempotency(request: Request, token: Token, body: object) -> Idempotency | 
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not _IDEMPOTENCY_KEY_RE.match(key):
-        raise ApiError(422, "invalid", "must be 1-200 printable ASCII characters", field="Idempotency-Key")
+    try:
+        IDEMPOTENCY_KEY_ADAPTER.validate_python(key)
+    except pydantic.ValidationError:
+        raise ApiError(422, "invalid", IDEMPOTENCY_KEY_RULE, field="Idempotency-Key") from None
     canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     fingerprint = hashlib.sha256(
         request.method.encode() + request.url.path.encode() + b"\n" + canonical
@@ -216,12 +218,12 @@ Planner = Callable[[object, Settings, str, str, Actor, int], Planned]
 def _plan_correct(
     body: object, settings: Settings, line_id: str, edition: str, by: Actor, at: int
 ) -> Planned:
-    changes = parse_correction(body, settings).changes
-    sent = {name: value for name, value in changes.items() if name != "expires_at_ms"}
-    expires_ms = changes.get("expires_at_ms")
+    changes = parse_correction(body, settings)
+    sent = changes.model_dump()  # the fields sent, and only those
+    expires_ms: int | None = sent.pop("expires_at_ms", None)
     if expires_ms is not None:
         sent["expires_at"] = iso_from_ms(expires_ms)
-    action = CorrectAction(id=line_id, edition=edition, at=at, by=by, changes=LineChanges(**changes))
+    action = CorrectAction(id=line_id, edition=edition, at=at, by=by, changes=changes)
     accepted = CorrectionAccepted(
         id=line_id, edition=edition, accepted_at=iso_from_ms(at), changes=ChangesAccepted.model_validate(sent)
     )
@@ -332,9 +334,7 @@ async def _with_reach(request: Request, lines: list[Line]) -> list[LineWithReach
     reaches = await read_reach(request.app.state.redis, request.app.state.keys, [line.id for line in lines])
     out = []
     for line, reach in zip(lines, reaches, strict=True):
-        current = reach.get(line.version)
-        public = Reach(readers=current.readers, ms=current.ms, nodes=current.nodes) if current else None
-        out.append(LineWithReach(**line.model_dump(), reach=public))
+        out.append(LineWithReach(**line.model_dump(), reach=reach.get(line.version)))
     return out
 
 
@@ -352,12 +352,12 @@ async def live_lines(request: Request) -> Response:
 
 
 async def scheduled_lines(request: Request) -> Response:
-    """GET /api/v1/editions/{edition}/scheduled: embargoed lines, soonest first."""
+    """GET /api/v1/editions/{edition}/scheduled: embargoed lines, soonest first (SCHEDULED_LIST_MAX)."""
     token = await authenticate(request)
     edition = edition_param(request)
     authorise(token, "read", edition)
     redis, keys = request.app.state.redis, request.app.state.keys
-    ids = await redis.zrange(keys.scheduled(edition), 0, 199)
+    ids = await redis.zrange(keys.scheduled(edition), 0, SCHEDULED_LIST_MAX - 1)
     docs = await redis.mget([keys.line(i.decode()) for i in ids]) if ids else []
     lines = [LINE_ADAPTER.validate_json(doc) for doc in docs if doc is not None]
     return model_response(
@@ -376,10 +376,7 @@ async def get_line(request: Request) -> Response:
         edition=edition,
         line=LINE_ADAPTER.validate_json(current) if current else None,
         history=[LINE_ADAPTER.validate_json(version) for version in history],
-        reach={
-            str(version): Reach(readers=value.readers, ms=value.ms, nodes=value.nodes)
-            for version, value in sorted(reach.items())
-        },
+        reach={str(version): value for version, value in sorted(reach.items())},
     )
     return model_response(detail)
 

@@ -12,7 +12,6 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from pydantic import BaseModel, TypeAdapter
@@ -24,7 +23,7 @@ from starlette.routing import Route
 from flashwire.core.clock import iso_from_ms, now_ms
 from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
-from flashwire.core.models import AuditEntry, AuditPage, Line, instant_ms
+from flashwire.core.models import Actor, AuditEntry, AuditPage, AuditRecord, Line, TokenRecord, instant_ms
 from flashwire.core.settings import Settings
 from flashwire.service.errors import ApiError
 from flashwire.service.http import authenticate, model_response
@@ -60,10 +59,24 @@ class AuditQuery:
 _ENTRY: TypeAdapter[AuditEntry] = TypeAdapter(AuditEntry)
 
 
-async def record(redis: Redis, keys: Keys, entry: dict[str, Any]) -> str:
-    """Append an entry that does not go through the desk (token management): the JSON form of
-    an `AuditEntry` without its `audit_id` (which is the stream id)."""
-    entry_id: bytes = await redis.xadd(keys.audit, {"e": orjson.dumps(entry)})
+def token_change(actor: Actor, action: str, before: TokenRecord | None, after: TokenRecord) -> AuditRecord:
+    """The record of a token change (`token-create`, `token-revoke`) made now, through the API
+    (service/account.py) or from the shell (flashwire/cli.py): edition '*', no line."""
+    return AuditRecord(
+        at=iso_from_ms(now_ms()),
+        actor=actor,
+        action=action,
+        edition=ALL_EDITIONS,
+        line_id="",
+        before=before,
+        after=after,
+    )
+
+
+async def record(redis: Redis, keys: Keys, entry: AuditRecord) -> str:
+    """Append an entry that does not go through the desk (token management); its `audit_id` is
+    the stream id returned."""
+    entry_id: bytes = await redis.xadd(keys.audit, {"e": entry.model_dump_json()})
     return entry_id.decode()
 
 

@@ -105,10 +105,6 @@ class Filter:
     def _matches(self, topics: frozenset[str], rank: int) -> bool:
         return rank <= self.max_rank and (not self.topics or not self.topics.isdisjoint(topics))
 
-    def accepts(self, event: Event) -> bool:
-        """Does `event`'s line (as it now stands) pass this filter?"""
-        return self._matches(event.topics, event.rank)
-
     def select(self, event: Event) -> Event | None:
         """What a subscriber with this filter is sent for `event`: the event, its withdrawal
         (the line was corrected out of the filter), or nothing."""

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
 from flashwire.core.cursors import cursor_key
+from flashwire.core.editions import edition_name
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.service.errors import ApiError
@@ -33,7 +34,6 @@ FEED_MAX_ITEMS = 200
 ATOM = "http://www.w3.org/2005/Atom"
 TOMBSTONES = "http://purl.org/atompub/tombstones/1.0"
 XHTML = "http://www.w3.org/1999/xhtml"
-EDITION_TITLES = {"en": "Breaking news", "ar": "عاجل", "es": "Última hora"}
 MEDIA_TYPES = {
     "json": "application/feed+json; charset=utf-8",
     "rss": "application/rss+xml; charset=utf-8",
@@ -80,7 +80,7 @@ def json_feed(base: str, edition: str, direction: str, lines: list[dict[str, Any
         items.append(item)
     document = {
         "version": "https://jsonfeed.org/version/1.1",
-        "title": f"Flashwire — {EDITION_TITLES.get(edition, edition)}",
+        "title": f"Flashwire — {edition_name(edition).breaking}",
         "home_page_url": f"{base}/",
         "feed_url": f"{base}/feeds/{edition}.json",
         "language": edition,
@@ -95,7 +95,7 @@ def rss_feed(base: str, edition: str, lines: list[dict[str, Any]], updated_ms: i
     ET.register_namespace("atom", ATOM)
     rss = ET.Element("rss", {"version": "2.0"})
     channel = ET.SubElement(rss, "channel")
-    ET.SubElement(channel, "title").text = f"Flashwire — {EDITION_TITLES.get(edition, edition)}"
+    ET.SubElement(channel, "title").text = f"Flashwire — {edition_name(edition).breaking}"
     ET.SubElement(channel, "link").text = f"{base}/"
     ET.SubElement(channel, "description").text = f"Breaking news lines, edition {edition}"
     ET.SubElement(channel, "language").text = edition
@@ -133,7 +133,7 @@ def atom_feed(
     ET.register_namespace("xhtml", XHTML)
     feed = ET.Element(f"{{{ATOM}}}feed", {"{http://www.w3.org/XML/1998/namespace}lang": edition})
     ET.SubElement(feed, f"{{{ATOM}}}id").text = f"urn:flashwire:edition:{edition}"
-    ET.SubElement(feed, f"{{{ATOM}}}title").text = f"Flashwire — {EDITION_TITLES.get(edition, edition)}"
+    ET.SubElement(feed, f"{{{ATOM}}}title").text = f"Flashwire — {edition_name(edition).breaking}"
     ET.SubElement(feed, f"{{{ATOM}}}updated").text = iso_from_ms(updated_ms)
     ET.SubElement(feed, f"{{{ATOM}}}link", {"rel": "self", "href": f"{base}/feeds/{edition}.atom"})
     ET.SubElement(feed, f"{{{ATOM}}}link", {"rel": "alternate", "href": f"{base}/"})

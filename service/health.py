@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
+from flashwire.core.models import Health, Readiness
+from flashwire.service.http import model_response
 from flashwire.service.hub import Hub
 from flashwire.service.metrics import CONTENT_TYPE, NodeMetrics
 
@@ -41,6 +44,8 @@ WORKER_STALE_MS = 5_000
 DESK_LAG_LIMIT_S = 5.0
 # Heartbeats are trimmed after a day; only the newest are needed to count the live ones.
 HEARTBEATS_READ = 100
+# Probes and the desk's banner must see the state now, never a cached answer.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass
@@ -52,22 +57,13 @@ class Publishing:
     problems: list[str] = field(default_factory=list)
 
     @property
-    def status(self) -> str:
+    def status(self) -> Literal["ok", "degraded"]:
         """'ok', or 'degraded' when publishing has stalled."""
         return "degraded" if self.problems else "ok"
 
 
 def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _entry_ms(entry_id: bytes | str) -> int:
-    return int(_decode(entry_id).partition("-")[0])
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def read_publishing(redis: Redis, keys: Keys) -> Publishing:
@@ -82,11 +78,12 @@ async def read_publishing(redis: Redis, keys: Keys) -> Publishing:
     alive = sum(1 for _, score in beats if now_ms - score <= WORKER_STALE_MS)
     applied = "" if applied_raw is None else _decode(applied_raw)
     oldest_ms: int | None = None
-    if newest and (not applied or _id_key(_decode(newest[0][0])) > _id_key(applied)):
+    # Desk entry ids are stream ids, read by the one cursor rule; their ms part is Redis's time.
+    if newest and (not applied or cursor_key(_decode(newest[0][0])) > cursor_key(applied)):
         # Behind: the first entry after the applied cursor is the one that has waited longest.
         first = await redis.xrange(keys.desk, min=f"({applied}" if applied else "-", count=1)
         if first:
-            oldest_ms = _entry_ms(first[0][0])
+            oldest_ms = cursor_key(_decode(first[0][0]))[0]
     lag_s = 0.0 if oldest_ms is None else max(0.0, (now_ms - oldest_ms) / 1000)
     publishing = Publishing(workers_alive=alive, desk_lag_s=round(lag_s, 3))
     if alive == 0:
@@ -114,21 +111,16 @@ async def healthz(request: Request) -> Response:
         publishing = await read_publishing(redis, keys)
     except (RedisError, OSError) as exc:
         problem = f"this node cannot reach Redis ({type(exc).__name__}: {exc})"
-        body: dict[str, Any] = {
-            "status": "unavailable",
-            "node": _node(request),
-            "redis": str(exc),
-            "problems": [problem],
-        }
-        return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
-    body = {
-        "status": publishing.status,
-        "node": _node(request),
-        "workers_alive": publishing.workers_alive,
-        "desk_lag_s": publishing.desk_lag_s,
-        "problems": publishing.problems,
-    }
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        unavailable = Health(status="unavailable", node=_node(request), redis=str(exc), problems=[problem])
+        return model_response(unavailable, status_code=503, headers=NO_STORE)
+    health = Health(
+        status=publishing.status,
+        node=_node(request),
+        workers_alive=publishing.workers_alive,
+        desk_lag_s=publishing.desk_lag_s,
+        problems=publishing.problems,
+    )
+    return model_response(health, headers=NO_STORE)
 
 
 async def readyz(request: Request) -> Response:
@@ -144,8 +136,8 @@ async def readyz(request: Request) -> Response:
         problems.append(f"this node cannot reach Redis ({type(exc).__name__}: {exc})")
     if hub is None or not hub.ready:
         problems.append("this node is not reading the tickers yet")
-    body = {"status": "unready" if problems else "ready", "node": _node(request), "problems": problems}
-    return JSONResponse(body, status_code=503 if problems else 200, headers={"Cache-Control": "no-store"})
+    readiness = Readiness(status="unready" if problems else "ready", node=_node(request), problems=problems)
+    return model_response(readiness, status_code=503 if problems else 200, headers=NO_STORE)
 
 
 async def metrics(request: Request) -> Response:

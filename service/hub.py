@@ -79,6 +79,8 @@ class Stats:
 
     events_read: int = 0
     deliveries: int = 0
+    # Event frames written straight to transports (service/wire.py): the fast path at work.
+    direct_frames: int = 0
     slow_closed: int = 0
     replay_reads: int = 0
     snapshot_reads: int = 0
@@ -157,7 +159,8 @@ class Hub:
     def direct_writers(self) -> int:
         """Connections the hub writes frames to directly right now (service/wire.py): the fast
         path the benchmarks stand on. Counted when asked (a /metrics scrape), so that dispatch
-        does no bookkeeping for it."""
+        does no bookkeeping for it. A state, not proof of writes: `stats.direct_frames` counts
+        the frames actually written that way."""
         return sum(1 for sub in self._each_subscriber() if sub.writer is not None)
 
     # -- subscribers -----------------------------------------------------------
@@ -212,7 +215,9 @@ class Hub:
                 offered += 1
             elif subscriber.outbox.overflowed:
                 subscriber.on_overflow()
+        # One addition per event and round, whatever the number of readers.
         self.stats.deliveries += written + offered
+        self.stats.direct_frames += written
         if reached and self.reach is not None:
             self.reach.delivered(event, now_ms(), count=reached)
 

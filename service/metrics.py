@@ -5,8 +5,10 @@ several apps in one process never collide. What /metrics shows, all prefixed `fl
 
 - the hub's state, read when scraped (`_HubCollector`): gauges `connections`,
   `subscriptions`, `outbox_frames`, `direct_writers`; counters `events_read_total`,
-  `deliveries_total`, `slow_closed_total`, `replay_reads_total`, `snapshot_reads_total`,
-  `replay_from_ring_total`, `redis_errors_total`, `history_resets_total`;
+  `deliveries_total`, `direct_frames_total`, `slow_closed_total`, `replay_reads_total`,
+  `snapshot_reads_total`, `replay_from_ring_total`, `redis_errors_total`,
+  `history_resets_total`. `direct_writers` says how many connections are on the fast path
+  (service/wire.py); `direct_frames_total` that frames really went that way;
 - publishing as Redis shows it, read by the handler just before rendering
   (`_PublishingCollector`): gauges `redis_up`, `workers_alive`, `desk_lag_seconds` (the last
   two are left out, not reported as 0, when Redis cannot be read);
@@ -116,7 +118,7 @@ class _HubCollector:
             (
                 "flashwire_direct_writers",
                 "Reader connections the hub writes frames to directly (the fast path).",
-                getattr(hub, "direct_writers", 0),
+                hub.direct_writers,
             ),
         ]
         for name, documentation, value in gauges:
@@ -127,6 +129,12 @@ class _HubCollector:
                 "flashwire_deliveries",
                 "Frames the hub handed to readers (written directly or queued).",
                 stats.deliveries,
+            ),
+            (
+                "flashwire_direct_frames",
+                "Event frames the hub wrote straight to reader transports (the fast path), "
+                "added once per event for all its readers.",
+                stats.direct_frames,
             ),
             (
                 "flashwire_slow_closed",

@@ -18,7 +18,10 @@ from typing import Any, Literal, cast, get_args
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from flashwire.core.cursors import CURSOR_PATTERN
 from flashwire.core.models import (
+    IDEMPOTENCY_KEY_ADAPTER,
+    SCHEDULED_LIST_MAX,
     ActionAccepted,
     AuditPage,
     Config,
@@ -40,6 +43,7 @@ from flashwire.core.models import (
     request_models,
 )
 from flashwire.core.settings import Settings
+from flashwire.service.audit import PAGE_MAX
 
 REF = "#/components/schemas/{model}"
 Schema = dict[str, Any]
@@ -75,11 +79,12 @@ def _param(name: str, where: str, schema: Schema, description: str, *, required:
 _STRING: Schema = {"type": "string"}
 _LINE_ID = _param("line_id", "path", _STRING, "The line's id, as returned when it was posted.")
 _TOKEN_ID = _param("token_id", "path", _STRING, "The token's id (the middle part of fwt_<id>_<secret>).")
+_IDEMPOTENCY_SCHEMA = IDEMPOTENCY_KEY_ADAPTER.json_schema()
 _IDEMPOTENCY = _param(
     "Idempotency-Key",
     "header",
-    {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
-    "A retried request with the same key gets the first answer (header Idempotent-Replayed: true).",
+    {key: value for key, value in _IDEMPOTENCY_SCHEMA.items() if key != "description"},
+    _IDEMPOTENCY_SCHEMA["description"],
 )
 _WRITE_ERRORS = (401, 403, 404, 409, 413, 422, 503)
 _HTML = {"text/html": {"type": "string"}}
@@ -89,7 +94,8 @@ def _operations(settings: Settings) -> list[Operation]:
     edition = _param("edition", "path", {"type": "string", "enum": list(settings.editions)}, "Edition code.")
     # An empty query value means the filter is not given.
     time: Schema = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "maxLength": 0}]}
-    audit_id: Schema = {"type": "string", "pattern": "^([0-9]{1,20}(-[0-9]{1,20})?)?$"}
+    # An audit id is a stream id, so a cursor by the cursor rule; empty means the first page.
+    audit_id: Schema = {"type": "string", "pattern": f"^({CURSOR_PATTERN})?$"}
     audit_filters = (
         _param("edition", "query", {"type": "string"}, "Only this edition ('*' for token changes)."),
         _param("editor", "query", _STRING, "Only actions by the token of this name."),
@@ -169,8 +175,8 @@ def _operations(settings: Settings) -> list[Operation]:
             "get",
             "/healthz",
             "healthz",
-            "Liveness, and whether publishing works.",
-            {200: Health},
+            "Liveness, and whether publishing works: 200 'ok' or 'degraded', 503 'unavailable' (no Redis).",
+            {200: Health, 503: Health},
             (),
             public=True,
             tags=("operations",),
@@ -179,8 +185,8 @@ def _operations(settings: Settings) -> list[Operation]:
             "get",
             "/readyz",
             "readyz",
-            "Readiness to serve readers.",
-            {200: Readiness},
+            "Readiness to serve readers: 200 'ready', 503 'unready' with the problems.",
+            {200: Readiness, 503: Readiness},
             (),
             public=True,
             tags=("operations",),
@@ -309,7 +315,7 @@ def _operations(settings: Settings) -> list[Operation]:
             "get",
             "/api/v1/editions/{edition}/scheduled",
             "scheduledLines",
-            "Lines waiting for their embargo, soonest first.",
+            f"Lines waiting for their embargo, soonest first: at most {SCHEDULED_LIST_MAX}.",
             {200: ScheduledLines},
             parameters=(edition,),
             tags=("lines",),
@@ -323,7 +329,9 @@ def _operations(settings: Settings) -> list[Operation]:
             (401, 403, 422, 503),
             parameters=(
                 *audit_filters,
-                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size."),
+                _param(
+                    "limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}, "Page size."
+                ),
                 _param("before", "query", audit_id, "`next_before` of the previous page."),
             ),
             tags=("audit",),

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from flashwire.core.keys import Keys
+from flashwire.core.models import Reach
 from flashwire.service.events import Event
 
 if TYPE_CHECKING:
@@ -125,21 +125,8 @@ class ReachRecorder:
             raise
 
 
-@dataclass(frozen=True)
-class Reach:
-    """One version's reach over all nodes."""
-
-    readers: int
-    ms: int | None
-    nodes: int
-
-    def public(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"readers": self.readers, "ms": self.ms, "nodes": self.nodes}
-
-
 def parse_reach(raw: dict[bytes, bytes]) -> dict[int, Reach]:
-    """Per-version totals from a reach hash."""
+    """Per-version totals over all nodes from a reach hash (fields '<version>:<node>:n' and ':ms')."""
     counts: dict[int, int] = {}
     slowest: dict[int, int] = {}
     nodes: dict[int, set[str]] = {}

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from flashwire.core.cursors import cursor_key
+from flashwire.core.cursors import cursor_key, parse_since
 from flashwire.core.lines import URGENCY_RANK
 from flashwire.core.models import Urgency
 from flashwire.core.protocol import SUBSCRIBED, Subscribed
@@ -71,16 +71,10 @@ def build(
         raise SubscriptionError("min_urgency", "must be one of flash, urgent, routine")
     cursors: dict[str, str] = {}
     if isinstance(since, str):
-        if ":" not in since:
-            if len(chosen) != 1:
-                raise SubscriptionError("since", "name the edition of each cursor: en:<cursor>,ar:<cursor>")
-            since = {chosen[0]: since}
-        else:
-            parsed: dict[str, str] = {}
-            for part in _split(since):
-                edition, _, cursor = part.partition(":")
-                parsed[edition] = cursor
-            since = parsed
+        try:
+            since = parse_since(since, chosen)
+        except ValueError as exc:
+            raise SubscriptionError("since", str(exc)) from None
     for edition, cursor in (since or {}).items():
         if edition not in chosen:
             raise SubscriptionError("since", f"cursor for edition {edition!r}, which is not subscribed")

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -63,10 +62,6 @@ class Token:
                 "revoked_at": self.revoked_at,
             }
         )
-
-    def public(self) -> dict[str, Any]:
-        """`record()` as JSON-ready data (for the audit trail)."""
-        return self.record().model_dump()
 
 
 def _digest(secret: str) -> str:

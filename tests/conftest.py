@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.dev.redis_server import RedisProcess, free_port
@@ -51,9 +52,7 @@ TEARDOWN_CLOSE_S = 0.5
 
 def stream_id_key(entry_id: bytes | str) -> tuple[int, int]:
     """A Redis stream entry id "<ms>-<seq>" as numbers, in the order Redis gives them."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+    return cursor_key(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout_s: float = 5.0) -> T:

@@ -9,6 +9,8 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
+from flashwire.core.models import RETRACT_REASON_MAX_CHARS, SOURCE_MAX_CHARS
+from flashwire.core.text import URL_MAX_CHARS
 from tests.browser import browser, screenshot
 from tests.conftest import ServiceNode, Stack, auth, open_reader
 
@@ -223,3 +225,22 @@ async def test_desk_screenshots_for_the_docs(stack: Stack) -> None:
         assert path.stat().st_size > 10_000
     for reader in readers:
         await reader.ws.close()
+
+
+async def test_the_desk_takes_its_input_limits_from_the_config(stack: Stack) -> None:
+    """The source, link and retraction-reason inputs are limited to what GET /api/v1/config serves,
+    which are the limits the API checks: the page holds no copy of them."""
+    node = stack.service()
+    editor = await stack.token("editor", ["en"], name="Lina")
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+        config = (await client.get("/api/v1/config")).json()
+        page_source = (await client.get("/desk")).text
+    limits = {"source": SOURCE_MAX_CHARS, "url": URL_MAX_CHARS, "confirm-reason": RETRACT_REASON_MAX_CHARS}
+    served = {"source": "source_max_chars", "url": "url_max_chars", "confirm-reason": "reason_max_chars"}
+    assert {element: config[key] for element, key in served.items()} == limits
+    assert "maxlength" not in page_source.lower()
+    async with browser() as chromium:
+        page = await chromium.new_page()
+        await _sign_in(page, node, editor)
+        for element, limit in limits.items():
+            assert await page.locator(f"#{element}").evaluate("e => e.maxLength") == limit, element

@@ -7,16 +7,23 @@ document lacks, a schema that misses a field the models have, a limit that is no
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
+from flashwire.core.cursors import is_cursor
+from flashwire.core.models import IDEMPOTENCY_KEY_ADAPTER, SCHEDULED_LIST_MAX
 from flashwire.core.settings import Settings
 from flashwire.service.app import create_app
+from flashwire.service.audit import PAGE_MAX
 from flashwire.service.openapi import openapi_document
 from tests.conftest import InProcessApp
 
@@ -60,7 +67,9 @@ async def test_the_served_document_is_valid_openapi_3_1(app: InProcessApp) -> No
     doc = response.json()
     assert doc == openapi_document(app.settings)
     assert doc["openapi"] == "3.1.0"
-    validate(doc)
+    # Off the event loop: validation takes seconds on a loaded machine, and the app's own tasks
+    # (the hub's reader, its Redis timeouts) share this loop until the lifespan ends.
+    await asyncio.to_thread(validate, doc)
 
 
 def test_every_route_of_the_app_is_documented_with_its_methods() -> None:
@@ -127,3 +136,66 @@ def test_limits_and_choices_are_the_configured_ones(limit: int, editions: str) -
     path_edition = doc["paths"]["/api/v1/editions/{edition}/lines"]["get"]["parameters"][0]
     assert path_edition["schema"]["enum"] == editions.split(",")
     validate(doc)
+
+
+def _validator(doc: dict[str, Any], schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator for `schema`, whose `$ref`s point into the document's components."""
+    registry: Registry[Any] = Registry().with_resource("urn:openapi", DRAFT202012.create_resource(doc))
+    refs = {"$ref": f"urn:openapi{schema['$ref']}"} if "$ref" in schema else schema
+    return Draft202012Validator(refs, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+async def test_health_answers_are_documented_for_every_status_they_use(app: InProcessApp) -> None:
+    """/healthz answers 503 'unavailable' and /readyz 503 'unready', with a body: both statuses are in
+    the document with the body's schema, and a real answer validates against the schema of its status."""
+    doc = openapi_document(app.settings)
+    for path, model in (("/healthz", "Health"), ("/readyz", "Readiness")):
+        responses = doc["paths"][path]["get"]["responses"]
+        assert set(responses) == {"200", "503"}, path
+        for status in ("200", "503"):
+            assert responses[status]["content"]["application/json"]["schema"] == {
+                "$ref": f"#/components/schemas/{model}"
+            }
+        answer = await app.client.get(path)
+        schema = responses[str(answer.status_code)]["content"]["application/json"]["schema"]
+        assert list(_validator(doc, schema).iter_errors(answer.json())) == [], answer.text
+    statuses = _schema(doc, {"$ref": "#/components/schemas/Health"})["properties"]["status"]["enum"]
+    assert "unavailable" in statuses
+
+
+def test_request_schemas_say_what_the_validation_does() -> None:
+    """A correction must change something (minProperties 1); a link is an IRI, as IRIs are accepted;
+    text limits say they count characters after whitespace is collapsed and NFC."""
+    doc = openapi_document(Settings())
+    schemas = doc["components"]["schemas"]
+    correction = schemas["CorrectionRequest"]
+    assert correction["minProperties"] == 1
+    assert list(_validator(doc, correction).iter_errors({})) != []
+    for name in ("PostLineRequest", "CorrectionRequest"):
+        [url] = [s for s in schemas[name]["properties"]["url"]["anyOf"] if s["type"] == "string"]
+        assert url["format"] == "iri" and "IRI" in url["description"], name
+        text = schemas[name]["properties"]["text"]
+        assert "collapse" in text["description"] and "NFC" in text["description"], name
+        assert "characters (code points) of the text so cleaned" in text["description"], name
+    iri = {"edition": "en", "text": "Séisme", "url": "https://例え.jp/ニュース/地震"}
+    assert list(_validator(doc, schemas["PostLineRequest"]).iter_errors(iri)) == []
+
+
+def test_shared_rules_are_published_from_their_one_definition() -> None:
+    """The Idempotency-Key rule, the audit page limit and audit id, and the scheduled list's cap come
+    from the definitions the service checks them with."""
+    doc = openapi_document(Settings())
+    key = next(
+        p for p in doc["paths"]["/api/v1/lines"]["post"]["parameters"] if p["name"] == "Idempotency-Key"
+    )
+    published = IDEMPOTENCY_KEY_ADAPTER.json_schema()
+    assert key["schema"]["pattern"] == published["pattern"] and key["description"] == published["description"]
+    audit = {p["name"]: p["schema"] for p in doc["paths"]["/api/v1/audit"]["get"]["parameters"]}
+    assert audit["limit"]["maximum"] == PAGE_MAX
+    before = Draft202012Validator(audit["before"])
+    for value, valid in (("", True), ("1795625033442-0", True), ("7", True), ("1-2-3", False), ("x", False)):
+        assert before.is_valid(value) == valid == (value == "" or is_cursor(value)), value
+    scheduled = doc["paths"]["/api/v1/editions/{edition}/scheduled"]["get"]
+    assert str(SCHEDULED_LIST_MAX) in scheduled["summary"]
+    lines = _json_schema(doc, "/api/v1/editions/{edition}/scheduled", "get", "200")["properties"]["lines"]
+    assert lines["maxItems"] == SCHEDULED_LIST_MAX

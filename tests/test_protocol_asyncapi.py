@@ -13,7 +13,7 @@ from jsonschema import Draft7Validator
 from flashwire.core.protocol import CLIENT_MESSAGES, SERVER_MESSAGES, SSE_MESSAGES
 from flashwire.core.settings import Settings
 from flashwire.service.asyncapi import asyncapi_document
-from tests.protocol_schemas import payload_validator
+from tests.protocol_schemas import closed, payload_validator
 
 # The official schema of the specification, vendored unchanged (tests/schemas/README.md).
 SPEC_SCHEMA = orjson.loads((Path(__file__).parent / "schemas" / "asyncapi-3.0.0.json").read_bytes())
@@ -82,3 +82,27 @@ def test_the_payload_schemas_resolve_and_describe_their_message(document: dict[s
     assert list(validator.iter_errors({**event, "cursor": "1795625033442-x"})) != []
     assert list(validator.iter_errors({**event, "line": {**line, "urgency": "breaking"}})) != []
     assert list(payload_validator(document, "heartbeat").iter_errors({"type": "heartbeat"})) == []
+
+
+def test_published_payloads_are_open_and_the_closed_variant_is_strict(document: dict[str, Any]) -> None:
+    """docs/protocol.md 1 and 2.2: readers ignore fields they do not know, and the server ignores unknown
+    fields of `subscribe` and `ping`, so the served schemas accept them, at the top and in the line; the
+    strict variant the frame tests use refuses each of them."""
+    line = {
+        "id": "en-711d46440083a926", "version": 1, "edition": "en", "language": "en", "direction": "ltr",
+        "text": "Floods close the port", "urgency": "urgent", "iptc_urgency": 3, "topics": [],
+        "url": None, "source": None, "status": "usable", "pinned": False,
+        "published_at": "2026-11-25T16:43:53.440Z", "updated_at": "2026-11-25T16:43:53.440Z",
+        "expires_at": "2026-11-26T04:43:53.440Z", "embargoed": None, "author": "dev-editor",
+    }  # fmt: skip
+    later_fields = [
+        ("hello", {"type": "hello", "protocol": 1, "node": "n1", "heartbeat_s": 15, "editions": ["en"],
+                   "region": "eu"}),
+        ("line", {"type": "line", "edition": "en", "cursor": "1-0", "line": {**line, "byline": "x"}}),
+        ("subscribe", {"type": "subscribe", "editions": ["en"], "client": "app/2.1"}),
+        ("ping", {"type": "ping", "id": 7}),
+    ]  # fmt: skip
+    strict = closed(document)
+    for name, message in later_fields:
+        assert list(payload_validator(document, name).iter_errors(message)) == [], name
+        assert list(payload_validator(strict, name).iter_errors(message)) != [], name

@@ -7,8 +7,9 @@ import httpx
 import orjson
 import pytest
 
+from flashwire.cli import main
 from flashwire.client import TickerClient
-from flashwire.core.cursors import U64_MAX, cursor_key, is_cursor
+from flashwire.core.cursors import U64_MAX, cursor_key, is_cursor, parse_since
 from flashwire.core.settings import Settings
 from flashwire.service.subscription import SubscriptionError, from_query
 from tests.conftest import Reader, Stack, open_reader
@@ -85,3 +86,49 @@ async def test_a_cursor_with_a_trailing_newline_is_refused_over_sse_and_websocke
     readers.append(reader)
     assert await reader.until_closed() == 4400
     assert reader.close_reason is not None and reader.close_reason.startswith("since: malformed cursor")
+
+
+@pytest.mark.parametrize(
+    ("since", "editions", "cursors"),
+    [
+        ("1795625033442-0", ["en"], {"en": "1795625033442-0"}),
+        ("en:1-0,ar:2-5", ["en", "ar", "es"], {"en": "1-0", "ar": "2-5"}),
+        ("en:1-0, ar:2-5,", ["en", "ar"], {"en": "1-0", "ar": "2-5"}),
+        ("es:9", ["en"], {"es": "9"}),  # syntax only: whether es is subscribed is the caller's check
+    ],
+)
+def test_since_is_read_by_one_function(since: str, editions: list[str], cursors: dict[str, str]) -> None:
+    """The query syntax of `since` (docs/protocol.md 2.1): pairs, or a bare cursor for one edition."""
+    assert parse_since(since, editions) == cursors
+
+
+@pytest.mark.parametrize(
+    ("since", "editions", "message"),
+    [
+        ("1-0", ["en", "ar"], "name the edition of each cursor"),
+        ("1-0", [], "name the edition of each cursor"),
+        ("en:1-0,2-0", ["en", "ar"], "name the edition of each cursor"),
+        (":1-0", ["en"], "name the edition of each cursor"),
+        ("en:abc", ["en"], "malformed cursor 'abc' for 'en'"),
+        ("1-0\n", ["en"], "malformed cursor"),
+    ],
+)
+def test_since_errors_say_what_is_wrong(since: str, editions: list[str], message: str) -> None:
+    """Each refusal names its cause; the subscription reports it under `since`."""
+    with pytest.raises(ValueError, match=message):
+        parse_since(since, editions)
+    with pytest.raises(SubscriptionError, match=message) as refused:
+        from_query(Settings.from_env({}), {"editions": ",".join(editions) or "en,ar", "since": since})
+    assert refused.value.field == "since"
+
+
+@pytest.mark.parametrize(
+    ("editions", "since", "message"),
+    [("en,ar", "1-0", "name the edition of each cursor"), ("en", "en:x-1", "malformed cursor 'x-1'")],
+)
+def test_flashwire_listen_reads_since_by_the_same_rule(editions: str, since: str, message: str) -> None:
+    """`flashwire listen --since` refuses what the server would, before connecting (port 1: nothing
+    listens there, so a connection attempt would only retry)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["listen", "--url", "http://127.0.0.1:1", "--editions", editions, "--since", since])
+    assert message in str(stopped.value.code)

@@ -4,8 +4,10 @@ A worker and a service node run as processes; the test drives the desk through t
 correct out of a reader's filter, pin, move the expiry, kill, let a line expire), pings, waits
 for heartbeats and asks for reset snapshots, and records every frame of four readers. Each
 frame is validated against the payload schema of its `type` in the document
-(service/asyncapi.py, generated from flashwire/core/protocol.py): a frame that drifts from
-its description, or a message type the document lacks, fails the test.
+(service/asyncapi.py, generated from flashwire/core/protocol.py), closed to the fields the
+schemas list (`tests.protocol_schemas.closed`; the served document is open, as readers must
+ignore unknown fields): a frame that drifts from its description, a field the document does
+not list, or a message type the document lacks, fails the test.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from flashwire.core.protocol import CLIENT_MESSAGES, SERVER_MESSAGES, SSE_MESSAG
 from flashwire.core.settings import Settings
 from flashwire.service.asyncapi import asyncapi_document
 from tests.conftest import Reader, Stack, auth, open_reader, post_line
-from tests.protocol_schemas import payload_validator
+from tests.protocol_schemas import closed, payload_validator
 
 HEARTBEAT_S = "0.5"
 # Ahead of any entry the test writes: resuming from it gets a reset snapshot (docs/protocol.md 8.3).
@@ -94,7 +96,7 @@ async def test_every_frame_over_websocket_and_sse_matches_the_asyncapi_document(
     so do the subscribe and ping this test sends."""
     stack.worker()
     node = stack.service(FLASHWIRE_HEARTBEAT_S=HEARTBEAT_S)
-    document = dict(asyncapi_document(Settings.from_env({"FLASHWIRE_HEARTBEAT_S": HEARTBEAT_S})))
+    document = closed(dict(asyncapi_document(Settings.from_env({"FLASHWIRE_HEARTBEAT_S": HEARTBEAT_S}))))
     chief = await stack.token("chief", ["en"])
     everything = await open_reader(node.ws_url, "editions=en")
     politics = await open_reader(node.ws_url, "editions=en&topics=politics")

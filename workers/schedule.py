@@ -23,9 +23,11 @@ from redis.asyncio import Redis
 
 from flashwire.core.clock import now_ms
 from flashwire.core.keys import Keys
+from flashwire.core.models import SYSTEM_ACTOR
 from flashwire.workers.outage import REDIS_DOWN
 
-SYSTEM_ACTOR = '{"token":"","name":"scheduler","role":"system"}'
+# The actor of every action the schedule writes, as the JSON the scripts splice into it.
+ACTOR_JSON = SYSTEM_ACTOR.model_dump_json()
 BACKSTOP_GRACE_MS = 1_000
 RELEASE_RETRY_S = 1
 
@@ -64,7 +66,7 @@ async def enqueue_due_expiries(redis: Redis, keys: Keys, *, desk_maxlen: int) ->
     """Put an expire action on the desk for every line whose expiry has passed."""
     script = redis.register_script(_ENQUEUE_DUE_EXPIRIES)
     count = await script(
-        keys=[keys.expiry, keys.line_index, keys.desk], args=[now_ms(), desk_maxlen, SYSTEM_ACTOR]
+        keys=[keys.expiry, keys.line_index, keys.desk], args=[now_ms(), desk_maxlen, ACTOR_JSON]
     )
     return int(count)
 
@@ -76,7 +78,7 @@ async def enqueue_release(
     script = redis.register_script(_ENQUEUE_RELEASE)
     done = await script(
         keys=[keys.desk, keys.scheduled(edition)],
-        args=[line_id, edition, embargo_ms, now_ms(), desk_maxlen, SYSTEM_ACTOR],
+        args=[line_id, edition, embargo_ms, now_ms(), desk_maxlen, ACTOR_JSON],
     )
     return bool(done)
 

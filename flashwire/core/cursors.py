@@ -12,8 +12,9 @@ server message goes through `cursor_key`, so every reader of the protocol agrees
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-__all__ = ["CURSOR_PATTERN", "START", "U64_MAX", "CursorKey", "cursor_key", "is_cursor"]
+__all__ = ["CURSOR_PATTERN", "START", "U64_MAX", "CursorKey", "cursor_key", "is_cursor", "parse_since"]
 
 U64_MAX = 2**64 - 1
 # At most 20 digits (len(str(U64_MAX))); the value bound is checked after the match.
@@ -49,3 +50,36 @@ def is_cursor(value: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+def parse_since(value: str, editions: Sequence[str]) -> dict[str, str]:
+    """Resume cursors written in the query syntax (docs/protocol.md 2.1) as {edition: cursor}.
+
+    `en:<cursor>,ar:<cursor>` names the edition of each cursor (blanks around a pair are
+    ignored, an empty pair is skipped); a bare `<cursor>` (no `:`) stands for the one edition of
+    `editions` and is taken as it is, so that a trailing newline is refused, not trimmed. The URL
+    query, the `since` string of a subscribe message (service/subscription.py) and `flashwire
+    listen --since` (flashwire/cli.py) all read it here. Whether each edition is subscribed is
+    the caller's check.
+
+    Raises ValueError saying what is wrong: a bare cursor when `editions` is not exactly one
+    edition, a pair without its edition, or a cursor that breaks the cursor rule (`cursor_key`),
+    as "malformed cursor '<cursor>' for '<edition>'".
+    """
+    if ":" not in value:
+        if len(editions) != 1:
+            raise ValueError("name the edition of each cursor: en:<cursor>,ar:<cursor>")
+        if not is_cursor(value):
+            raise ValueError(f"malformed cursor {value!r} for {editions[0]!r}")
+        return {editions[0]: value}
+    cursors: dict[str, str] = {}
+    for pair in (part.strip() for part in value.split(",")):
+        if not pair:
+            continue
+        edition, separator, cursor = pair.partition(":")
+        if not separator or not edition:
+            raise ValueError("name the edition of each cursor: en:<cursor>,ar:<cursor>")
+        if not is_cursor(cursor):
+            raise ValueError(f"malformed cursor {cursor!r} for {edition!r}")
+        cursors[edition] = cursor
+    return cursors

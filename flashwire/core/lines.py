@@ -11,34 +11,20 @@ into the values the desk needs (times in epoch ms, the default expiry).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypedDict, TypeVar
+from typing import TypeVar
 
 import pydantic
 from pydantic_core import ErrorDetails
 
 from flashwire.core.clock import now_ms
-from flashwire.core.models import (
-    RETRACT_REASON_MAX_CHARS,
-    SOURCE_MAX_CHARS,
-    URGENCY_IPTC,
-    Urgency,
-    request_models,
-)
+from flashwire.core.models import LineChanges, Urgency, request_models
 from flashwire.core.settings import Settings
-from flashwire.core.text import URL_MAX_CHARS, TextRuleError, http_url
 
 __all__ = [
-    "RETRACT_REASON_MAX_CHARS",
     "SHORT_TEXT_CHARS",
-    "SOURCE_MAX_CHARS",
-    "URGENCY_IPTC",
     "URGENCY_RANK",
-    "URL_MAX_CHARS",
-    "Changes",
-    "Correction",
     "PostRequest",
     "ValidationError",
-    "clean_url",
     "parse_correction",
     "parse_expiry",
     "parse_post",
@@ -121,24 +107,6 @@ class PostRequest:
     embargo_until_ms: int | None
 
 
-class Changes(TypedDict, total=False):
-    """What a correction changes: only the fields the editor sent (expiry in epoch ms)."""
-
-    text: str
-    urgency: Urgency
-    topics: list[str]
-    url: str | None
-    source: str | None
-    expires_at_ms: int
-
-
-@dataclass(frozen=True)
-class Correction:
-    """A validated correction: only the fields the editor changed."""
-
-    changes: Changes
-
-
 def parse_post(body: object, settings: Settings, edition: str | None = None) -> PostRequest:
     """Validate a new line; `edition` from the URL, if given, is the default for the body's."""
     if isinstance(body, dict) and edition is not None:
@@ -160,11 +128,10 @@ def parse_post(body: object, settings: Settings, edition: str | None = None) -> 
     )
 
 
-def parse_correction(body: object, settings: Settings) -> Correction:
-    """Validate a correction; at least one field must change."""
-    correction = validate(request_models(settings).correction, body)
-    changes: dict[str, Any] = correction.changes().model_dump(exclude_unset=True)
-    return Correction(changes=Changes(**changes))  # type: ignore[typeddict-item]
+def parse_correction(body: object, settings: Settings) -> LineChanges:
+    """Validate a correction; at least one field must change. Only the fields the editor sent are
+    set (and serialised): `url: null` clears the link, no `url` leaves it (expiry in epoch ms)."""
+    return validate(request_models(settings).correction, body).changes()
 
 
 def parse_retraction(body: object) -> str:
@@ -177,15 +144,3 @@ def parse_retraction(body: object) -> str:
 def parse_expiry(body: object) -> int:
     """Validate a change of expiry: {"expires_at": <future RFC 3339 time>}; returns epoch ms."""
     return validate(request_models(Settings()).expiry, body).expires_at
-
-
-def clean_url(value: object) -> str | None:
-    """An absolute http(s) link by the one URL rule (flashwire/core/text.py), or None."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValidationError("url", "must be a string or null")
-    try:
-        return http_url(value)
-    except TextRuleError as exc:
-        raise ValidationError("url", exc.message) from None

@@ -132,7 +132,9 @@ class Actor(BaseModel):
     role: str = ""
 
 
-SYSTEM_ACTOR = Actor(name="flashwire", role="system")
+# The actor of what the worker's schedule puts on the desk (embargo release, expiry), as the audit
+# trail shows it (docs/api.md, "The audit trail"); workers/schedule.py writes it into its scripts.
+SYSTEM_ACTOR = Actor(name="scheduler", role="system")
 
 
 class _DeskAction(BaseModel):
@@ -337,11 +339,19 @@ class EditionLines(BaseModel):
     lines: list[LineWithReach]
 
 
+# GET /api/v1/editions/{edition}/scheduled lists at most this many lines (the soonest); a desk
+# schedules a handful at a time, and one answer must stay small.
+SCHEDULED_LIST_MAX = 200
+
+
 class ScheduledLines(BaseModel):
     """GET /api/v1/editions/{edition}/scheduled: lines waiting for their embargo, soonest first."""
 
     edition: str
-    lines: list[Line]
+    lines: list[Line] = Field(
+        max_length=SCHEDULED_LIST_MAX,
+        description=f"The soonest {SCHEDULED_LIST_MAX} at most; later ones appear as these are released.",
+    )
 
 
 class TokenRecord(BaseModel):
@@ -389,19 +399,23 @@ class Config(BaseModel):
     sections: list[str]
     regions: list[str]
     urgencies: list[UrgencyInfo]
-    text_max_chars: int
-    short_text_chars: int
+    text_max_chars: int = Field(description="Limit of a headline, in characters (see the request schemas).")
+    short_text_chars: int = Field(
+        description="Above this a headline is long for a ticker: warn, don't block."
+    )
+    source_max_chars: int = Field(description="Limit of a line's `source`, in characters.")
+    reason_max_chars: int = Field(description="Limit of a retraction's public `reason`, in characters.")
+    url_max_chars: int = Field(description="Limit of a line's `url`, in characters.")
     default_ttl_s: int
     heartbeat_s: float
 
 
-class AuditEntry(BaseModel):
-    """One applied action: who, when, where, and the record before and after.
-
-    Line actions carry line versions; token actions (edition '*') carry token records.
+class AuditRecord(BaseModel):
+    """One applied action as stored in the audit stream: who, when, where, and the record before
+    and after. Line actions carry line versions; token actions (edition '*', line_id '') carry
+    token records. The stream entry's id is its `audit_id` once read back (`AuditEntry`).
     """
 
-    audit_id: str
     at: Timestamp
     actor: Actor
     action: str
@@ -411,6 +425,12 @@ class AuditEntry(BaseModel):
     before: Line | TokenRecord | None
     after: Line | TokenRecord | None
     reason: str | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class AuditEntry(AuditRecord):
+    """An audit record as listed: `audit_id` is its stream id, the `before` of the next page."""
+
+    audit_id: str
 
 
 class AuditPage(BaseModel):
@@ -425,9 +445,17 @@ class Health(BaseModel):
 
     status: Literal["ok", "degraded", "unavailable"]
     node: str
-    workers_alive: int | None = None
-    desk_lag_s: float | None = None
-    redis: str | None = None
+    workers_alive: int | None = Field(
+        default=None, exclude_if=lambda value: value is None, description="Absent when 'unavailable'."
+    )
+    desk_lag_s: float | None = Field(
+        default=None, exclude_if=lambda value: value is None, description="Absent when 'unavailable'."
+    )
+    redis: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Only when 'unavailable': the error talking to Redis.",
+    )
     problems: list[str]
 
 
@@ -443,7 +471,7 @@ class Readiness(BaseModel):
 
 
 def _field_error(field: str, message: str) -> PydanticCustomError:
-    """A model-level error that still names one field (see `FieldError.from_pydantic`)."""
+    """A model-level error that still names one field (read by flashwire.core.lines.from_pydantic)."""
     return PydanticCustomError("field_error", "{message}", {"field": field, "message": message})
 
 
@@ -514,9 +542,12 @@ HttpUrl = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "format": "uri",
+            "format": "iri",
             "maxLength": URL_MAX_CHARS,
-            "description": "Absolute http(s) URL: a host, no credentials, a port in 1-65535 if any.",
+            "description": "An absolute http(s) IRI (RFC 3987: letters beyond ASCII may stand as they"
+            " are): a valid host, no credentials, a port in 1-65535 if any, well-formed percent-escapes;"
+            " no spaces, none of the characters RFC 3987 excludes, no control, format, private-use,"
+            " unassigned or default-ignorable characters (flashwire/core/text.py).",
         }
     ),
 ]
@@ -526,9 +557,27 @@ FutureTime = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time", "description": "RFC 3339, in the future"}),
 ]
 _TEXT_RULE = (
-    " Free text: whitespace runs collapse, NFC; no control, format (except LRM, RLM, ALM, ZWNJ,"
-    " ZWJ), private-use or unassigned characters; must show something (flashwire/core/text.py)."
+    " Free text: whitespace runs collapse to one space and the ends are trimmed, then NFC; no control,"
+    " format (except LRM, RLM, ALM, ZWNJ, ZWJ), private-use or unassigned characters; must show"
+    " something. The limit counts characters (code points) of the text so cleaned, so a value sent"
+    " with extra whitespace may be longer than maxLength (flashwire/core/text.py)."
 )
+
+
+# The Idempotency-Key header of every write (docs/api.md, "Retrying safely"): printable ASCII
+# without spaces (U+0021-U+007E), so that it is a safe Redis key part and never folds or splits.
+IDEMPOTENCY_KEY_MAX_CHARS = 200
+IDEMPOTENCY_KEY_RULE = f"must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters, without spaces"
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        pattern=rf"^[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}$",
+        description=f"1-{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters, without spaces. A retried"
+        " request with the same key and the same body gets the first answer again (header"
+        " Idempotent-Replayed: true); the same key with another request is a 409.",
+    ),
+]
+IDEMPOTENCY_KEY_ADAPTER: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
 
 
 class _Request(BaseModel):
@@ -561,16 +610,18 @@ class PostLineRequest(_Request):
         return self
 
 
-def _no_defaults(schema: dict[str, Any]) -> None:
-    """A correction's field defaults are placeholders for "not sent", not values to publish."""
+def _correction_schema(schema: dict[str, Any]) -> None:
+    """A correction's field defaults are placeholders for "not sent", not values to publish; what
+    the schema must say instead is that at least one field is sent (`_changes_something`)."""
     for prop in schema.get("properties", {}).values():
         prop.pop("default", None)
+    schema["minProperties"] = 1
 
 
 class CorrectionRequest(_Request):
     """POST /api/v1/lines/{line_id}/corrections: only the fields sent change (`model_fields_set`)."""
 
-    model_config = ConfigDict(json_schema_extra=_no_defaults)
+    model_config = ConfigDict(json_schema_extra=_correction_schema)
 
     text: str = ""
     urgency: Urgency = "routine"

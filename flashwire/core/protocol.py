@@ -5,7 +5,8 @@ The service (service/ws.py, sse.py, delivery.py, events.py, history.py), the Pyt
 (flashwire/client.py) and the AsyncAPI document (service/asyncapi.py) all take their names
 and numbers from here. The models describe the frames; they are not on the hot path: the
 hub sends each event as one pre-serialised frame (service/events.py) and never validates
-per delivery. tests/test_protocol_frames.py checks real frames against these models' schemas.
+per delivery. tests/test_protocol_frames.py checks real frames against these models' schemas,
+closed to the fields they list (tests/protocol_schemas.py).
 
 Server -> reader, over WebSocket (one JSON object per text frame) and SSE (one `data:` line
 per event): `hello`, `subscribed`, `snapshot`, `line`, `update`, `retract`, `heartbeat`,
@@ -86,12 +87,14 @@ Edition = Annotated[str, Field(description="Edition code (BCP 47), e.g. 'en'.", 
 
 
 class _Message(BaseModel):
-    """A protocol message. Its schema lists exactly the fields this version sends (extra fields are
-    refused, so that tests catch a frame that drifted from its description); readers must still
-    ignore fields they do not know (docs/protocol.md 1), which later versions may add. The line
-    object inside (flashwire/core/models.py) is open in the same way."""
+    """A protocol message. Its schema is open, as the protocol is: readers must ignore fields they
+    do not know, which later versions of protocol 1 may add, and the server ignores unknown fields
+    of a client's message (docs/protocol.md 1 and 2.2); the line inside
+    (flashwire/core/models.py) is open in the same way. What the published schema promises is the
+    fields it lists; the tests that validate real frames close every object of it
+    (tests/protocol_schemas.py), so a frame that drifted from its description still fails them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class Hello(_Message):
@@ -141,7 +144,7 @@ class LineEvent(_Message):
 class Previous(BaseModel):
     """A corrected line's filter fields before the correction."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     topics: list[str]
     urgency: Urgency

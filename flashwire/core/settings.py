@@ -136,7 +136,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read FLASHWIRE_* variables (and REDIS_URL); see README for the list."""
+        """Read FLASHWIRE_* variables (and REDIS_URL); docs/configuration.md lists them."""
         env = os.environ if env is None else env
         editions = _list(env, "FLASHWIRE_EDITIONS", DEFAULT_EDITIONS)
         for edition in editions:

@@ -59,7 +59,7 @@ def _event(topics: list[str], urgency: str) -> Event:
     return Event.from_entry("en", "1-0", _entry("line", body))
 
 
-def test_filter_accepts_by_topic_overlap_and_minimum_urgency() -> None:
+def test_filter_selects_by_topic_overlap_and_minimum_urgency() -> None:
     """A filter passes events sharing any chosen topic (none chosen = all) at or above the minimum urgency."""
     everything = Filter()
     politics = Filter(topics=frozenset({"politics"}))
@@ -71,20 +71,22 @@ def test_filter_accepts_by_topic_overlap_and_minimum_urgency() -> None:
     flash_untagged = _event([], "flash")
     flash_europe_event = _event(["europe"], "flash")
 
-    assert [everything.accepts(e) for e in (routine_politics, urgent_sports, flash_untagged)] == [True] * 3
-    assert [politics.accepts(e) for e in (routine_politics, urgent_sports, flash_untagged)] == [
+    assert [everything.select(e) is e for e in (routine_politics, urgent_sports, flash_untagged)] == [
+        True
+    ] * 3
+    assert [politics.select(e) is e for e in (routine_politics, urgent_sports, flash_untagged)] == [
         True,
         False,
         False,
     ]
-    assert [urgent_up.accepts(e) for e in (routine_politics, urgent_sports, flash_untagged)] == [
+    assert [urgent_up.select(e) is e for e in (routine_politics, urgent_sports, flash_untagged)] == [
         False,
         True,
         True,
     ]
-    assert flash_europe.accepts(flash_europe_event)
-    assert not flash_europe.accepts(routine_politics)  # right topic, too low
-    assert not flash_europe.accepts(flash_untagged)  # urgent enough, wrong topic
+    assert flash_europe.select(flash_europe_event) is flash_europe_event
+    assert flash_europe.select(routine_politics) is None  # right topic, too low
+    assert flash_europe.select(flash_untagged) is None  # urgent enough, wrong topic
     # Snapshots use the same rule on line documents.
     assert politics.accepts_line({"topics": ["politics"], "urgency": "routine"})
     assert not urgent_up.accepts_line({"topics": [], "urgency": "routine"})

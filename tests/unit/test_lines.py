@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flashwire.core.clock import now_ms
-from flashwire.core.lines import ValidationError, clean_url, parse_correction, parse_post, parse_retraction
+from flashwire.core.lines import ValidationError, parse_correction, parse_post, parse_retraction
 from flashwire.core.settings import Settings
+from flashwire.core.text import TextRuleError, http_url
 
 SETTINGS = Settings(node_name="test")
 
@@ -139,23 +140,25 @@ def test_arabic_text_with_bidi_marks_is_accepted_unchanged() -> None:
     assert SETTINGS.direction("ar") == "rtl" and SETTINGS.direction("en") == "ltr"
 
 
-def test_clean_url_accepts_http_and_https_only() -> None:
-    """http(s) links of any case pass unchanged; null means no link."""
-    assert clean_url("HTTPS://Example.com/a?b=c#d") == "HTTPS://Example.com/a?b=c#d"
-    assert clean_url("http://example.com") == "http://example.com"
-    assert clean_url(None) is None
+def test_the_url_rule_accepts_http_and_https_only() -> None:
+    """http(s) links of any case pass unchanged (flashwire.core.text.http_url); others are refused."""
+    assert http_url("HTTPS://Example.com/a?b=c#d") == "HTTPS://Example.com/a?b=c#d"
+    assert http_url("http://example.com") == "http://example.com"
+    for refused in ("ftp://example.com/", "javascript:alert(1)", "//example.com/"):
+        with pytest.raises(TextRuleError):
+            http_url(refused)
 
 
 def test_parse_correction_keeps_only_changed_fields() -> None:
     """A correction returns only the fields sent, validated; expiry becomes epoch ms; url may be cleared."""
     correction = parse_correction({"text": "  Death toll   rises to 21. ", "url": None}, SETTINGS)
-    assert correction.changes == {"text": "Death toll rises to 21.", "url": None}
+    assert correction.model_dump() == {"text": "Death toll rises to 21.", "url": None}
     later = parse_correction(
         {"expires_at": future_iso(2), "urgency": "urgent", "topics": ["europe"]}, SETTINGS
     )
-    assert set(later.changes) == {"expires_at_ms", "urgency", "topics"}
-    assert later.changes["expires_at_ms"] > now_ms() + 3600 * 1000
-    assert later.changes["topics"] == ["europe"]
+    assert set(later.model_dump()) == {"expires_at_ms", "urgency", "topics"}
+    assert later.expires_at_ms is not None and later.expires_at_ms > now_ms() + 3600 * 1000
+    assert later.topics == ["europe"]
 
 
 @pytest.mark.parametrize(

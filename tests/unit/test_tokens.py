@@ -34,4 +34,4 @@ def test_token_may_follows_role_and_edition_scope() -> None:
 
     assert not _token("viewer", "*").may("post", "en")  # unknown role: nothing
     assert not admin.may("delete", "en")  # unknown action: nothing
-    assert "secret_sha256" not in editor.public()
+    assert "secret_sha256" not in editor.record().model_dump()

@@ -94,8 +94,17 @@ function signOut(message) {
   $("token").focus();
 }
 
+// The server's limits, from GET /api/v1/config, so the page never holds a copy of them. The
+// headline has its live counter instead (updateCompose), so that a pasted text is shown over the limit.
+function applyLimits(config) {
+  $("source").maxLength = config.source_max_chars;
+  $("url").maxLength = config.url_max_chars;
+  $("confirm-reason").maxLength = config.reason_max_chars;
+}
+
 async function start() {
   state.config = await (await fetch("/api/v1/config")).json();
+  applyLimits(state.config);
   state.me = await api("/api/v1/me");
   sessionStorage.setItem(TOKEN_KEY, state.token);
   clearError();
