@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     # Our handler for every logger, uvicorn's included (log_config=None below): one format, text
-    # or JSON. Reader connections get one line each from the app (service/connection_log.py);
+    # or JSON. Reader connections get one line each from the reader endpoints (service/ws.py, sse.py);
     # uvicorn's access and handshake lines for them are dropped, other requests keep theirs.
     configure_logging("service", settings.log_format)
     silence_server_lines()

@@ -20,7 +20,6 @@ from starlette.types import Scope
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.service import account, api, audit, feeds, health, sse
-from flashwire.service.connection_log import ReaderConnectionLog
 from flashwire.service.desk import Desk
 from flashwire.service.errors import ApiError
 from flashwire.service.hub import Hub
@@ -128,9 +127,9 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     ).response()
 
 
-def create_app(settings: Settings | None = None) -> ReaderConnectionLog:
-    """Build the Starlette app (Redis connections open in its lifespan), fronted by the /ws dispatch
-    and, outermost, the one-line-per-reader-connection log (service/connection_log.py)."""
+def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
+    """Build the Starlette app (Redis connections open in its lifespan), fronted by the /ws dispatch.
+    The reader endpoints log one line per connection themselves (service/connection_log.py)."""
     settings = settings or Settings.from_env()
     keys = Keys(settings.key_prefix)
 
@@ -139,7 +138,7 @@ def create_app(settings: Settings | None = None) -> ReaderConnectionLog:
         # Timeouts and keepalive, so a half-open connection (a partition, a failover) is noticed
         # instead of blocking forever.
         redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_keepalive=True)
-        # The hub's blocking XREAD (5 s) gets a connection of its own.
+        # The hub's blocking XREAD (at most READ_BLOCK_MS, 1 s: service/hub.py) gets a connection of its own.
         reader_redis = Redis.from_url(settings.redis_url, socket_timeout=15, socket_keepalive=True)
         hub = Hub(redis, reader_redis, keys, settings)
         app.state.settings = settings
@@ -191,4 +190,4 @@ def create_app(settings: Settings | None = None) -> ReaderConnectionLog:
         },
     )
     # /ws is served by the dispatch layer in front of the router (see ReaderSocketDispatch).
-    return ReaderConnectionLog(ReaderSocketDispatch(app))
+    return ReaderSocketDispatch(app)

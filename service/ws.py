@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from flashwire.core.protocol import PING, PONG_FRAME, SUBSCRIBE, CloseCode, hello_frame
 from flashwire.core.settings import Settings
+from flashwire.service.connection_log import Ending, log_reader_connection
 from flashwire.service.delivery import Delivery
 from flashwire.service.hub import Hub
 from flashwire.service.origins import OriginPolicy
@@ -46,40 +48,59 @@ class _Closing(Exception):
 
 
 async def ticker_endpoint(websocket: WebSocket) -> None:
-    """ASGI entry for /ws."""
-    hub: Hub = websocket.app.state.hub
-    settings: Settings = websocket.app.state.settings
-    origins: OriginPolicy = websocket.app.state.origins
-    await websocket.accept()
-    if not origins.allows(websocket):
-        await _close(
-            websocket, CloseCode.FORBIDDEN_ORIGIN, f"origin not allowed: {websocket.headers.get('origin')}"
-        )
-        return
-    if hub.connections >= settings.max_connections:
-        await _close(websocket, CloseCode.TRY_AGAIN_LATER, "connection limit reached; retry later")
-        return
-    _shed_handshake_state(websocket)
-    hub.connections += 1
+    """ASGI entry for /ws. Writes the connection's one log line when it ends, however it ends
+    (service/connection_log.py). All it keeps for that while the reader is connected are locals
+    of this frame: the start time, the subscription and, at the end, how it ended."""
+    started = time.monotonic()
+    subscription: Subscription | None = None
+    ending = Ending("server")
     try:
-        await websocket.send_text(hello_frame(settings))
-        subscription = from_query(settings, websocket.query_params)
-        if subscription is None:
-            subscription = await _await_subscribe(websocket, settings)
-        if not hub.ready:
-            # Refused before `subscribed`, so that no client takes this for a working connection.
-            raise _Closing(CloseCode.TRY_AGAIN_LATER, STORE_UNAVAILABLE)
-        await ReaderSession(websocket, hub, settings, subscription).run()
-    except SubscriptionError as exc:
-        await _close(websocket, CloseCode.BAD_REQUEST, str(exc))
-    except _Closing as closing:
-        if closing.code == CloseCode.TRY_AGAIN_LATER:
-            log.warning("reader refused (1013): %s", closing.reason)
-        await _close(websocket, closing.code, closing.reason)
-    except (WebSocketDisconnect, OSError):
-        pass
+        hub: Hub = websocket.app.state.hub
+        settings: Settings = websocket.app.state.settings
+        await websocket.accept()
+        refusal = _refusal(websocket, hub, settings)
+        if refusal is not None:
+            ending = await _close(websocket, *refusal)
+            return
+        _shed_handshake_state(websocket)
+        hub.connections += 1
+        try:
+            await websocket.send_text(hello_frame(settings))
+            subscription = from_query(settings, websocket.query_params)
+            if subscription is None:
+                subscription = await _await_subscribe(websocket, settings)
+            if not hub.ready:
+                # Refused before `subscribed`, so that no client takes this for a working connection.
+                raise _Closing(CloseCode.TRY_AGAIN_LATER, STORE_UNAVAILABLE)
+            ending = await ReaderSession(websocket, hub, settings, subscription).run()
+        except SubscriptionError as exc:
+            ending = await _close(websocket, CloseCode.BAD_REQUEST, str(exc))
+        except _Closing as closing:
+            if closing.code == CloseCode.TRY_AGAIN_LATER:
+                log.warning("reader refused (1013): %s", closing.reason)
+            ending = await _close(websocket, closing.code, closing.reason)
+        except WebSocketDisconnect as exc:
+            ending = Ending.of_disconnect(exc.code, exc.reason or "")
+        except OSError:
+            ending = Ending.of_disconnect(1006)
+        finally:
+            hub.connections -= 1
+    except BaseException as exc:
+        ending = ending._replace(error=type(exc).__name__)
+        raise
     finally:
-        hub.connections -= 1
+        log_reader_connection("ws", websocket.scope, started, ending, subscription)
+
+
+def _refusal(websocket: WebSocket, hub: Hub, settings: Settings) -> tuple[CloseCode, str] | None:
+    """Why this connection is not served at all (before the hello), or None: a foreign origin, or
+    the node's connection limit."""
+    origins: OriginPolicy = websocket.app.state.origins
+    if not origins.allows(websocket):
+        return CloseCode.FORBIDDEN_ORIGIN, f"origin not allowed: {websocket.headers.get('origin')}"
+    if hub.connections >= settings.max_connections:
+        return CloseCode.TRY_AGAIN_LATER, "connection limit reached; retry later"
+    return None
 
 
 def fit_close_reason(reason: str) -> str:
@@ -87,16 +108,18 @@ def fit_close_reason(reason: str) -> str:
     return reason.encode()[:123].decode(errors="ignore")
 
 
-async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
-    """Close with a code; a peer that stopped reading gets one heartbeat period, then is cut off."""
+async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> Ending:
+    """Close with a code; a peer that stopped reading gets one heartbeat period, then is cut off.
+    Returns the ending, for the connection's log line."""
     settings: Settings = websocket.app.state.settings
+    ending = Ending("server", int(code), fit_close_reason(reason))
     try:
-        await asyncio.wait_for(websocket.close(int(code), fit_close_reason(reason)), settings.heartbeat_s)
-        return
+        await asyncio.wait_for(websocket.close(int(code), ending.close_reason), settings.heartbeat_s)
+        return ending
     except TimeoutError:
         pass
     except Exception:
-        return
+        return ending
     # The close frame cannot get out because the peer does not read. ASGI has no way to abort a
     # connection, and uvicorn would keep it (and its buffer) until the kernel gives up, so
     # drop the TCP connection ourselves.
@@ -104,6 +127,7 @@ async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> None:
     transport = getattr(protocol, "transport", None)
     if transport is not None:
         transport.abort()
+    return ending._replace(reason="the peer did not read the close frame; connection aborted")
 
 
 def _shed_handshake_state(websocket: WebSocket) -> None:
@@ -152,7 +176,7 @@ async def _await_subscribe(websocket: WebSocket, settings: Settings) -> Subscrip
             CloseCode.SUBSCRIBE_TIMEOUT, "no subscribe message; send one or use the URL query"
         ) from None
     if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
+        raise WebSocketDisconnect(message.get("code", 1005), message.get("reason"))
     data = _parse_client_message(message)
     if data.get("type") != SUBSCRIBE:
         raise _Closing(CloseCode.BAD_REQUEST, "type: expected a subscribe message first")
@@ -231,8 +255,9 @@ class ReaderSession:
             return
         self._stop()
 
-    async def run(self) -> None:
-        """Serve the connection until it ends; raises _Closing to close with a code.
+    async def run(self) -> Ending:
+        """Serve the connection until the client leaves, and say how it did; raises _Closing to
+        close with a code.
 
         The receive loop runs in the connection's own task (one task fewer per idle reader);
         the sender is a task of its own only until the reader has caught up.
@@ -241,8 +266,9 @@ class ReaderSession:
         self._handler = asyncio.current_task()
         self._start_sender(self._delivery.frames())
         assert self._sender is not None
+        disconnect: Message | None = None
         try:
-            await self._receive()
+            disconnect = await self._receive()
         except asyncio.CancelledError:
             # Our own _stop() is absorbed; a cancellation from outside (server shutdown) is not.
             if not self._stopping or (self._handler is not None and self._handler.uncancel() > 0):
@@ -267,12 +293,20 @@ class ReaderSession:
         ):
             log.error("reader session failed", exc_info=result)
             raise _Closing(CloseCode.INTERNAL_ERROR, "internal error")
+        if disconnect is not None:
+            return Ending.of_disconnect(disconnect.get("code", 1005), disconnect.get("reason") or "")
+        if isinstance(result, WebSocketDisconnect):
+            return Ending.of_disconnect(result.code, result.reason or "")
+        if isinstance(result, OSError):
+            return Ending.of_disconnect(1006)
+        return Ending("server")
 
-    async def _receive(self) -> None:
+    async def _receive(self) -> Message:
+        """Client messages until the `websocket.disconnect`, which is returned."""
         while True:
             message = await self._ws.receive()
             if message["type"] == "websocket.disconnect":
-                return
+                return message
             data = _parse_client_message(message)
             kind = data.get("type")
             if kind == PING:

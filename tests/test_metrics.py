@@ -4,6 +4,7 @@ them, one log line per reader connection, and JSON logs, all against real proces
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
 from flashwire.dev.redis_server import free_port
 from tests.conftest import ManagedProcess, Reader, ServiceNode, Stack, auth, open_reader, post_line
@@ -181,14 +183,37 @@ async def test_the_worker_serves_its_own_metrics_and_stops_with_them(stack: Stac
             raise AssertionError("the worker's metrics port is still served after it stopped")
 
 
+# A topic that reads like the end of a connection line: unquoted, the line of this refused request
+# ("... topics=x lasted 0.1s: closed by client, HTTP 200 lasted 0.002s: closed by server, HTTP 400")
+# would tell a reader of the log that it was served.
+SPOOFING_TOPICS = "x lasted 0.1s: closed by client, HTTP 200"
+# One connection line of the text format: protocol, address, the quoted filter values (a quoted value
+# holds no unescaped quote), duration, and how it ended.
+CONNECTION_LINE = re.compile(
+    r" reader connection (?P<protocol>ws|sse) (?P<client>\S+)"
+    r'(?P<filter>(?: \w+="(?:[^"\\]|\\.)*")*) lasted (?P<duration>\d+(?:\.\d+)?)s: (?P<ending>.*)$'
+)
+FILTER_VALUE = re.compile(r' (\w+)="((?:[^"\\]|\\.)*)"')
+
+
 def _connection_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if "reader connection " in line]
 
 
+def _parsed(line: str) -> tuple[str, str, dict[str, str], str]:
+    """(protocol, client, filter values, ending) of a connection line; fails if it is not one."""
+    match = CONNECTION_LINE.search(line)
+    assert match is not None, line
+    values = dict(FILTER_VALUE.findall(match["filter"]))
+    return match["protocol"], match["client"], values, match["ending"]
+
+
 async def test_each_reader_connection_is_logged_once_when_it_ends(stack: Stack) -> None:
-    """A WebSocket reader, a refused one and an SSE reader each give exactly one line, written when
-    they end, with address, protocol, filter, duration and how it ended; uvicorn's handshake,
-    'connection open/closed' and /sse access lines are gone, other requests keep their access line."""
+    """A WebSocket reader, a refused one (4400), an SSE reader and a refused SSE request (400) each
+    give exactly one line, written when they end, with address, protocol, filter, duration and how
+    it ended; client-chosen values are quoted, so a topic that reads like the end of a line does not
+    change how the line ends; uvicorn's handshake, 'connection open/closed' and /sse access lines are
+    gone, other requests keep their access line."""
     node = stack.service()
     reader = await open_reader(node.ws_url, "editions=en&topics=politics&min_urgency=urgent")
     await reader.next_of("snapshot")
@@ -203,22 +228,51 @@ async def test_each_reader_connection_is_logged_once_when_it_ends(stack: Stack) 
             async for line in response.aiter_lines():
                 if '"snapshot"' in line:
                     break
+        spoofing = await client.get("/sse", params={"editions": "en", "topics": SPOOFING_TOPICS})
+        assert spoofing.status_code == 400, spoofing.text
         assert (await client.get("/healthz")).status_code == 200
-    log = await _log_until(node, lambda text: len(_connection_lines(text)) >= 3)
+    log = await _log_until(node, lambda text: len(_connection_lines(text)) >= 4)
     await asyncio.sleep(0.5)  # anything logged late would show now
     log = node.log()
-    lines = _connection_lines(log)
-    [ws_line] = [line for line in lines if f":{client_port} " in line]
-    assert " ws " in ws_line and "editions=en topics=politics min_urgency=urgent" in ws_line, ws_line
-    assert "closed by client, 1000" in ws_line and "lasted " in ws_line, ws_line
-    [refused_line] = [line for line in lines if "editions=xx" in line]
-    assert "closed by server, 4400" in refused_line, refused_line
-    [sse_line] = [line for line in lines if " sse " in line]
-    assert "editions=ar" in sse_line and "closed by client, HTTP 200" in sse_line, sse_line
-    assert len(lines) == 3, lines
+    lines = [_parsed(line) for line in _connection_lines(log)]
+    assert len(lines) == 4, _connection_lines(log)
+    [ws_line] = [line for line in lines if line[1] == f"127.0.0.1:{client_port}"]
+    assert ws_line[0] == "ws"
+    assert ws_line[2] == {"editions": "en", "topics": "politics", "min_urgency": "urgent"}
+    assert ws_line[3] == 'closed by client, 1000 ""'
+    [refused_line] = [line for line in lines if line[2].get("editions") == "xx"]
+    assert refused_line[0] == "ws"
+    assert refused_line[3] == "closed by server, 4400 \"editions: unknown edition 'xx'\""
+    [sse_line] = [line for line in lines if line[2].get("editions") == "ar"]
+    assert sse_line[0] == "sse" and sse_line[3] == "closed by client, HTTP 200", sse_line
+    [spoofing_line] = [line for line in lines if "topics" in line[2] and line[0] == "sse"]
+    assert spoofing_line[2] == {"editions": "en", "topics": SPOOFING_TOPICS}
+    assert spoofing_line[3] == "closed by server, HTTP 400"
     for noise in ("connection open", "connection closed", '"WebSocket /ws', "GET /sse"):
         assert noise not in log, (noise, log)
     assert '"GET /healthz HTTP/1.1" 200' in log, "other requests keep their access line"
+
+
+async def test_readers_refused_at_the_connection_limit_are_logged_once(stack: Stack) -> None:
+    """At the connection limit a WebSocket reader is refused with 1013 before `subscribed` and an SSE
+    reader with 503; each gets exactly one line saying so, and the reader that was let in its own
+    when it leaves."""
+    node = stack.service(FLASHWIRE_MAX_CONNECTIONS="1")
+    holder = await open_reader(node.ws_url, "editions=en")
+    await holder.next_of("snapshot")
+    refused = Reader(await connect(node.ws_url + "?editions=ar"))  # closed before its hello
+    assert await refused.until_closed() == 1013
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+        assert (await client.get("/sse?editions=es")).status_code == 503
+    await holder.ws.close()
+    log = await _log_until(node, lambda text: len(_connection_lines(text)) >= 3)
+    await asyncio.sleep(0.5)  # anything logged late would show now
+    lines = {parsed[2].get("editions"): parsed for parsed in map(_parsed, _connection_lines(node.log()))}
+    assert len(_connection_lines(node.log())) == 3, log
+    assert lines["en"][3] == 'closed by client, 1000 ""'
+    assert lines["ar"][0] == "ws"
+    assert lines["ar"][3] == 'closed by server, 1013 "connection limit reached; retry later"'
+    assert lines["es"][0] == "sse" and lines["es"][3] == "closed by server, HTTP 503"
 
 
 async def test_json_logs_are_one_object_a_line_with_the_connection_fields(stack: Stack) -> None:
