@@ -364,11 +364,13 @@ class Reader:
 async def open_reader(url: str, query: str = "", **kwargs: Any) -> Reader:
     """Connect to /ws with a query string and wait for hello.
 
-    The client sends no keepalive pings of its own (`ping_interval=None`): a test that reads its
-    readers only after a long burst would otherwise close them itself (websockets stops reading
-    the socket when its queue is full, misses the pongs and closes with 1011 after 20 s). The
-    server's own heartbeats and pings are what the tests check."""
+    The client keeps reading its socket whatever the test reads (`max_queue=None`) and sends no
+    keepalive pings of its own (`ping_interval=None`): a test that reads its readers only after a
+    long burst would otherwise stop answering the server's pings once websockets' queue is full,
+    and the server (or the client) would close the connection with 1011 after 20-40 s on a loaded
+    machine. Tests that need a reader that stops reading use tests/rawws.py instead."""
     kwargs.setdefault("ping_interval", None)
+    kwargs.setdefault("max_queue", None)
     ws = await connect(f"{url}?{query}" if query else url, compression=None, **kwargs)
     reader = Reader(ws)
     hello = await reader.next()
