@@ -36,6 +36,7 @@ from pathlib import Path
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
+from flashwire import cli
 from flashwire.core.settings import Settings
 from flashwire.dev.redis_server import RedisProcess, free_port
 
@@ -59,22 +60,7 @@ def package_of(filename: str) -> str:
 
 def server_config(settings: Settings, port: int) -> uvicorn.Config:
     """uvicorn's configuration as `flashwire serve` builds it (flashwire/cli.py), logs kept quiet."""
-    from flashwire.service.app import create_app
-
-    return uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        ws="websockets-sansio",
-        ws_ping_interval=settings.heartbeat_s,
-        ws_ping_timeout=settings.heartbeat_s,
-        ws_per_message_deflate=False,
-        ws_max_size=64 * 1024,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    return cli.server_config(settings, "127.0.0.1", port, access_log=False)
 
 
 class Readers:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from flashwire.core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from flashwire.client import Retry
     from flashwire.core.models import TokenRecord
 
@@ -34,23 +36,15 @@ def _settings() -> Settings:
     return Settings.from_env(env)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Run one service node under uvicorn."""
+def server_config(settings: Settings, host: str, port: int, *, access_log: bool = True) -> uvicorn.Config:
+    """uvicorn's configuration for one service node: the websockets-sansio protocol the direct
+    frame writes rely on (docs/architecture.md), protocol pings every heartbeat, no compression,
+    64 KiB messages at most, our logging (log_config=None). Also used by bench/."""
     import uvicorn
 
-    from flashwire.core.logs import configure_logging
     from flashwire.service.app import create_app
-    from flashwire.service.connection_log import silence_server_lines
 
-    settings = Settings.from_env()
-    host = args.host or settings.host
-    port = settings.port if args.port is None else args.port
-    # Our handler for every logger, uvicorn's included (log_config=None below): one format, text
-    # or JSON. Reader connections get one line each from the reader endpoints (service/ws.py, sse.py);
-    # uvicorn's access and handshake lines for them are dropped, other requests keep theirs.
-    configure_logging("service", settings.log_format)
-    silence_server_lines()
-    config = uvicorn.Config(
+    return uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -61,9 +55,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ws_max_size=64 * 1024,
         lifespan="on",
         log_config=None,
-        access_log=True,
+        access_log=access_log,
         timeout_graceful_shutdown=5,
     )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run one service node under uvicorn."""
+    import uvicorn
+
+    from flashwire.core.logs import configure_logging
+    from flashwire.service.connection_log import silence_server_lines
+
+    settings = Settings.from_env()
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    # Our handler for every logger, uvicorn's included (log_config=None below): one format, text
+    # or JSON. Reader connections get one line each from the reader endpoints (service/ws.py, sse.py);
+    # uvicorn's access and handshake lines for them are dropped, other requests keep theirs.
+    configure_logging("service", settings.log_format)
+    silence_server_lines()
+    config = server_config(settings, host, port)
     uvicorn.Server(config).run()
     return 0
 
