@@ -38,7 +38,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from flashwire import cli
 from flashwire.core.settings import Settings
-from flashwire.dev.redis_server import RedisProcess, free_port
+from flashwire.dev.ports import free_port
+from flashwire.dev.redis_server import RedisProcess
 
 REPO = Path(__file__).resolve().parent.parent
 # Package of an allocating file, first match wins; everything else is "other".

@@ -36,7 +36,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from flashwire.dev.redis_server import RedisProcess, free_port
+from flashwire.dev.ports import free_port
+from flashwire.dev.redis_server import RedisProcess
 
 PER_PROCESS = 9_000
 PYTHON = sys.executable

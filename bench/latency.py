@@ -24,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from flashwire.dev.redis_server import RedisProcess, free_port
+from flashwire.dev.ports import free_port
+from flashwire.dev.redis_server import RedisProcess
 
 
 def _percentile(values: list[float], fraction: float) -> float:

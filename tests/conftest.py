@@ -38,7 +38,8 @@ from websockets.exceptions import ConnectionClosed
 from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
-from flashwire.dev.redis_server import RedisProcess, free_port
+from flashwire.dev.ports import free_port
+from flashwire.dev.redis_server import RedisProcess
 from flashwire.service.tokens import TokenStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,7 +36,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from flashwire.core.keys import Keys
 from flashwire.core.settings import DEFAULT_EDITIONS, DEFAULT_REGIONS, DEFAULT_SECTIONS
-from flashwire.dev.redis_server import RedisProcess, free_port
+from flashwire.dev.ports import free_port
+from flashwire.dev.redis_server import RedisProcess
 from flashwire.service.tokens import TokenStore
 from tests.conftest import ManagedProcess, ServiceNode
 from tests.delivery_model import (

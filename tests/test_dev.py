@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flashwire.dev.redis_server import free_port
+from flashwire.dev.ports import free_port
 from tests.conftest import Stack
 
 ROOT = Path(__file__).resolve().parent.parent

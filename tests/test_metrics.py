@@ -15,7 +15,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from flashwire.dev.redis_server import free_port
+from flashwire.dev.ports import free_port
 from tests.conftest import ManagedProcess, Reader, ServiceNode, Stack, auth, open_reader, post_line
 
 # Every series /metrics showed before prometheus_client, with its type: kept, same names.

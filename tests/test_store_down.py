@@ -10,7 +10,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from flashwire.dev.redis_server import free_port
+from flashwire.dev.ports import free_port
 from flashwire.service.ws import STORE_UNAVAILABLE
 from tests.conftest import Reader, ServiceNode, Stack, open_reader
 

