@@ -6,11 +6,14 @@ so that a bad value fails fast with the variable's name, not later mid-request.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from limits import parse_many
 
 DEFAULT_EDITIONS = ("en", "ar", "es")
 DEFAULT_SECTIONS = (
@@ -87,6 +90,33 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be one of 1, 0, true, false, yes, no, on, off; got {raw!r}")
 
 
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks (Python's ipaddress notation), or `*` for any."""
+    values = _list(env, name, default)
+    for value in values:
+        if value == "*":
+            continue
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name} has {value!r}; give IP addresses or networks such as 10.0.0.0/8, or *"
+            ) from None
+    return values
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    """A rate limit in the `limits` library's notation, e.g. "30/minute" or "5/second;100/hour"."""
+    raw = (env.get(name) or default).strip()
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be a rate limit such as '30/minute' or '5/second;100/hour', got {raw!r}"
+        ) from None
+    return raw
+
+
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -113,6 +143,30 @@ class Settings:
     send_buffer_max_bytes: int = 64 * 1024
     direct_writes: bool = True
     max_connections: int = 18_000
+    # Reader connections one client address may hold (service/client_addresses.py); the address
+    # is the peer's, or the one a trusted proxy reports (trusted_proxies).
+    max_connections_per_client: int = 200
+    # Every client socket the process holds, readers and requests together, counted from the
+    # moment it is accepted; beyond it a new socket is closed at once (service/server_limits.py).
+    max_sockets: int = 19_000
+    # Addresses or CIDR networks of the proxies whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed (uvicorn's forwarded_allow_ips); empty: none, the peer address is the client's.
+    trusted_proxies: tuple[str, ...] = ()
+    # Seconds a client has to send a complete request head (request line and headers).
+    header_timeout_s: float = 10.0
+    # Bytes a request head (request line and headers) may take: larger is answered 431.
+    max_header_bytes: int = 16 * 1024
+    # Bytes a request target (path and query) may take: longer is answered 414.
+    max_url_bytes: int = 8 * 1024
+    # Rate limits in the `limits` library's notation ("30/minute", "5/second;100/hour"), counted
+    # in Redis so that every node shares them (service/rate_limits.py).
+    post_rate_limit: str = "30/minute"
+    auth_failure_rate_limit: str = "20/minute"
+    admin_rate_limit: str = "20/minute"
+    # Days an audit entry is kept before the audit stream is trimmed (MINID); 0 keeps it forever.
+    audit_retention_days: int = 400
+    # Most audit entries one export request returns; the answer says where the next page starts.
+    audit_export_max: int = 50_000
     ticker_retention: int = 10_000
     desk_retention: int = 100_000
     replay_ring: int = 2_048
@@ -169,6 +223,21 @@ class Settings:
                 env, "FLASHWIRE_SEND_BUFFER_MAX_BYTES", cls.send_buffer_max_bytes, 1024
             ),
             max_connections=_int(env, "FLASHWIRE_MAX_CONNECTIONS", cls.max_connections, 1),
+            max_connections_per_client=_int(
+                env, "FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT", cls.max_connections_per_client, 1
+            ),
+            max_sockets=_int(env, "FLASHWIRE_MAX_SOCKETS", cls.max_sockets, 1),
+            trusted_proxies=_networks(env, "FLASHWIRE_TRUSTED_PROXIES", cls.trusted_proxies),
+            header_timeout_s=_float(env, "FLASHWIRE_HEADER_TIMEOUT_S", cls.header_timeout_s),
+            max_header_bytes=_int(env, "FLASHWIRE_MAX_HEADER_BYTES", cls.max_header_bytes, 1024),
+            max_url_bytes=_int(env, "FLASHWIRE_MAX_URL_BYTES", cls.max_url_bytes, 256),
+            post_rate_limit=_rate_limit(env, "FLASHWIRE_POST_RATE_LIMIT", cls.post_rate_limit),
+            auth_failure_rate_limit=_rate_limit(
+                env, "FLASHWIRE_AUTH_FAILURE_RATE_LIMIT", cls.auth_failure_rate_limit
+            ),
+            admin_rate_limit=_rate_limit(env, "FLASHWIRE_ADMIN_RATE_LIMIT", cls.admin_rate_limit),
+            audit_retention_days=_int(env, "FLASHWIRE_AUDIT_RETENTION_DAYS", cls.audit_retention_days, 0),
+            audit_export_max=_int(env, "FLASHWIRE_AUDIT_EXPORT_MAX", cls.audit_export_max, 1),
             ticker_retention=_int(env, "FLASHWIRE_TICKER_RETENTION", cls.ticker_retention, 10),
             snapshot_max_lines=_int(env, "FLASHWIRE_SNAPSHOT_MAX_LINES", cls.snapshot_max_lines, 1),
             claim_idle_ms=_int(env, "FLASHWIRE_CLAIM_IDLE_MS", cls.claim_idle_ms, 100),
@@ -178,6 +247,16 @@ class Settings:
             log_format=(env.get("FLASHWIRE_LOG_FORMAT") or cls.log_format).strip().lower(),
             worker_metrics_port=_int(env, "FLASHWIRE_WORKER_METRICS_PORT", cls.worker_metrics_port, 0, 65535),
         )
+        if settings.max_sockets < settings.max_connections:
+            raise SettingsError(
+                f"FLASHWIRE_MAX_SOCKETS ({settings.max_sockets}) must be at least"
+                f" FLASHWIRE_MAX_CONNECTIONS ({settings.max_connections}): every reader is a socket"
+            )
+        if settings.max_url_bytes > settings.max_header_bytes:
+            raise SettingsError(
+                f"FLASHWIRE_MAX_URL_BYTES ({settings.max_url_bytes}) must not exceed"
+                f" FLASHWIRE_MAX_HEADER_BYTES ({settings.max_header_bytes}): the target is part of the head"
+            )
         if settings.log_format not in LOG_FORMATS:
             raise SettingsError(
                 f"FLASHWIRE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
