@@ -196,7 +196,14 @@ def main() -> None:
         redis = RedisProcess(Path(tmp) / "redis", appendonly=False, tied_to_parent=True)
         redis.start()
         try:
-            env = {"REDIS_URL": redis.url, "FLASHWIRE_MAX_CONNECTIONS": str(args.readers + 100)}
+            # Every reader comes from 127.0.0.1: the per-address cap must not refuse them, and the
+            # socket cap must hold them and the benchmark's own requests.
+            env = {
+                "REDIS_URL": redis.url,
+                "FLASHWIRE_MAX_CONNECTIONS": str(args.readers + 100),
+                "FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT": str(args.readers + 100),
+                "FLASHWIRE_MAX_SOCKETS": str(args.readers + 200),
+            }
             config = server_config(Settings.from_env(env), free_port())
             # The event loop `flashwire serve` gets: uvloop when it is installed.
             with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:

@@ -96,8 +96,14 @@ class Run:
             **os.environ,
             "REDIS_URL": self.redis.url,
             "FLASHWIRE_MAX_CONNECTIONS": "19000",
+            # Every subscriber comes from 127.0.0.1: no per-address cap in the way, and sockets for
+            # the subscribers plus the benchmark's requests (within the 20,000 descriptors).
+            "FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT": "19000",
+            "FLASHWIRE_MAX_SOCKETS": "19500",
             "FLASHWIRE_HEARTBEAT_S": "60",
             "PYTHONUNBUFFERED": "1",
+            # One token posts every line: no rate limit in the way of the measurement.
+            "FLASHWIRE_POST_RATE_LIMIT": "100000/second",
         }
         self.processes: list[subprocess.Popen[str]] = []
         self.token = ""

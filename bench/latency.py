@@ -54,7 +54,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisProcess(Path(tmp) / "redis").start()
         port = free_port()
-        env = {**os.environ, "REDIS_URL": redis.url, "FLASHWIRE_MAX_CONNECTIONS": str(args.subscribers + 100)}
+        env = {
+            **os.environ,
+            "REDIS_URL": redis.url,
+            "FLASHWIRE_MAX_CONNECTIONS": str(args.subscribers + 100),
+            # Every subscriber comes from 127.0.0.1: no per-address cap in the way.
+            "FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT": str(args.subscribers + 100),
+            "FLASHWIRE_MAX_SOCKETS": str(args.subscribers + 200),
+            # One token posts every line: no rate limit in the way of the measurement.
+            "FLASHWIRE_POST_RATE_LIMIT": "100000/second",
+        }
         python = sys.executable
         worker = subprocess.Popen(
             [python, "-m", "flashwire.cli", "worker"], env=env, stderr=subprocess.DEVNULL

@@ -37,18 +37,25 @@ def _settings() -> Settings:
 
 
 def server_config(settings: Settings, host: str, port: int, *, access_log: bool = True) -> uvicorn.Config:
-    """uvicorn's configuration for one service node: the websockets-sansio protocol the direct
-    frame writes rely on (docs/architecture.md), protocol pings every heartbeat, no compression,
-    64 KiB messages at most, our logging (log_config=None). Also used by bench/."""
+    """uvicorn's configuration for one service node: the node's own HTTP protocol, which bounds
+    sockets, request heads and the time to send them, and its WebSocket protocol, uvicorn's
+    websockets-sansio one (what the direct frame writes rely on, docs/architecture.md) with a send
+    budget for pongs (service/server_limits.py, service/ws_protocol.py); uvicorn's own limits and
+    the trusted proxies (`edge_options`, which explains each); protocol pings every heartbeat, no
+    compression, 64 KiB messages at most, our logging (log_config=None). Also used by bench/."""
     import uvicorn
 
     from flashwire.service.app import create_app
+    from flashwire.service.server_limits import edge_options, protocol_classes
 
+    http_protocol, ws_protocol = protocol_classes(settings)
     return uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
-        ws="websockets-sansio",
+        http=http_protocol,
+        ws=ws_protocol,
+        **edge_options(settings),
         ws_ping_interval=settings.heartbeat_s,
         ws_ping_timeout=settings.heartbeat_s,
         ws_per_message_deflate=False,

@@ -7,15 +7,18 @@ It follows the client rules of docs/protocol.md (sections 8 to 11) to the letter
 `web/reader.js` and `web/ticker.js` do: it keeps the last cursor of every edition and
 drops any event it has already passed; it treats a connection on which nothing has
 arrived for 2.5 x `heartbeat_s` as dead; it reconnects with one jittered exponential
-backoff (at least 2.5 s after a 1013 or a 503) and `since=` its cursors; it resets the
-backoff only once a connection has delivered its catch-up; and it stops on the close
-codes that mean the request itself must change.
+backoff (at least 2.5 s after a 1013, or a handshake answered 429 or 503, and no sooner
+than such an answer's Retry-After) and `since=` its cursors; it resets the backoff only
+once a connection has delivered its catch-up; and it stops on the close codes and the
+handshake answers (400, 403, 404, 414, 431) that mean the request itself must change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
+import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +29,23 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from flashwire.core.cursors import cursor_key, is_cursor
-from flashwire.core.protocol import EVENT_TYPES, FATAL_CLOSE_CODES, HELLO, LIVE_TYPES, SUBSCRIBED, CloseCode
+from flashwire.core.protocol import (
+    EVENT_TYPES,
+    FATAL_CLOSE_CODES,
+    FATAL_STATUSES,
+    HELLO,
+    LIVE_TYPES,
+    SUBSCRIBED,
+    TRY_LATER_STATUSES,
+    CloseCode,
+)
 
-# "Try again later": the node is up but cannot serve readers now (its store is down, or it is full).
+# "Try again later": the node is up but cannot serve readers now (its store is down, it is full, or
+# this address holds its share of connections); a proxy in front may say it with 429 or 503.
 TRY_LATER_CLOSE_CODE = CloseCode.TRY_AGAIN_LATER
-TRY_LATER_STATUS = 503
+# A Retry-After further away than this is taken as this: a wrong or hostile header must not park a
+# reader for hours.
+RETRY_AFTER_MAX_S = 300.0
 # Messages that prove only that the node answered, not that it can deliver: they never reset
 # the backoff, or a node whose store is down would be retried several times a second.
 GREETING_TYPES = frozenset({HELLO, SUBSCRIBED})
@@ -45,12 +60,19 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class SubscriptionRefused(Exception):
-    """The server closed with a code that means the request itself is wrong."""
+    """The server closed with a code that means the request itself is wrong (`code`, `reason`:
+    the close code and reason), or answered the handshake so (`HandshakeRefused`)."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"server refused the subscription ({code}): {reason}")
         self.code = code
         self.reason = reason
+
+
+class HandshakeRefused(SubscriptionRefused):
+    """The upgrade was answered with an HTTP status that means the request itself is wrong (400,
+    403, 404, 414, 431): `code` is the status, `reason` the error body's `field: message` (or the
+    status's phrase)."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +94,58 @@ def backoff_ceiling_s(
 
 
 class _Ended(Exception):
-    """A connection ended in a way that is retried."""
+    """A connection ended in a way that is retried (not before `retry_after_s`, if given)."""
 
-    def __init__(self, reason: str, *, try_later: bool = False) -> None:
+    def __init__(self, reason: str, *, try_later: bool = False, retry_after_s: float = 0.0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.try_later = try_later
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float:
+    """Seconds a `Retry-After` value asks for (RFC 9110 section 10.2.3: delay-seconds or an
+    HTTP-date), at most RETRY_AFTER_MAX_S; 0 for none or a value that is neither."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_MAX_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        return 0.0
+    seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+
+
+def _refusal_reason(status: int, phrase: str, body: bytes | bytearray) -> str:
+    """`field: message` of the API's JSON error body (docs/protocol.md 1), else the status phrase."""
+    try:
+        error = orjson.loads(bytes(body) or b"{}").get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        field = error.get("field")
+        return f"{field}: {error['message']}" if isinstance(field, str) and field else error["message"]
+    return phrase or f"HTTP {status}"
+
+
+def _handshake_answered(exc: InvalidStatus) -> _Ended:
+    """What a handshake answered with an HTTP status means: raise `HandshakeRefused` for a status
+    after which asking again cannot help; otherwise describe it, with its Retry-After."""
+    response = exc.response
+    status = response.status_code
+    if status in FATAL_STATUSES:
+        reason = _refusal_reason(status, response.reason_phrase, response.body)
+        raise HandshakeRefused(status, reason) from None
+    return _Ended(
+        f"the handshake was answered {status}",
+        try_later=status in TRY_LATER_STATUSES,
+        retry_after_s=retry_after_s(response.headers.get("Retry-After")),
+    )
 
 
 async def _receive(ws: ClientConnection, heartbeat_s: float, since: float) -> dict[str, Any]:
@@ -217,8 +285,7 @@ class TickerClient:
             except ConnectionClosed as closed:
                 ended = self._closed(closed)
             except InvalidStatus as exc:
-                status = exc.response.status_code
-                ended = _Ended(f"the handshake was answered {status}", try_later=status == TRY_LATER_STATUS)
+                ended = _handshake_answered(exc)
             except InvalidURI:
                 raise
             except (TimeoutError, OSError, InvalidHandshake) as exc:
@@ -236,13 +303,17 @@ class TickerClient:
         return _Ended(reason, try_later=frame.code == TRY_LATER_CLOSE_CODE)
 
     async def _wait(self, ended: _Ended, *, was_live: bool) -> None:
-        """Sleep the jittered backoff of the next attempt, telling `on_retry` first."""
+        """Sleep the jittered backoff of the next attempt, and at least the Retry-After the server
+        gave (plus up to a fifth more, so that the clients it refused do not all come back in the
+        same instant), telling `on_retry` first."""
         self.attempt += 1
         self.reconnects += 1
         ceiling = backoff_ceiling_s(
             self.attempt, try_later=ended.try_later, base_s=self.backoff_base_s, max_s=self.backoff_max_s
         )
         delay_s = random.uniform(ceiling / 2, ceiling)
+        if ended.retry_after_s:
+            delay_s = max(delay_s, ended.retry_after_s * random.uniform(1.0, 1.2))
         if self.on_retry is not None:
             self.on_retry(Retry(self.attempt, delay_s, ended.reason, was_live))
         await asyncio.sleep(delay_s)

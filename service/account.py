@@ -27,6 +27,7 @@ from flashwire.core.text import URL_MAX_CHARS
 from flashwire.service import audit
 from flashwire.service.errors import ApiError
 from flashwire.service.http import authenticate, invalid, json_body, model_response
+from flashwire.service.rate_limits import RateLimits
 from flashwire.service.tokens import ALL_EDITIONS, ROLE_ACTIONS, Token, TokenStore
 
 
@@ -69,6 +70,13 @@ async def _admin(request: Request) -> Token:
     return token
 
 
+async def _count_admin_action(request: Request, admin: Token) -> None:
+    """Count one token creation or revocation by this admin against FLASHWIRE_ADMIN_RATE_LIMIT,
+    shared by every node: 429 with Retry-After over it (service/rate_limits.py)."""
+    limits: RateLimits = request.app.state.rate_limits
+    await limits.hit(limits.admin_actions, admin.id)
+
+
 def _by(token: Token) -> Actor:
     return Actor(token=token.id, name=token.name, role=token.role)
 
@@ -91,6 +99,7 @@ async def list_tokens(request: Request) -> Response:
 async def create_token(request: Request) -> Response:
     """POST /api/v1/tokens (admin): {name, role, editions} -> the secret, shown once."""
     admin = await _admin(request)
+    await _count_admin_action(request, admin)
     settings: Settings = request.app.state.settings
     body, _ = await json_body(request)
     try:
@@ -120,6 +129,7 @@ async def _audit(
 async def revoke_token(request: Request) -> Response:
     """POST /api/v1/tokens/{token_id}/revoke (admin)."""
     admin = await _admin(request)
+    await _count_admin_action(request, admin)
     store: TokenStore = request.app.state.tokens
     token_id = request.path_params["token_id"]
     before = next((t for t in await store.list() if t.id == token_id and _within(admin, t)), None)

@@ -64,6 +64,7 @@ from flashwire.service.http import (
 )
 from flashwire.service.hub import Hub
 from flashwire.service.openapi import openapi_document
+from flashwire.service.rate_limits import RateLimits
 from flashwire.service.reach import read_reach
 from flashwire.service.tokens import Token
 
@@ -125,8 +126,24 @@ async def _replay(desk: Desk, idempotency: Idempotency | None) -> Response | Non
     return None if earlier is None else _accepted(earlier.body, replayed=True)
 
 
+async def _count_desk_action(request: Request, token: Token) -> None:
+    """Count one desk action of the token against FLASHWIRE_POST_RATE_LIMIT, shared by every node:
+    429 with Retry-After over it (service/rate_limits.py). Called once the token is known to be
+    allowed the action where it is aimed (its edition, its line) and the request is known not to
+    be the replay of an answered Idempotency-Key, before the body is validated: a 401, 403 or 404
+    costs nothing, while a 409 or 422 counts, since it cost the same work (docs/api.md, "Rate
+    limits")."""
+    limits: RateLimits = request.app.state.rate_limits
+    await limits.hit(limits.desk_actions, token.id)
+
+
 async def post_line(request: Request) -> Response:
-    """POST /api/v1/lines: publish a new line, or schedule it with `embargo_until`."""
+    """POST /api/v1/lines: publish a new line, or schedule it with `embargo_until`.
+
+    The token is authorised on the body's `edition` (and for `schedule` when it sends an
+    `embargo_until`) before the post is counted and validated, as a follow-up is on its line's
+    edition; a body with no configured edition is refused 422 by the validation, uncounted.
+    """
     settings: Settings = request.app.state.settings
     token = await authenticate(request)
     body, _ = await json_body(request)
@@ -137,10 +154,14 @@ async def post_line(request: Request) -> Response:
     edition = body.get("edition") if isinstance(body, dict) else None
     if isinstance(edition, str) and edition in settings.editions:
         authorise(token, "post", edition)
+        if isinstance(body, dict) and body.get("embargo_until") is not None:
+            authorise(token, "schedule", edition)
+        await _count_desk_action(request, token)
     try:
         post = parse_post(body, settings)
     except ValidationError as exc:
         raise invalid(exc) from None
+    # The validation accepts only a configured edition: the one authorised and counted above.
     authorise(token, "post", post.edition)
     if post.embargo_until_ms is not None:
         authorise(token, "schedule", post.edition)
@@ -294,6 +315,7 @@ def _follow_up(action_name: str) -> Callable[[Request], Awaitable[Response]]:
         earlier = await _replay(desk, idempotency)
         if earlier is not None:
             return earlier
+        await _count_desk_action(request, token)
         try:
             action, accepted, new_expiry_ms = plan(body, settings, line_id, edition, _actor(token), now_ms())
         except ValidationError as exc:

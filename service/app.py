@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Match, Mount, Route
@@ -25,7 +26,9 @@ from flashwire.service.errors import ApiError
 from flashwire.service.hub import Hub
 from flashwire.service.metrics import NodeMetrics
 from flashwire.service.origins import OriginPolicy
+from flashwire.service.rate_limits import RateLimits
 from flashwire.service.reach import ReachRecorder
+from flashwire.service.security_headers import EVERY_RESPONSE, SecurityHeaders
 from flashwire.service.tokens import TokenStore
 from flashwire.service.ws import ReaderSocketDispatch
 
@@ -44,31 +47,31 @@ async def live_list(request: Request) -> Response:
     return FileResponse(WEB_DIR / "live.html")
 
 
-# The desk handles tokens: no inline script, no third-party origin, no framing.
-DESK_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-    "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
+# What /web/ serves, by extension (any letter case): the pages' scripts, styles, images, fonts and
+# web app manifest. Any other file there (web/__init__.py, which makes web/ part of the package, or
+# one left there by an editor or a build) is a 404, never served as whatever type it guesses.
+WEB_ASSET_SUFFIXES = frozenset(
+    {".html", ".js", ".mjs", ".css", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg", ".ico"}
+    | {".woff", ".woff2", ".webmanifest"}
+)
 
 
 class WebAssets(StaticFiles):
-    """The files under web/, except the desk page itself: it is served only at /desk, with the
-    headers above (a copy without them could be framed or cached)."""
+    """The web assets under web/ (WEB_ASSET_SUFFIXES, 404 for any other file), except the desk page
+    itself: it is served only at /desk, with its headers (service/security_headers.py; a copy
+    without them could be framed or cached)."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
+        if PurePosixPath(path).suffix.lower() not in WEB_ASSET_SUFFIXES:
+            return PlainTextResponse("Not Found", status_code=404)
         if path.startswith("desk") and path.endswith(".html"):
             return PlainTextResponse("Not Found", status_code=404)
-        response = await super().get_response(path, scope)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+        return await super().get_response(path, scope)
 
 
 async def desk(request: Request) -> Response:
-    """The newsroom desk page."""
-    return FileResponse(WEB_DIR / "desk" / "index.html", headers=DESK_HEADERS)
+    """The newsroom desk page (its strict headers: service/security_headers.py)."""
+    return FileResponse(WEB_DIR / "desk" / "index.html")
 
 
 def _readable_by_embedders(request: Request, response: Response) -> Response:
@@ -100,6 +103,12 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
     as an error (a dropped phone connection is not a server fault)."""
     log.info("client left during %s %s", request.method, request.url.path)
     return Response(status_code=400)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """Starlette's bare 500 (it logs the traceback), sent from outside the middleware layers, so
+    with the headers every response carries (service/security_headers.py)."""
+    return PlainTextResponse("Internal Server Error", status_code=500, headers=EVERY_RESPONSE)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -149,9 +158,11 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
             redis, keys, maxlen=settings.desk_retention, idempotency_ttl_s=settings.idempotency_ttl_s
         )
         app.state.tokens = TokenStore(redis, keys)
+        # Rate limits counted in Redis, so every node shares them (service/rate_limits.py).
+        app.state.rate_limits = RateLimits(redis, keys, settings)
         app.state.origins = OriginPolicy(settings.allowed_origins)
         # A registry per app: several apps in one process (tests) never share metrics.
-        app.state.metrics = NodeMetrics(hub)
+        app.state.metrics = NodeMetrics(hub, app.state.edge_counts)  # counted at the edge: service/ws.py
         app.state.reach = ReachRecorder(redis, keys, settings.node_name, latency=app.state.metrics.latency)
         hub.reach = app.state.reach
         await hub.start()
@@ -180,6 +191,8 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        # Inside Starlette's error layer, whose 500 answer (_server_error) adds them itself.
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             ApiError: _api_error,
             RedisConnectionError: _redis_unavailable,
@@ -187,6 +200,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
             ClientDisconnect: _client_gone,
             404: _not_found,
             405: _method_not_allowed,
+            500: _server_error,
         },
     )
     # /ws is served by the dispatch layer in front of the router (see ReaderSocketDispatch).

@@ -24,6 +24,8 @@ from flashwire import __version__
 from flashwire.core.cursors import CURSOR_PATTERN
 from flashwire.core.protocol import (
     CLIENT_MESSAGES,
+    PING_BURST,
+    PINGS_PER_S,
     PROTOCOL_VERSION,
     SERVER_MESSAGES,
     SSE_MESSAGES,
@@ -145,8 +147,13 @@ def asyncapi_document(settings: Settings) -> dict[str, object]:
                 "title": "WebSocket ticker",
                 "description": (
                     "One JSON message per text frame, both ways. Subscribe by URL query or by a "
-                    "`subscribe` message within 10 s; afterwards a client may only send `ping`. "
-                    f"Close codes: {close_codes}. A close reason starts with the field at fault."
+                    "`subscribe` message within 10 s; afterwards a client may only send `ping`, at most "
+                    f"{PING_BURST} at once and {PINGS_PER_S:g} a second after that, WebSocket protocol "
+                    "pings included (over it: close 1008). "
+                    f"Close codes: {close_codes}. A close reason starts with the field at fault. An "
+                    "upgrade the node cannot take is answered instead of 101 with a JSON error and "
+                    "closed: 400 (malformed), 408 (head too slow), 414 (target too long), 431 (head "
+                    "too large); the same request fails the same way again."
                 ),
                 "servers": [{"$ref": "#/servers/websocket"}],
                 "messages": _channel_messages(server_names + client_names),
@@ -161,7 +168,9 @@ def asyncapi_document(settings: Settings) -> dict[str, object]:
                     "`hello`; every later event has `id`, the reader's cursor set "
                     "('ar:<cursor>,en:<cursor>'), to resume with `Last-Event-ID` (which wins over "
                     "`since`). The subscription is the URL query only. Errors are answered instead "
-                    "of the stream as JSON: 400 (field named), 403 (origin), 503 (Retry-After)."
+                    "of the stream as JSON: 400 (field named), 403 (origin), 429 (too many connections "
+                    "from the client's address; Retry-After), 503 (Retry-After); and before the "
+                    "application, as on /ws: 400, 408, 414, 431."
                 ),
                 "servers": [{"$ref": "#/servers/http"}],
                 "messages": _channel_messages(SSE_MESSAGES),

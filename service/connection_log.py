@@ -6,7 +6,10 @@ how long, and how it ended (close code and reason, and which side closed; or the
 The endpoints write it themselves where the connection already ends (service/ws.py's
 `ticker_endpoint`, service/sse.py's `ReaderStream`), from what they know anyway: nothing is
 kept per connection for the log but its start time. A connection refused before it streams
-(WebSocket 1013 or 4400 before `subscribed`, SSE 400, 403 or 503) gets its line too.
+(WebSocket 1013 or 4400 before `subscribed`, SSE 400, 403, 429 or 503) gets its line too. A
+connection the node's WebSocket protocol ended on its own (service/ws_protocol.py: a keepalive
+ping not answered in time, too many pings) says so: `closed by server, 1011 "keepalive ping
+timeout"`, `closed by server, 1008 "too many pings: …"`.
 
 uvicorn's own lines for these connections (its access line, the handshake's "[accepted]",
 websockets' "connection open" / "connection closed") are filtered out by `silence_server_lines`,
@@ -62,10 +65,18 @@ class Ending(NamedTuple):
     @classmethod
     def of_disconnect(cls, code: int, reason: str = "") -> Ending:
         """The ending told by a `websocket.disconnect` (ASGI): the client closed; or the connection
-        was lost without a close frame (1006: the client vanished, or uvicorn gave up on its
-        pings); or uvicorn is shutting down and closes every connection with 1012 itself."""
+        was lost without a close frame (1006: the client vanished); or uvicorn is shutting down and
+        closes every connection with 1012 itself."""
         closed_by = {1006: "dropped", 1012: "server"}.get(code, "client")
         return cls(closed_by, code, reason)
+
+    @classmethod
+    def of_failure(cls, code: int, reason: str) -> Ending:
+        """The node's WebSocket protocol ended the connection itself (service/ws_protocol.py
+        `failed`): no pong to its keepalive ping in time (1011 "keepalive ping timeout"), or too many
+        pings from the client (1008). The application hears of it as a disconnect, which would
+        otherwise read as the client's close."""
+        return cls("server", code, reason)
 
 
 def _escaped(ch: str) -> str:
@@ -131,10 +142,12 @@ def connection_fields(
 
 def describe(fields: dict[str, Any]) -> str:
     """The text line, e.g. 'reader connection ws 127.0.0.1:50312 editions="en" topics="politics"
-    lasted 12.301s: closed by client, 1000 ""'. Every client-chosen value is `quoted`."""
+    lasted 12.301s: closed by client, 1000 ""' (or '...: dropped, 1006 ""' for a connection lost
+    without a close frame). Every client-chosen value is `quoted`."""
     parts = [fields["protocol"], _token(fields["client"])]
     parts += [f"{name}={quoted(fields[name])}" for name in _QUERY_FIELDS if name in fields]
-    ending = f"closed by {fields['closed_by']}"
+    closed_by = fields["closed_by"]
+    ending = "dropped" if closed_by == "dropped" else f"closed by {closed_by}"
     if "status" in fields:
         ending += f", HTTP {fields['status']}"
     if "close_code" in fields:

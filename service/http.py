@@ -14,6 +14,7 @@ from starlette.responses import Response
 from flashwire.core.lines import ValidationError
 from flashwire.core.settings import Settings
 from flashwire.service.errors import ApiError
+from flashwire.service.rate_limits import RateLimits, client_address
 from flashwire.service.tokens import Token, TokenStore
 
 LINE_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
@@ -21,10 +22,22 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flashwire"'}
 
 
 async def authenticate(request: Request) -> Token:
-    """The token presented as `Authorization: Bearer …`, or 401."""
+    """The token presented as `Authorization: Bearer …`, or 401.
+
+    A request that carries credentials (any non-blank `Authorization`) from a client address over
+    FLASHWIRE_AUTH_FAILURE_RATE_LIMIT is answered 429 with Retry-After before its token is looked
+    at, and a credential that fails (malformed, unknown, revoked, not Bearer) counts against that
+    address (service/rate_limits.py). A request with no credentials is neither refused nor counted.
+    """
     header = request.headers.get("authorization", "")
+    limits: RateLimits = request.app.state.rate_limits
+    address = client_address(request)
+    if header.strip():
+        await limits.check(limits.auth_failures, address)
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
+        if header.strip():
+            await limits.hit(limits.auth_failures, address)
         raise ApiError(
             401,
             "unauthorized",
@@ -35,6 +48,7 @@ async def authenticate(request: Request) -> Token:
     tokens: TokenStore = request.app.state.tokens
     token = await tokens.authenticate(presented.strip())
     if token is None:
+        await limits.hit(limits.auth_failures, address)
         raise ApiError(
             401, "unauthorized", "the token is unknown or revoked", field="Authorization", headers=_CHALLENGE
         )

@@ -34,6 +34,7 @@ from flashwire.core.epoch import current_epoch, epoch_text, history_intact
 from flashwire.core.keys import Keys
 from flashwire.core.protocol import HEARTBEAT_FRAME
 from flashwire.core.settings import Settings
+from flashwire.service.client_addresses import ClientAddresses
 from flashwire.service.events import Event, Filter
 from flashwire.service.history import Snapshot, TickerHistory, parse_entry
 from flashwire.service.outbox import Outbox, Reset
@@ -105,6 +106,9 @@ class Hub:
         self.stats = Stats()
         self.history = TickerHistory(redis, reader_redis, keys, settings, self.stats)
         self.connections = 0
+        # Reader connections per client address (FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT), counted
+        # with `connections` by the reader endpoints.
+        self.clients = ClientAddresses(settings.max_connections_per_client)
         self.reach: ReachRecorder | None = None
 
     # -- lifecycle -------------------------------------------------------------

@@ -13,7 +13,15 @@ several apps in one process never collide. What /metrics shows, all prefixed `fl
   (`_PublishingCollector`): gauges `redis_up`, `workers_alive`, `desk_lag_seconds` (the last
   two are left out, not reported as 0, when Redis cannot be read);
 - two latency histograms (`DeliveryLatency`): `post_to_ticker_seconds` and
-  `ticker_to_socket_seconds`.
+  `ticker_to_socket_seconds`;
+- refusals at the node's edge (`EdgeCounts`, read when scraped): counters
+  `sockets_refused_total` (sockets closed at FLASHWIRE_MAX_SOCKETS),
+  `heads_refused_total{status}` (request heads answered 400, 408, 414 or 431 before the
+  application), `readers_refused_per_client_total{protocol}` (readers refused at
+  FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT) and `ping_limit_closed_total` (WebSocket readers closed
+  1008 for too many pings). The first two are counted by uvicorn's protocol classes
+  (service/server_limits.py, service/ws_protocol.py), which find the counts on the ASGI
+  application they serve (`edge_counts_of`).
 
 Latency buckets (`LATENCY_BUCKETS_S`): 1 ms to 10 s. A line normally crosses the desk, the
 worker and a node in a few milliseconds, so the fine buckets sit there (1, 2.5, 5, 10, 25,
@@ -163,6 +171,84 @@ class _HubCollector:
             yield CounterMetricFamily(name, documentation, value=value)
 
 
+class EdgeCounts:
+    """Refusals at the node's edge, as plain ints, counted where they happen and read when scraped.
+
+    One per application: `ReaderSocketDispatch` (service/ws.py) makes it and keeps it as its
+    `edge_counts`, where uvicorn's protocol classes find it (`edge_counts_of`), and as the Starlette
+    application's `state.edge_counts`, where the endpoints do.
+    """
+
+    __slots__ = ("heads_refused", "ping_limit_closed", "readers_refused_per_client", "sockets_refused")
+
+    # The statuses a request head is refused with before the application (service/server_limits.py).
+    HEAD_STATUSES = (400, 408, 414, 431)
+    PROTOCOLS = ("ws", "sse")
+
+    def __init__(self) -> None:
+        self.sockets_refused = 0
+        self.heads_refused = dict.fromkeys(self.HEAD_STATUSES, 0)
+        self.readers_refused_per_client = dict.fromkeys(self.PROTOCOLS, 0)
+        self.ping_limit_closed = 0
+
+    def head_refused(self, status: int) -> None:
+        """Count a request head refused with `status` (one of HEAD_STATUSES)."""
+        self.heads_refused[status] = self.heads_refused.get(status, 0) + 1
+
+    def reader_refused_per_client(self, protocol: str) -> None:
+        """Count a reader refused at FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT (`protocol`: "ws", "sse")."""
+        self.readers_refused_per_client[protocol] = self.readers_refused_per_client.get(protocol, 0) + 1
+
+
+def edge_counts_of(app: object) -> EdgeCounts:
+    """The counts of `app`: the ASGI application uvicorn serves (`config.app`, the
+    ReaderSocketDispatch), or the Starlette application inside it (`state.edge_counts`); for an
+    application that keeps none, counts of their own that nothing reads."""
+    counts = getattr(app, "edge_counts", None)
+    if counts is None:
+        counts = getattr(getattr(app, "state", None), "edge_counts", None)
+    return counts if isinstance(counts, EdgeCounts) else EdgeCounts()
+
+
+class _EdgeCollector:
+    """The edge's refusal counters (`EdgeCounts`), read when scraped."""
+
+    def __init__(self, counts: EdgeCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts
+        yield CounterMetricFamily(
+            "flashwire_sockets_refused",
+            "Client sockets closed as soon as accepted because the node held FLASHWIRE_MAX_SOCKETS.",
+            value=counts.sockets_refused,
+        )
+        heads = CounterMetricFamily(
+            "flashwire_heads_refused",
+            "Request heads refused before the application, by status: 400 malformed, 408 not complete "
+            "within FLASHWIRE_HEADER_TIMEOUT_S, 414 target too long, 431 head too large.",
+            labels=["status"],
+        )
+        for status, value in sorted(counts.heads_refused.items()):
+            heads.add_metric([str(status)], value)
+        yield heads
+        readers = CounterMetricFamily(
+            "flashwire_readers_refused_per_client",
+            "Reader connections refused because their client address held "
+            "FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT (WebSocket 1013, SSE 429), by protocol.",
+            labels=["protocol"],
+        )
+        for protocol, value in sorted(counts.readers_refused_per_client.items()):
+            readers.add_metric([protocol], value)
+        yield readers
+        yield CounterMetricFamily(
+            "flashwire_ping_limit_closed",
+            "WebSocket readers closed with 1008 for sending too many pings (protocol and application "
+            "pings together).",
+            value=counts.ping_limit_closed,
+        )
+
+
 class _PublishingCollector:
     """Publishing as Redis showed it to the scrape in progress (`None`: Redis could not be read)."""
 
@@ -194,10 +280,11 @@ class _PublishingCollector:
 class NodeMetrics:
     """Every metric of one application, and its rendering in the Prometheus text format."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, edge: EdgeCounts | None = None) -> None:
         self.registry = CollectorRegistry()
         self.latency = DeliveryLatency(self.registry)
         self.registry.register(_HubCollector(hub))
+        self.registry.register(_EdgeCollector(edge if edge is not None else EdgeCounts()))
         self._publishing = _PublishingCollector()
         self.registry.register(self._publishing)
 

@@ -21,6 +21,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from flashwire.core.cursors import CURSOR_PATTERN
 from flashwire.core.models import (
     IDEMPOTENCY_KEY_ADAPTER,
+    INSTANT_RANGE,
     SCHEDULED_LIST_MAX,
     ActionAccepted,
     AuditPage,
@@ -43,7 +44,7 @@ from flashwire.core.models import (
     request_models,
 )
 from flashwire.core.settings import Settings
-from flashwire.service.audit import PAGE_MAX
+from flashwire.service.audit import AUDIT_ACTIONS, PAGE_MAX
 
 REF = "#/components/schemas/{model}"
 Schema = dict[str, Any]
@@ -63,7 +64,7 @@ class Operation:
     operation_id: str
     summary: str
     ok: dict[int, type[BaseModel] | dict[str, Schema] | None]
-    errors: tuple[int, ...] = (401, 403, 404, 503)
+    errors: tuple[int, ...] = (401, 403, 404, 429, 503)
     body: type[BaseModel] | None = None
     body_required: bool = True
     parameters: tuple[Schema, ...] = ()
@@ -86,7 +87,9 @@ _IDEMPOTENCY = _param(
     {key: value for key, value in _IDEMPOTENCY_SCHEMA.items() if key != "description"},
     _IDEMPOTENCY_SCHEMA["description"],
 )
-_WRITE_ERRORS = (401, 403, 404, 409, 413, 422, 503)
+# 429 on every operation that takes a token: FLASHWIRE_AUTH_FAILURE_RATE_LIMIT refuses an address
+# that failed too often, and writes have their own limits (service/rate_limits.py).
+_WRITE_ERRORS = (401, 403, 404, 409, 413, 422, 429, 503)
 _HTML = {"text/html": {"type": "string"}}
 
 
@@ -99,9 +102,14 @@ def _operations(settings: Settings) -> list[Operation]:
     audit_filters = (
         _param("edition", "query", {"type": "string"}, "Only this edition ('*' for token changes)."),
         _param("editor", "query", _STRING, "Only actions by the token of this name."),
-        _param("action", "query", _STRING, "Only this action (post, correct, retract, token-create, …)."),
-        _param("from", "query", time, "From this time (RFC 3339)."),
-        _param("to", "query", time, "Up to this time (RFC 3339)."),
+        _param(
+            "action",
+            "query",
+            {"type": "string", "enum": [*sorted(AUDIT_ACTIONS), ""]},
+            "Only this action; empty means any.",
+        ),
+        _param("from", "query", time, f"From this time (RFC 3339, within {INSTANT_RANGE} in UTC)."),
+        _param("to", "query", time, f"Up to this time (RFC 3339, within {INSTANT_RANGE} in UTC)."),
     )
     urgency: Schema = {"type": "string", "enum": list(get_args(Urgency))}
     line_action = _WRITE_ERRORS
@@ -238,7 +246,7 @@ def _operations(settings: Settings) -> list[Operation]:
             "me",
             "The presented token and what it may do.",
             {200: Me},
-            (401, 503),
+            (401, 429, 503),
             tags=("tokens",),
         ),
         Operation(
@@ -326,7 +334,7 @@ def _operations(settings: Settings) -> list[Operation]:
             "listAudit",
             "The audit trail, newest first.",
             {200: AuditPage},
-            (401, 403, 422, 503),
+            (401, 403, 422, 429, 503),
             parameters=(
                 *audit_filters,
                 _param(
@@ -340,12 +348,22 @@ def _operations(settings: Settings) -> list[Operation]:
             "get",
             "/api/v1/audit/export",
             "exportAudit",
-            "Every matching entry, oldest first.",
+            "Matching entries, oldest first, streamed: at most `limit` (header Flashwire-Export-Limit)."
+            ' The answer ends with where to go on: a last JSON line {"next_after": <audit_id or null>}'
+            ' or a last CSV row starting "#next_after"; null (an empty id) means nothing further'
+            " matches, and an answer without it was cut short.",
             {200: {"text/csv": {"type": "string"}, "application/x-ndjson": {"type": "string"}}},
-            (401, 403, 422, 503),
+            (401, 403, 422, 429, 503),
             parameters=(
                 *audit_filters,
                 _param("format", "query", {"type": "string", "enum": ["csv", "jsonl"]}, "Default jsonl."),
+                _param("after", "query", audit_id, "The previous answer's `next_after`."),
+                _param(
+                    "limit",
+                    "query",
+                    {"type": "integer", "minimum": 1, "maximum": settings.audit_export_max},
+                    "Most entries in this answer; default and maximum FLASHWIRE_AUDIT_EXPORT_MAX.",
+                ),
             ),
             tags=("audit",),
         ),
@@ -355,7 +373,7 @@ def _operations(settings: Settings) -> list[Operation]:
             "listTokens",
             "The tokens this admin may manage.",
             {200: TokenList},
-            (401, 403, 503),
+            (401, 403, 429, 503),
             tags=("tokens",),
         ),
         Operation(
@@ -364,7 +382,7 @@ def _operations(settings: Settings) -> list[Operation]:
             "createToken",
             "Create a token; its secret is shown once.",
             {201: CreatedToken},
-            (401, 403, 413, 422, 503),
+            (401, 403, 413, 422, 429, 503),
             models.create_token,
             tags=("tokens",),
         ),
@@ -457,7 +475,8 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode],
                 "content": _json(refs[(ok, "serialization")]),
             }
     for status in op.errors:
-        responses[str(status)] = {"$ref": "#/components/responses/Error"}
+        name = "RateLimited" if status == 429 else "Error"
+        responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
     operation: Schema = {
         "operationId": op.operation_id,
         "summary": op.summary,
@@ -505,7 +524,22 @@ def _document(settings: Settings) -> Schema:
                 "Error": {
                     "description": "Refused: the body says why, and names the field at fault if one is.",
                     "content": _json(refs[(ErrorBody, "serialization")]),
-                }
+                },
+                "RateLimited": {
+                    "description": "Over a rate limit (code `rate_limited`; the message names the limit): "
+                    "failed authentications from this address (every request carrying a token is refused "
+                    "until the window passes), desk actions or token changes by this token. Counted in "
+                    "Redis, shared by every node; see FLASHWIRE_*_RATE_LIMIT in docs/configuration.md.",
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Whole seconds until the limit lets the next request through "
+                            "(RFC 9110 section 10.2.3).",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    },
+                    "content": _json(refs[(ErrorBody, "serialization")]),
+                },
             },
         },
     }

@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from flashwire.core.protocol import hello_frame
 from flashwire.core.settings import Settings
+from flashwire.service.client_addresses import client_address, per_client_reason
 from flashwire.service.connection_log import Ending, log_reader_connection
 from flashwire.service.delivery import Delivery
 from flashwire.service.errors import ApiError
@@ -37,7 +38,7 @@ RETRY_AFTER_S = "5"
 async def sse_endpoint(request: Request) -> Response:
     """GET /sse?editions=…&topics=…&min_urgency=…&since=… (or Last-Event-ID).
 
-    A request refused here (400, 403, 503) gets its reader connection line here; a stream gets
+    A request refused here (400, 403, 429, 503) gets its reader connection line here; a stream gets
     it from ReaderStream when it ends (service/connection_log.py).
     """
     started = time.monotonic()
@@ -70,6 +71,15 @@ def _open_stream(request: Request, started: float) -> ReaderStream:
     except SubscriptionError as exc:
         raise ApiError(400, "invalid", str(exc).partition(": ")[2], field=exc.field) from None
     assert subscription is not None
+    address = client_address(request.scope)
+    if hub.clients.full(address):
+        request.app.state.edge_counts.reader_refused_per_client("sse")  # service/metrics.py
+        raise ApiError(
+            429,
+            "too_many_connections",
+            per_client_reason(settings.max_connections_per_client),
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
     if hub.connections >= settings.max_connections:
         raise ApiError(
             503,
@@ -81,13 +91,14 @@ def _open_stream(request: Request, started: float) -> ReaderStream:
         log.warning("SSE reader refused (503): %s", STORE_UNAVAILABLE)
         raise ApiError(503, "unavailable", STORE_UNAVAILABLE, headers={"Retry-After": RETRY_AFTER_S})
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", **origins.cors_headers(request)}
-    return ReaderStream(request, hub, settings, subscription, started, headers)
+    return ReaderStream(request, hub, settings, subscription, started, headers, address)
 
 
 class ReaderStream(StreamingResponse):
-    """One SSE reader's response: registered with the hub from the start, deregistered, counted
-    out and logged when the response ends, however it ends (also if the client left before the
-    first event, when the event generator never ran)."""
+    """One SSE reader's response: registered with the hub and counted (in the node's connections
+    and its client address's, `address`) from the start, deregistered, counted out and logged
+    when the response ends, however it ends (also if the client left before the first event, when
+    the event generator never ran)."""
 
     def __init__(
         self,
@@ -97,8 +108,10 @@ class ReaderStream(StreamingResponse):
         subscription: Subscription,
         started: float,
         headers: dict[str, str],
+        address: str,
     ) -> None:
         self._scope = request.scope
+        self._address = address
         self._hub = hub
         self._subscription = subscription
         self._started = started
@@ -111,6 +124,7 @@ class ReaderStream(StreamingResponse):
         super().__init__(self._events, media_type="text/event-stream", headers=headers)
         self._delivery.register()
         hub.connections += 1
+        hub.clients.add(address)
 
     def _cut_off(self) -> None:
         # The reader stopped reading: its stream is stuck in a send that will not finish, so the
@@ -160,6 +174,7 @@ class ReaderStream(StreamingResponse):
         finally:
             self._delivery.unregister()
             self._hub.connections -= 1
+            self._hub.clients.remove(self._address)
             log_reader_connection("sse", self._scope, self._started, self._ending, self._subscription)
             # Left suspended at a `yield` if the stream was cancelled in a send: close it now, not
             # when the garbage collector finds it.

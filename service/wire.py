@@ -51,7 +51,9 @@ class DirectWriter:
     @classmethod
     def for_protocol(cls, protocol: Any, limit_bytes: int) -> DirectWriter | None:
         """A writer if `protocol` is one whose state we know how to respect, else None."""
-        if type(protocol).__name__ != "WebSocketsSansIOProtocol":
+        # By name, so that uvicorn's module is not imported for it; subclasses (the node's own,
+        # service/ws_protocol.py) keep its state.
+        if not any(cls.__name__ == "WebSocketsSansIOProtocol" for cls in type(protocol).__mro__):
             return None
         if not all(hasattr(protocol, name) for name in ("transport", "close_sent", "handshake_complete")):
             return None

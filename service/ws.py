@@ -4,6 +4,12 @@ Each connection runs two tasks: a receiver (client messages, disconnects) and a
 sender that drains the subscriber's outbox. The hub only ever appends to the
 outbox, so a slow connection slows nobody else; when its outbox overflows the
 sender is cancelled and the connection is closed with `SLOW_CONSUMER`.
+
+What a client may send is bounded: one subscribe message, then only pings. A `{"type":"ping"}`
+draws on the connection's ping budget, shared with its protocol pings (service/ws_protocol.py
+`PingBudget`: 10 at once, then 1 a second); over it the connection is closed with 1008, policy
+violation. Any other message closes it with 4400, so a client cannot make the node do work by
+sending messages.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from flashwire.core.protocol import PING, PONG_FRAME, SUBSCRIBE, CloseCode, hello_frame
+from flashwire.core.protocol import PING, PONG_FRAME, SUBSCRIBE, TOO_MANY_PINGS, CloseCode, hello_frame
 from flashwire.core.settings import Settings
+from flashwire.service.client_addresses import client_address, per_client_reason
 from flashwire.service.connection_log import Ending, log_reader_connection
 from flashwire.service.delivery import Delivery
 from flashwire.service.hub import Hub
+from flashwire.service.metrics import EdgeCounts, edge_counts_of
 from flashwire.service.origins import OriginPolicy
 from flashwire.service.subscription import Subscription, SubscriptionError, from_message, from_query
 from flashwire.service.wire import PONG_WIRE, DirectWriter
+from flashwire.service.ws_protocol import PingBudget
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +67,15 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
         hub: Hub = websocket.app.state.hub
         settings: Settings = websocket.app.state.settings
         await websocket.accept()
-        refusal = _refusal(websocket, hub, settings)
+        address = client_address(websocket.scope)
+        refusal = _refusal(websocket, hub, settings, address)
         if refusal is not None:
             ending = await _close(websocket, *refusal)
             return
         _shed_handshake_state(websocket)
+        # Counted from here (no await since the checks) until the connection ends, however it ends.
         hub.connections += 1
+        hub.clients.add(address)
         try:
             await websocket.send_text(hello_frame(settings))
             subscription = from_query(settings, websocket.query_params)
@@ -83,21 +95,37 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
             ending = Ending.of_disconnect(exc.code, exc.reason or "")
         except OSError:
             ending = Ending.of_disconnect(1006)
+        except RuntimeError:
+            # uvicorn refuses sends on a connection its protocol has failed (service/ws_protocol.py:
+            # pings sent before the handshake was answered, say); the ending is the protocol's.
+            if getattr(websocket.scope.get(PROTOCOL_SCOPE_KEY), "failed", None) is None:
+                raise
         finally:
             hub.connections -= 1
+            hub.clients.remove(address)
     except BaseException as exc:
         ending = ending._replace(error=type(exc).__name__)
         raise
     finally:
+        failed = getattr(websocket.scope.get(PROTOCOL_SCOPE_KEY), "failed", None)
+        if failed is not None:
+            # The protocol layer ended it (keepalive timeout, too many pings): the application was
+            # told only that the connection went (service/ws_protocol.py).
+            ending = Ending.of_failure(*failed)._replace(error=ending.error)
         log_reader_connection("ws", websocket.scope, started, ending, subscription)
 
 
-def _refusal(websocket: WebSocket, hub: Hub, settings: Settings) -> tuple[CloseCode, str] | None:
-    """Why this connection is not served at all (before the hello), or None: a foreign origin, or
-    the node's connection limit."""
+def _refusal(
+    websocket: WebSocket, hub: Hub, settings: Settings, address: str
+) -> tuple[CloseCode, str] | None:
+    """Why this connection is not served at all (before the hello), or None: a foreign origin, the
+    limit of connections from one client address (service/client_addresses.py), or the node's."""
     origins: OriginPolicy = websocket.app.state.origins
     if not origins.allows(websocket):
         return CloseCode.FORBIDDEN_ORIGIN, f"origin not allowed: {websocket.headers.get('origin')}"
+    if hub.clients.full(address):
+        edge_counts_of(websocket.app).reader_refused_per_client("ws")
+        return CloseCode.TRY_AGAIN_LATER, per_client_reason(settings.max_connections_per_client)
     if hub.connections >= settings.max_connections:
         return CloseCode.TRY_AGAIN_LATER, "connection limit reached; retry later"
     return None
@@ -137,7 +165,7 @@ def _shed_handshake_state(websocket: WebSocket) -> None:
     4 KiB of every idle reader's memory.
     """
     protocol: Any = websocket.scope.get(PROTOCOL_SCOPE_KEY)
-    sansio = type(protocol).__name__ == "WebSocketsSansIOProtocol"
+    sansio = any(cls.__name__ == "WebSocketsSansIOProtocol" for cls in type(protocol).__mro__)
     if sansio and getattr(protocol, "handshake_complete", False):
         protocol.request = None
         protocol.response = None
@@ -151,10 +179,18 @@ class ReaderSocketDispatch:
     4 KiB per idle reader, for nothing a reader socket uses. The endpoint is still a Starlette
     WebSocket endpoint. This layer also keeps the server protocol in the scope: `_close` may
     need to abort its transport, and the hub writes frames to it directly (service/wire.py).
+
+    It holds the application's `edge_counts` (service/metrics.py), where uvicorn's protocol classes
+    find them (their `config.app` is this layer), also kept as the Starlette application's
+    `state.edge_counts` for the endpoints and /metrics.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.edge_counts = EdgeCounts()
+        state = getattr(app, "state", None)
+        if state is not None:
+            state.edge_counts = self.edge_counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/ws":
@@ -221,6 +257,11 @@ class ReaderSession:
         self._sender: asyncio.Task[None] | None = None
         self._handler: asyncio.Task[Any] | None = None
         self._stopping = False
+        # The connection's ping budget, shared with its protocol pings when the node runs our
+        # WebSocket protocol (service/ws_protocol.py), else one of its own.
+        protocol = websocket.scope.get(PROTOCOL_SCOPE_KEY)
+        budget = getattr(protocol, "ping_budget", None)
+        self._pings: PingBudget = budget() if callable(budget) else PingBudget()
 
     def _overflowed(self) -> None:
         # Called by the hub, synchronously: stop now (the sender may be blocked on a socket that
@@ -310,6 +351,10 @@ class ReaderSession:
             data = _parse_client_message(message)
             kind = data.get("type")
             if kind == PING:
+                if not self._pings.take():
+                    edge_counts_of(self._ws.app).ping_limit_closed += 1
+                    log.warning("reader %s closed (1008): too many pings", _peer(self._ws.scope))
+                    raise _Closing(CloseCode.POLICY_VIOLATION, TOO_MANY_PINGS)
                 writer = self._delivery.subscriber.writer
                 if writer is not None:
                     writer.write(PONG_WIRE)
@@ -328,3 +373,8 @@ class ReaderSession:
         except RuntimeError:
             # uvicorn refuses sends once it has failed the connection itself (ping timeout).
             raise WebSocketDisconnect(1006) from None
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"

@@ -46,6 +46,15 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+# Rate limits far above any test's bursts, for every service the fixtures start: tests post hundreds
+# of lines with one token, and send wrong tokens on purpose, from one address. The limits themselves
+# are tested with low values, set per node, in tests/test_rate_limits.py.
+UNLIMITED_RATES = {
+    "FLASHWIRE_POST_RATE_LIMIT": "100000/second",
+    "FLASHWIRE_AUTH_FAILURE_RATE_LIMIT": "100000/second",
+    "FLASHWIRE_ADMIN_RATE_LIMIT": "100000/second",
+}
+
 # How long a reader's close handshake may take at teardown before its socket is dropped: the test is
 # over, and a server that does not answer (killed, stalled on purpose) must not cost 10 s per reader.
 TEARDOWN_CLOSE_S = 0.5
@@ -160,8 +169,9 @@ class InProcessApp(RedisBacked):
 
 
 def app_settings(redis_url: str, **env: str) -> Settings:
-    """Settings for an in-process app, from `env` (FLASHWIRE_… names) only, never the caller's environment."""
-    return Settings.from_env({"REDIS_URL": redis_url, **env})
+    """Settings for an in-process app, from `env` (FLASHWIRE_… names) only, never the caller's environment;
+    the rate limits are UNLIMITED_RATES unless `env` sets them."""
+    return Settings.from_env({"REDIS_URL": redis_url, **UNLIMITED_RATES, **env})
 
 
 @asynccontextmanager
@@ -287,6 +297,7 @@ class Stack(RedisBacked):
             "FLASHWIRE_HEARTBEAT_S": "5",
             "FLASHWIRE_CLAIM_IDLE_MS": "1000",
             "PYTHONUNBUFFERED": "1",
+            **UNLIMITED_RATES,
         }
         self.env.pop("FLASHWIRE_DATA_DIR", None)
 

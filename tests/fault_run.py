@@ -39,7 +39,7 @@ from flashwire.core.settings import DEFAULT_EDITIONS, DEFAULT_REGIONS, DEFAULT_S
 from flashwire.dev.ports import free_port
 from flashwire.dev.redis_server import RedisProcess
 from flashwire.service.tokens import TokenStore
-from tests.conftest import ManagedProcess, ServiceNode
+from tests.conftest import UNLIMITED_RATES, ManagedProcess, ServiceNode
 from tests.delivery_model import (
     Action,
     Connection,
@@ -220,6 +220,14 @@ class Cluster:
             # Nothing trimmed during a run, so no cursor ever falls out of the retained log.
             "FLASHWIRE_TICKER_RETENTION": "1000000",
             "PYTHONUNBUFFERED": "1",
+            # Editors post as fast as they can with one token each: no rate limit in the way.
+            **UNLIMITED_RATES,
+            # Every reader connects from 127.0.0.1, and a killed node's readers all move to one
+            # node: the per-address cap must hold them all twice over (a dropped connection may
+            # count for a moment after its reader is back), and the socket cap them and the
+            # editors' and checks' requests.
+            "FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT": str(2 * (config.ws_readers + config.sse_readers)),
+            "FLASHWIRE_MAX_SOCKETS": str(max(19_000, config.ws_readers + config.sse_readers + 1_000)),
         }
         self.env.pop("FLASHWIRE_DATA_DIR", None)
         self.nodes: list[ServiceNode] = []

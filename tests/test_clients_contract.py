@@ -9,7 +9,10 @@ the client's behaviour shows, at the server side:
   raises every wait to at least 2.5 s. These run against a small scripted WebSocket server
   (a real server on a real socket, which also serves the two browser clients' pages), since
   no Flashwire node can be asked to greet and then fail on purpose;
-- stop on 4400, 4403, 4408 and 1009 (scripted), and on a real node's 4400;
+- stop on 4400, 4403, 4408 and 1009 (scripted), on a real node's 4400, and on a real node's
+  414 to an upgrade whose URL is too long;
+- the longer wait after a real node's per-address refusals (WebSocket 1013, SSE 429 with
+  Retry-After), and after a handshake answered 429 with a Retry-After (scripted);
 - the dead-connection timer: nothing for 2.5 x heartbeat_s, through a relay that freezes the
   connection, against a real node and worker; the line posted meanwhile still arrives;
 - `flashwire listen` says on stderr when the connection is lost and when it is back.
@@ -39,9 +42,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from flashwire.client import SubscriptionRefused, TickerClient
+from flashwire.client import HandshakeRefused, Retry, SubscriptionRefused, TickerClient
 from tests.browser import browser
-from tests.conftest import ROOT, Stack, post_line
+from tests.conftest import ROOT, Reader, Stack, open_reader, post_line
 from tests.test_widget import PartnerSite
 
 pytestmark = pytest.mark.slow
@@ -458,6 +461,132 @@ async def test_widget_over_sse_stops_on_a_refused_subscription(stack: Stack) -> 
         await asyncio.sleep(1.5)
         await expect(ticker).to_have_attribute("data-transport", "sse")
         assert len(proxy.times("/sse")) == 2  # the EventSource, then the widget's fetch that reads the answer
+
+
+# Replaces the demo page's three widgets by one of the test's, once the page is parsed and before
+# its deferred ticker.js runs (readyState "interactive" comes first), so that no other widget connects.
+ONE_WIDGET = """
+document.addEventListener("readystatechange", () => {
+  if (document.readyState !== "interactive") return;
+  for (const ticker of document.querySelectorAll("flash-ticker")) ticker.remove();
+  const ticker = document.createElement("flash-ticker");
+  for (const [name, value] of Object.entries(%s)) ticker.setAttribute(name, value);
+  document.body.append(ticker);
+});
+"""
+
+
+async def widget_page(
+    chromium: Browser, proxy: CountingProxy, attributes: dict[str, str], init: str = ""
+) -> Page:
+    """The node's demo page `/` (its own origin, through `proxy`) with one widget of `attributes`.
+
+    A page of the node's origin, not one a test route fulfils: Chromium's local network access
+    checks block a WebSocket to 127.0.0.1 from a document that comes from nowhere."""
+    page = await chromium.new_page()
+    await page.add_init_script(init + ONE_WIDGET % orjson.dumps({"edition": "en", **attributes}).decode())
+    await page.goto(f"{proxy.url}/")
+    return page
+
+
+async def test_clients_stop_on_a_real_nodes_414(stack: Stack) -> None:
+    """An upgrade whose URL is too long (a topic filter of 9,000 characters) is answered 414 by the
+    node, as JSON, before any WebSocket: TickerClient raises HandshakeRefused with the status and the
+    body's field and message, and the widget stops with that reason (it cannot see the status of a
+    failed WebSocket, so it asks /sse with the same query, which is refused the same way); each after
+    one attempt."""
+    node = stack.service()
+    topics = "x" * 9000
+    async with proxy_to(node.port) as for_python, proxy_to(node.port) as for_widget, browser() as chromium:
+        client = TickerClient(for_python.ws_url, editions=["en"], topics=[topics])
+        with pytest.raises(HandshakeRefused) as refused:
+            async with asyncio.timeout(5):
+                async for _ in client.events():
+                    pass
+        assert refused.value.code == 414
+        assert refused.value.reason.startswith("request-target: the request target is longer than")
+        page = await widget_page(chromium, for_widget, {"topics": topics})
+        ticker = page.locator("flash-ticker")
+        await expect(ticker).to_have_attribute(
+            "data-error", re.compile("^request-target: the request target is longer than 8192 bytes$")
+        )
+        await asyncio.sleep(1.0)
+        assert len(for_python.times("/ws")) == 1
+        assert (len(for_widget.times("/ws")), len(for_widget.times("/sse"))) == (1, 1)
+        await expect(ticker).to_have_attribute("data-transport", "ws")
+
+
+async def test_clients_wait_longer_when_their_address_holds_its_share(
+    stack: Stack, readers: list[Reader]
+) -> None:
+    """With FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT=1 and the slot taken, every client of the same
+    address is refused: TickerClient and the widget over WebSocket with 1013 (retried no sooner than
+    2.5 s, the widget staying on WebSocket), the widget over SSE with 429 and Retry-After: 5 (retried
+    no sooner than 5 s, staying on SSE: the refusal is not taken for a blocked transport). Once the
+    slot is free, TickerClient is served."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT="1")
+    holder = await open_reader(node.ws_url, "editions=en")
+    readers.append(holder)
+    await holder.next_of("snapshot")
+    window_s = 7.0
+    retries: list[Retry] = []
+    async with (
+        proxy_to(node.port) as for_python,
+        proxy_to(node.port) as for_ws,
+        proxy_to(node.port) as for_sse,
+        browser() as chromium,
+    ):
+        ws_page = await widget_page(chromium, for_ws, {})
+        sse_page = await widget_page(chromium, for_sse, {}, init="delete window.WebSocket;")
+        consumer = Consumer(TickerClient(for_python.ws_url, editions=["en"], on_retry=retries.append))
+        try:
+            await asyncio.sleep(window_s + 0.5)
+            for name, times in (("TickerClient", for_python.times("/ws")), ("widget", for_ws.times("/ws"))):
+                times = within(times, window_s)
+                assert 2 <= len(times) <= 3, (name, _gaps(times))
+                assert min(_gaps(times)) >= 2.45, (name, _gaps(times))
+            assert (
+                retries[0].reason
+                == "closed 1013: too many connections from your address (at most 1); retry later"
+            )
+            # Each SSE attempt is the EventSource's request and the widget's fetch that reads the 429.
+            sse = within(for_sse.times("/sse"), window_s)
+            assert len(sse) == 4, _gaps(sse)
+            assert _gaps(sse)[1] >= 4.95, _gaps(sse)
+            for page in (ws_page, sse_page):
+                assert await page.locator("flash-ticker").get_attribute("data-error") is None
+            assert await ws_page.locator("flash-ticker").get_attribute("data-transport") == "ws"
+            assert await sse_page.locator("flash-ticker").get_attribute("data-transport") == "sse"
+            await ws_page.close()
+            await sse_page.close()
+            await holder.ws.close()
+            await consumer.wait_for("snapshot", timeout_s=16)  # its next attempt, 2.5 to 5 s away
+        finally:
+            await consumer.stop()
+
+
+async def test_ticker_client_honours_a_429s_retry_after() -> None:
+    """A handshake answered 429 with Retry-After: 6 (a proxy's rate limit, say) is retried no sooner
+    than 6 s, where the longer wait alone would be 2.5 to 5 s."""
+    attempts: list[float] = []
+
+    def refuse(connection: ServerConnection, request: Request) -> Response:
+        attempts.append(time.monotonic())
+        response = connection.respond(429, "slow down\n")
+        response.headers["Retry-After"] = "6"
+        return response
+
+    async def never(ws: ServerConnection) -> None:  # no upgrade is ever accepted
+        await ws.close()
+
+    async with serve(never, "127.0.0.1", 0, process_request=refuse) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        consumer = Consumer(TickerClient(f"ws://127.0.0.1:{port}/ws", editions=["en"]))
+        await asyncio.sleep(8.5)  # the second attempt comes 6 to 7.2 s after the first
+        await consumer.stop()
+    assert len(attempts) == 2, _gaps(attempts)
+    assert _gaps(attempts)[0] >= 6.0, _gaps(attempts)
 
 
 # -- the cursor check ----------------------------------------------------------------------------

@@ -283,10 +283,13 @@ async def test_audit_trail_records_every_action_with_actor_before_after_and_cann
             "/api/v1/audit/export", params={"format": "jsonl", "edition": "en"}, headers=auth(chief)
         )
         assert jsonl.status_code == 200 and "attachment" in jsonl.headers["content-disposition"]
-        exported = [orjson.loads(row) for row in jsonl.text.splitlines()]
+        *exported_lines, end = jsonl.text.splitlines()  # the last line: {"next_after": null}
+        assert orjson.loads(end) == {"next_after": None}
+        exported = [orjson.loads(row) for row in exported_lines]
         assert [e["action"] for e in exported] == ["post", "correct", "pin", "retract"]
         exported_csv = await client.get("/api/v1/audit/export", params={"format": "csv"}, headers=auth(chief))
-        rows = list(csv.DictReader(io.StringIO(exported_csv.text)))
+        *rows, end_row = list(csv.DictReader(io.StringIO(exported_csv.text)))
+        assert end_row["audit_id"] == "#next_after" and end_row["at"] == ""  # the export is complete
         assert len(rows) == 5
         assert {(r["action"], r["actor"]) for r in rows} >= {("correct", "Eddie"), ("retract", "Chiara")}
         correct_row = next(r for r in rows if r["action"] == "correct")

@@ -114,6 +114,22 @@ def test_every_documented_variable_is_read_by_the_code() -> None:
     assert not unknown, f"documented in docs/configuration.md but read by nothing: {unknown}"
 
 
+def test_every_variable_named_in_the_docs_is_read_by_the_code() -> None:
+    """A `FLASHWIRE_*` name anywhere in README.md or docs/ (security.md names a setting for each
+    bound) is one the package, the tests or the benchmarks read: a renamed or removed setting
+    cannot linger in prose."""
+    known = package_variables()
+    for module in [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").glob("*.py")]:
+        known |= env_names_in_calls(module.read_text())
+    stale = sorted(
+        f"{doc.relative_to(ROOT)}: {name}"
+        for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        for name in set(re.findall(r"\bFLASHWIRE_[A-Z0-9_]*[A-Z0-9]\b", doc.read_text()))
+        if name not in known
+    )
+    assert not stale, f"named in the docs but read by nothing: {stale}"
+
+
 def test_documented_defaults_are_the_settings_defaults() -> None:
     """Each settings variable's documented default, set in the environment, gives exactly the
     settings of an empty environment."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from typing import Any
 
@@ -15,8 +16,21 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from flashwire.core.protocol import TOO_MANY_PINGS
 from flashwire.dev.ports import free_port
-from tests.conftest import ManagedProcess, Reader, ServiceNode, Stack, auth, open_reader, post_line
+from tests.conftest import (
+    ManagedProcess,
+    Reader,
+    ServiceNode,
+    Stack,
+    auth,
+    eventually,
+    open_reader,
+    post_line,
+)
+from tests.rawws import RawWebSocket
+from tests.test_http_limits import exchange, read_answer, served
+from tests.test_ping_flood import masked_frame
 
 # Every series /metrics showed before prometheus_client, with its type: kept, same names.
 EXISTING = {
@@ -36,6 +50,13 @@ EXISTING = {
     "flashwire_desk_lag_seconds": "gauge",
 }
 HISTOGRAMS = ("flashwire_post_to_ticker_seconds", "flashwire_ticker_to_socket_seconds")
+# Refusals at the node's edge (issue 10), all counters.
+EDGE_COUNTERS = (
+    "flashwire_sockets_refused",
+    "flashwire_heads_refused",
+    "flashwire_readers_refused_per_client",
+    "flashwire_ping_limit_closed",
+)
 
 
 def _families(text: str) -> dict[str, Metric]:
@@ -95,6 +116,8 @@ async def test_metrics_parse_with_help_and_type_and_time_a_post_once(
     for name, kind in EXISTING.items():
         assert families[name].type == kind, name
     assert "flashwire_direct_writers" in families
+    for name in EDGE_COUNTERS:
+        assert families[name].type == "counter", name
     for name in HISTOGRAMS:
         assert families[name].type == "histogram"
         assert _value(families, name, "_count") == 0
@@ -303,3 +326,96 @@ async def test_json_logs_are_one_object_a_line_with_the_connection_fields(stack:
     assert connection["editions"] == "es"
     assert connection["closed_by"] == "client" and connection["close_code"] == 1000
     assert isinstance(connection["duration_s"], float)
+
+
+async def test_refusals_at_the_edge_are_counted(stack: Stack, readers: list[Reader]) -> None:
+    """Each refusal at the edge counts once, in a counter with HELP and TYPE: a WebSocket reader
+    (1013) and an SSE reader (429) over FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT, by protocol; request
+    heads answered 414, 431, 400 and 408, by status; a WebSocket closed 1008 for too many pings; a
+    socket closed at once over FLASHWIRE_MAX_SOCKETS. All start at 0."""
+    node = stack.service(
+        FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT="1",
+        FLASHWIRE_MAX_CONNECTIONS="3",
+        FLASHWIRE_MAX_SOCKETS="3",
+        FLASHWIRE_HEADER_TIMEOUT_S="1",
+    )
+    families = await _scrape(f"{node.url}/metrics")
+    assert _value(families, "flashwire_sockets_refused", "_total") == 0
+    for status in ("400", "408", "414", "431"):
+        assert _value(families, "flashwire_heads_refused", "_total", status=status) == 0
+    for protocol in ("ws", "sse"):
+        assert _value(families, "flashwire_readers_refused_per_client", "_total", protocol=protocol) == 0
+    assert _value(families, "flashwire_ping_limit_closed", "_total") == 0
+
+    holder = await open_reader(node.ws_url, "editions=en")
+    readers.append(holder)
+    await holder.next_of("snapshot")
+    assert await Reader(await connect(node.ws_url + "?editions=ar")).until_closed() == 1013
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as client:
+        assert (await client.get("/sse?editions=es")).status_code == 429
+    await holder.ws.close()
+
+    heads = [
+        b"GET /healthz?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: node\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: node\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost node\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: node\r\n",  # never finished: 408 after 1 s
+    ]
+    answers = [await asyncio.to_thread(exchange, node.port, head) for head in heads]
+    assert [answer.status for answer in answers] == [414, 431, 400, 408]
+
+    async def no_reader_left() -> bool:
+        return _value(await _scrape(f"{node.url}/metrics"), "flashwire_connections") == 0
+
+    await eventually(no_reader_left)
+    flooder = RawWebSocket(node.port, "editions=en")
+    try:
+        flooder.sock.sendall(masked_frame(0x9, b"p") * 11)
+        frames = []
+        while (frame := await asyncio.to_thread(flooder.read_frame, 5.0)) is not None:
+            frames.append(frame)
+    finally:
+        flooder.close()
+    assert (0x8, b"\x03\xf0" + TOO_MANY_PINGS.encode()) in frames  # 1008
+
+    held = [await served(node) for _ in range(3)]
+    try:
+        with socket.create_connection(("127.0.0.1", node.port)) as extra:
+            answer = await asyncio.to_thread(read_answer, extra, 2.0)
+            assert answer.closed and answer.status == 0
+    finally:
+        for sock in held:
+            sock.close()
+
+    async def scraped() -> dict[str, Metric] | None:
+        try:
+            return await _scrape(f"{node.url}/metrics")
+        except (httpx.HTTPError, AssertionError):
+            return None  # the held sockets may still count for a moment
+
+    families = await eventually(scraped)
+    assert _value(families, "flashwire_sockets_refused", "_total") == 1
+    for status in ("400", "408", "414", "431"):
+        assert _value(families, "flashwire_heads_refused", "_total", status=status) == 1, status
+    for protocol in ("ws", "sse"):
+        assert _value(families, "flashwire_readers_refused_per_client", "_total", protocol=protocol) == 1
+    assert _value(families, "flashwire_ping_limit_closed", "_total") == 1
+
+
+async def test_a_connection_the_node_ends_itself_is_logged_as_ended_by_the_server(stack: Stack) -> None:
+    """A reader that never answers the node's keepalive pings is closed by the node with 1011
+    "keepalive ping timeout", and its line says the server closed it (uvicorn tells the application
+    only that the connection went, 1005, which read as "closed by client, 1005"); a reader that
+    vanishes without a close frame is logged as dropped, 1006 (RFC 6455 section 7.1.5)."""
+    node = stack.service(FLASHWIRE_HEARTBEAT_S="1")
+    silent = RawWebSocket(node.port, "editions=en")  # reads nothing, answers no ping
+    vanishing = RawWebSocket(node.port, "editions=ar")
+    try:
+        await asyncio.sleep(0.3)
+        vanishing.close()
+        log = await _log_until(node, lambda text: len(_connection_lines(text)) >= 2)
+    finally:
+        silent.close()
+    lines = {parsed[2]["editions"]: parsed for parsed in map(_parsed, _connection_lines(log))}
+    assert lines["en"][3] == 'closed by server, 1011 "keepalive ping timeout"', lines["en"]
+    assert lines["ar"][3] == 'dropped, 1006 ""', lines["ar"]

@@ -81,7 +81,7 @@ async def test_a_cursor_with_a_trailing_newline_is_refused_over_sse_and_websocke
                 assert response.status_code == 400, (params, headers, response.status_code)
                 body = orjson.loads(await response.aread())
             assert body["error"]["field"] == "since"
-    # The bare form: in the `en:<cursor>` form each pair is stripped of white space first.
+    # The bare form (the `en:<cursor>` form with a newline: tests/test_cursor_strictness.py).
     reader = await open_reader(node.ws_url, "edition=en&since=1-0%0A")
     readers.append(reader)
     assert await reader.until_closed() == 4400

@@ -62,15 +62,27 @@
   `;
 
   // The client rules of docs/protocol.md (sections 8 to 11), the same as web/reader.js and
-  // service/client.py: nothing for 2.5 heartbeat periods is a dead connection; the n-th retry
+  // flashwire/client.py: nothing for 2.5 heartbeat periods is a dead connection; the n-th retry
   // waits a random time in [d/2, d], d = min(15 s, 0.25 s × 2^(n−1)), raised to 5 s after a 1013
-  // (or a 503); only a message past the greeting resets n; these close codes mean "stop".
+  // (or an answer 429 or 503), and no sooner than such an answer's Retry-After; only a message past
+  // the greeting resets n; these close codes and answers mean "stop" (flashwire/core/protocol.py).
   const DEAD_AFTER_HEARTBEATS = 2.5;
   const STOP_CODES = [1009, 4400, 4403, 4408];
+  const STOP_STATUSES = [400, 403, 404, 414, 431];
+  const TRY_LATER_STATUSES = [429, 503];
+  const RETRY_AFTER_MAX_MS = 300000;
   const GREETINGS = ["hello", "subscribed"];
   function backoffCeilingMs(attempt, tryLater) {
     const ceiling = Math.min(15000, 250 * 2 ** Math.min(attempt - 1, 30));
     return tryLater ? Math.max(ceiling, 5000) : ceiling;
+  }
+  // Milliseconds a Retry-After header asks for (RFC 9110 §10.2.3: seconds or an HTTP-date), at
+  // most 5 minutes (a wrong header must not park the widget for hours); 0 for none.
+  function retryAfterMs(value) {
+    if (!value) return 0;
+    const seconds = Number(value);
+    const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(value) - Date.now();
+    return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), RETRY_AFTER_MAX_MS) : 0;
   }
 
   function cursorKey(cursor) {
@@ -236,19 +248,24 @@
       else this.poll();
     }
 
-    retry(tryLater) {
+    // `atLeastMs`: a Retry-After; waited, plus up to a fifth more so that the readers a node
+    // refused at once do not all come back in the same instant.
+    retry(tryLater, atLeastMs = 0) {
       if (this.stopped) return;
       clearTimeout(this.timer);
       this.attempt += 1;
       const ceiling = backoffCeilingMs(this.attempt, tryLater);
-      this.timer = setTimeout(() => this.connect(), ceiling / 2 + Math.random() * ceiling / 2);
+      const delay = Math.max(ceiling / 2 + Math.random() * ceiling / 2, atLeastMs * (1 + Math.random() / 5));
+      this.timer = setTimeout(() => this.connect(), delay);
     }
 
     // Why did a transport fail to even open? "down": the server does not answer (a restart);
-    // "unavailable": it answers but cannot serve the ticker (its store is down, or it is full);
+    // "unavailable" (or { unavailable, retryAfterMs }): it answers but cannot serve the ticker (its
+    // store is down, it is full, or this address holds its share of connections: 429/503);
     // "blocked": it serves the ticker, so something between us blocks this transport; or
-    // { refused }: it refused this subscription (SSE 400/403/404), which a browser's
-    // EventSource does not reveal, so the widget asks again with fetch when it can read the answer.
+    // { refused }: it refused this subscription (400/403/404, or 414/431 for a URL or request too
+    // large), which neither a browser's EventSource nor its WebSocket reveals, so the widget asks
+    // /sse again with fetch, with the same query, when it can read the answer.
     async probe() {
       const get = async (path, mode, read) => {
         const abort = new AbortController();
@@ -257,7 +274,8 @@
           const response = await fetch(`${this.server}${path}`,
             { mode, cache: "no-store", credentials: "omit", signal: abort.signal });
           const body = read && !response.ok ? await response.json().catch(() => ({})) : null;
-          return { status: response.status, opaque: response.type === "opaque", body };
+          const retryAfter = response.headers.get("Retry-After");
+          return { status: response.status, opaque: response.type === "opaque", body, retryAfter };
         } finally {
           clearTimeout(timer);
           abort.abort(); // an answered /sse would otherwise stream on
@@ -269,17 +287,21 @@
       } catch (error) {
         return "down";
       }
-      // Only on the service's own origin can the answer be read (error answers carry no CORS
-      // headers); elsewhere asking again would only double the load on a struggling node.
-      if (this.mode === "sse" && new URL(this.server).origin === location.origin) {
+      // Only on the service's own origin can the answer be read (the connection edge's answers,
+      // 414 and 431, carry no CORS headers); elsewhere asking again would only double the load on
+      // a struggling node. A WebSocket that failed to open is asked about the same way: /sse
+      // takes the same query, so it is refused for the same reasons.
+      if (this.mode !== "poll" && new URL(this.server).origin === location.origin) {
         try {
           const answer = await get(`/sse?${this.query()}`, "cors", true);
-          if ([400, 403, 404].includes(answer.status)) {
+          if (STOP_STATUSES.includes(answer.status)) {
             const error = (answer.body && answer.body.error) || {};
             const reason = error.field ? `${error.field}: ${error.message}` : error.message;
             return { refused: reason || `refused: ${answer.status}` };
           }
-          if (answer.status === 503) return "unavailable";
+          if (TRY_LATER_STATUSES.includes(answer.status)) {
+            return { unavailable: true, retryAfterMs: retryAfterMs(answer.retryAfter) };
+          }
         } catch (error) {
           // No answer to read: ask the feed.
         }
@@ -299,6 +321,7 @@
       const verdict = await this.probe();
       if (this.stopped || this.session !== session) return;
       if (verdict.refused) { this.refused(verdict.refused); return; }
+      if (verdict.unavailable) { this.failures = 0; this.retry(true, verdict.retryAfterMs); return; }
       if (verdict === "blocked") {
         this.failures += 1;
         if (this.failures >= 2) {
@@ -362,8 +385,12 @@
       try {
         const response = await fetch(`${this.server}/feeds/${encodeURIComponent(this.edition)}.json`,
           { cache: "no-cache", mode: "cors", credentials: "omit" });
-        if (response.status === 400 || response.status === 403 || response.status === 404) {
+        if (STOP_STATUSES.includes(response.status)) {
           this.refused(`feed refused: ${response.status}`);
+          return;
+        }
+        if (TRY_LATER_STATUSES.includes(response.status)) {
+          if (!marker.closed) this.retry(true, retryAfterMs(response.headers.get("Retry-After")));
           return;
         }
         if (!response.ok) throw new Error(String(response.status));
@@ -420,6 +447,9 @@
       const maxRank = ranks[this.getAttribute("min-urgency")] ?? 2;
       for (const item of feed.items || []) {
         const extra = item._flashwire || {};
+        // A line killed in the last 24 hours stays in the feed as a withdrawn item (docs/feeds.md):
+        // for the bar it is gone.
+        if (extra.retracted) continue;
         if ((ranks[extra.urgency] ?? 2) > maxRank) continue;
         if (topics.length && !(item.tags || []).some((tag) => topics.includes(tag))) continue;
         const line = {

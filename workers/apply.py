@@ -26,7 +26,7 @@ import orjson
 import pydantic
 from redis.asyncio import Redis
 
-from flashwire.core.clock import iso_from_ms, ms_from_iso
+from flashwire.core.clock import iso_from_ms, ms_from_iso, now_ms
 from flashwire.core.cursors import cursor_key
 from flashwire.core.epoch import new_epoch
 from flashwire.core.keys import Keys
@@ -53,6 +53,7 @@ HISTORY_MAX_VERSIONS = 100
 LINE_KEEP_S = 30 * 24 * 3600
 # Retracted lines stay listed this long, for the feeds' deleted-entry tombstones.
 KILLED_KEEP_MS = 24 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
 
 # The ticker epoch is created (if missing) in the same script as the ticker write, so an entry of
 # a new generation is never visible before its epoch (flashwire/core/epoch.py).
@@ -234,7 +235,20 @@ class Applier:
         }
         if isinstance(action, RetractAction) and action.reason:
             record["reason"] = action.reason
-        plan.ops.append(["XADD", self._keys.audit, "*", "e", orjson.dumps(record).decode()])
+        plan.ops.append(
+            ["XADD", self._keys.audit, *self._audit_trim(), "*", "e", orjson.dumps(record).decode()]
+        )
+
+    def _audit_trim(self) -> list[str]:
+        """XADD's trimming arguments for the audit stream: entries older than
+        FLASHWIRE_AUDIT_RETENTION_DAYS go as each new one is appended (`MINID ~ <ms>-0`; the `~`
+        lets Redis drop only whole stream nodes, of up to 100 entries, so a few entries may
+        outlive the limit until their node is all old). Audit ids are stream ids, so the age is
+        the id's time. Nothing with a retention of 0 (keep forever)."""
+        days = self._settings.audit_retention_days
+        if days == 0:
+            return []
+        return ["MINID", "~", f"{max(0, now_ms() - days * DAY_MS)}-0"]
 
     def _live(self, plan: Plan, line: Line, *, add: bool) -> None:
         live, expiry = self._keys.live(plan.edition), self._keys.expiry

@@ -55,8 +55,9 @@ def is_cursor(value: object) -> bool:
 def parse_since(value: str, editions: Sequence[str]) -> dict[str, str]:
     """Resume cursors written in the query syntax (docs/protocol.md 2.1) as {edition: cursor}.
 
-    `en:<cursor>,ar:<cursor>` names the edition of each cursor (blanks around a pair are
-    ignored, an empty pair is skipped); a bare `<cursor>` (no `:`) stands for the one edition of
+    `en:<cursor>,ar:<cursor>` names the edition of each cursor (spaces around a pair are
+    ignored, an empty pair is skipped; any other character, a newline above all, breaks the
+    cursor rule); a bare `<cursor>` (no `:`) stands for the one edition of
     `editions` and is taken as it is, so that a trailing newline is refused, not trimmed. The URL
     query, the `since` string of a subscribe message (service/subscription.py) and `flashwire
     listen --since` (flashwire/cli.py) all read it here. Whether each edition is subscribed is
@@ -73,7 +74,9 @@ def parse_since(value: str, editions: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"malformed cursor {value!r} for {editions[0]!r}")
         return {editions[0]: value}
     cursors: dict[str, str] = {}
-    for pair in (part.strip() for part in value.split(",")):
+    # Only spaces around a pair are ignored: `str.strip()` would also drop a newline (and any
+    # other whitespace, NEL and U+2028 included), which the one rule refuses everywhere.
+    for pair in (part.strip(" ") for part in value.split(",")):
         if not pair:
             continue
         edition, separator, cursor = pair.partition(":")

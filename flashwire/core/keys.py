@@ -76,6 +76,17 @@ class Keys:
         return f"{self.prefix}:idem:{token_id}:{key}"
 
     @property
+    def rate_limits(self) -> str:
+        """Prefix of the rate-limit counters (service/rate_limits.py), shared by every node.
+
+        The `limits` library writes `<this>:{LIMITER/<limit>/<who>/<amount>/<multiples>/<unit>}`
+        (the current window) and the same name plus `/-1` (the previous one); it adds the `{…}`
+        hash tag itself so both land in one Cluster slot, which is why this prefix carries none
+        (docs/operations.md, "Redis").
+        """
+        return f"{self.prefix}:rate"
+
+    @property
     def tokens(self) -> str:
         """Hash token id -> token record (hashed secret, role, editions)."""
         return f"{self.prefix}:tokens"

@@ -16,7 +16,7 @@ from typing import TypeVar
 import pydantic
 from pydantic_core import ErrorDetails
 
-from flashwire.core.clock import now_ms
+from flashwire.core.clock import INSTANT_MAX_MS, now_ms
 from flashwire.core.models import LineChanges, Urgency, request_models
 from flashwire.core.settings import Settings
 
@@ -113,8 +113,12 @@ def parse_post(body: object, settings: Settings, edition: str | None = None) -> 
         body = {"edition": edition, **body}
     post = validate(request_models(settings).post, body)
     starts_ms = post.embargo_until or now_ms()
-    expires_at_ms = post.expires_at or starts_ms + settings.default_ttl_s * 1000
+    # The default expiry of a line embargoed until the last hours of year 9999 stops at the last
+    # instant a line can carry (flashwire/core/clock.py), rather than fail to be written.
+    expires_at_ms = post.expires_at or min(starts_ms + settings.default_ttl_s * 1000, INSTANT_MAX_MS)
     if expires_at_ms <= starts_ms:
+        if post.expires_at is None:  # an embargo until the very last instant: no room to expire
+            raise ValidationError("embargo_until", "must be earlier: the line needs time to expire after it")
         raise ValidationError("expires_at", "must be after the embargo time")
     return PostRequest(
         edition=post.edition,

@@ -40,7 +40,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from flashwire.core.clock import ms_from_iso, now_ms
+from flashwire.core.clock import INSTANT_MAX_MS, INSTANT_MIN_MS, iso_from_ms, ms_from_iso, now_ms
 from flashwire.core.settings import TOPIC_SLUG, Settings
 from flashwire.core.text import URL_MAX_CHARS, TextRuleError, free_text, http_url
 
@@ -495,23 +495,43 @@ def _url_rule(value: str) -> str:
         raise PydanticCustomError("url_rule", "{message}", {"message": exc.message}) from None
 
 
+INSTANT_RANGE = f"{iso_from_ms(INSTANT_MIN_MS)}..{iso_from_ms(INSTANT_MAX_MS)}"
+
+
+class InstantOutOfRange(ValueError):
+    """A well-formed RFC 3339 time outside INSTANT_RANGE once in UTC."""
+
+
 def instant_ms(value: str) -> int:
-    """An RFC 3339 date-time (RFC3339_DATE_TIME) as epoch ms; ValueError saying why otherwise."""
-    if not RFC3339_DATE_TIME.match(value):
+    """An RFC 3339 date-time (section 5.6, RFC3339_DATE_TIME) as epoch ms, within INSTANT_RANGE
+    once normalised to UTC (flashwire/core/clock.py); ValueError saying why otherwise.
+
+    The one rule for every time a client sends: the request models' `Instant` and `FutureTime`
+    fields (expires_at, embargo_until) and the audit trail's `from` and `to`.
+    """
+    if not isinstance(value, str) or not RFC3339_DATE_TIME.fullmatch(value):
         raise ValueError("expected a form such as 2026-11-25T18:00:00Z or 2026-11-25T19:00:00+01:00")
-    return ms_from_iso(value.upper())
+    ms = ms_from_iso(value.upper())
+    if not INSTANT_MIN_MS <= ms <= INSTANT_MAX_MS:
+        raise InstantOutOfRange(f"must be within {INSTANT_RANGE} once in UTC")
+    return ms
 
 
-def _future_ms(value: object) -> int:
-    """An RFC 3339 time with an offset, in the future, as epoch ms."""
+def _instant_ms(value: object) -> int:
+    """`instant_ms` as a pydantic validator: a refusal names the field it is attached to."""
     if not isinstance(value, str):
         raise PydanticCustomError("timestamp", "must be an RFC 3339 timestamp such as 2026-11-25T18:00:00Z")
     try:
-        ms = instant_ms(value)
+        return instant_ms(value)
+    except InstantOutOfRange as exc:
+        raise PydanticCustomError("timestamp", "{reason}", {"reason": str(exc)}) from None
     except ValueError as exc:
         raise PydanticCustomError(
             "timestamp", "is not a valid RFC 3339 timestamp ({reason})", {"reason": str(exc)}
         ) from None
+
+
+def _in_future(ms: int) -> int:
     if ms <= now_ms():
         raise PydanticCustomError("timestamp", "must be in the future")
     return ms
@@ -551,10 +571,30 @@ HttpUrl = Annotated[
         }
     ),
 ]
-FutureTime = Annotated[
+# Every time a request carries is one of these: an RFC 3339 string on the wire, epoch ms once
+# validated, refused (422 naming the field) outside INSTANT_RANGE.
+Instant = Annotated[
     int,
-    BeforeValidator(_future_ms),
-    WithJsonSchema({"type": "string", "format": "date-time", "description": "RFC 3339, in the future"}),
+    BeforeValidator(_instant_ms),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": f"RFC 3339 with an offset, within {INSTANT_RANGE} in UTC",
+        }
+    ),
+]
+FutureTime = Annotated[
+    Instant,
+    AfterValidator(_in_future),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset, in the future, up to"
+            f" {iso_from_ms(INSTANT_MAX_MS)} in UTC",
+        }
+    ),
 ]
 _TEXT_RULE = (
     " Free text: whitespace runs collapse to one space and the ends are trimmed, then NFC; no control,"

@@ -43,6 +43,13 @@ PING: Final = "ping"
 LIVE_TYPES = frozenset({LINE, UPDATE, RETRACT})
 EVENT_TYPES = LIVE_TYPES | {SNAPSHOT}
 
+# Pings a client may send on a connection, WebSocket protocol pings, unsolicited pongs and `ping`
+# messages together: PING_BURST at once, then PINGS_PER_S a second; over it the node closes with
+# 1008 and TOO_MANY_PINGS (docs/protocol.md section 12; service/ws_protocol.py).
+PING_BURST: Final = 10
+PINGS_PER_S: Final = 1.0
+TOO_MANY_PINGS: Final = "too many pings: at most 10 at once and 1 a second after that"
+
 # The two frames that never change, serialised once.
 HEARTBEAT_FRAME = '{"type":"heartbeat"}'
 PONG_FRAME = '{"type":"pong"}'
@@ -54,6 +61,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
@@ -73,6 +81,14 @@ FATAL_CLOSE_CODES = frozenset(
         CloseCode.SUBSCRIBE_TIMEOUT,
     }
 )
+
+# HTTP answers to a WebSocket upgrade (or to /sse) after which a client waits at least the longer
+# wait of docs/protocol.md 11, honouring Retry-After: the node (or a proxy) cannot serve it now.
+TRY_LATER_STATUSES = frozenset({429, 503})
+# HTTP answers after which asking again with the same request cannot help: it is malformed or too
+# large (400, 414, 431: the connection edge, service/server_limits.py), not allowed (403), or
+# asks for what does not exist (404) (docs/protocol.md 11).
+FATAL_STATUSES = frozenset({400, 403, 404, 414, 431})
 
 Cursor = Annotated[
     str,

@@ -77,6 +77,10 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   }
 });
 
+// The form is never submitted natively (index.html): it can be used once this listener is there.
+$("sign-in-button").disabled = false;
+$("sign-in-wait").hidden = true;
+
 $("sign-out").addEventListener("click", () => signOut(""));
 
 function signOut(message) {
@@ -416,7 +420,7 @@ function moveExpiry(line, seconds) {
 }
 
 async function retract(line) {
-  const answer = await confirmAction(`Retract “${line.text}”? Every reader's ticker drops it and feeds mark it cancelled.`, true);
+  const answer = await confirmAction(`Retract “${line.text}”? Every reader's ticker drops it at once. For 24 hours the feeds show it as withdrawn under the same id, without its text (RSS and JSON Feed as a “Withdrawn” item, Atom as a deletion); after that it leaves them.`, true);
   if (answer.ok) await act(line.id, "retraction", answer.reason ? { reason: answer.reason } : undefined);
 }
 
@@ -525,10 +529,55 @@ async function refreshAudit() {
 
 $("audit-form").addEventListener("submit", (event) => { event.preventDefault(); refreshAudit(); });
 
+// The export comes in pages: each answer holds at most the server's export limit of entries and
+// ends with where the next page starts, a JSON line {"next_after": ...} or a CSV row
+// "#next_after","<audit_id>",... (null, or empty, at the end: docs/api.md, "The audit trail").
+// The desk asks page after page and saves one file: the first page's CSV header, every entry,
+// and the last page's closing line, which says the file is complete.
+const EXPORT_CSV_END = /^"#next_after","([0-9-]*)"/;
+
+function splitExportPage(format, text) {
+  const newline = format === "csv" ? "\r\n" : "\n";
+  if (!text.endsWith(newline)) throw new Error("The export was cut short: nothing was saved. Try again.");
+  const cut = text.lastIndexOf(newline, text.length - newline.length - 1) + newline.length;
+  const closing = text.slice(cut);
+  let next;
+  if (format === "csv") {
+    const match = EXPORT_CSV_END.exec(closing);
+    if (!match) throw new Error("The export was cut short: nothing was saved. Try again.");
+    next = match[1] || null;
+  } else {
+    const end = JSON.parse(closing);
+    if (!("next_after" in end)) throw new Error("The export was cut short: nothing was saved. Try again.");
+    next = end.next_after;
+  }
+  return { entries: text.slice(0, cut), closing, next };
+}
+
 async function exportAudit(format) {
+  const buttons = [$("export-csv"), $("export-jsonl")];
+  for (const button of buttons) button.disabled = true;
   try {
-    const response = await api(`/api/v1/audit/export?${auditParams()}&format=${format}`, { raw: true });
-    const url = URL.createObjectURL(await response.blob());
+    const parts = [];
+    let after = "";
+    let pages = 0;
+    let closing = "";
+    for (;;) {
+      const query = `${auditParams()}&format=${format}` + (after ? `&after=${encodeURIComponent(after)}` : "");
+      const response = await api(`/api/v1/audit/export?${query}`, { raw: true });
+      const page = splitExportPage(format, await response.text());
+      // Every CSV page starts with the header row; the file keeps the first one only.
+      parts.push(format === "csv" && pages > 0 ? page.entries.slice(page.entries.indexOf("\r\n") + 2) : page.entries);
+      pages += 1;
+      closing = page.closing;
+      if (page.next === null) break;
+      if (page.next === after) throw new Error("The export did not advance: nothing was saved.");
+      after = page.next;
+      notice(`Exporting the audit trail… ${pages} pages so far.`);
+    }
+    parts.push(closing);
+    const type = format === "csv" ? "text/csv" : "application/x-ndjson";
+    const url = URL.createObjectURL(new Blob(parts, { type }));
     const link = document.createElement("a");
     link.href = url;
     link.download = `flashwire-audit-${state.edition}.${format}`;
@@ -536,8 +585,11 @@ async function exportAudit(format) {
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 1000);
+    notice(`Exported the audit trail (${pages} ${pages === 1 ? "page" : "pages"}).`);
   } catch (error) {
     showError(error);
+  } finally {
+    for (const button of buttons) button.disabled = false;
   }
 }
 
