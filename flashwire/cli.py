@@ -1,4 +1,9 @@
-"""The `flashwire` command: dev, serve, worker, post, listen, token."""
+"""The `flashwire` command: dev, serve, worker, token; post, correct, retract, pin, unpin, lines
+(the newsroom API, as the desk uses it); listen (the live ticker).
+
+Exit status: 0 done; 1 the server refused the action or could not be reached; 2 the command
+itself is wrong (a usage error, as argparse reports them).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +30,13 @@ if TYPE_CHECKING:
     from flashwire.core.models import TokenRecord
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+URGENCIES = ("flash", "urgent", "routine")
+# A write answered 503 (Redis unreachable for a moment; docs/api.md "Errors") is sent again with
+# the same Idempotency-Key, after its Retry-After (at most RETRY_AFTER_MAX_S), this many times in all.
+WRITE_ATTEMPTS = 3
+RETRY_AFTER_MAX_S = 5.0
+REQUEST_TIMEOUT_S = 10.0
+EXIT_REFUSED = 1
 
 
 def _settings() -> Settings:
@@ -123,33 +137,223 @@ def _parse_duration(text: str) -> timedelta:
     raise SystemExit(f"flashwire: --expires-in takes e.g. 90s, 30m, 6h, got {text!r}")
 
 
+def local_time(iso: str) -> str:
+    """An RFC 3339 time of the API in the local zone (the TZ environment variable, else the
+    system's) with the zone's abbreviation and UTC offset: `2026-12-07 19:20:03 CET (UTC+01:00)`."""
+    moment = datetime.fromisoformat(iso).astimezone()
+    offset = moment.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"{moment:%Y-%m-%d %H:%M:%S} {moment.tzname()} (UTC{sign}{hours:02d}:{rest:02d})"
+
+
+class ApiRefusal(Exception):
+    """The server answered an API request with an error (`status`, and from the API's JSON error body
+    `code`, `field`, `message` and any further `details`, e.g. a version a 412 reports)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None, details: dict[str, Any]
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+
+    @classmethod
+    def from_http_error(cls, exc: urllib.error.HTTPError) -> ApiRefusal:
+        """Read the API's error body (docs/api.md "Errors"), with what it sends beside `error` (a 412's
+        `revision`, `etag`, and the `line` as now: its text); a body that is not one (a proxy's page)
+        gives the status's phrase."""
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(error, dict):
+            return cls(exc.code, "http_error", str(exc.reason), None, {})
+        details = {k: v for k, v in error.items() if k not in {"status", "code", "message", "field"}}
+        details.update({k: v for k, v in body.items() if k not in {"error", "line"}})
+        line = body.get("line")
+        if isinstance(line, dict) and isinstance(line.get("text"), str):
+            details["text now"] = _printable(line["text"])
+        field = error.get("field")
+        return cls(
+            exc.code,
+            str(error.get("code", "error")),
+            str(error.get("message", exc.reason)),
+            field if isinstance(field, str) else None,
+            details,
+        )
+
+
+class Unreachable(Exception):
+    """The server could not be reached, or did not answer in time."""
+
+
+def _server(args: argparse.Namespace) -> str:
+    return str(args.server).rstrip("/")
+
+
+def api_request(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Send one API request with the token (`--token`, $FLASHWIRE_TOKEN or the dev token) and return
+    the JSON answer. A write carries `args.idempotency_key` and is sent again, with the same key, on
+    a 503 (WRITE_ATTEMPTS in all): the server then takes the action at most once (docs/api.md).
+
+    :raises ApiRefusal: the server answered with an error.
+    :raises Unreachable: no answer (connection refused, DNS, timeout after REQUEST_TIMEOUT_S).
+    """
+    headers = {"Authorization": f"Bearer {_token(args)}", "Accept": "application/json"}
+    data = None
+    if method != "GET":
+        headers["Idempotency-Key"] = args.idempotency_key
+        if getattr(args, "if_revision", None) is not None:
+            # The line's ETag is "v<revision>" (docs/api.md "Concurrent changes: If-Match").
+            headers["If-Match"] = f'"v{args.if_revision}"'
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+    url = f"{_server(args)}{path}"
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            refusal = ApiRefusal.from_http_error(exc)
+            if exc.code != 503 or attempt == WRITE_ATTEMPTS:
+                raise refusal from None
+            from flashwire.client import retry_after_s
+
+            time.sleep(min(retry_after_s(exc.headers.get("Retry-After")) or 1.0, RETRY_AFTER_MAX_S))
+        except OSError as exc:
+            raise Unreachable(f"cannot reach {_server(args)}: {getattr(exc, 'reason', exc)}") from None
+        except ValueError as exc:  # a URL urllib cannot use, or an answer that is not JSON
+            raise Unreachable(f"no API answer from {_server(args)}: {exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _report_refusal(args: argparse.Namespace, refusal: ApiRefusal) -> None:
+    """Print the API's refusal on stderr: status, code, field and message, then what to do."""
+    field = f", field {refusal.field}" if refusal.field else ""
+    message = _printable(refusal.message)
+    print(f"flashwire: refused ({refusal.status} {refusal.code}{field}): {message}", file=sys.stderr)
+    for key, value in refusal.details.items():
+        print(f"  {key}: {_printable(str(value))}", file=sys.stderr)
+    if refusal.status == 412:
+        print(
+            "flashwire: not changed: the line is no longer at --if-revision"
+            f" {getattr(args, 'if_revision', None)} (another editor changed it); look at it with"
+            " `flashwire lines --json` and try again",
+            file=sys.stderr,
+        )
+    elif refusal.status in {429, 503} and getattr(args, "idempotency_key", None):
+        print(
+            f"flashwire: retry later with --idempotency-key {args.idempotency_key}: the action is then"
+            " taken at most once",
+            file=sys.stderr,
+        )
+
+
+def _run_api(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """`api_request`, with a refusal or an unreachable server reported and turned into SystemExit(1)."""
+    try:
+        return api_request(args, method, path, body)
+    except ApiRefusal as refusal:
+        _report_refusal(args, refusal)
+    except Unreachable as exc:
+        print(f"flashwire: {exc}", file=sys.stderr)
+        if method != "GET":
+            print(
+                "flashwire: the action may or may not have been taken; retry with"
+                f" --idempotency-key {args.idempotency_key} to take it at most once",
+                file=sys.stderr,
+            )
+    raise SystemExit(EXIT_REFUSED)
+
+
+def _line_path(line_id: str, action: str) -> str:
+    return f"/api/v1/lines/{urllib.parse.quote(line_id, safe='')}/{action}"
+
+
+def _topics(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def cmd_post(args: argparse.Namespace) -> int:
     """Post a line through the API, like the desk page does."""
     body: dict[str, Any] = {"edition": args.edition, "text": " ".join(args.text), "urgency": args.urgency}
     if args.topics:
-        body["topics"] = [t.strip() for t in args.topics.split(",") if t.strip()]
+        body["topics"] = _topics(args.topics)
     if args.link:
         body["url"] = args.link
     if args.expires_in:
         body["expires_at"] = (datetime.now(UTC) + _parse_duration(args.expires_in)).isoformat()
-    headers = {"Authorization": f"Bearer {_token(args)}", "Content-Type": "application/json"}
-    if args.idempotency_key:
-        headers["Idempotency-Key"] = args.idempotency_key
-    request = urllib.request.Request(
-        f"{args.url.rstrip('/')}/api/v1/lines", data=json.dumps(body).encode(), headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            result = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("error", {})
-        field = f" [{detail['field']}]" if "field" in detail else ""
-        print(f"refused ({exc.code}){field}: {detail.get('message', exc.reason)}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"flashwire: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
+    result = _run_api(args, "POST", "/api/v1/lines", body)
     print(f"posted {result['id']} to {result['edition']} (desk {result['desk_id']})")
+    return 0
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    """Correct a line: a new version replaces it in every ticker; only what is given changes."""
+    body: dict[str, Any] = {}
+    if args.text:
+        body["text"] = " ".join(args.text)
+    if args.urgency:
+        body["urgency"] = args.urgency
+    if args.topics is not None:
+        body["topics"] = _topics(args.topics)
+    if args.link:
+        body["url"] = args.link
+    elif args.no_link:
+        body["url"] = None
+    if not body:
+        args.parser.error("nothing to correct: give the new TEXT, --urgency, --topics, --link or --no-link")
+    result = _run_api(args, "POST", _line_path(args.line_id, "corrections"), body)
+    changed = ", ".join(result.get("changes", {})) or "nothing"
+    print(f"corrected {result['id']} ({changed}) at {local_time(result['accepted_at'])}")
+    return 0
+
+
+def cmd_retract(args: argparse.Namespace) -> int:
+    """Retract (kill) a line: every reader showing it removes it."""
+    body = {"reason": args.reason} if args.reason else None
+    result = _run_api(args, "POST", _line_path(args.line_id, "retraction"), body)
+    print(f"retracted {result['id']} at {local_time(result['accepted_at'])}")
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    """Pin or unpin a line (`args.action`): a pinned line leads its edition's ticker."""
+    result = _run_api(args, "POST", _line_path(args.line_id, args.action), None)
+    print(f"{args.action}ned {result['id']} at {local_time(result['accepted_at'])}")
+    return 0
+
+
+def format_line_row(line: dict[str, Any]) -> str:
+    """One live line for `flashwire lines`: id, publication time in the local zone, urgency, a pin
+    mark, text (control and bidi-override characters escaped)."""
+    pinned = "PINNED" if line.get("pinned") else ""
+    return (
+        f"{line['id']}  {local_time(line['published_at'])}  {line['urgency'].upper():<7} "
+        f"{pinned:<6} {_printable(line['text'])}"
+    )
+
+
+def cmd_lines(args: argparse.Namespace) -> int:
+    """List an edition's live lines, newest first (or the API's answer as JSON with --json)."""
+    edition = urllib.parse.quote(args.edition, safe="")
+    result = _run_api(args, "GET", f"/api/v1/editions/{edition}/lines")
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    lines = sorted(result["lines"], key=lambda line: str(line["published_at"]), reverse=True)
+    if not lines:
+        print(f"flashwire: no live lines in {result['edition']}", file=sys.stderr)
+    for line in lines:
+        print(format_line_row(line))
     return 0
 
 
@@ -186,16 +390,20 @@ def _report_retry(retry: Retry) -> None:
     )
 
 
-def _report_live() -> None:
-    """Say on stderr that the ticker is live again after a reported loss."""
-    print("flashwire: connection back; resumed from the last cursors", file=sys.stderr, flush=True)
+def _report_live(cursors: dict[str, str]) -> None:
+    """Say on stderr that the ticker is live again after a reported loss, and from which cursors
+    (those of the last events seen, sent as `since`) it resumed."""
+    resumed = ", ".join(f"{e}:{c}" for e, c in sorted(cursors.items())) or "none yet: a fresh snapshot"
+    print(
+        f"flashwire: connection back; resumed from the last cursors ({resumed})", file=sys.stderr, flush=True
+    )
 
 
 async def _listen(args: argparse.Namespace) -> None:
     from flashwire.client import TickerClient
     from flashwire.core.cursors import parse_since
 
-    base = args.url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
+    base = _server(args).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     editions = [e for e in (args.editions or "").split(",") if e]
     since: dict[str, str] | None = None
     if args.since:
@@ -212,8 +420,10 @@ async def _listen(args: argparse.Namespace) -> None:
         min_urgency=args.min_urgency,
         since=since,
         on_retry=_report_retry,
-        on_live=_report_live,
     )
+    # Called before the first event of the new connection is taken in: the cursors are still the
+    # ones the connection resumed from.
+    client.on_live = lambda: _report_live(client.cursors)
     count = 0
     async with contextlib.aclosing(client.events()) as events:
         async for event in events:
@@ -330,9 +540,90 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 2
 
 
+URL_REFUSED = (
+    "--url is no longer accepted: it named the server, while the API's `url` is the story's link."
+    " Use --server URL for the Flashwire server (default $FLASHWIRE_URL, then {default}) and"
+    " --link URL for the story's link"
+)
+
+
+class _RefusedUrl(argparse.Action):
+    """`--url` on a command that sends the token: a usage error saying what to use instead.
+
+    Not an alias of --server here: `post --url https://example.com/story` (the story link, as the API
+    names it) would send the editor's token to the story's host; refusing costs one retyped command.
+    """
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        parser.error(URL_REFUSED.format(default=DEFAULT_URL))
+
+
+class _DeprecatedUrl(argparse.Action):
+    """`listen --url`: the server, as before (listen has no story link and sends no token), with a
+    warning on stderr."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        print("flashwire: --url is deprecated; use --server (or FLASHWIRE_URL)", file=sys.stderr)
+        namespace.server = values
+
+
+def _add_server(parser: argparse.ArgumentParser, *, deprecated_url: type[argparse.Action]) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("FLASHWIRE_URL") or DEFAULT_URL,
+        metavar="URL",
+        help=f"the Flashwire server (default $FLASHWIRE_URL, then {DEFAULT_URL})",
+    )
+    parser.add_argument("--url", action=deprecated_url, help=argparse.SUPPRESS)
+
+
+def _add_editor(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that acts through the newsroom API with a token."""
+    _add_server(parser, deprecated_url=_RefusedUrl)
+    parser.add_argument("--token", help="default $FLASHWIRE_TOKEN, or the dev token of `flashwire dev`")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
+    return int(text)
+
+
+def _add_line_write(parser: argparse.ArgumentParser) -> None:
+    """The options of an action on one line: those of a write, and a precondition on its revision."""
+    parser.add_argument("line_id", metavar="LINE_ID")
+    _add_write(parser)
+    parser.add_argument(
+        "--if-revision",
+        type=_positive,
+        metavar="N",
+        help="act only if the line is still at revision N (sent as If-Match); 412 otherwise."
+        " Without it the action is taken whatever changed meanwhile",
+    )
+
+
+def _add_write(parser: argparse.ArgumentParser) -> None:
+    _add_editor(parser)
+    parser.add_argument(
+        "--idempotency-key",
+        default=f"cli-{uuid.uuid4()}",
+        metavar="KEY",
+        help="sent as Idempotency-Key (default: a new one per invocation); give a failed action's key"
+        " again to retry it without taking it twice",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="flashwire", description="Real-time breaking-news push.")
+    parser = argparse.ArgumentParser(
+        prog="flashwire",
+        description="Real-time breaking-news push.",
+        epilog="Exit status: 0 done, 1 refused by the server or not reached, 2 a usage error.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("dev", help="embedded Redis + worker + service, for a laptop").set_defaults(func=cmd_dev)
@@ -345,26 +636,50 @@ def build_parser() -> argparse.ArgumentParser:
     post = sub.add_parser("post", help="post a breaking line")
     post.add_argument("text", nargs="+")
     post.add_argument("--edition", default="en")
-    post.add_argument("--urgency", choices=["flash", "urgent", "routine"], default="routine")
+    post.add_argument("--urgency", choices=URGENCIES, default="routine")
     post.add_argument("--topics", help="comma-separated, e.g. politics,mena")
-    post.add_argument("--link", help="URL of the full story")
+    post.add_argument("--link", metavar="URL", help="the full story's link (the API's `url`)")
     post.add_argument("--expires-in", help="e.g. 30m, 6h")
-    post.add_argument("--idempotency-key")
-    post.add_argument("--token", help="default $FLASHWIRE_TOKEN, or the dev token")
-    post.add_argument("--url", default=os.environ.get("FLASHWIRE_URL", DEFAULT_URL))
+    _add_write(post)
     post.set_defaults(func=cmd_post)
+
+    correct = sub.add_parser("correct", help="correct a line (only what is given changes)")
+    _add_line_write(correct)
+    correct.add_argument("text", nargs="*", metavar="TEXT", help="the corrected text")
+    correct.add_argument("--urgency", choices=URGENCIES)
+    correct.add_argument("--topics", help="comma-separated; '' removes every topic")
+    link = correct.add_mutually_exclusive_group()
+    link.add_argument("--link", metavar="URL", help="the full story's new link")
+    link.add_argument("--no-link", action="store_true", help="remove the link")
+    correct.set_defaults(func=cmd_correct, parser=correct)
+
+    retract = sub.add_parser("retract", help="retract (kill) a line: every reader removes it")
+    _add_line_write(retract)
+    retract.add_argument("--reason", help="a public reason, for readers' apps")
+    retract.set_defaults(func=cmd_retract)
+
+    for action, what in (("pin", "pin a line at the head of its ticker"), ("unpin", "unpin a line")):
+        pin = sub.add_parser(action, help=what)
+        _add_line_write(pin)
+        pin.set_defaults(func=cmd_pin, action=action)
+
+    lines = sub.add_parser("lines", help="list an edition's live lines, newest first")
+    lines.add_argument("--edition", default="en")
+    lines.add_argument("--json", action="store_true", help="print the API's answer as it is")
+    _add_editor(lines)
+    lines.set_defaults(func=cmd_lines)
 
     listen = sub.add_parser("listen", help="print the live ticker")
     listen.add_argument("--editions", help="comma-separated; default all")
     listen.add_argument("--topics")
-    listen.add_argument("--min-urgency", choices=["flash", "urgent", "routine"])
+    listen.add_argument("--min-urgency", choices=URGENCIES)
     listen.add_argument("--since", help="resume from cursors: en:<cursor>,ar:<cursor>")
     listen.add_argument("--count", type=int, default=0, help="exit after this many events")
     listen.add_argument("--json", action="store_true", help="print the raw protocol messages")
-    listen.add_argument("--url", default=os.environ.get("FLASHWIRE_URL", DEFAULT_URL))
+    _add_server(listen, deprecated_url=_DeprecatedUrl)
     listen.set_defaults(func=cmd_listen)
 
-    token = sub.add_parser("token", help="manage editor tokens")
+    token = sub.add_parser("token", help="manage editor tokens (directly in Redis)")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create")
     create.add_argument("--name", required=True)
@@ -379,7 +694,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `flashwire` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # A line's words may come on both sides of options (`correct en-… --urgency flash New text`):
+    # argparse gives the positionals after the first option back as unrecognised.
+    if extra and args.command in {"post", "correct"} and not any(word.startswith("-") for word in extra):
+        args.text.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args))
     except SettingsError as exc:

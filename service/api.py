@@ -8,6 +8,7 @@ only once the action is in the desk stream.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -45,13 +46,14 @@ from flashwire.core.models import (
     PinAction,
     PostAccepted,
     PostAction,
+    PreconditionFailedBody,
     RetractAction,
     RetractionAccepted,
     ScheduledLines,
 )
 from flashwire.core.settings import Settings
 from flashwire.service.asyncapi import asyncapi_document
-from flashwire.service.desk import Desk, IdempotencyConflict, UnknownLine
+from flashwire.service.desk import Desk, IdempotencyConflict, StaleRevision, UnknownLine
 from flashwire.service.errors import ApiError
 from flashwire.service.http import (
     LINE_ID_RE,
@@ -92,6 +94,72 @@ def _idempotency(request: Request, token: Token, body: object) -> Idempotency | 
     return token.id, key, fingerprint
 
 
+# RFC 9110 section 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE. Ours are strong, "v<revision>".
+_ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
+_OUR_TAG = re.compile(r"v([1-9][0-9]{0,17})")
+IF_MATCH_RULE = (
+    'If-Match must be "*" or a comma-separated list of entity tags such as "v3" (RFC 9110 section 13.1.1)'
+)
+IfMatch = frozenset[int] | Literal["*"]
+
+
+def etag(revision: int) -> str:
+    """The strong ETag of a line at `revision`, `"v<revision>"` (RFC 9110 section 8.8.3)."""
+    return f'"v{revision}"'
+
+
+def _if_match(request: Request) -> IfMatch | None:
+    """The request's If-Match (RFC 9110 section 13.1.1): None without one, "*" for any revision,
+    else the revisions it names. Matching is the strong comparison: a weak tag (W/"v3") or a tag
+    that is not one of ours never matches, so a list of only such tags is answered 412. A header
+    that is not a valid list of entity tags is refused 422, field `If-Match`."""
+    values = request.headers.getlist("if-match")
+    if not values:
+        return None
+    elements = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if not elements:
+        raise ApiError(422, "invalid", IF_MATCH_RULE, field="If-Match")
+    if elements == ["*"]:
+        return "*"
+    revisions: set[int] = set()
+    for element in elements:
+        tag = _ENTITY_TAG.fullmatch(element)
+        if tag is None:
+            raise ApiError(422, "invalid", IF_MATCH_RULE, field="If-Match")
+        ours = _OUR_TAG.fullmatch(tag.group(2))
+        if tag.group(1) is None and ours is not None:
+            revisions.add(int(ours.group(1)))
+    return frozenset(revisions)
+
+
+class PreconditionFailed(ApiError):
+    """412: the change was made against a revision of the line that is no longer current. The body
+    (PreconditionFailedBody) gives the current revision, its ETag and the line as last applied."""
+
+    def __init__(self, revision: int, line: Line | None) -> None:
+        super().__init__(
+            412,
+            "precondition_failed",
+            f"the line was changed by someone else: it is now at revision {revision} "
+            f"(If-Match: {etag(revision)}); check its current state and try again",
+            field="If-Match",
+        )
+        self.revision = revision
+        self.line = line
+
+    def body(self) -> PreconditionFailedBody:
+        """{"error": {…, "field": "If-Match"}, "revision": n, "etag": "\"v<n>\"", "line": …}."""
+        return PreconditionFailedBody(
+            error=super().body().error, revision=self.revision, etag=etag(self.revision), line=self.line
+        )
+
+
+def _check_if_match(if_match: IfMatch | None, revision: int, line: Line | None) -> None:
+    """412 unless `if_match` allows `revision` (no If-Match, or "*", allows any)."""
+    if isinstance(if_match, frozenset) and revision not in if_match:
+        raise PreconditionFailed(revision, line)
+
+
 def _actor(token: Token) -> Actor:
     return Actor(token=token.id, name=token.name, role=token.role)
 
@@ -104,13 +172,19 @@ def _accepted(body: AcceptedResponse, *, replayed: bool) -> Response:
 
 
 async def _submit(
-    request: Request, action: DeskAction, response: AcceptedResponse, idempotency: Idempotency | None
+    request: Request,
+    action: DeskAction,
+    response: AcceptedResponse,
+    idempotency: Idempotency | None,
+    if_match: IfMatch | None = None,
 ) -> Response:
     desk: Desk = request.app.state.desk
     try:
-        accepted = await desk.submit(action, response, idempotency=idempotency)
+        accepted = await desk.submit(action, response, idempotency=idempotency, if_match=if_match)
     except IdempotencyConflict as exc:
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
+    except StaleRevision as exc:
+        raise PreconditionFailed(exc.revision, await _current_line(request, action.id)) from None
     except UnknownLine:
         raise ApiError(404, "not_found", f"no line {action.id!r}", field="id") from None
     return _accepted(accepted.body, replayed=accepted.replayed)
@@ -131,7 +205,7 @@ async def _count_desk_action(request: Request, token: Token) -> None:
     429 with Retry-After over it (service/rate_limits.py). Called once the token is known to be
     allowed the action where it is aimed (its edition, its line) and the request is known not to
     be the replay of an answered Idempotency-Key, before the body is validated: a 401, 403 or 404
-    costs nothing, while a 409 or 422 counts, since it cost the same work (docs/api.md, "Rate
+    costs nothing, while a 409, 412 or 422 counts, since it cost the same work (docs/api.md, "Rate
     limits")."""
     limits: RateLimits = request.app.state.rate_limits
     await limits.hit(limits.desk_actions, token.id)
@@ -316,17 +390,21 @@ def _follow_up(action_name: str) -> Callable[[Request], Awaitable[Response]]:
         if earlier is not None:
             return earlier
         await _count_desk_action(request, token)
+        if_match = _if_match(request)
         try:
             action, accepted, new_expiry_ms = plan(body, settings, line_id, edition, _actor(token), now_ms())
         except ValidationError as exc:
             raise invalid(exc) from None
         current = await _current_line(request, line_id)
+        # A change made against an old revision is told so before any refusal by state (the line may
+        # have been retracted meanwhile: the 412 shows it); desk.submit checks it again atomically.
+        _check_if_match(if_match, await desk.revision(line_id), current)
         refusal = _state_error(action_name, current) if current is not None else None
         if refusal is not None:
             raise ApiError(409, "conflict", refusal, field="id")
         if current is not None:
             _check_expiry_change(token, new_expiry_ms, current)
-        return await _submit(request, action, accepted, idempotency)
+        return await _submit(request, action, accepted, idempotency, if_match)
 
     endpoint.__name__ = f"{action_name}_line"
     endpoint.__doc__ = f"POST a {action_name} action for one line."
@@ -388,19 +466,24 @@ async def scheduled_lines(request: Request) -> Response:
 
 
 async def get_line(request: Request) -> Response:
-    """GET /api/v1/lines/{id}: the line's current state, every version, and reach per version."""
+    """GET /api/v1/lines/{id}: the line's current state, every version, and reach per version.
+
+    With the line's strong ETag `"v<revision>"` (RFC 9110 section 8.8.3) of the state shown, the
+    If-Match to send with a change made after looking at it; none in the few milliseconds before
+    the worker applies a new post (`line` null)."""
     _, line_id, edition = await _line_for(request, "read")
     redis, keys = request.app.state.redis, request.app.state.keys
     current, history = await redis.get(keys.line(line_id)), await redis.lrange(keys.history(line_id), 0, -1)
     [reach] = await read_reach(redis, keys, [line_id])
+    line = LINE_ADAPTER.validate_json(current) if current else None
     detail = LineDetail(
         id=line_id,
         edition=edition,
-        line=LINE_ADAPTER.validate_json(current) if current else None,
+        line=line,
         history=[LINE_ADAPTER.validate_json(version) for version in history],
         reach={str(version): value for version, value in sorted(reach.items())},
     )
-    return model_response(detail)
+    return model_response(detail, headers={"ETag": etag(line.revision)} if line else None)
 
 
 async def openapi(request: Request) -> Response:

@@ -35,6 +35,7 @@ from flashwire.core.models import (
     LineDetail,
     Me,
     PostAccepted,
+    PreconditionFailedBody,
     Readiness,
     RetractionAccepted,
     ScheduledLines,
@@ -70,6 +71,7 @@ class Operation:
     parameters: tuple[Schema, ...] = ()
     public: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    headers: dict[int, dict[str, Schema]] = field(default_factory=dict)
 
 
 def _param(name: str, where: str, schema: Schema, description: str, *, required: bool = False) -> Schema:
@@ -87,6 +89,24 @@ _IDEMPOTENCY = _param(
     {key: value for key, value in _IDEMPOTENCY_SCHEMA.items() if key != "description"},
     _IDEMPOTENCY_SCHEMA["description"],
 )
+# Optimistic concurrency on every change to a line (docs/api.md, "Concurrent changes").
+_IF_MATCH = _param(
+    "If-Match",
+    "header",
+    {"type": "string", "examples": ['"v3"', "*"]},
+    "Apply the change only if the line is still at this revision: its ETag from GET /api/v1/lines/{line_id} "
+    '(`"v<revision>"`, the line\'s `revision`), several separated by commas, or `*` (the line exists). '
+    "Compared, atomically with accepting the change, with the revision of the last change accepted; "
+    "otherwise 412 with the current revision and line. Without it the change is made whatever the "
+    "revision (scripts, the CLI); the desk always sends it. RFC 9110 section 13.1.1.",
+)
+_ETAG = {
+    "ETag": {
+        "description": 'The line\'s strong ETag, `"v<revision>"`, of the state in the body (RFC 9110 section '
+        "8.8.3): send it as If-Match with a change. Absent while `line` is null.",
+        "schema": {"type": "string", "pattern": '^"v[1-9][0-9]*"$'},
+    }
+}
 # 429 on every operation that takes a token: FLASHWIRE_AUTH_FAILURE_RATE_LIMIT refuses an address
 # that failed too often, and writes have their own limits (service/rate_limits.py).
 _WRITE_ERRORS = (401, 403, 404, 409, 413, 422, 429, 503)
@@ -129,10 +149,10 @@ def _operations(settings: Settings) -> list[Operation]:
             op,
             summary,
             {201: ok},
-            line_action,
+            (*line_action, 412),
             body,
             required,
-            (_LINE_ID, _IDEMPOTENCY),
+            (_LINE_ID, _IDEMPOTENCY, _IF_MATCH),
             tags=("lines",),
         )
 
@@ -268,6 +288,7 @@ def _operations(settings: Settings) -> list[Operation]:
             {200: LineDetail},
             parameters=(_LINE_ID,),
             tags=("lines",),
+            headers={200: _ETAG},
         ),
         follow_up(
             "corrections",
@@ -442,7 +463,10 @@ def _schemas(
     operations: list[Operation],
 ) -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], Schema], Schema]:
     """(reference of each model in the mode it is used, component schemas)."""
-    used: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorBody, "serialization")}
+    used: set[tuple[type[BaseModel], JsonSchemaMode]] = {
+        (ErrorBody, "serialization"),
+        (PreconditionFailedBody, "serialization"),
+    }
     for op in operations:
         if op.body is not None:
             used.add((op.body, "validation"))
@@ -474,8 +498,10 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode],
                 "description": op.summary,
                 "content": _json(refs[(ok, "serialization")]),
             }
+    for status, headers in op.headers.items():
+        responses[str(status)]["headers"] = copy.deepcopy(headers)
     for status in op.errors:
-        name = "RateLimited" if status == 429 else "Error"
+        name = {429: "RateLimited", 412: "PreconditionFailed"}.get(status, "Error")
         responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
     operation: Schema = {
         "operationId": op.operation_id,
@@ -524,6 +550,12 @@ def _document(settings: Settings) -> Schema:
                 "Error": {
                     "description": "Refused: the body says why, and names the field at fault if one is.",
                     "content": _json(refs[(ErrorBody, "serialization")]),
+                },
+                "PreconditionFailed": {
+                    "description": "If-Match names a revision the line is no longer at: another change "
+                    "was accepted first (code `precondition_failed`, field `If-Match`). The body adds the "
+                    "current `revision`, its `etag` and the `line` as last applied; nothing was changed.",
+                    "content": _json(refs[(PreconditionFailedBody, "serialization")]),
                 },
                 "RateLimited": {
                     "description": "Over a rate limit (code `rate_limited`; the message names the limit): "

@@ -71,7 +71,8 @@ def _describe(pid: int) -> str:
 
 
 def _reap(dev: subprocess.Popen[str]) -> None:
-    """Make sure the dev process is gone and its pipe closed, whatever the test did."""
+    """Make sure the process (`flashwire dev`, a `listen`) is gone and its pipe closed, whatever the
+    test did."""
     if dev.poll() is None:
         dev.kill()
         dev.wait()
@@ -102,11 +103,20 @@ def _read_until(dev: subprocess.Popen[str], marker: str, timeout_s: float = 60.0
     return output
 
 
+def _fresh_shell_env() -> dict[str, str]:
+    """The environment of a new terminal in which the virtualenv is not activated: no VIRTUAL_ENV,
+    no Flashwire variables, and a PATH without the virtualenv's bin (nor this Python's)."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = [p for p in os.environ.get("PATH", "/usr/bin:/bin").split(":") if p and p != venv_bin]
+    return {"PATH": ":".join(path), "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8"}
+
+
 @pytest.mark.slow
 def test_dev_starts_embedded_redis_worker_service_and_stops_without_orphans(tmp_path: Path) -> None:
-    """`flashwire dev` with no REDIS_URL runs everything; a line posted with the CLI reaches
-    `flashwire listen`; Ctrl-C stops every process it started."""
-    dev, env, port = _start_dev(tmp_path)
+    """`flashwire dev` with no REDIS_URL runs everything; the commands its banner suggests work as
+    printed from a new shell without the virtualenv: a line posted with the printed `post` reaches
+    the printed `listen`; Ctrl-C stops every process it started."""
+    dev, _, port = _start_dev(tmp_path)
     try:
         output = _read_until(dev, "Press Ctrl-C to stop.")
         assert "embedded Redis" in output
@@ -117,31 +127,39 @@ def test_dev_starts_embedded_redis_worker_service_and_stops_without_orphans(tmp_
         ).exists()
         children = _descendants(dev.pid)
         assert len(children) >= 3, "redis-server, worker and service"
-        url = f"http://127.0.0.1:{port}"
+        suggested = output.split("no need to activate the virtualenv):\n", 1)[1].splitlines()
+        post_command, listen_command = (line.strip() for line in suggested[:2])
+        assert " post --server " in post_command and " listen --server " in listen_command, suggested
+        assert f"http://127.0.0.1:{port} " in post_command, "the service's address, not the default"
+        shell = _fresh_shell_env()
+        assert subprocess.run(["sh", "-c", "command -v flashwire"], env=shell).returncode != 0
         listen = subprocess.Popen(
-            [FLASHWIRE, "listen", "--url", url, "--editions", "en", "--count", "1"],
-            env=env,
+            ["sh", "-c", f"{listen_command} --count 1"],
+            env=shell,
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        # `listen` prints the snapshot once it is subscribed: from then on a post reaches it.
-        listened = _read_until(listen, "snapshot", timeout_s=30)
-        posted = subprocess.run(
-            [FLASHWIRE, "post", "--url", url, "--urgency", "flash", "Smoke", "test", "line"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert posted.returncode == 0, posted.stderr
-        assert posted.stdout.startswith("posted en-")
-        rest_of_listen, _ = listen.communicate(timeout=30)
-        listened += rest_of_listen
+        try:
+            # `listen` prints the snapshot once it is subscribed: from then on a post reaches it.
+            listened = _read_until(listen, "snapshot", timeout_s=30)
+            posted = subprocess.run(
+                ["sh", "-c", post_command],
+                env=shell,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert posted.returncode == 0, posted.stderr
+            assert posted.stdout.startswith("posted en-")
+            rest_of_listen, _ = listen.communicate(timeout=30)
+            listened += rest_of_listen
+        finally:
+            _reap(listen)
         assert listen.returncode == 0, listened
-        assert "FLASH" in listened and "Smoke test line" in listened
+        assert "FLASH" in listened and "Your first breaking line" in listened
         dev.send_signal(signal.SIGINT)
         rest, _ = dev.communicate(timeout=30)
         assert "stopped." in rest

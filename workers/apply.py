@@ -97,6 +97,13 @@ def stream_id_key(entry_id: str) -> tuple[int, int]:
     return cursor_key(entry_id)
 
 
+def _revision(fields: dict[bytes, bytes]) -> int | None:
+    """The revision a desk entry produces (field `r`, service/desk.py); None for the schedule's
+    releases and expiries, and for entries written before revisions were counted."""
+    raw = fields.get(b"r")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
 def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -184,10 +191,20 @@ class Applier:
             return Plan(line_id="-", edition="-")
         plan = Plan(line_id=action.id, edition=action.edition, entry_id=entry_id)
         current = await self._current(plan.line_id)
-        after = self._planned(plan, action, current)
+        revision = _revision(fields)
+        # The line's revision is counted when the desk accepts an action (service/desk.py): the line
+        # takes the number its entry carries, so an If-Match made against it matches the counter.
+        base = current
+        if current is not None and revision is not None:
+            base = current.model_copy(update={"revision": revision})
+        after = self._planned(plan, action, base)
         if after is not None:
             self._store(plan, after)
             self._audit(plan, entry_id, action, current, after)
+        elif base is not None and current is not None and base.revision != current.revision:
+            # An accepted action that changes nothing (a second pin, say) still moves the revision
+            # on, quietly: no history entry, no audit record, no event.
+            plan.ops.append(["SET", self._keys.line(plan.line_id), base.model_dump_json(), "KEEPTTL"])
         return plan
 
     def _planned(self, plan: Plan, action: DeskAction, current: Line | None) -> Line | None:

@@ -45,6 +45,12 @@ class Keys:
         """Hash line id -> edition, written with the post so follow-up actions validate."""
         return f"{self.prefix}:lines"
 
+    @property
+    def revisions(self) -> str:
+        """Hash line id -> the revision its last accepted change produces (service/desk.py): what
+        If-Match is compared with, atomically with appending the change to the desk."""
+        return f"{self.prefix}:revisions"
+
     def live(self, edition: str) -> str:
         """Sorted set of an edition's live line ids, scored by first publication (ms)."""
         return f"{self.prefix}:live:{edition}"

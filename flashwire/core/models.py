@@ -81,6 +81,13 @@ class Line(BaseModel):
 
     id: str = Field(description="Stable id, '<edition>-<16 hex digits>'; treat it as opaque.")
     version: int = Field(ge=1, description="1 when first written; +1 for each correction and for a kill.")
+    revision: int = Field(
+        default=1,
+        ge=1,
+        description="1 when first written; +1 for every change an editor makes to it (correction, pin, "
+        "unpin, expiry change, retraction, cancellation), not for the schedule's release or expiry. "
+        'The API\'s ETag `"v<revision>"`, which If-Match compares (docs/api.md, "Concurrent changes").',
+    )
     edition: str = Field(description="Edition code (BCP 47), e.g. 'en'.")
     language: str = Field(description="BCP 47 language of `text`; currently equal to `edition`.")
     direction: Direction
@@ -138,7 +145,8 @@ SYSTEM_ACTOR = Actor(name="scheduler", role="system")
 
 
 class _DeskAction(BaseModel):
-    """Fields every desk stream entry (field `a`, JSON) carries; `at` is epoch ms."""
+    """Fields every desk stream entry (field `a`, JSON) carries; `at` is epoch ms. An entry the API
+    accepted also has field `r`, the line revision it produces (service/desk.py)."""
 
     id: str
     edition: str
@@ -251,6 +259,17 @@ class ErrorBody(BaseModel):
     """Every error response: {"error": {status, code, message, field?}}."""
 
     error: ErrorDetail
+
+
+class PreconditionFailedBody(ErrorBody):
+    """412 to a change whose If-Match no longer matches the line (RFC 9110 section 13.1.1):
+    the error (field `If-Match`), the line's current revision and ETag, and its current state."""
+
+    revision: int = Field(ge=1, description="The line's revision now, counting changes already accepted.")
+    etag: str = Field(description='The ETag to send as If-Match to change the line now, `"v<revision>"`.')
+    line: Line | None = Field(
+        description="The line as last applied (it may not show yet a change accepted a moment ago)."
+    )
 
 
 class LinePreview(BaseModel):

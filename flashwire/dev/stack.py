@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -69,6 +70,31 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30
     raise RuntimeError(f"the service did not answer {url} within {timeout_s:.0f}s")
 
 
+def try_commands(base: str, folder: Path) -> list[str]:
+    """The commands the banner suggests, runnable as printed from a new shell in this folder.
+
+    The virtualenv's `flashwire` is named by its path (it is on PATH only once the virtualenv is
+    activated; relative when it is under this folder, as `.venv/bin/flashwire` is for `make run`);
+    `--server` is given when the service is not at the CLI's default address, and
+    FLASHWIRE_DATA_DIR when the CLI would not find the dev token in ./.flashwire by itself.
+    """
+    from flashwire.cli import DEFAULT_URL
+
+    cwd = Path.cwd()
+    script = Path(sys.executable).parent / "flashwire"
+    if script.exists():
+        program = [str(script.relative_to(cwd)) if script.is_relative_to(cwd) else str(script)]
+    else:
+        program = [sys.executable, "-m", "flashwire.cli"]
+    prefix = (
+        "" if folder == (cwd / ".flashwire").resolve() else f"FLASHWIRE_DATA_DIR={shlex.quote(str(folder))} "
+    )
+    server = [] if base == DEFAULT_URL else ["--server", base]
+    post = [*program, "post", *server, "--edition", "en", "--urgency", "flash", "Your first breaking line"]
+    listen = [*program, "listen", *server, "--editions", "en"]
+    return [prefix + shlex.join(post), prefix + shlex.join(listen)]
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -117,8 +143,9 @@ def run_dev() -> int:
             f"  API            {base}/api/v1/openapi.json\n"
             f"  editor token   {token}\n"
             f"                 (chief editor, all editions; kept in {folder / 'dev-token'})\n"
-            f'Try:  flashwire post --edition en --urgency flash "Your first breaking line"\n'
-            f"Press Ctrl-C to stop.\n",
+            f"Try it from another terminal in this folder (no need to activate the virtualenv):\n"
+            + "".join(f"  {command}\n" for command in try_commands(base, folder))
+            + "Press Ctrl-C to stop.\n",
             flush=True,
         )
         while not stopping:

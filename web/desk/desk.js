@@ -43,10 +43,11 @@ function notice(text) {
   noticeTimer = setTimeout(() => { $("notice").textContent = ""; }, 5000);
 }
 
-async function api(path, { method = "GET", body, idempotencyKey, raw = false } = {}) {
+async function api(path, { method = "GET", body, idempotencyKey, ifMatch, raw = false } = {}) {
   const headers = { Authorization: `Bearer ${state.token}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
+  if (ifMatch) headers["If-Match"] = ifMatch;
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (!response.ok) {
     const detail = (await response.json().catch(() => ({}))).error || {};
@@ -57,6 +58,9 @@ async function api(path, { method = "GET", body, idempotencyKey, raw = false } =
   return raw ? response : response.json();
 }
 
+// Every change to a line is made against the revision shown (docs/api.md, "Concurrent changes"):
+// a 412 means another editor changed it first, and the server's message says so.
+const etagOf = (line) => `"v${line.revision || 1}"`;
 const can = (action) => Boolean(state.me && state.me.actions.includes(action));
 const editionInfo = (code) => state.config.editions.find((e) => e.code === code);
 const localTime = (iso) => new Date(iso).toLocaleString();
@@ -355,8 +359,8 @@ function fillRow(row, line) {
   }
   if (can("pin")) {
     actions.append(line.pinned
-      ? button("Unpin", () => act(line.id, "unpin"), { title: `Unpin “${short}”` })
-      : button("Pin", () => act(line.id, "pin"), { title: `Pin “${short}”` }));
+      ? button("Unpin", () => act(line, "unpin"), { title: `Unpin “${short}”` })
+      : button("Pin", () => act(line, "pin"), { title: `Pin “${short}”` }));
   }
   if (can("retract")) {
     actions.append(button("Retract", () => retract(line), { danger: true, title: `Retract “${short}”` }));
@@ -387,7 +391,7 @@ function openCorrection(row, line) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await api(`/api/v1/lines/${line.id}/corrections`, { method: "POST", body: { text: area.value } });
+      await api(`/api/v1/lines/${line.id}/corrections`, { method: "POST", body: { text: area.value }, ifMatch: etagOf(line) });
       clearError();
       notice("Correction published.");
       delete row.dataset.editing;
@@ -402,26 +406,27 @@ function openCorrection(row, line) {
   area.focus();
 }
 
-async function act(lineId, action, body) {
+async function act(line, action, body) {
   try {
-    await api(`/api/v1/lines/${lineId}/${action}`, { method: "POST", body });
+    await api(`/api/v1/lines/${line.id}/${action}`, { method: "POST", body, ifMatch: etagOf(line) });
     clearError();
     notice(`${action[0].toUpperCase()}${action.slice(1)}: done.`);
     await refreshLists();
     await refreshAudit();
   } catch (error) {
     showError(error);
+    if (error.status === 412) await refreshLists().catch(() => {}); // show the line as it is now
   }
 }
 
 function moveExpiry(line, seconds) {
   const next = new Date(new Date(line.expires_at).getTime() + seconds * 1000);
-  return act(line.id, "expiry", { expires_at: next.toISOString() });
+  return act(line, "expiry", { expires_at: next.toISOString() });
 }
 
 async function retract(line) {
   const answer = await confirmAction(`Retract “${line.text}”? Every reader's ticker drops it at once. For 24 hours the feeds show it as withdrawn under the same id, without its text (RSS and JSON Feed as a “Withdrawn” item, Atom as a deletion); after that it leaves them.`, true);
-  if (answer.ok) await act(line.id, "retraction", answer.reason ? { reason: answer.reason } : undefined);
+  if (answer.ok) await act(line, "retraction", answer.reason ? { reason: answer.reason } : undefined);
 }
 
 function renderScheduled() {
@@ -444,7 +449,7 @@ function renderScheduled() {
       actions.className = "actions";
       actions.append(button("Cancel release", async () => {
         const answer = await confirmAction(`Cancel the scheduled line “${line.text}”? It will never be published.`, false);
-        if (answer.ok) await act(line.id, "cancellation");
+        if (answer.ok) await act(line, "cancellation");
       }, { danger: true, title: `Cancel scheduled “${clip(line.text)}”` }));
       row.append(actions);
     }
