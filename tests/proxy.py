@@ -4,7 +4,11 @@ Real clients (a browser's EventSource, a WebSocket library) connect to the proxy
 node. For each connection the test decides when the server's bytes stop reaching the client:
 `hold()` buffers them, `cut_after(predicate)` lets them through until a server-sent event
 (an SSE block ending in a blank line) matches, then drops the connection as a network
-failure would. Bounded: it serves only loopback and stops with the test.
+failure would. Faults for new connections: `answer` answers chosen requests itself with an
+HTTP status (a load balancer's 502 or 503, a refused WebSocket upgrade) instead of forwarding
+them, `resetting` resets every new connection (a node that cannot be reached), and
+`reset_all()` drops every open one. `streams()` lists the open `/ws` and `/sse` connections.
+Bounded: it serves only loopback and stops with the test.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 EventTest = Callable[[bytes], bool]
+# Given a request line ("GET /sse?editions=en HTTP/1.1") and whether it asks for a WebSocket
+# upgrade: the status to answer with instead of forwarding it, or None to forward it.
+Answer = Callable[[str, bool], int | None]
+REASONS = {403: "Forbidden", 426: "Upgrade Required", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 @dataclass
@@ -24,6 +32,7 @@ class ProxiedConnection:
     index: int
     client_writer: asyncio.StreamWriter
     upstream_writer: asyncio.StreamWriter
+    request_line: str = ""
     held: bool = False
     cut_when: EventTest | None = None
     pending: bytearray = field(default_factory=bytearray)
@@ -35,6 +44,11 @@ class ProxiedConnection:
             with contextlib.suppress(Exception):
                 writer.transport.abort()
         self.closed.set()
+
+
+def _path(request_line: str) -> str:
+    parts = request_line.split(" ")
+    return parts[1] if len(parts) > 1 else ""
 
 
 class CuttingProxy:
@@ -49,6 +63,22 @@ class CuttingProxy:
         self.plans: list[tuple[bool, EventTest | None]] = []
         self.new_connection = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.answer: Answer | None = None
+        self.resetting = False
+        self.answered: list[tuple[str, int]] = []  # (request line, status) of each answered request
+
+    def streams(self) -> list[ProxiedConnection]:
+        """The open connections whose request was for /ws or /sse."""
+        return [
+            c
+            for c in self.connections
+            if not c.closed.is_set() and _path(c.request_line).startswith(("/ws", "/sse"))
+        ]
+
+    def reset_all(self) -> None:
+        """Drop every open connection, as a network failure would."""
+        for connection in self.connections:
+            connection.close()
 
     async def start(self) -> CuttingProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -81,8 +111,37 @@ class CuttingProxy:
             self._tasks.discard(task)
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.resetting:
+            client_writer.transport.abort()
+            return
+        try:
+            head = await client_reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            client_writer.transport.abort()
+            return
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        upgrade = b"\r\nupgrade: websocket" in head.lower()
+        status = self.answer(request_line, upgrade) if self.answer is not None else None
+        if status is not None:
+            self.answered.append((request_line, status))
+            body = b"proxy fault\n"
+            client_writer.write(
+                f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            with contextlib.suppress(Exception):
+                await client_writer.drain()
+            client_writer.close()
+            return
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        connection = ProxiedConnection(len(self.connections), client_writer, upstream_writer)
+        if not upgrade:
+            # One request per connection, so that every request meets `answer` (a browser would
+            # otherwise send its next request on a kept-alive connection, unseen).
+            lines = [h for h in head.split(b"\r\n") if h and not h.lower().startswith(b"connection:")]
+            head = b"\r\n".join([*lines, b"Connection: close", b"", b""])
+        upstream_writer.write(head)
+        connection = ProxiedConnection(len(self.connections), client_writer, upstream_writer, request_line)
         if self.plans:
             connection.held, connection.cut_when = self.plans.pop(0)
         self.connections.append(connection)

@@ -20,13 +20,16 @@
   const WORDS = {
     en: { breaking: "BREAKING", flash: "FLASH", urgent: "URGENT", pause: "Pause", play: "Play",
       pauseLabel: "Pause the news ticker", playLabel: "Play the news ticker", corrected: "corrected",
-      region: "Breaking news" },
+      region: "Breaking news", offline: "Offline", reconnecting: "Reconnecting…",
+      newLines: (n) => `${n} new lines` },
     ar: { breaking: "عاجل", flash: "عاجل جدًا", urgent: "عاجل", pause: "إيقاف", play: "تشغيل",
       pauseLabel: "إيقاف شريط الأخبار", playLabel: "تشغيل شريط الأخبار", corrected: "تصحيح",
-      region: "أخبار عاجلة" },
+      region: "أخبار عاجلة", offline: "غير متصل", reconnecting: "جارٍ إعادة الاتصال…",
+      newLines: (n) => `أخبار جديدة: ${n}` },
     es: { breaking: "ÚLTIMA HORA", flash: "URGENTE", urgent: "URGENTE", pause: "Pausa", play: "Reanudar",
       pauseLabel: "Pausar el teletipo", playLabel: "Reanudar el teletipo", corrected: "corregido",
-      region: "Última hora" },
+      region: "Última hora", offline: "Sin conexión", reconnecting: "Reconectando…",
+      newLines: (n) => `${n} noticias nuevas` },
   };
 
   const STYLE = `
@@ -50,6 +53,9 @@
     .line a { color: inherit; text-decoration: underline; text-underline-offset: .15em; }
     .corrected { font-size: .7em; border: 1px solid currentColor; border-radius: .25em; padding: 0 .3em; opacity: .85; }
     .empty { opacity: .7; padding: 0 1.6em; }
+    .status { display: flex; align-items: center; padding: 0 .8em; font-size: .8em; font-weight: 700;
+      white-space: nowrap; background: var(--flash-ticker-status-background, #333); color: #fff; }
+    .status[hidden] { display: none; }
     .pause { all: initial; cursor: pointer; display: flex; align-items: center; gap: .35em; padding: 0 .9em;
       font: inherit; font-size: .85em; color: inherit; background: var(--flash-ticker-control-background, rgba(0,0,0,.25));
       border-inline-start: 1px solid rgba(255,255,255,.35); }
@@ -95,7 +101,7 @@
   }
 
   class FlashTicker extends HTMLElement {
-    static get observedAttributes() { return ["edition", "topics", "min-urgency", "server"]; }
+    static get observedAttributes() { return ["edition", "topics", "min-urgency", "server", "label", "speed"]; }
 
     constructor() {
       super();
@@ -132,7 +138,11 @@
       this.live.className = "sr";
       this.live.setAttribute("aria-live", "polite");
       this.live.setAttribute("role", "status");
-      this.bar.append(this.labelEl, this.viewport, this.pauseButton, this.live);
+      this.statusEl = document.createElement("span");
+      this.statusEl.className = "status";
+      this.statusEl.setAttribute("part", "status");
+      this.statusEl.hidden = true;
+      this.bar.append(this.labelEl, this.statusEl, this.viewport, this.pauseButton, this.live);
       if (style) root.append(style);
       root.append(this.bar);
       // Keyboard users reaching a link inside the moving text get it held still.
@@ -145,7 +155,24 @@
       this.held = false;
       this.animation = null;
       this.timer = null;
-      this.connection = null;
+      this.conn = null;
+      this.run = null;
+      this.trouble = "";
+      this.pendingNews = [];
+      this.onTick = () => this.tick();
+      this.onRetry = () => this.open();
+      this.onOpen = () => this.open();
+      // `online`: try at once (from the best transport's backoff start); `offline`: say so at once.
+      this.onOnline = () => {
+        if (!this.run || this.state === "live" || this.state === "connecting") return;
+        this.attempt = 0;
+        if (this.trouble === "offline") this.trouble = "reconnecting";
+        this.open();
+      };
+      this.onOffline = () => { if (this.run) this.goOffline(); };
+      // Back from a frozen tab (the Page Lifecycle `resume` event): probe the connection at once.
+      this.onResume = () => { if (this.conn && this.conn.ping) this.conn.ping(); };
+      this.onNewsTimer = () => this.flushNews();
       this.motion = window.matchMedia ? window.matchMedia("(prefers-reduced-motion: reduce)") : null;
       this.onMotionChange = () => this.layout();
       this.onResize = () => this.layout();
@@ -166,47 +193,88 @@
       this.updatePauseButton();
       if (this.motion && this.motion.addEventListener) this.motion.addEventListener("change", this.onMotionChange);
       window.addEventListener("resize", this.onResize);
+      window.addEventListener("online", this.onOnline);
+      window.addEventListener("offline", this.onOffline);
+      document.addEventListener("resume", this.onResume);
+      this.attached = true;
       this.render();
       this.start();
     }
 
     disconnectedCallback() {
+      this.attached = false;
       this.stop();
       if (this.motion && this.motion.removeEventListener) this.motion.removeEventListener("change", this.onMotionChange);
       window.removeEventListener("resize", this.onResize);
+      window.removeEventListener("online", this.onOnline);
+      window.removeEventListener("offline", this.onOffline);
+      document.removeEventListener("resume", this.onResume);
     }
 
+    // Any change of the subscription, attached or not, forgets the lines and cursor (cursors are
+    // per edition) and any refusal; an attached element then subscribes afresh.
     attributeChangedCallback(name, previous, value) {
-      if (previous === value || !this.connection) return;
-      this.stop();
+      if (previous === value) return;
+      if (name === "label" || name === "speed") { if (this.attached) this.connectedLabels(); return; }
       this.lines.clear();
       this.cursor = null;
-      this.connectedCallback();
+      this.removeAttribute("data-error");
+      if (this.attached) { this.stop(); this.connectedLabels(); this.render(); this.start(); }
     }
 
-    // -- connection -----------------------------------------------------------
+    connectedLabels() {
+      this.bar.dir = this.direction;
+      this.bar.lang = this.edition;
+      this.bar.setAttribute("aria-label", this.words.region);
+      this.labelEl.textContent = this.getAttribute("label") || this.words.breaking;
+      this.updatePauseButton();
+      this.showStatus();
+      this.layout();
+    }
+
+    // -- connection: one state machine, one timer ------------------------------
+    //
+    // States (data-state): "connecting" (a transport opening, until a message past the greeting),
+    // "live", "waiting" (the backoff before the next attempt), "polling" (the JSON feed),
+    // "offline" (the browser says so; the `online` event brings an attempt at once), "stopped"
+    // (refused, or detached). `this.timer` is the only timer of the connection: the watchdog while
+    // connecting or live, the next attempt while waiting, the next read while polling. `enter()`
+    // clears it on every transition, and `drop()` closes the one connection, so no path can leave
+    // a second one open. Each connection's handlers act only while it is still `this.conn`.
+
+    enter(state, delayMs, next) {
+      clearTimeout(this.timer);
+      this.timer = null;
+      this.state = state;
+      this.setAttribute("data-state", state);
+      if (next) this.timer = setTimeout(next, delayMs);
+      this.showStatus();
+    }
+
+    drop() {
+      const conn = this.conn;
+      this.conn = null;
+      if (conn) conn.close();
+    }
 
     start() {
-      this.stopped = false;
-      this.session = {};
+      this.run = {}; // identifies this run: an answer for an older one (a probe in flight) is ignored
       this.attempt = 0;
       this.failures = 0;
-      // Browsers do not notice a half-open connection (sleep, a network change): if nothing,
-      // not even a heartbeat, arrives for 2.5 heartbeat periods, reconnect.
-      this.heartbeatMs = 15000;
-      this.lastMessage = Date.now();
-      clearTimeout(this.watchdog);
-      this.watch();
-      this.mode = typeof WebSocket === "function" ? "ws" : typeof EventSource === "function" ? "sse" : "poll";
-      this.connect();
+      this.upgrades = 0;
+      this.upgradeAt = 0;
+      this.upgrading = false;
+      this.trouble = "";
+      this.announced = "";
+      this.best = typeof WebSocket === "function" ? "ws" : typeof EventSource === "function" ? "sse" : "poll";
+      this.mode = this.best;
+      if (navigator.onLine === false) this.goOffline(); else this.open();
     }
 
     stop() {
-      this.stopped = true;
-      clearTimeout(this.timer);
-      clearTimeout(this.watchdog);
-      if (this.connection && this.connection.close) this.connection.close();
-      this.connection = null;
+      this.run = null;
+      this.drop();
+      this.enter("stopped");
     }
 
     query() {
@@ -219,60 +287,83 @@
       return params.toString();
     }
 
-    // Check a few times per heartbeat period (at least once a second), so a dead connection is
-    // noticed soon after 2.5 periods of silence.
-    watch() {
-      this.watchdog = setTimeout(() => { this.checkAlive(); if (!this.stopped) this.watch(); },
-        Math.min(1000, this.heartbeatMs / 4));
-    }
-
-    checkAlive() {
-      // Also covers a connection still opening: nothing has arrived on it either.
-      if (this.stopped || this.mode === "poll" || !this.connection) return;
-      if (Date.now() - this.lastMessage <= this.heartbeatMs * DEAD_AFTER_HEARTBEATS) return;
-      const dead = this.connection;
-      this.connection = null;
-      dead.close();
-      this.lastMessage = Date.now();
-      this.retry(false);
-    }
-
-    connect() {
-      if (this.stopped) return;
-      // Until this connection's hello says otherwise, the period is 15 s.
+    // Opens the current transport (or the best one, when a downgrade is due to be probed back).
+    open() {
+      if (!this.run) return;
+      this.drop();
+      if (this.mode !== this.best && Date.now() >= this.upgradeAt) { this.mode = this.best; this.upgrading = true; }
+      this.setAttribute("data-transport", this.mode);
+      if (this.mode === "poll") { this.poll(); return; }
+      // Until this connection's hello says otherwise, the period is 15 s; the dead-connection
+      // clock starts now, so it also bounds the opening.
       this.heartbeatMs = 15000;
       this.lastMessage = Date.now();
-      this.setAttribute("data-transport", this.mode);
-      if (this.mode === "ws") this.openWebSocket();
-      else if (this.mode === "sse") this.openEventSource();
-      else this.poll();
+      this.conn = this.mode === "ws" ? this.openWebSocket() : this.openEventSource();
+      this.enter("connecting", this.checkEveryMs(), this.onTick);
     }
 
-    // `atLeastMs`: a Retry-After; waited, plus up to a fifth more so that the readers a node
-    // refused at once do not all come back in the same instant.
+    checkEveryMs() { return Math.min(1000, this.heartbeatMs / 4); }
+
+    // The watchdog (the dead-connection rule), and the time to probe a downgraded transport back.
+    tick() {
+      if (Date.now() - this.lastMessage > this.heartbeatMs * DEAD_AFTER_HEARTBEATS) {
+        this.trouble = "reconnecting";
+        this.announceStatus();
+        this.retry(false);
+      } else if (this.state === "live" && this.mode !== this.best && Date.now() >= this.upgradeAt) {
+        this.open();
+      } else {
+        this.enter(this.state, this.checkEveryMs(), this.onTick);
+      }
+    }
+
+    // The next attempt, after the backoff of protocol.md section 11. `atLeastMs`: a Retry-After,
+    // waited plus up to a fifth more, so that the readers a node refused at once spread out.
     retry(tryLater, atLeastMs = 0) {
-      if (this.stopped) return;
-      clearTimeout(this.timer);
+      if (!this.run) return;
+      this.drop();
       this.attempt += 1;
+      if (this.attempt >= 2 && !this.trouble) this.trouble = "reconnecting";
       const ceiling = backoffCeilingMs(this.attempt, tryLater);
       const delay = Math.max(ceiling / 2 + Math.random() * ceiling / 2, atLeastMs * (1 + Math.random() / 5));
-      this.timer = setTimeout(() => this.connect(), delay);
+      this.enter("waiting", delay, this.onRetry);
+      if (this.trouble) this.announceStatus();
+    }
+
+    goOffline() {
+      this.drop();
+      this.trouble = "offline";
+      this.enter("offline");
+      this.announceStatus();
+    }
+
+    // A downgraded transport (SSE, the feed) is temporary: the best one is tried again after a
+    // random wait in [d/2, d], d = 8 s, doubled after each such try that fails, at most 5 minutes
+    // (docs/widget.md); `upgrades` counts the failed tries until the best transport delivers.
+    downgrade(to, failedTry) {
+      this.upgrading = false;
+      this.mode = to;
+      this.downgradedTo = to;
+      if (failedTry) this.upgrades += 1;
+      const ceiling = Math.min(RETRY_AFTER_MAX_MS, 8000 * 2 ** Math.min(this.upgrades, 10));
+      this.upgradeAt = Date.now() + ceiling / 2 + Math.random() * ceiling / 2;
     }
 
     // Why did a transport fail to even open? "down": the server does not answer (a restart);
     // "unavailable" (or { unavailable, retryAfterMs }): it answers but cannot serve the ticker (its
     // store is down, it is full, or this address holds its share of connections: 429/503);
-    // "blocked": it serves the ticker, so something between us blocks this transport; or
-    // { refused }: it refused this subscription (400/403/404, or 414/431 for a URL or request too
-    // large), which neither a browser's EventSource nor its WebSocket reveals, so the widget asks
-    // /sse again with fetch, with the same query, when it can read the answer.
-    async probe() {
-      const get = async (path, mode, read) => {
+    // "blocked": it serves the ticker, so something between us blocks this transport (a proxy, or
+    // the page's Content-Security-Policy); or { refused }: it refused this subscription
+    // (400/403/404, or 414/431 for a URL or request too large), which neither a browser's
+    // EventSource nor its WebSocket reveals, so the widget asks /sse again with fetch, with the
+    // same query, when it can read the answer (on the service's own origin).
+    async probe(mode) {
+      const get = async (path, fetchMode, read) => {
         const abort = new AbortController();
         const timer = setTimeout(() => abort.abort(), 5000);
         try {
           const response = await fetch(`${this.server}${path}`,
-            { mode, cache: "no-store", credentials: "omit", signal: abort.signal });
+            { mode: fetchMode, cache: "no-store", credentials: "omit", signal: abort.signal });
           const body = read && !response.ok ? await response.json().catch(() => ({})) : null;
           const retryAfter = response.headers.get("Retry-After");
           return { status: response.status, opaque: response.type === "opaque", body, retryAfter };
@@ -287,11 +378,7 @@
       } catch (error) {
         return "down";
       }
-      // Only on the service's own origin can the answer be read (the connection edge's answers,
-      // 414 and 431, carry no CORS headers); elsewhere asking again would only double the load on
-      // a struggling node. A WebSocket that failed to open is asked about the same way: /sse
-      // takes the same query, so it is refused for the same reasons.
-      if (this.mode !== "poll" && new URL(this.server).origin === location.origin) {
+      if (mode !== "poll" && new URL(this.server).origin === location.origin) {
         try {
           const answer = await get(`/sse?${this.query()}`, "cors", true);
           if (STOP_STATUSES.includes(answer.status)) {
@@ -315,18 +402,25 @@
       }
     }
 
-    // A transport that failed to open is given up after two "blocked" verdicts in a row; a
-    // server that is down or unavailable is just retried (after at least 2.5 s if unavailable).
-    async failedToOpen(session) {
-      const verdict = await this.probe();
-      if (this.stopped || this.session !== session) return;
+    // A transport that failed to open (no message at all): while the probe is asked, the widget
+    // waits (no connection, no timer). A probe of the best transport back falls back at once;
+    // otherwise a transport is given up after two "blocked" verdicts in a row. A server that is
+    // down or unavailable is just retried (after at least 2.5 s if unavailable).
+    async failedToOpen(mode) {
+      const run = this.run;
+      this.drop();
+      this.enter("waiting");
+      if (this.upgrading) { this.downgrade(this.downgradedTo, true); this.retry(false); return; }
+      const verdict = await this.probe(mode);
+      if (!run || this.run !== run || this.state !== "waiting" || this.timer) return;
       if (verdict.refused) { this.refused(verdict.refused); return; }
       if (verdict.unavailable) { this.failures = 0; this.retry(true, verdict.retryAfterMs); return; }
       if (verdict === "blocked") {
         this.failures += 1;
         if (this.failures >= 2) {
           this.failures = 0;
-          this.mode = this.mode === "ws" && typeof EventSource === "function" ? "sse" : "poll";
+          this.attempt = 0;
+          this.downgrade(mode === "ws" && typeof EventSource === "function" ? "sse" : "poll", false);
         }
       } else {
         this.failures = 0;
@@ -334,80 +428,109 @@
       this.retry(verdict === "unavailable");
     }
 
-    received(message) {
-      this.failures = 0;
+    received(conn, message) {
+      if (this.conn !== conn) return;
+      this.lastMessage = Date.now();
       // Only a connection that delivers past its greeting resets the backoff: a node that
       // greets and then refuses (1013, its store is down) must not be retried at once.
-      if (!GREETINGS.includes(message.type)) this.attempt = 0;
+      if (!GREETINGS.includes(message.type)) {
+        this.attempt = 0;
+        this.failures = 0;
+        if (this.mode === this.best) { this.upgrades = 0; this.upgradeAt = 0; }
+        this.upgrading = false;
+        this.recovered();
+        if (this.state === "connecting") this.enter("live", this.checkEveryMs(), this.onTick);
+      }
       this.handle(message);
+    }
+
+    // A connection that fails: before any message, a failure to open; after, a retry.
+    failed(conn, opened, tryLater) {
+      if (this.conn !== conn) return;
+      if (opened) this.retry(tryLater); else this.failedToOpen(this.mode);
     }
 
     openWebSocket() {
       let opened = false;
-      const session = this.session;
       const socket = new WebSocket(`${this.server.replace(/^http/, "ws")}/ws?${this.query()}`);
-      this.connection = socket;
+      const conn = { close: () => socket.close() };
       socket.onopen = () => { opened = true; };
-      socket.onmessage = (frame) => { if (this.connection === socket) this.received(JSON.parse(frame.data)); };
+      socket.onmessage = (frame) => this.received(conn, JSON.parse(frame.data));
       socket.onclose = (event) => {
-        if (this.connection !== socket || this.stopped) return;
-        this.connection = null;
+        if (this.conn !== conn) return;
         if (STOP_CODES.includes(event.code)) { this.refused(event.reason || `closed ${event.code}`); return; }
-        if (opened) this.retry(event.code === 1013);
-        else this.failedToOpen(session);
+        this.failed(conn, opened, event.code === 1013);
       };
+      // A WebSocket blocked by the page's Content-Security-Policy fires only `error`, never `close`.
+      socket.onerror = () => this.failed(conn, opened, false);
+      conn.ping = () => { if (socket.readyState === 1) socket.send('{"type":"ping"}'); };
+      return conn;
     }
 
     openEventSource() {
       let opened = false;
-      const session = this.session;
       const source = new EventSource(`${this.server}/sse?${this.query()}`);
-      this.connection = source;
-      source.onmessage = (frame) => {
-        if (this.connection !== source) return;
-        opened = true;
-        this.received(JSON.parse(frame.data));
-      };
-      source.onerror = () => {
-        if (this.connection !== source || this.stopped) return;
-        // Reconnect ourselves, so the URL carries our latest cursor and our backoff applies.
-        source.close();
-        this.connection = null;
-        if (opened) this.retry(false);
-        else this.failedToOpen(session);
-      };
+      const conn = { close: () => source.close() };
+      source.onmessage = (frame) => { opened = true; this.received(conn, JSON.parse(frame.data)); };
+      // Reconnect ourselves, so the URL carries our latest cursor and our backoff applies.
+      source.onerror = () => { source.close(); this.failed(conn, opened, false); };
+      return conn;
     }
 
     async poll() {
+      const run = this.run;
       const interval = Math.max(1, Number(this.getAttribute("poll-interval")) || 15) * 1000;
-      const marker = {};
-      this.connection = { close: () => { marker.closed = true; } };
+      this.enter("polling");
       try {
         const response = await fetch(`${this.server}/feeds/${encodeURIComponent(this.edition)}.json`,
           { cache: "no-cache", mode: "cors", credentials: "omit" });
-        if (STOP_STATUSES.includes(response.status)) {
-          this.refused(`feed refused: ${response.status}`);
-          return;
-        }
+        if (this.run !== run || this.state !== "polling" || this.timer) return;
+        if (STOP_STATUSES.includes(response.status)) { this.refused(`feed refused: ${response.status}`); return; }
         if (TRY_LATER_STATUSES.includes(response.status)) {
-          if (!marker.closed) this.retry(true, retryAfterMs(response.headers.get("Retry-After")));
+          this.retry(true, retryAfterMs(response.headers.get("Retry-After")));
           return;
         }
         if (!response.ok) throw new Error(String(response.status));
         const feed = await response.json();
-        if (marker.closed) return;
+        if (this.run !== run || this.state !== "polling" || this.timer) return;
         this.applyFeed(feed);
         this.attempt = 0;
-        this.timer = setTimeout(() => this.connect(), interval);
+        this.recovered();
+        const probeBackMs = this.mode === this.best ? interval : Math.max(0, this.upgradeAt - Date.now());
+        this.enter("polling", Math.min(interval, probeBackMs), this.onOpen);
       } catch (error) {
-        if (!marker.closed) this.retry(error.message === "503");
+        if (this.run === run && this.state === "polling" && !this.timer) this.retry(error.message === "503");
       }
     }
 
     refused(reason) {
-      this.stopped = true;
-      clearTimeout(this.watchdog);
+      this.run = null;
+      this.drop();
+      this.trouble = "";
+      this.enter("stopped");
       this.setAttribute("data-error", reason || "refused");
+    }
+
+    // The bar shows (and announces once) that it is offline or reconnecting; a connection that
+    // delivers clears it.
+    showStatus() {
+      const text = this.trouble ? this.words[this.trouble] : "";
+      this.statusEl.textContent = text;
+      this.statusEl.hidden = !text;
+    }
+
+    recovered() {
+      if (!this.trouble) return;
+      this.trouble = "";
+      this.announced = "";
+      this.showStatus();
+    }
+
+    announceStatus() {
+      this.showStatus();
+      if (this.announced === this.trouble) return;
+      this.announced = this.trouble;
+      this.live.textContent = this.words[this.trouble];
     }
 
     // -- protocol -------------------------------------------------------------
@@ -465,8 +588,23 @@
       this.render();
     }
 
+    // New lines are announced together: one line as "BREAKING: <text>", a burst (or a catch-up)
+    // as one summary ("BREAKING: 5 new lines"), once no line has come for 0.5 s (at most 2 s
+    // after the first), so a screen reader hears one message, not one per line.
     announce(line) {
-      this.live.textContent = `${this.words.breaking}: ${line.text}`;
+      this.pendingNews.push(line);
+      if (!this.newsSince) this.newsSince = Date.now();
+      clearTimeout(this.newsTimer);
+      this.newsTimer = setTimeout(this.onNewsTimer, Date.now() - this.newsSince >= 2000 ? 0 : 500);
+    }
+
+    flushNews() {
+      const news = this.pendingNews;
+      this.pendingNews = [];
+      this.newsSince = 0;
+      if (!news.length) return;
+      const words = this.words;
+      this.live.textContent = `${words.breaking}: ${news.length === 1 ? news[0].text : words.newLines(news.length)}`;
     }
 
     // -- rendering ------------------------------------------------------------
