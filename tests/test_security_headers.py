@@ -363,7 +363,8 @@ async def test_pages_and_the_widget_work_under_their_policies_with_no_violation(
                 page = pages[name] = await context.new_page()
                 _watch(page, problems)
                 await page.goto(url)
-            for edition in ("en", "ar", "es"):
+            # The demo page is one edition's news page (tests/test_demo_page.py walks the others).
+            for edition in ("en",):
                 widget = pages["demo"].locator(f"#ticker-{edition}")
                 await expect(widget).to_have_attribute("data-transport", "ws")
             await expect(pages["demo"].locator("#snippet")).to_contain_text(f"{node.url}/web/ticker.js")

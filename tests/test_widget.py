@@ -250,27 +250,3 @@ async def test_widget_falls_back_to_sse_then_to_the_feed(
             )
             await expect(ticker.locator(".line .text")).to_have_text(["match report"], timeout=5000)
             await expect(page.locator("#sports .line .text")).to_have_text(["match report"])
-
-
-async def test_demo_page_shows_three_editions_side_by_side(stack: Stack) -> None:
-    """The root page shows the English, Arabic and Spanish tickers (docs/demo.png is its screenshot)."""
-    stack.worker()
-    node = stack.service()
-    editor = await stack.token("editor", ["en", "ar", "es"])
-    async with httpx.AsyncClient(base_url=node.url) as client:
-        await post_line(
-            client, editor, "Taiwan's President: 'One country, two regimes' is a red line", urgency="flash"
-        )
-        await post_line(client, editor, "Wildfire forces evacuations north of the city", urgency="urgent")
-        await post_line(
-            client, editor, "رئيسة تايوان: صيغة «دولة واحدة ونظامان» خط أحمر", edition="ar", urgency="flash"
-        )
-        await post_line(client, editor, "El banco central mantiene los tipos de interés", edition="es")
-    async with browser() as chromium:
-        page = await chromium.new_page(viewport={"width": 1400, "height": 700})
-        await page.goto(node.url)
-        for edition, count in (("en", 2), ("ar", 1), ("es", 1)):
-            await expect(page.locator(f"#ticker-{edition} .line")).to_have_count(count)
-        for ticker in await page.locator("flash-ticker").all():
-            await ticker.locator(".pause").click()
-        await screenshot(page, "demo.png")
