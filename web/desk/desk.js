@@ -63,9 +63,51 @@ async function api(path, { method = "GET", body, idempotencyKey, ifMatch, raw = 
 const etagOf = (line) => `"v${line.revision || 1}"`;
 const can = (action) => Boolean(state.me && state.me.actions.includes(action));
 const editionInfo = (code) => state.config.editions.find((e) => e.code === code);
-const localTime = (iso) => new Date(iso).toLocaleString();
-// Button labels name their line, so a screen reader user knows which one a button acts on.
-const clip = (text) => (text.length > 60 ? text.slice(0, 59) + "…" : text);
+// Button labels name their line, so a screen reader user knows which one a button acts on. Cut
+// by grapheme cluster (what a reader sees as one character: an emoji, a flag, a letter with its
+// marks), never by UTF-16 unit, which could leave half an emoji (a lone surrogate) in the name.
+const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: "grapheme" });
+const CLIP_GRAPHEMES = 60;
+function clip(text) {
+  const parts = Array.from(GRAPHEMES.segment(text), (part) => part.segment);
+  return parts.length > CLIP_GRAPHEMES ? parts.slice(0, CLIP_GRAPHEMES - 1).join("") + "…" : text;
+}
+
+// -- times and zones --------------------------------------------------------------
+// Every time on the desk says its zone. The deployment has no newsroom time-zone setting, so the
+// newsroom's reference is UTC (the API's own zone); the editor's local time (the browser's zone)
+// is shown beside it when it differs (docs/desk.md, "Times and zones").
+const NEWSROOM_ZONE = "UTC";
+const LOCAL_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || NEWSROOM_ZONE;
+
+function dayKey(date, timeZone) {
+  return new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }).format(date);
+}
+
+// "14:00 CET", or "Tue 8 Dec, 14:00 CET" when not today in that zone.
+function clock(date, timeZone) {
+  const options = { timeZone, hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short" };
+  if (dayKey(date, timeZone) !== dayKey(new Date(), timeZone)) {
+    Object.assign(options, { weekday: "short", day: "numeric", month: "short" });
+  }
+  return new Intl.DateTimeFormat("en-GB", options).format(date);
+}
+
+// Whether the editor's zone shows a different wall-clock time than the newsroom's at `date`.
+function localDiffers(date) {
+  const wall = (timeZone) => new Intl.DateTimeFormat("en-GB", {
+    timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+  }).format(date);
+  return wall(LOCAL_ZONE) !== wall(NEWSROOM_ZONE);
+}
+
+// A time as the desk shows it: "13:00 UTC (14:00 CET your time)", or "13:00 UTC" alone when the
+// editor works in the newsroom's zone.
+function zonedTime(iso) {
+  const date = new Date(iso);
+  const newsroom = clock(date, NEWSROOM_ZONE);
+  return localDiffers(date) ? `${newsroom} (${clock(date, LOCAL_ZONE)} your time)` : newsroom;
+}
 
 // -- sign in / out --------------------------------------------------------------
 
@@ -131,6 +173,10 @@ async function start() {
     return option;
   }));
   buildTopics();
+  $("audit-zone").textContent = !localDiffers(new Date())
+    ? `Times in ${NEWSROOM_ZONE}, the newsroom's zone.`
+    : `Times in ${NEWSROOM_ZONE}, the newsroom's zone, with your time (${LOCAL_ZONE}) beside them;`
+      + " From and To are in your time.";
   await selectEdition(editions[0]);
   clearInterval(state.refreshTimer);
   state.refreshTimer = setInterval(() => refreshLists().catch(() => {}), 2000);
@@ -147,6 +193,12 @@ async function selectEdition(code) {
   const text = $("text");
   text.dir = info.direction;
   text.lang = code;
+  // The edition posted to, its name in its own language and direction, on the Post button itself.
+  const named = $("post-edition");
+  named.textContent = info.name || code;
+  $("post-code").textContent = code;
+  named.dir = info.direction;
+  named.lang = code;
   updateCompose();
   state.rows.clear();
   $("live-lines").replaceChildren();
@@ -212,10 +264,37 @@ function updateCompose() {
       ? `${length} / ${limit} characters — long for a ticker alert (aim for ${short})`
       : `${length} / ${limit} characters`;
   $("post").disabled = length === 0 || length > limit;
+  const release = embargoDate();
+  // The button says what it will do: "Post line to …", or "Schedule for 14:00 CET to …" (the editor's time).
+  $("post-action").textContent = release ? `Schedule for ${clock(release, LOCAL_ZONE)}` : "Post line";
+  $("embargo-zone").textContent = release
+    ? `In your time zone (${LOCAL_ZONE}). Releases ${zonedTime(release.toISOString())}.`
+    : localDiffers(new Date())
+      ? `Entered in your time zone (${LOCAL_ZONE}); the newsroom's times are in ${NEWSROOM_ZONE}.`
+      : `Entered in your time zone (${LOCAL_ZONE}), which is the newsroom's (${NEWSROOM_ZONE}).`;
   $("preview").replaceChildren(...(line.text ? [renderLine(line)] : []));
 }
 
-for (const id of ["text", "url", "source"]) $(id).addEventListener("input", updateCompose);
+// The embargo field's value, a local date and time (datetime-local), as a Date; null if unset.
+function embargoDate() {
+  const value = can("schedule") ? $("embargo").value : "";
+  const date = value ? new Date(value) : null;
+  return date && !Number.isNaN(date.getTime()) ? date : null;
+}
+
+// After a successful post the form returns to its defaults (text, urgency, sections, regions,
+// link, source, embargo, expiry), so that no tag of one line slips onto the next. Keeping the
+// sections and regions is an explicit choice, the "Keep tags" box, which is itself cleared.
+function resetCompose() {
+  const form = $("compose-form");
+  const kept = $("keep-tags").checked
+    ? [...form.querySelectorAll("input[name=topics]:checked")].map((box) => box.value)
+    : [];
+  form.reset();
+  for (const box of form.querySelectorAll("input[name=topics]")) box.checked = kept.includes(box.value);
+}
+
+for (const id of ["text", "url", "source", "embargo"]) $(id).addEventListener("input", updateCompose);
 $("compose-form").addEventListener("change", updateCompose);
 $("compose-form").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
@@ -231,8 +310,8 @@ $("compose-form").addEventListener("submit", async (event) => {
   if (line.url) body.url = line.url;
   if (line.source) body.source = line.source;
   const expiry = $("expiry").value;
-  const embargo = $("embargo").value;
-  const start = embargo ? new Date(embargo) : new Date();
+  const embargo = embargoDate();
+  const start = embargo || new Date();
   if (embargo) body.embargo_until = start.toISOString();
   if (expiry) body.expires_at = new Date(start.getTime() + Number(expiry) * 1000).toISOString();
   $("post").disabled = true;
@@ -240,11 +319,8 @@ $("compose-form").addEventListener("submit", async (event) => {
     const result = await api("/api/v1/lines", { method: "POST", body, idempotencyKey: state.idempotencyKey });
     state.idempotencyKey = crypto.randomUUID();
     clearError();
-    notice(result.scheduled ? `Scheduled for ${localTime(result.line.embargoed)}.` : "Posted.");
-    $("text").value = "";
-    $("url").value = "";
-    $("source").value = "";
-    $("embargo").value = "";
+    notice(result.scheduled ? `Scheduled for ${zonedTime(result.line.embargoed)}.` : "Posted.");
+    resetCompose();
     await refreshLists();
     await refreshAudit();
   } catch (error) {
@@ -343,8 +419,8 @@ function fillRow(row, line) {
   const meta = element("div", "meta");
   const reach = element("span", "reach", reachText(line.reach, line));
   const details = document.createElement("span");
-  details.textContent = `v${line.version} · ${line.author} · expires ${localTime(line.expires_at)}`
-    + (line.pinned ? " · pinned" : "");
+  details.textContent = `v${line.version} · ${line.author} · posted ${zonedTime(line.published_at)}`
+    + ` · expires ${zonedTime(line.expires_at)}` + (line.pinned ? " · pinned" : "");
   meta.append(reach, details);
   const actions = document.createElement("div");
   actions.className = "actions";
@@ -441,7 +517,7 @@ function renderScheduled() {
     const countdown = element("span", "countdown");
     countdown.dataset.at = line.embargoed;
     const when = document.createElement("span");
-    when.textContent = `releases ${localTime(line.embargoed)} · ${line.author}`;
+    when.textContent = `releases ${zonedTime(line.embargoed)} · ${line.author}`;
     meta.append(countdown, when);
     row.append(shown, meta);
     if (can("schedule")) {
@@ -509,19 +585,21 @@ async function refreshAudit() {
   if (!state.me) return;
   try {
     const page = await api(`/api/v1/audit?${auditParams()}&limit=100`);
+    const headers = [...document.querySelectorAll("table.audit thead th")].map((th) => th.textContent);
     $("audit-rows").replaceChildren(...page.entries.map((entry) => {
       const row = document.createElement("tr");
       const cells = [
-        localTime(entry.at),
+        zonedTime(entry.at),
         `${entry.actor.name} (${entry.actor.role})`,
         entry.action + (entry.reason ? ` — ${entry.reason}` : ""),
         entry.line_id,
         summary(entry.before),
         summary(entry.after),
       ];
-      for (const value of cells) {
+      for (const [index, value] of cells.entries()) {
         const cell = document.createElement("td");
         cell.textContent = value;
+        cell.dataset.label = headers[index]; // shown before the value on a phone (desk.css)
         cell.dir = "auto";
         row.append(cell);
       }
