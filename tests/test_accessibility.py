@@ -8,7 +8,9 @@ impact "serious" or "critical"; the report of any that remain names the rule and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -115,4 +117,44 @@ async def test_widget_on_a_partner_page_has_no_serious_violation(stack: Stack, p
         await page.evaluate("window.dispatchEvent(new Event('offline'))")
         await expect(page.locator("#en")).to_have_attribute("data-state", "offline")
         problems += [f"offline: {p}" for p in await blocking_violations(page)]
+    assert not problems, "\n".join(problems)
+
+
+async def test_desk_signed_in_with_its_dialog_open_has_no_serious_violation(stack: Stack) -> None:
+    """The desk of a chief, in English and Arabic, at 390 and 1366 px: signed in with a live line,
+    a scheduled one and the audit shown, then with the correction form and the retract dialog open."""
+    stack.worker()
+    node = stack.service()
+    chief = await stack.token("chief", ["en", "ar"], name="Chiara")
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        for edition, text in (("en", "Parliament dissolved"), ("ar", "حل البرلمان")):
+            await post_line(client, chief, text, edition=edition, urgency="flash")
+            later = datetime.now(UTC) + timedelta(hours=2)
+            await post_line(client, chief, f"{text} (2)", edition=edition, embargo_until=later.isoformat())
+    problems: list[str] = []
+    async with browser() as chromium:
+        for width in WIDTHS:
+            for edition in ("en", "ar"):
+                page = await chromium.new_page(viewport={"width": width, "height": 900})
+                page.set_default_timeout(10_000)
+                await page.goto(f"{node.url}/desk")
+                await expect(page.get_by_role("button", name="Sign in")).to_be_enabled()
+                problems += [f"sign-in at {width}px: {p}" for p in await blocking_violations(page)]
+                await page.get_by_label("Editor token").fill(chief)
+                await page.get_by_role("button", name="Sign in").click()
+                await expect(page.locator("#desk")).to_be_visible()
+                await page.locator("select").first.select_option(edition)
+                await expect(page.locator("#reader-status")).to_have_text("live")
+                await page.get_by_role("button", name="Show").click()
+                where = f"desk {edition} at {width}px"
+                problems += [f"{where}: {p}" for p in await blocking_violations(page)]
+                await page.get_by_role("button", name=re.compile("^Retract ")).first.click()
+                dialog = page.locator("dialog#confirm")
+                await expect(dialog).to_be_visible()
+                problems += [f"{where}, retract dialog: {p}" for p in await blocking_violations(page)]
+                await dialog.get_by_role("button", name="Keep it").click()
+                await expect(dialog).to_be_hidden()
+                await page.get_by_role("button", name=re.compile("^Correct ")).first.click()
+                problems += [f"{where}, correcting: {p}" for p in await blocking_violations(page)]
+                await page.close()
     assert not problems, "\n".join(problems)
