@@ -36,6 +36,7 @@ from flashwire.core.models import (
     CorrectionAccepted,
     DeskAction,
     EditionLines,
+    EditionReaders,
     ExpiryAccepted,
     ExpiryAction,
     Line,
@@ -67,7 +68,7 @@ from flashwire.service.http import (
 from flashwire.service.hub import Hub
 from flashwire.service.openapi import openapi_document
 from flashwire.service.rate_limits import RateLimits
-from flashwire.service.reach import read_reach
+from flashwire.service.reach import read_online, read_reach
 from flashwire.service.tokens import Token
 
 Idempotency = tuple[str, str, str]
@@ -451,6 +452,18 @@ async def live_lines(request: Request) -> Response:
     )
 
 
+async def edition_readers(request: Request) -> Response:
+    """GET /api/v1/editions/{edition}/readers: readers connected now over every node, desks excluded
+    (service/reach.py `read_online`); token with `read` on the edition."""
+    token = await authenticate(request)
+    edition = edition_param(request)
+    authorise(token, "read", edition)
+    readers, nodes = await read_online(request.app.state.redis, request.app.state.keys, edition)
+    return model_response(
+        EditionReaders(edition=edition, readers=readers, nodes=nodes, at=iso_from_ms(now_ms()))
+    )
+
+
 async def scheduled_lines(request: Request) -> Response:
     """GET /api/v1/editions/{edition}/scheduled: embargoed lines, soonest first (SCHEDULED_LIST_MAX)."""
     token = await authenticate(request)
@@ -511,4 +524,5 @@ routes = [
     Route("/api/v1/lines/{line_id}/cancellation", _follow_up("cancel"), methods=["POST"]),
     Route("/api/v1/editions/{edition}/lines", live_lines, methods=["GET"]),
     Route("/api/v1/editions/{edition}/scheduled", scheduled_lines, methods=["GET"]),
+    Route("/api/v1/editions/{edition}/readers", edition_readers, methods=["GET"]),
 ]

@@ -27,7 +27,7 @@ from flashwire.service.hub import Hub
 from flashwire.service.metrics import NodeMetrics
 from flashwire.service.origins import OriginPolicy
 from flashwire.service.rate_limits import RateLimits
-from flashwire.service.reach import ReachRecorder
+from flashwire.service.reach import OnlineReaders, ReachRecorder
 from flashwire.service.security_headers import EVERY_RESPONSE, SecurityHeaders
 from flashwire.service.tokens import TokenStore
 from flashwire.service.ws import ReaderSocketDispatch
@@ -165,12 +165,16 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         app.state.metrics = NodeMetrics(hub, app.state.edge_counts)  # counted at the edge: service/ws.py
         app.state.reach = ReachRecorder(redis, keys, settings.node_name, latency=app.state.metrics.latency)
         hub.reach = app.state.reach
+        # This node's readers per edition, published for GET /api/v1/editions/{edition}/readers.
+        online = OnlineReaders(redis, keys, settings.node_name, hub)
         await hub.start()
         app.state.reach.start()
+        online.start()
         log.info("flashwire node %s ready", settings.node_name)
         try:
             yield
         finally:
+            await online.stop()
             await app.state.reach.stop()
             await hub.stop()
             await reader_redis.aclose()

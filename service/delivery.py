@@ -4,7 +4,8 @@ First the `subscribed` confirmation; then, per edition, either a snapshot or a
 replay from the reader's cursor up to where the hub stood when the reader
 registered; then live events from the reader's outbox, skipping any the
 catch-up already covered. Each frame is the event's shared, pre-serialised
-text; reach is counted once the transport has taken the frame.
+text; reach is counted once the transport has taken the frame (a desk's frames are not:
+docs/protocol.md 2.4).
 
 When the hub finds that Redis lost the history it had (flashwire/core/epoch.py), it puts
 a `Reset` in the outbox: the reader then gets a reset snapshot of every edition,
@@ -59,6 +60,7 @@ class Delivery:
             outbox=Outbox(settings.outbox_max_frames),
             on_overflow=on_overflow,
             on_reset=on_reset,
+            counted=subscription.counted,
         )
         # The cursor of each edition the reader is at: resuming from these misses nothing. An
         # edition the reader gave a cursor for is at that cursor until its catch-up moves it.
@@ -132,7 +134,7 @@ class Delivery:
                 elif subscriber.fresh(item):
                     self.cursors[item.edition] = item.cursor
                     yield item.frame
-                    if item.reach_key is not None:
+                    if item.reach_key is not None and subscriber.counted:
                         reach.delivered(item, now_ms())
 
     async def _catch_up(
@@ -159,7 +161,8 @@ class Delivery:
             if selected is not None and subscriber.fresh(selected):
                 self.cursors[edition] = selected.cursor
                 yield selected.frame
-                self._reach.delivered(selected, now_ms(), live=False)
+                if subscriber.counted:
+                    self._reach.delivered(selected, now_ms(), live=False)
         # Live events up to here are already covered by the snapshot or the replay.
         if cursor_key(dispatched) > subscriber.positions[edition]:
             subscriber.positions[edition] = cursor_key(dispatched)

@@ -64,6 +64,9 @@ class Subscriber:
     positions: dict[str, CursorKey] = field(default_factory=dict)
     # Set once the subscriber has caught up, when its transport can take frames directly.
     writer: DirectWriter | None = None
+    # False for the desk's own ticker connection (docs/protocol.md 2.4): counted apart, in neither
+    # reach nor the readers online.
+    counted: bool = True
 
     def fresh(self, event: Event) -> bool:
         """True if `event` is newer than what this subscriber already got for its edition."""
@@ -110,6 +113,11 @@ class Hub:
         # with `connections` by the reader endpoints.
         self.clients = ClientAddresses(settings.max_connections_per_client)
         self.reach: ReachRecorder | None = None
+        # Per edition, the counted readers (WebSocket and SSE) and the desks registered right now:
+        # kept by register/unregister, read by the readers-online publisher (service/reach.py)
+        # and /metrics.
+        self.readers: dict[str, int] = dict.fromkeys(settings.editions, 0)
+        self.desks: dict[str, int] = dict.fromkeys(settings.editions, 0)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -176,8 +184,12 @@ class Hub:
         to it must come from a snapshot or a replay. No await happens in here,
         so no event can slip between the two.
         """
+        counts = self.readers if subscriber.counted else self.desks
         for edition in subscriber.editions:
-            self._subscribers[edition].add(subscriber)
+            subs = self._subscribers[edition]
+            if subscriber not in subs:
+                subs.add(subscriber)
+                counts[edition] += 1
         positions = self.history.positions
         return {edition: positions[edition] for edition in subscriber.editions}
 
@@ -192,8 +204,12 @@ class Hub:
 
     def unregister(self, subscriber: Subscriber) -> None:
         """Remove a subscriber (idempotent)."""
+        counts = self.readers if subscriber.counted else self.desks
         for edition in subscriber.editions:
-            self._subscribers[edition].discard(subscriber)
+            subs = self._subscribers[edition]
+            if subscriber in subs:
+                subs.discard(subscriber)
+                counts[edition] -= 1
 
     def _dispatch(self, event: Event) -> None:
         written = 0
@@ -208,7 +224,7 @@ class Hub:
                 outcome = writer.write(selected.wire)
                 if outcome == OPEN:
                     written += 1
-                    if selected is event:
+                    if selected is event and subscriber.counted:
                         reached += 1
                 elif outcome == SLOW:
                     subscriber.writer = None

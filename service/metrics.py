@@ -131,6 +131,23 @@ class _HubCollector:
         ]
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(name, documentation, value=value)
+        for name, documentation, counts in (
+            (
+                "flashwire_readers",
+                "Readers connected to this node, per edition (WebSocket and SSE; desks excluded; "
+                "a reader of two editions counts in each).",
+                hub.readers,
+            ),
+            (
+                "flashwire_desks",
+                "Desk ticker connections (role=desk) on this node, per edition.",
+                hub.desks,
+            ),
+        ):
+            family = GaugeMetricFamily(name, documentation, labels=["edition"])
+            for edition, count in counts.items():
+                family.add_metric([edition], count)
+            yield family
         counters = [
             ("flashwire_events_read", "Ticker events read from Redis by this node.", stats.events_read),
             (

@@ -7,6 +7,14 @@ slowest node's time: "reached 9,874 readers in 84 ms".
 
 The same writes feed this node's latency histograms (service/metrics.py, `DeliveryLatency`):
 the first frame of an event written here times it.
+
+Only readers count: the desk's own ticker connection (`role=desk`, docs/protocol.md 2.4) is
+written to like any reader but counted in neither reach nor the readers online.
+
+Readers online now: every node rewrites, every READERS_PUBLISH_S, one hash of its per-edition
+reader counts (the hub keeps them as readers register and leave, so this is one write a second
+whatever the number of readers) with a TTL of READERS_TTL_S; a node that dies stops refreshing
+it and drops out of the sum within the TTL. `read_online` sums the hashes still there.
 """
 
 from __future__ import annotations
@@ -18,16 +26,24 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from flashwire.core.clock import now_ms
 from flashwire.core.keys import Keys
 from flashwire.core.models import Reach
 from flashwire.service.events import Event
 
 if TYPE_CHECKING:
+    from flashwire.service.hub import Hub
     from flashwire.service.metrics import DeliveryLatency
 
 log = logging.getLogger(__name__)
 
 REACH_KEEP_S = 30 * 24 * 3600
+# Each node rewrites its reader counts this often, and they expire this long after the last write:
+# three missed writes in a row mean the node is gone.
+READERS_PUBLISH_S = 1.0
+READERS_TTL_MS = 3_000
+# A node unseen this long is dropped from the list of nodes (Keys.readers_nodes).
+READERS_FORGET_NODE_MS = 3_600_000
 
 _FLUSH = """
 for i = 1, #KEYS do
@@ -158,3 +174,80 @@ async def read_reach(redis: Redis, keys: Keys, line_ids: list[str]) -> list[dict
             pipe.hgetall(keys.reach(line_id))
         results = await pipe.execute()
     return [parse_reach(raw) for raw in results]
+
+
+class OnlineReaders:
+    """Publishes this node's per-edition reader counts (`Hub.readers`: WebSocket and SSE, desks
+    excluded) to Redis every `publish_s`, expiring `ttl_ms` after the last write."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        node: str,
+        hub: Hub,
+        *,
+        publish_s: float = READERS_PUBLISH_S,
+        ttl_ms: int = READERS_TTL_MS,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._node = node
+        self._hub = hub
+        self._publish_s = publish_s
+        self._ttl_ms = ttl_ms
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin publishing in the background."""
+        self._task = asyncio.create_task(self._run(), name="readers-online")
+
+    async def stop(self) -> None:
+        """Stop publishing and withdraw this node's counts at once (a clean shutdown need not wait
+        out the TTL)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self._keys.readers(self._node))
+                pipe.zrem(self._keys.readers_nodes, self._node)
+                await pipe.execute()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.publish()
+            except Exception as exc:
+                log.warning("readers online: could not publish (%s); trying again", exc)
+            await asyncio.sleep(self._publish_s)
+
+    async def publish(self) -> None:
+        """Write this node's counts now: one hash (every edition, zeros included), its TTL, and the
+        node's entry in the list of nodes."""
+        key, now = self._keys.readers(self._node), now_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=dict(self._hub.readers))
+            pipe.pexpire(key, self._ttl_ms)
+            pipe.zadd(self._keys.readers_nodes, {self._node: now})
+            pipe.zremrangebyscore(self._keys.readers_nodes, "-inf", now - READERS_FORGET_NODE_MS)
+            await pipe.execute()
+
+
+async def read_online(redis: Redis, keys: Keys, edition: str) -> tuple[int, int]:
+    """Readers of `edition` connected now over every live node, and how many nodes publish counts.
+
+    A reader subscribed to several editions counts once in each. A node's counts are at most
+    READERS_PUBLISH_S old, and a dead node's vanish READERS_TTL_MS after its last write (Redis
+    expires them: no node's clock is trusted for this).
+    """
+    nodes = await redis.zrange(keys.readers_nodes, 0, -1)
+    if not nodes:
+        return 0, 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for node in nodes:
+            pipe.hget(keys.readers(node.decode()), edition)
+        counts = await pipe.execute()
+    present = [int(count) for count in counts if count is not None]
+    return sum(present), len(present)

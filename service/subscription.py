@@ -9,11 +9,11 @@ from typing import Any, cast
 from flashwire.core.cursors import cursor_key, parse_since
 from flashwire.core.lines import URGENCY_RANK
 from flashwire.core.models import Urgency
-from flashwire.core.protocol import SUBSCRIBED, Subscribed
+from flashwire.core.protocol import DESK, READER, ROLES, SUBSCRIBED, ConnectionRole, Subscribed
 from flashwire.core.settings import Settings
 from flashwire.service.events import Filter
 
-QUERY_FIELDS = ("editions", "edition", "topics", "min_urgency", "since")
+QUERY_FIELDS = ("editions", "edition", "topics", "min_urgency", "since", "role")
 
 
 class SubscriptionError(ValueError):
@@ -31,6 +31,14 @@ class Subscription:
     editions: tuple[str, ...]
     filter: Filter = field(default_factory=Filter)
     since: Mapping[str, str] = field(default_factory=dict)
+    # `reader`, or `desk`: the newsroom's desk page, counted in neither reach nor the readers online
+    # (docs/protocol.md 2.4). Claiming `desk` only takes a connection out of those counts.
+    role: ConnectionRole = READER
+
+    @property
+    def counted(self) -> bool:
+        """Does this connection count as a reader (reach, readers online)?"""
+        return self.role == READER
 
     def describe(self) -> dict[str, Any]:
         """The `subscribed` confirmation message (protocol.Subscribed), once per connection."""
@@ -41,7 +49,8 @@ class Subscription:
             topics=sorted(self.filter.topics),
             min_urgency=cast(Urgency, min_urgency),
             resuming=sorted(self.since),
-        ).model_dump(mode="json")
+            role=None if self.counted else DESK,
+        ).model_dump(mode="json", exclude_none=True)
 
 
 def _split(value: str) -> list[str]:
@@ -55,8 +64,12 @@ def build(
     topics: list[str],
     min_urgency: str | None,
     since: Mapping[str, str] | str | None,
+    role: str | None = None,
 ) -> Subscription:
     """Validate the parts of a subscription, whichever way they arrived."""
+    role = role or READER
+    if role not in ROLES:
+        raise SubscriptionError("role", "must be reader or desk")
     chosen = editions if editions else list(settings.editions)
     for edition in chosen:
         if edition not in settings.editions:
@@ -89,6 +102,7 @@ def build(
         editions=tuple(chosen),
         filter=Filter(topics=frozenset(topics), max_rank=URGENCY_RANK[urgency]),
         since=cursors,
+        role=cast(ConnectionRole, role),
     )
 
 
@@ -103,6 +117,7 @@ def from_query(settings: Settings, query: Mapping[str, str]) -> Subscription | N
         topics=_split(query.get("topics", "")),
         min_urgency=query.get("min_urgency"),
         since=query.get("since") or None,
+        role=query.get("role") or None,
     )
 
 
@@ -122,4 +137,7 @@ def from_message(settings: Settings, message: Mapping[str, Any]) -> Subscription
     min_urgency = message.get("min_urgency")
     if min_urgency is not None and not isinstance(min_urgency, str):
         raise SubscriptionError("min_urgency", "must be one of flash, urgent, routine")
-    return build(settings, editions=editions, topics=topics, min_urgency=min_urgency, since=since)
+    role = message.get("role")
+    if role is not None and not isinstance(role, str):
+        raise SubscriptionError("role", "must be reader or desk")
+    return build(settings, editions=editions, topics=topics, min_urgency=min_urgency, since=since, role=role)

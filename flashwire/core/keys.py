@@ -72,6 +72,18 @@ class Keys:
         """Hash of per-node delivery counts and times of a line's versions."""
         return f"{self.prefix}:reach:{line_id}"
 
+    def readers(self, node: str) -> str:
+        """Hash edition -> readers connected to one service node now (desks excluded), rewritten
+        every second or so with a TTL of a few seconds: it vanishes when the node dies
+        (service/reach.py, `OnlineReaders`)."""
+        return f"{self.prefix}:readers:{node}"
+
+    @property
+    def readers_nodes(self) -> str:
+        """Sorted set of the nodes that published reader counts, scored by when they last did (ms):
+        where to look for `readers(node)` hashes. Members unseen for an hour are dropped."""
+        return f"{self.prefix}:readers-nodes"
+
     @property
     def expiry(self) -> str:
         """Sorted set of line ids scored by their expiry time (ms)."""

@@ -358,6 +358,20 @@ class EditionLines(BaseModel):
     lines: list[LineWithReach]
 
 
+class EditionReaders(BaseModel):
+    """GET /api/v1/editions/{edition}/readers: readers connected now over every node (service/reach.py).
+
+    Readers over WebSocket and SSE; the desk's own ticker connections (`role=desk`,
+    docs/protocol.md 2.4) are not counted, and a reader of several editions counts in each. Each
+    node's figure is at most about a second old; a node that stopped is gone from it within 3 s.
+    """
+
+    edition: str
+    readers: int = Field(ge=0, description="Readers of the edition connected now, all nodes together.")
+    nodes: int = Field(ge=0, description="Service nodes whose counts are included.")
+    at: Timestamp = Field(description="When the figures were read.")
+
+
 # GET /api/v1/editions/{edition}/scheduled lists at most this many lines (the soonest); a desk
 # schedules a handful at a time, and one answer must stay small.
 SCHEDULED_LIST_MAX = 200

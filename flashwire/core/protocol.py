@@ -39,6 +39,13 @@ HEARTBEAT: Final = "heartbeat"
 PONG: Final = "pong"
 SUBSCRIBE: Final = "subscribe"
 PING: Final = "ping"
+# Who holds a connection (the subscription's `role`, docs/protocol.md 2.4): a `reader` counts in
+# reach and in the readers online; a `desk` (the newsroom's own desk page following its ticker)
+# is counted apart, in neither.
+READER: Final = "reader"
+DESK: Final = "desk"
+ROLES: Final = (READER, DESK)
+ConnectionRole = Literal["reader", "desk"]
 # Events that carry a cursor and move a reader's position (docs/protocol.md 8.2).
 LIVE_TYPES = frozenset({LINE, UPDATE, RETRACT})
 EVENT_TYPES = LIVE_TYPES | {SNAPSHOT}
@@ -131,6 +138,11 @@ class Subscribed(_Message):
     topics: list[str] = Field(description="The topic filter, sorted; empty for none.")
     min_urgency: Urgency
     resuming: list[Edition] = Field(description="Editions given a cursor, sorted.")
+    role: Literal["desk"] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Present only on a desk connection (role desk), which counts in neither reach nor "
+        "the readers online (2.4).",
+    )
 
 
 class Snapshot(_Message):
@@ -220,6 +232,11 @@ class Subscribe(_Message):
     since: dict[Edition, Cursor] | str | None = Field(
         default=None,
         description="Resume cursors: {edition: cursor}, or the query syntax 'en:<cursor>,ar:<cursor>'.",
+    )
+    role: ConnectionRole = Field(
+        default="reader",
+        description="reader (the default), or desk: the newsroom's desk page, counted in neither "
+        "reach nor the readers online (2.4).",
     )
 
 
