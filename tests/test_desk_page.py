@@ -23,7 +23,7 @@ async def _sign_in(page: Page, node: ServiceNode, token: str) -> None:
     await page.get_by_label("Editor token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#desk")).to_be_visible()
-    # The desk's own reader view is subscribed (it counts towards reach).
+    # The desk's own reader view is subscribed (as role=desk: left out of reach and readers online).
     await expect(page.locator("#reader-status")).to_have_text("live")
     # The token is kept in the tab's session, never in the URL.
     assert token not in page.url
@@ -62,10 +62,11 @@ async def test_editor_posts_corrects_and_retracts_and_reader_page_follows(stack:
         await expect(shown.locator(".fw-corrected")).to_have_text("corrected")
         assert handle is not None and await handle.evaluate("e => e.isConnected"), "replaced in place"
         await expect(shown).to_have_count(1)
-        # Reach shows on the desk.
+        # Reach shows on the desk, counting the reader page only, not the desk's own view.
         await expect(desk.locator("#live-lines .reach").first).to_contain_text(
-            "reached 2 readers", timeout=8000
+            re.compile(r"reached 1 reader\b"), timeout=8000
         )
+        await expect(desk.locator("#readers-online")).to_have_text("1 reader online now", timeout=8000)
         # Retract, with confirmation.
         await desk.get_by_role("button", name=re.compile("^Retract “Central bank")).click()
         dialog = desk.locator("dialog#confirm")
@@ -222,6 +223,7 @@ async def test_desk_screenshots_for_the_docs(stack: Stack) -> None:
         await desk.get_by_label("latin-america".replace("-", " ")).check()
         await expect(desk.locator("#live-lines .reach").first).to_contain_text("reached", timeout=8000)
         await expect(desk.locator("#live-lines .reach").first).to_contain_text("reached 3 readers")
+        await expect(desk.locator("#readers-online")).to_have_text("3 readers online now", timeout=8000)
         path = await screenshot(desk, "desk.png")
         assert path.stat().st_size > 10_000
     for reader in readers:

@@ -61,9 +61,12 @@ export function cursorAfter(a, b) {
 
 // A live list of lines for one or more editions, resuming from its cursors after a drop.
 export class LiveTicker {
-  constructor(list, { editions = [], status = null, onEvent = null } = {}) {
+  // `role: "desk"` marks the newsroom's own view, left out of reach and readers online
+  // (docs/protocol.md section 2.4).
+  constructor(list, { editions = [], status = null, onEvent = null, role = null } = {}) {
     this.list = list;
     this.editions = editions;
+    this.role = role;
     this.status = status;
     this.onEvent = onEvent;
     this.cursors = {};
@@ -121,6 +124,7 @@ export class LiveTicker {
     if (this.stopped) return;
     const params = new URLSearchParams();
     params.set("editions", this.editions.join(","));
+    if (this.role) params.set("role", this.role);
     const since = Object.entries(this.cursors).map(([e, c]) => `${e}:${c}`).join(",");
     if (since) params.set("since", since);
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";

@@ -206,6 +206,7 @@ async function selectEdition(code) {
   $("reader-view").replaceChildren();
   state.ticker = new LiveTicker($("reader-view"), {
     editions: [code],
+    role: "desk",
     status: $("reader-status"),
     onEvent: (message) => {
       if (["line", "update", "retract", "snapshot"].includes(message.type)) scheduleRefresh();
@@ -340,11 +341,14 @@ function scheduleRefresh() {
 async function refreshLists() {
   if (!state.me) return;
   const edition = state.edition;
-  const [live, scheduled] = await Promise.all([
+  const [live, scheduled, online] = await Promise.all([
     api(`/api/v1/editions/${edition}/lines`),
     api(`/api/v1/editions/${edition}/scheduled`),
+    api(`/api/v1/editions/${edition}/readers`),
   ]);
   if (edition !== state.edition) return;
+  // Readers online now across every node, the desk's own views left out.
+  $("readers-online").textContent = `${online.readers.toLocaleString()} ${online.readers === 1 ? "reader" : "readers"} online now`;
   renderLive(live.lines);
   state.scheduled = scheduled.lines;
   renderScheduled();
@@ -356,7 +360,8 @@ function reachText(reach, line) {
     return Date.now() - Date.parse(line.updated_at) > 2000 ? "reached 0 readers" : "reach: counting…";
   }
   const readers = reach.readers.toLocaleString("en");
-  return reach.ms === null ? `reached ${readers} readers` : `reached ${readers} readers in ${reach.ms} ms`;
+  const who = `${readers} ${reach.readers === 1 ? "reader" : "readers"}`;
+  return reach.ms === null ? `reached ${who}` : `reached ${who} in ${reach.ms} ms`;
 }
 
 function button(label, handler, { danger = false, title = "" } = {}) {
