@@ -21,15 +21,15 @@
     en: { breaking: "BREAKING", flash: "FLASH", urgent: "URGENT", pause: "Pause", play: "Play",
       pauseLabel: "Pause the news ticker", playLabel: "Play the news ticker", corrected: "corrected",
       region: "Breaking news", offline: "Offline", reconnecting: "Reconnecting…",
-      newLines: (n) => `${n} new lines` },
+      newLines: (n) => `${n} new lines`, empty: "No breaking news" },
     ar: { breaking: "عاجل", flash: "عاجل جدًا", urgent: "عاجل", pause: "إيقاف", play: "تشغيل",
       pauseLabel: "إيقاف شريط الأخبار", playLabel: "تشغيل شريط الأخبار", corrected: "تصحيح",
       region: "أخبار عاجلة", offline: "غير متصل", reconnecting: "جارٍ إعادة الاتصال…",
-      newLines: (n) => `أخبار جديدة: ${n}` },
+      newLines: (n) => `أخبار جديدة: ${n}`, empty: "لا أخبار عاجلة" },
     es: { breaking: "ÚLTIMA HORA", flash: "URGENTE", urgent: "URGENTE", pause: "Pausa", play: "Reanudar",
       pauseLabel: "Pausar el teletipo", playLabel: "Reanudar el teletipo", corrected: "corregido",
       region: "Última hora", offline: "Sin conexión", reconnecting: "Reconectando…",
-      newLines: (n) => `${n} noticias nuevas` },
+      newLines: (n) => `${n} noticias nuevas`, empty: "Sin noticias de última hora" },
   };
 
   const STYLE = `
@@ -53,6 +53,10 @@
     .line a { color: inherit; text-decoration: underline; text-underline-offset: .15em; }
     .corrected { font-size: .7em; border: 1px solid currentColor; border-radius: .25em; padding: 0 .3em; opacity: .85; }
     .empty { opacity: .7; padding: 0 1.6em; }
+    .ago { font-size: .72em; opacity: .8; }
+    .fresh { animation: flash-ticker-fresh 1s ease-out 3; }
+    @keyframes flash-ticker-fresh { from { background: var(--flash-ticker-fresh-background, rgba(255,255,255,.35)); } }
+    @media (prefers-reduced-motion: reduce) { .fresh { animation: none; outline: 2px solid currentColor; outline-offset: -2px; } }
     .status { display: flex; align-items: center; padding: 0 .8em; font-size: .8em; font-weight: 700;
       white-space: nowrap; background: var(--flash-ticker-status-background, #333); color: #fff; }
     .status[hidden] { display: none; }
@@ -91,6 +95,12 @@
     return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), RETRY_AFTER_MAX_MS) : 0;
   }
 
+  // A ticker shows at most `max-lines` lines (docs/widget.md): 20 by default (a busy hour's lines,
+  // or a burst; a loop of about two and a half minutes at 70 px/s with headlines of 500 px), 50 at most.
+  const MAX_LINES_DEFAULT = 20;
+  const MAX_LINES_LIMIT = 50;
+  const CLOCK_MS = 30000;
+
   function cursorKey(cursor) {
     const [ms, seq] = String(cursor).split("-");
     return [Number(ms) || 0, Number(seq) || 0];
@@ -101,7 +111,7 @@
   }
 
   class FlashTicker extends HTMLElement {
-    static get observedAttributes() { return ["edition", "topics", "min-urgency", "server", "label", "speed"]; }
+    static get observedAttributes() { return ["edition", "topics", "min-urgency", "server", "label", "speed", "max-lines"]; }
 
     constructor() {
       super();
@@ -149,7 +159,17 @@
       this.viewport.addEventListener("focusin", () => this.hold(true));
       this.viewport.addEventListener("focusout", () => this.hold(false));
       this.lines = new Map();
+      // Each line's place in the order the lines went live (the snapshot's order, then the order
+      // of the `line` events): the protocol's order, which published_at may not follow.
+      this.ranks = new Map();
+      this.lastRank = 0;
+      this.shown = [];
       this.items = new Map();
+      this.emptyEl = document.createElement("li");
+      this.emptyEl.className = "empty";
+      this.cycle = null;
+      this.clock = null;
+      this.onClock = () => this.tickClock();
       this.cursor = null;
       this.userPaused = false;
       this.held = false;
@@ -197,12 +217,16 @@
       window.addEventListener("offline", this.onOffline);
       document.addEventListener("resume", this.onResume);
       this.attached = true;
+      clearInterval(this.clock);
+      this.clock = setInterval(this.onClock, CLOCK_MS);
       this.render();
       this.start();
     }
 
     disconnectedCallback() {
       this.attached = false;
+      clearInterval(this.clock);
+      this.clock = null;
       this.stop();
       if (this.motion && this.motion.removeEventListener) this.motion.removeEventListener("change", this.onMotionChange);
       window.removeEventListener("resize", this.onResize);
@@ -216,7 +240,9 @@
     attributeChangedCallback(name, previous, value) {
       if (previous === value) return;
       if (name === "label" || name === "speed") { if (this.attached) this.connectedLabels(); return; }
+      if (name === "max-lines") { this.select(); if (this.attached) this.paint(); return; }
       this.lines.clear();
+      this.ranks.clear();
       this.cursor = null;
       this.removeAttribute("data-error");
       if (this.attached) { this.stop(); this.connectedLabels(); this.render(); this.start(); }
@@ -542,7 +568,9 @@
       if (type === "snapshot") {
         if (message.edition !== this.edition) return;
         this.lines.clear();
+        this.ranks.clear();
         for (const line of message.lines) this.lines.set(line.id, line);
+        this.rankAll(message.lines);
         this.cursor = message.cursor;
         this.render();
         return;
@@ -553,11 +581,19 @@
       this.cursor = message.cursor;
       if (type === "retract") {
         this.lines.delete(message.id);
-      } else {
-        this.lines.set(message.line.id, message.line);
-        if (type === "line") this.announce(message.line);
+        this.ranks.delete(message.id);
+        if (this.reshow(message.id, null)) this.paint();
+        return;
       }
-      this.render();
+      const line = message.line;
+      this.lines.set(line.id, line);
+      const moved = type === "line" || !this.ranks.has(line.id);
+      if (moved) this.ranks.set(line.id, ++this.lastRank);
+      if (type === "line") this.announce(line);
+      // A new flash line is shown at once at the reading start, highlighted; any other change
+      // keeps the loop going from where the reader is (docs/widget.md, "Motion").
+      const flash = type === "line" && line.urgency === "flash";
+      if (this.reshow(line.id, line, moved)) this.paint(flash, flash ? line.id : null);
     }
 
     applyFeed(feed) {
@@ -585,7 +621,10 @@
         if (!first && !this.lines.has(line.id)) this.announce(line);
       }
       this.lines = next;
-      this.render();
+      this.ranks.clear();
+      this.rankAll([...next.values()]);
+      this.select();
+      this.paint(first);
     }
 
     // New lines are announced together: one line as "BREAKING: <text>", a burst (or a catch-up)
@@ -608,12 +647,63 @@
     }
 
     // -- rendering ------------------------------------------------------------
+    //
+    // `this.lines` holds every live line the subscription gives (so a correction or a retraction
+    // of a line not shown is still right); `this.shown` is the bounded set on screen, at most
+    // `max-lines`, in the order of docs/widget.md; the DOM holds only the shown lines' items
+    // (`this.items`). An event that changes no shown line touches no DOM; one that does touches
+    // only its item; either costs O(max-lines), whatever the number of live lines. Only a shown
+    // line leaving the set (a retraction, an unpin) needs one pass over the live lines to find
+    // the line that takes its place.
 
-    ordered() {
-      const lines = [...this.lines.values()];
-      lines.sort((a, b) => (Number(Boolean(b.pinned)) - Number(Boolean(a.pinned)))
-        || String(b.published_at || "").localeCompare(String(a.published_at || "")));
-      return lines;
+    get maxLines() {
+      const n = Math.floor(Number(this.getAttribute("max-lines")));
+      return n >= 1 ? Math.min(n, MAX_LINES_LIMIT) : MAX_LINES_DEFAULT;
+    }
+
+    // Ranks `lines`, given newest first (a snapshot, the feed), after every line ranked so far.
+    rankAll(lines) {
+      for (let i = lines.length - 1; i >= 0; i -= 1) this.ranks.set(lines[i].id, ++this.lastRank);
+    }
+
+    // Whether line a comes before line b: pinned lines first, then the newest.
+    before(a, b) {
+      if (Boolean(a.pinned) !== Boolean(b.pinned)) return Boolean(a.pinned);
+      return (this.ranks.get(a.id) || 0) > (this.ranks.get(b.id) || 0);
+    }
+
+    select() {
+      this.shown = [];
+      for (const line of this.lines.values()) this.insert(line);
+    }
+
+    // Puts `line` (not shown) at its place in `shown` if it ranks among the first max-lines.
+    insert(line) {
+      const shown = this.shown, max = this.maxLines;
+      if (shown.length >= max && !this.before(line, shown[max - 1])) return false;
+      let at = shown.length;
+      while (at > 0 && this.before(line, shown[at - 1])) at -= 1;
+      shown.splice(at, 0, line);
+      if (shown.length > max) shown.length = max;
+      return true;
+    }
+
+    // Line `id` changed to `line` (null: gone; `moved`: ranked anew). True when the shown set changed.
+    reshow(id, line, moved = false) {
+      const at = this.shown.findIndex((shown) => shown.id === id);
+      if (at < 0) return line ? this.insert(line) : false;
+      const old = this.shown[at];
+      if (line && !moved && Boolean(old.pinned) === Boolean(line.pinned)) {
+        this.shown[at] = line;
+      } else {
+        this.select();
+      }
+      return true;
+    }
+
+    render() {
+      this.select();
+      this.paint(true);
     }
 
     fill(item, line) {
@@ -633,6 +723,15 @@
       text.textContent = line.text;
       if (text.tagName === "A") { text.href = line.url; text.target = "_blank"; text.rel = "noopener"; }
       item.append(text);
+      const published = new Date(line.published_at);
+      if (line.published_at && !Number.isNaN(published.getTime())) {
+        const time = document.createElement("time");
+        time.className = "ago";
+        time.dateTime = line.published_at;
+        time.title = this.formats().absolute.format(published);
+        time.textContent = this.ago(published.getTime());
+        item.append(time);
+      }
       if ((line.version || 1) > 1) {
         const corrected = document.createElement("span");
         corrected.className = "corrected";
@@ -641,13 +740,54 @@
       }
     }
 
-    render() {
-      const lines = this.ordered();
-      const seen = new Set();
-      for (const line of lines) {
-        seen.add(line.id);
+    // The edition's formats (Intl), made once per language.
+    formats() {
+      if (!this.formatted || this.formatted.language !== this.edition) {
+        let language = this.edition;
+        try { new Intl.RelativeTimeFormat(language); } catch (error) { language = "en"; }
+        this.formatted = {
+          language: this.edition,
+          relative: new Intl.RelativeTimeFormat(language, { numeric: "auto" }),
+          absolute: new Intl.DateTimeFormat(language, { dateStyle: "medium", timeStyle: "short" }),
+        };
+      }
+      return this.formatted;
+    }
+
+    // "now", "2 minutes ago", "3 hours ago", "yesterday" in the edition's language.
+    ago(ms) {
+      const minutes = Math.max(0, Math.floor((Date.now() - ms) / 60000));
+      const relative = this.formats().relative;
+      if (minutes < 1) return relative.format(0, "second");
+      if (minutes < 60) return relative.format(-minutes, "minute");
+      if (minutes < 1440) return relative.format(-Math.floor(minutes / 60), "hour");
+      return relative.format(-Math.floor(minutes / 1440), "day");
+    }
+
+    // The one clock of the element: every 30 s it rewrites the relative times of the shown lines.
+    tickClock() {
+      for (const time of this.track.querySelectorAll("time.ago")) {
+        const text = this.ago(Date.parse(time.dateTime));
+        if (time.textContent !== text) time.textContent = text;
+      }
+    }
+
+    // Brings the DOM to `this.shown`, touching only items that changed, and keeps the motion
+    // going from where the reader is (`restart`: from the newest line, for a fresh set or a flash).
+    paint(restart = false, fresh = null) {
+      const anchor = restart ? null : this.anchor();
+      const keep = new Set(this.shown.map((line) => line.id));
+      for (const [id, item] of this.items) {
+        if (!keep.has(id)) { item.remove(); this.items.delete(id); }
+      }
+      if (this.shown.length) {
+        this.emptyEl.remove();
+      } else {
+        this.emptyEl.textContent = this.words.empty;
+        if (!this.emptyEl.isConnected) this.track.append(this.emptyEl);
+      }
+      this.shown.forEach((line, index) => {
         let item = this.items.get(line.id);
-        const signature = `${line.version}|${line.text}|${line.urgency}|${line.url}|${line.pinned}`;
         if (!item) {
           item = document.createElement("li");
           item.className = "line";
@@ -655,33 +795,46 @@
           item.dataset.lineId = line.id;
           this.items.set(line.id, item);
         }
-        if (item.dataset.signature !== signature) {
+        const signature = `${line.version}|${line.text}|${line.urgency}|${line.url}|${line.published_at}`;
+        if (item.dataset.signature !== signature || item.lang !== (line.language || this.edition)) {
           // A correction replaces the text in place: same element, new content.
           this.fill(item, line);
           item.dataset.signature = signature;
         }
-        this.track.append(item);
-      }
-      for (const [id, item] of this.items) {
-        if (!seen.has(id)) { item.remove(); this.items.delete(id); }
-      }
-      let empty = this.track.querySelector(".empty");
-      if (!lines.length && !empty) {
-        empty = document.createElement("li");
-        empty.className = "empty";
-        empty.textContent = "—";
-        this.track.append(empty);
-      } else if (lines.length && empty) {
-        empty.remove();
-      }
-      this.layout();
+        if (line.id === fresh) item.classList.add("fresh");
+        const at = this.track.children[index];
+        if (at !== item) this.track.insertBefore(item, at || null);
+      });
+      this.layout(anchor);
     }
 
-    layout() {
+    // Where the reader is: the item at the bar's reading start (or, while the track comes back
+    // in, the first one) and its distance from the track's start, with the ones after it.
+    anchor() {
+      if (!this.animation || !this.cycle) return null;
+      const distance = ((Number(this.animation.currentTime) || 0) * this.cycle.speed / 1000) % this.cycle.length;
+      const starts = [...this.items.values()].map((item) => [item, this.startOf(item)]);
+      starts.sort((a, b) => a[1] - b[1]);
+      let from = 0;
+      if (distance < this.cycle.width) {
+        while (from + 1 < starts.length && starts[from + 1][1] <= distance) from += 1;
+      }
+      return { distance, after: starts.slice(from) };
+    }
+
+    startOf(item) {
+      return this.direction === "rtl" ? this.track.offsetWidth - item.offsetLeft - item.offsetWidth : item.offsetLeft;
+    }
+
+    // `anchor`: where the reader was (null: start again from the newest line; none: where the
+    // reader is now, for a resize or a change of speed).
+    layout(anchor = undefined) {
       const still = Boolean(this.motion && this.motion.matches) || !this.track.animate;
       this.bar.classList.toggle("still", still);
+      if (anchor === undefined) anchor = this.anchor();
       if (this.animation) { this.animation.cancel(); this.animation = null; }
-      if (still || !this.lines.size) return;
+      this.cycle = null;
+      if (still || !this.shown.length) return;
       const view = this.viewport.clientWidth;
       const width = this.track.scrollWidth;
       const speed = Math.max(10, Number(this.getAttribute("speed")) || 70);
@@ -690,13 +843,22 @@
       const rtl = this.direction === "rtl";
       const start = rtl ? view - width : 0;
       const [out, back] = rtl ? [view, -width] : [-width, view];
-      const split = Math.abs(out - start) / (view + width);
+      const split = width / (view + width);
       const at = (x, offset) => ({ transform: `translateX(${x}px)`, offset });
+      const duration = ((view + width) / speed) * 1000;
       this.animation = this.track.animate(
         [at(start, 0), at(out, split), at(back, split), at(start, 1)],
-        { duration: ((view + width) / speed) * 1000, iterations: Infinity },
+        { duration, iterations: Infinity },
       );
+      this.cycle = { speed, width, length: view + width };
       if (this.userPaused || this.held) this.animation.pause();
+      // Continue from the same line at the same place: shift by how far that line moved.
+      if (anchor) {
+        const kept = anchor.after.find(([item]) => item.isConnected);
+        const shift = kept ? this.startOf(kept[0]) - kept[1] : 0;
+        const distance = (((anchor.distance + shift) % this.cycle.length) + this.cycle.length) % this.cycle.length;
+        this.animation.currentTime = (distance / speed) * 1000;
+      }
     }
 
     setPaused(paused) {
