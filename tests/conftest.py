@@ -41,6 +41,7 @@ from flashwire.core.settings import Settings
 from flashwire.dev.ports import free_port
 from flashwire.dev.redis_server import RedisProcess
 from flashwire.service.tokens import TokenStore
+from tests.partner import PartnerSite
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -437,3 +438,12 @@ async def post_line(
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def partner(tmp_path: Path) -> Iterator[PartnerSite]:
+    """A partner's site on its own origin (tests/partner.py), stopped after the test."""
+    site = PartnerSite(tmp_path / "partner")
+    site.root.mkdir()
+    yield site
+    site.close()

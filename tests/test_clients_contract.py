@@ -29,7 +29,7 @@ import itertools
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -45,7 +45,7 @@ from websockets.http11 import Request, Response
 from flashwire.client import HandshakeRefused, Retry, SubscriptionRefused, TickerClient
 from tests.browser import browser
 from tests.conftest import ROOT, Reader, Stack, open_reader, post_line
-from tests.test_widget import PartnerSite
+from tests.partner import PartnerSite
 
 pytestmark = pytest.mark.slow
 
@@ -402,15 +402,6 @@ async def test_clients_stop_on_a_refusal_and_report_it(code: int) -> None:
         await expect(widget.locator("flash-ticker")).to_have_attribute("data-error", reason)
         await asyncio.sleep(1.5)
         assert (len(for_python.attempts), len(for_live.attempts), len(for_widget.attempts)) == (1, 1, 1)
-
-
-@pytest.fixture
-def partner(tmp_path: Path) -> Iterator[PartnerSite]:
-    """A static site on its own origin, for pages that embed the widget."""
-    site = PartnerSite(tmp_path / "partner")
-    site.root.mkdir()
-    yield site
-    site.close()
 
 
 def embed_widget(partner: PartnerSite, name: str, script_origin: str, attributes: str) -> str:

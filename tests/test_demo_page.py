@@ -4,17 +4,14 @@ in a real headless chromium against a real `flashwire serve` and worker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 from playwright.async_api import ConsoleMessage, Page, ViewportSize, expect
 
 from tests.browser import ARTIFACTS, browser, screenshot
 from tests.conftest import ROOT, Stack, post_line
+from tests.partner import PartnerSite
 from tests.test_security_headers import RECORD_VIOLATIONS
-from tests.test_widget import PartnerSite
 
 pytestmark = pytest.mark.slow
 
@@ -201,11 +198,3 @@ def test_docs_screenshots_are_the_demo_pages() -> None:
     for name in SHOTS.values():
         assert (ROOT / "docs" / name).is_file(), name
         assert f"docs/{name}" in readme, name
-
-
-@pytest.fixture
-def partner(tmp_path: Path) -> Iterator[PartnerSite]:
-    site = PartnerSite(tmp_path / "partner")
-    site.root.mkdir()
-    yield site
-    site.close()

@@ -21,13 +21,11 @@ from flashwire.client import TickerClient
 from flashwire.dev.redis_server import RedisProcess
 from tests.browser import browser
 from tests.conftest import Stack
-from tests.test_clients_contract import Consumer, embed_widget, open_page, partner, proxy_to, within
-from tests.test_widget import PartnerSite
+from tests.partner import PartnerSite
+from tests.test_clients_contract import Consumer, embed_widget, open_page, proxy_to, within
 
 # Heavy on CPU and timing: these run one after another on one test process (`-n 2 --dist loadgroup`).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
-
-__all__ = ["partner"]  # the fixture, shared with tests/test_clients_contract.py (not an unused import)
 
 WINDOW_S = 10.0
 

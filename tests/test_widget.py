@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import threading
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser import browser, screenshot
-from tests.conftest import ServiceNode, Stack, post_line
+from tests.conftest import Stack, post_line
+from tests.partner import PartnerSite
 
 pytestmark = pytest.mark.slow
 
@@ -26,48 +22,6 @@ li, ul, button { display: none !important; }
 .bar, .track, .line, .pause { display: none !important; visibility: hidden !important; }
 flash-ticker { display: block !important; }
 """
-
-
-class PartnerSite:
-    """A static site on its own origin, where partners embed the widget."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        handler = functools.partial(_QuietHandler, directory=str(root))
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def page(self, name: str, body: str, node: ServiceNode, css: str = "") -> str:
-        html = (
-            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Partner</title>'
-            f"<style>{css}</style>"
-            f'<script src="{node.url}/web/ticker.js" defer></script></head>'
-            f"<body><h1>Partner news site</h1>{body}</body></html>"
-        )
-        (self.root / name).write_text(html)
-        return f"{self.origin}/{name}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def partner(tmp_path: Path) -> Iterator[PartnerSite]:
-    site = PartnerSite(tmp_path / "partner")
-    site.root.mkdir()
-    yield site
-    site.close()
 
 
 def _items(page: Page, selector: str = "flash-ticker") -> object:

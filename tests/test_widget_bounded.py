@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +15,7 @@ from playwright.async_api import Page, expect
 
 from tests.browser import browser
 from tests.conftest import Stack, auth, post_line
-from tests.test_widget import PartnerSite
+from tests.partner import PartnerSite
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +46,6 @@ Object.defineProperty(WebSocket.prototype, "onmessage", {
   },
 });
 """
-
-
-@pytest.fixture
-def partner(tmp_path: Path) -> Iterator[PartnerSite]:
-    site = PartnerSite(tmp_path / "partner")
-    site.root.mkdir()
-    yield site
-    site.close()
 
 
 async def _post_many(client: httpx.AsyncClient, token: str, count: int, prefix: str) -> list[str]:

@@ -10,8 +10,7 @@ with a 1 s heartbeat, so the dead-connection rule (2.5 heartbeats) trips within 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -19,8 +18,8 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.browser import browser
 from tests.conftest import ServiceNode, Stack, eventually, metric, post_line
+from tests.partner import PartnerSite
 from tests.proxy import CuttingProxy
-from tests.test_widget import PartnerSite
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +34,6 @@ ANNOUNCEMENTS = """
     .observe(live, { childList: true, characterData: true, subtree: true });
 }
 """
-
-
-@pytest.fixture
-def partner(tmp_path: Path) -> Iterator[PartnerSite]:
-    site = PartnerSite(tmp_path / "partner")
-    site.root.mkdir()
-    yield site
-    site.close()
 
 
 @pytest.fixture
