@@ -24,6 +24,7 @@ from flashwire.core.models import (
 )
 from flashwire.core.settings import Settings
 from flashwire.core.text import URL_MAX_CHARS
+from flashwire.core.topics import topic_names
 from flashwire.service import audit
 from flashwire.service.errors import ApiError
 from flashwire.service.http import authenticate, invalid, json_body, model_response
@@ -39,8 +40,9 @@ async def me(request: Request) -> Response:
 
 
 async def config(request: Request) -> Response:
-    """GET /api/v1/config: editions, topics and limits, for the desk and for clients (the desk
-    sizes its inputs from these limits, web/desk/desk.js)."""
+    """GET /api/v1/config: editions, topics (slugs, and each one's name per desk language from
+    flashwire/core/topics.py) and limits, for the desk and for clients (the desk sizes its inputs
+    from these limits and labels its topics with these names, web/desk/desk.js)."""
     settings: Settings = request.app.state.settings
     body = Config(
         editions=[
@@ -51,6 +53,7 @@ async def config(request: Request) -> Response:
         ],
         sections=list(settings.sections),
         regions=list(settings.regions),
+        topic_names={slug: topic_names(slug) for slug in settings.topics},
         urgencies=[UrgencyInfo.model_validate({"name": n, "iptc": i}) for n, i in URGENCY_IPTC.items()],
         text_max_chars=settings.text_max_chars,
         short_text_chars=SHORT_TEXT_CHARS,

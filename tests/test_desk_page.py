@@ -93,16 +93,17 @@ async def test_arabic_line_is_entered_previewed_and_shown_right_to_left(stack: S
         await reader.goto(f"{node.url}/live?editions=ar")
         await expect(reader.locator("#status")).to_have_text("live")
         await _sign_in(desk, node, editor)
-        await desk.get_by_label("Edition").select_option("ar")
-        headline = desk.get_by_label("Headline")
+        # The Arabic edition's desk speaks Arabic (tests/test_desk_i18n.py): controls by id here.
+        await desk.locator("#edition").select_option("ar")
+        headline = desk.locator("#text")
         assert await headline.evaluate("e => getComputedStyle(e).direction") == "rtl"
         await headline.fill(text)
-        await desk.get_by_label("palestine").check()
+        await desk.locator("input[name=topics][value=palestine]").check()
         preview = desk.locator("#preview .fw-line")
         await expect(preview).to_have_attribute("dir", "rtl")
         assert await preview.evaluate("e => getComputedStyle(e).direction") == "rtl"
         await screenshot(desk, "desk-arabic-preview.png")
-        await desk.get_by_role("button", name="Post line").click()
+        await desk.locator("#post").click()
         shown = reader.locator("#lines .fw-line")
         await expect(shown).to_contain_text(text)
         assert await shown.evaluate("e => getComputedStyle(e).direction") == "rtl"
@@ -167,6 +168,7 @@ async def test_chief_schedules_and_cancels_from_the_page_with_keyboard_only(stac
     async with browser() as chromium:
         desk = await chromium.new_page()
         await _sign_in(desk, node, chief)
+        await desk.locator("#ui-language").select_option("en")  # the Spanish edition's desk in English
         await desk.get_by_label("Headline").focus()
         await desk.keyboard.type("Resultados oficiales a medianoche")
         await desk.get_by_label("Release at (embargo)").focus()

@@ -116,6 +116,12 @@ def test_schemas_carry_every_field_the_models_have() -> None:
     assert "reach" in line["required"]
     detail = _json_schema(doc, "/api/v1/lines/{line_id}", "get", "200")
     assert {"line", "history", "reach"} <= set(detail["required"])
+    # Issue 11: the desk names topics in its language from the config's `topic_names`.
+    config = _json_schema(doc, "/api/v1/config", "get", "200")
+    assert "topic_names" in config["required"]
+    assert config["properties"]["topic_names"]["additionalProperties"]["additionalProperties"] == {
+        "type": "string"
+    }
     error = doc["components"]["responses"]["Error"]["content"]["application/json"]["schema"]
     assert set(_schema(doc, error)["properties"]) == {"error"}
 

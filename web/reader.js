@@ -2,6 +2,20 @@
 // Used by the plain ticker page (/) and by the desk's preview and reader view, so the
 // preview is exactly what readers see. Line text is only ever inserted as text.
 
+// The urgency badge and the correction note in the line's language, the same words as the
+// widget's (twin: WORDS in web/ticker.js; keep the two in step). Routine lines are headed as
+// breaking news (the widget's bar label). A language not here is worded in English.
+export const LINE_WORDS = {
+  en: { flash: "FLASH", urgent: "URGENT", routine: "BREAKING", corrected: "corrected" },
+  ar: { flash: "عاجل جدًا", urgent: "عاجل", routine: "عاجل", corrected: "تصحيح" },
+  es: { flash: "URGENTE", urgent: "URGENTE", routine: "ÚLTIMA HORA", corrected: "corregido" },
+};
+
+// The words for a line's language ("ar", or a tag such as "es-419": its first subtag decides).
+export function lineWords(language) {
+  return LINE_WORDS[String(language || "en").split("-")[0].toLowerCase()] || LINE_WORDS.en;
+}
+
 export function renderLine(line) {
   const item = document.createElement("li");
   item.className = "fw-line";
@@ -20,7 +34,8 @@ export function fillLine(item, line) {
   if (line.pinned) item.dataset.pinned = "true"; else delete item.dataset.pinned;
   const label = document.createElement("span");
   label.className = "fw-label";
-  label.textContent = line.urgency === "flash" ? "FLASH" : line.urgency === "urgent" ? "URGENT" : "BREAKING";
+  const words = lineWords(line.language || line.edition);
+  label.textContent = words[line.urgency] || words.routine;
   const text = document.createElement(line.url ? "a" : "bdi");
   text.className = "fw-text";
   text.textContent = line.text;
@@ -35,7 +50,7 @@ export function fillLine(item, line) {
   if ((line.version || 1) > 1) {
     const note = document.createElement("span");
     note.className = "fw-corrected";
-    note.textContent = line.direction === "rtl" ? "تصحيح" : line.edition === "es" ? "corregido" : "corrected";
+    note.textContent = words.corrected;
     item.append(" ", note);
   }
 }

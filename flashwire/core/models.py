@@ -431,6 +431,13 @@ class Config(BaseModel):
     editions: list[EditionInfo]
     sections: list[str]
     regions: list[str]
+    topic_names: dict[str, dict[str, str]] = Field(
+        description=(
+            "Each section's and region's display name per desk language (en, ar, es), keyed by slug:"
+            ' {"us-canada": {"en": "US & Canada", "ar": "...", "es": "..."}}. A slug the catalogue'
+            " (flashwire/core/topics.py) does not know is named by the slug with dashes as spaces."
+        )
+    )
     urgencies: list[UrgencyInfo]
     text_max_chars: int = Field(description="Limit of a headline, in characters (see the request schemas).")
     short_text_chars: int = Field(

@@ -1,14 +1,21 @@
 // The newsroom desk: sign in with a token, compose with a live preview, act on live and
 // scheduled lines, browse the audit trail, and watch what readers see. Plain modules, no
 // build step. The token lives in sessionStorage only; every refusal is shown as the
-// server worded it.
+// server worded it. The desk speaks the edition's language, or the one the editor chose
+// (messages.js; docs/desk.md, "Languages").
 import { LiveTicker, renderLine } from "/web/reader.js";
+import { DIRECTIONS, LANGUAGES, translate } from "/web/desk/messages.js";
 
 const TOKEN_KEY = "flashwire.token";
+// The editor's choice of interface language ("en", "ar", "es"); none: the edition's language.
+const LANGUAGE_KEY = "flashwire.desk.language";
 const $ = (id) => document.getElementById(id);
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
+  language: "en",
+  liveLines: [],
+  health: undefined,
   me: null,
   config: null,
   edition: null,
@@ -19,10 +26,13 @@ const state = {
   refreshTimer: null,
 };
 
+// The desk's words in its current language (messages.js).
+const t = (key, values) => translate(state.language, key, values);
+
 class DeskError extends Error {
   constructor(status, detail) {
     const where = detail.field ? ` [${detail.field}]` : "";
-    super(`Refused (${status})${where}: ${detail.message || "the request failed"}`);
+    super(`${t("refused")} (${status})${where}: ${detail.message || t("requestFailed")}`);
     this.status = status;
     this.detail = detail;
   }
@@ -52,7 +62,7 @@ async function api(path, { method = "GET", body, idempotencyKey, ifMatch, raw = 
   if (!response.ok) {
     const detail = (await response.json().catch(() => ({}))).error || {};
     const error = new DeskError(response.status, detail);
-    if (response.status === 401 && state.me) signOut(error.message + " — sign in again.");
+    if (response.status === 401 && state.me) signOut(error.message + t("signInAgain"));
     throw error;
   }
   return raw ? response : response.json();
@@ -106,8 +116,48 @@ function localDiffers(date) {
 function zonedTime(iso) {
   const date = new Date(iso);
   const newsroom = clock(date, NEWSROOM_ZONE);
-  return localDiffers(date) ? `${newsroom} (${clock(date, LOCAL_ZONE)} your time)` : newsroom;
+  return localDiffers(date) ? `${newsroom} (${t("yourTime", { time: clock(date, LOCAL_ZONE) })})` : newsroom;
 }
+
+// -- languages ------------------------------------------------------------------
+// The interface language: the editor's remembered choice, else the edition's language when the
+// desk has its words (else English); before signing in, the browser's language in their stead.
+function chosenLanguage() {
+  const stored = localStorage.getItem(LANGUAGE_KEY);
+  if (LANGUAGES.includes(stored)) return stored;
+  const base = (state.edition || navigator.language || "en").split("-")[0].toLowerCase();
+  return LANGUAGES.includes(base) ? base : "en";
+}
+
+// Words every marked element of the page (index.html: data-i18n, data-i18n-placeholder,
+// data-i18n-label) and everything desk.js wrote, in the chosen language; <html> gets its lang and dir.
+function applyLanguage({ refresh = true } = {}) {
+  state.language = chosenLanguage();
+  const root = document.documentElement;
+  root.lang = state.language;
+  root.dir = DIRECTIONS[state.language];
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+  for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+  $("ui-language").value = localStorage.getItem(LANGUAGE_KEY) || "";
+  if (state.health !== undefined) showHealth(healthMessage(state.health));
+  if (!state.me) return;
+  labelTopics();
+  updateAuditZone();
+  if (!refresh) return;
+  updateCompose();
+  state.rows.clear();
+  $("live-lines").replaceChildren();
+  renderLive(state.liveLines);
+  renderScheduled();
+  refreshLists().then(refreshAudit).catch(() => {});
+}
+
+$("ui-language").addEventListener("change", (event) => {
+  if (event.target.value) localStorage.setItem(LANGUAGE_KEY, event.target.value);
+  else localStorage.removeItem(LANGUAGE_KEY);
+  applyLanguage();
+});
 
 // -- sign in / out --------------------------------------------------------------
 
@@ -173,10 +223,6 @@ async function start() {
     return option;
   }));
   buildTopics();
-  $("audit-zone").textContent = !localDiffers(new Date())
-    ? `Times in ${NEWSROOM_ZONE}, the newsroom's zone.`
-    : `Times in ${NEWSROOM_ZONE}, the newsroom's zone, with your time (${LOCAL_ZONE}) beside them;`
-      + " From and To are in your time.";
   await selectEdition(editions[0]);
   clearInterval(state.refreshTimer);
   state.refreshTimer = setInterval(() => refreshLists().catch(() => {}), 2000);
@@ -186,9 +232,17 @@ async function start() {
 
 $("edition").addEventListener("change", (event) => selectEdition(event.target.value));
 
+function updateAuditZone() {
+  const zones = { newsroom: NEWSROOM_ZONE, zone: LOCAL_ZONE };
+  $("audit-zone").textContent = t(localDiffers(new Date()) ? "auditZoneLocal" : "auditZone", zones);
+}
+
 async function selectEdition(code) {
   state.edition = code;
   $("edition").value = code;
+  state.liveLines = [];
+  state.scheduled = [];
+  applyLanguage({ refresh: false }); // the edition's lists are fetched below
   const info = editionInfo(code);
   const text = $("text");
   text.dir = info.direction;
@@ -218,6 +272,12 @@ async function selectEdition(code) {
 
 // -- compose --------------------------------------------------------------------
 
+// A topic's name in the desk's language, from /api/v1/config's topic_names (flashwire/core/topics.py);
+// the slug with dashes as spaces if the server names it in no such language.
+function topicName(slug) {
+  return state.config.topic_names?.[slug]?.[state.language] || slug.replace(/-/g, " ");
+}
+
 function buildTopics() {
   for (const [id, names] of [["sections", state.config.sections], ["regions", state.config.regions]]) {
     const fieldset = $(id);
@@ -229,9 +289,18 @@ function buildTopics() {
       box.name = "topics";
       box.value = name;
       box.addEventListener("change", updateCompose);
-      label.append(box, name.replace(/-/g, " "));
+      const shown = document.createElement("span");
+      shown.className = "topic-name";
+      label.append(box, " ", shown);
       fieldset.append(label);
     }
+  }
+  labelTopics();
+}
+
+function labelTopics() {
+  for (const box of document.querySelectorAll("input[name=topics]")) {
+    box.parentElement.querySelector(".topic-name").textContent = topicName(box.value);
   }
 }
 
@@ -259,20 +328,16 @@ function updateCompose() {
   const short = state.config.short_text_chars;
   const counter = $("counter");
   counter.className = "counter" + (length > limit ? " over" : length > short ? " warn" : "");
-  counter.textContent = length > limit
-    ? `${length} / ${limit} characters — ${length - limit} over the limit`
-    : length > short
-      ? `${length} / ${limit} characters — long for a ticker alert (aim for ${short})`
-      : `${length} / ${limit} characters`;
+  const counts = { n: length, limit, over: length - limit, short };
+  counter.textContent = t(length > limit ? "countOver" : length > short ? "countLong" : "countOk", counts);
   $("post").disabled = length === 0 || length > limit;
   const release = embargoDate();
   // The button says what it will do: "Post line to …", or "Schedule for 14:00 CET to …" (the editor's time).
-  $("post-action").textContent = release ? `Schedule for ${clock(release, LOCAL_ZONE)}` : "Post line";
+  $("post-action").textContent = release ? t("scheduleFor", { time: clock(release, LOCAL_ZONE) }) : t("postLine");
+  const zones = { zone: LOCAL_ZONE, newsroom: NEWSROOM_ZONE };
   $("embargo-zone").textContent = release
-    ? `In your time zone (${LOCAL_ZONE}). Releases ${zonedTime(release.toISOString())}.`
-    : localDiffers(new Date())
-      ? `Entered in your time zone (${LOCAL_ZONE}); the newsroom's times are in ${NEWSROOM_ZONE}.`
-      : `Entered in your time zone (${LOCAL_ZONE}), which is the newsroom's (${NEWSROOM_ZONE}).`;
+    ? t("embargoSet", { ...zones, time: zonedTime(release.toISOString()) })
+    : t(localDiffers(new Date()) ? "embargoDiffers" : "embargoSame", zones);
   $("preview").replaceChildren(...(line.text ? [renderLine(line)] : []));
 }
 
@@ -320,7 +385,7 @@ $("compose-form").addEventListener("submit", async (event) => {
     const result = await api("/api/v1/lines", { method: "POST", body, idempotencyKey: state.idempotencyKey });
     state.idempotencyKey = crypto.randomUUID();
     clearError();
-    notice(result.scheduled ? `Scheduled for ${zonedTime(result.line.embargoed)}.` : "Posted.");
+    notice(result.scheduled ? t("scheduledFor", { time: zonedTime(result.line.embargoed) }) : t("posted"));
     resetCompose();
     await refreshLists();
     await refreshAudit();
@@ -348,7 +413,8 @@ async function refreshLists() {
   ]);
   if (edition !== state.edition) return;
   // Readers online now across every node, the desk's own views left out.
-  $("readers-online").textContent = `${online.readers.toLocaleString()} ${online.readers === 1 ? "reader" : "readers"} online now`;
+  $("readers-online").textContent = t(online.readers === 1 ? "readersOnlineOne" : "readersOnline", { n: online.readers.toLocaleString("en") });
+  state.liveLines = live.lines;
   renderLive(live.lines);
   state.scheduled = scheduled.lines;
   renderScheduled();
@@ -357,11 +423,10 @@ async function refreshLists() {
 function reachText(reach, line) {
   if (!reach) {
     // Nodes report every 0.2 s: a line older than that with no report reached nobody.
-    return Date.now() - Date.parse(line.updated_at) > 2000 ? "reached 0 readers" : "reach: counting…";
+    return t(Date.now() - Date.parse(line.updated_at) > 2000 ? "reachedNone" : "reachCounting");
   }
-  const readers = reach.readers.toLocaleString("en");
-  const who = `${readers} ${reach.readers === 1 ? "reader" : "readers"}`;
-  return reach.ms === null ? `reached ${who}` : `reached ${who} in ${reach.ms} ms`;
+  const reached = t(reach.readers === 1 ? "reachedOne" : "reached", { n: reach.readers.toLocaleString("en") });
+  return reach.ms === null ? reached : t("reachedIn", { reached, ms: reach.ms });
 }
 
 function button(label, handler, { danger = false, title = "" } = {}) {
@@ -394,7 +459,7 @@ function renderLive(lines) {
   for (const [id, row] of state.rows) {
     if (!seen.has(id)) { row.remove(); state.rows.delete(id); }
   }
-  if (!lines.length) list.replaceChildren(emptyNote("No live lines in this edition."));
+  if (!lines.length) list.replaceChildren(emptyNote(t("noLive")));
 }
 
 function emptyNote(text) {
@@ -424,27 +489,29 @@ function fillRow(row, line) {
   const meta = element("div", "meta");
   const reach = element("span", "reach", reachText(line.reach, line));
   const details = document.createElement("span");
-  details.textContent = `v${line.version} · ${line.author} · posted ${zonedTime(line.published_at)}`
-    + ` · expires ${zonedTime(line.expires_at)}` + (line.pinned ? " · pinned" : "");
+  details.textContent = t("details", {
+    version: line.version, author: line.author, posted: zonedTime(line.published_at), expires: zonedTime(line.expires_at),
+  }) + (line.pinned ? t("pinned") : "");
   meta.append(reach, details);
   const actions = document.createElement("div");
   actions.className = "actions";
   const short = clip(line.text);
-  if (can("correct")) actions.append(button("Correct", () => openCorrection(row, line), { title: `Correct “${short}”` }));
+  const named = { line: short };
+  if (can("correct")) actions.append(button(t("correct"), () => openCorrection(row, line), { title: t("correctTitle", named) }));
   if (can("expiry")) {
-    actions.append(button("+1 h", () => moveExpiry(line, 3600), { title: `Extend expiry of “${short}” by an hour` }));
+    actions.append(button(t("plusHour"), () => moveExpiry(line, 3600), { title: t("plusHourTitle", named) }));
     if (can("retract")) {
       // Bringing the expiry forward removes the line sooner: a chief's call, like a retraction.
-      actions.append(button("−1 h", () => moveExpiry(line, -3600), { title: `Shorten expiry of “${short}” by an hour` }));
+      actions.append(button(t("minusHour"), () => moveExpiry(line, -3600), { title: t("minusHourTitle", named) }));
     }
   }
   if (can("pin")) {
     actions.append(line.pinned
-      ? button("Unpin", () => act(line, "unpin"), { title: `Unpin “${short}”` })
-      : button("Pin", () => act(line, "pin"), { title: `Pin “${short}”` }));
+      ? button(t("unpin"), () => act(line, "unpin"), { title: t("unpinTitle", named) })
+      : button(t("pin"), () => act(line, "pin"), { title: t("pinTitle", named) }));
   }
   if (can("retract")) {
-    actions.append(button("Retract", () => retract(line), { danger: true, title: `Retract “${short}”` }));
+    actions.append(button(t("retract"), () => retract(line), { danger: true, title: t("retractTitle", named) }));
   }
   row.replaceChildren(shown, meta, actions);
 }
@@ -453,7 +520,7 @@ function openCorrection(row, line) {
   row.dataset.editing = "true";
   const form = document.createElement("form");
   const label = document.createElement("label");
-  label.textContent = "Corrected text";
+  label.textContent = t("correctedText");
   const area = document.createElement("textarea");
   area.value = line.text;
   area.dir = line.direction;
@@ -462,8 +529,8 @@ function openCorrection(row, line) {
   label.append(area);
   const save = document.createElement("button");
   save.type = "submit";
-  save.textContent = "Publish correction";
-  const cancel = button("Cancel", () => { delete row.dataset.editing; fillRow(row, line); });
+  save.textContent = t("publishCorrection");
+  const cancel = button(t("cancel"), () => { delete row.dataset.editing; fillRow(row, line); });
   form.append(label, save, " ", cancel);
   form.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); form.requestSubmit(); }
@@ -474,7 +541,7 @@ function openCorrection(row, line) {
     try {
       await api(`/api/v1/lines/${line.id}/corrections`, { method: "POST", body: { text: area.value }, ifMatch: etagOf(line) });
       clearError();
-      notice("Correction published.");
+      notice(t("correctionPublished"));
       delete row.dataset.editing;
       await refreshLists();
     } catch (error) {
@@ -491,7 +558,8 @@ async function act(line, action, body) {
   try {
     await api(`/api/v1/lines/${line.id}/${action}`, { method: "POST", body, ifMatch: etagOf(line) });
     clearError();
-    notice(`${action[0].toUpperCase()}${action.slice(1)}: done.`);
+    const named = `action${action[0].toUpperCase()}${action.slice(1)}`;
+    notice(t("done", { action: t(named) }));
     await refreshLists();
     await refreshAudit();
   } catch (error) {
@@ -506,13 +574,13 @@ function moveExpiry(line, seconds) {
 }
 
 async function retract(line) {
-  const answer = await confirmAction(`Retract “${line.text}”? Every reader's ticker drops it at once. For 24 hours the feeds show it as withdrawn under the same id, without its text (RSS and JSON Feed as a “Withdrawn” item, Atom as a deletion); after that it leaves them.`, true);
+  const answer = await confirmAction(t("retractConfirm", { line: line.text }), true);
   if (answer.ok) await act(line, "retraction", answer.reason ? { reason: answer.reason } : undefined);
 }
 
 function renderScheduled() {
   const list = $("scheduled-lines");
-  if (!state.scheduled.length) { list.replaceChildren(emptyNote("Nothing scheduled.")); return; }
+  if (!state.scheduled.length) { list.replaceChildren(emptyNote(t("nothingScheduled"))); return; }
   list.replaceChildren(...state.scheduled.map((line) => {
     const row = document.createElement("li");
     row.className = "desk-line";
@@ -522,16 +590,16 @@ function renderScheduled() {
     const countdown = element("span", "countdown");
     countdown.dataset.at = line.embargoed;
     const when = document.createElement("span");
-    when.textContent = `releases ${zonedTime(line.embargoed)} · ${line.author}`;
+    when.textContent = t("releases", { time: zonedTime(line.embargoed), author: line.author });
     meta.append(countdown, when);
     row.append(shown, meta);
     if (can("schedule")) {
       const actions = document.createElement("div");
       actions.className = "actions";
-      actions.append(button("Cancel release", async () => {
-        const answer = await confirmAction(`Cancel the scheduled line “${line.text}”? It will never be published.`, false);
+      actions.append(button(t("cancelRelease"), async () => {
+        const answer = await confirmAction(t("cancelConfirm", { line: line.text }), false);
         if (answer.ok) await act(line, "cancellation");
-      }, { danger: true, title: `Cancel scheduled “${clip(line.text)}”` }));
+      }, { danger: true, title: t("cancelTitle", { line: clip(line.text) }) }));
       row.append(actions);
     }
     return row;
@@ -542,9 +610,9 @@ function renderScheduled() {
 function updateCountdowns() {
   for (const element of document.querySelectorAll(".countdown")) {
     const left = Math.round((new Date(element.dataset.at).getTime() - Date.now()) / 1000);
-    if (left <= 0) { element.textContent = "releasing…"; continue; }
+    if (left <= 0) { element.textContent = t("releasing"); continue; }
     const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
-    element.textContent = `in ${h ? h + "h " : ""}${h || m ? m + "m " : ""}${s}s`;
+    element.textContent = t("countdown", { left: `${h ? h + "h " : ""}${h || m ? m + "m " : ""}${s}s` });
   }
 }
 
@@ -626,17 +694,17 @@ const EXPORT_CSV_END = /^"#next_after","([0-9-]*)"/;
 
 function splitExportPage(format, text) {
   const newline = format === "csv" ? "\r\n" : "\n";
-  if (!text.endsWith(newline)) throw new Error("The export was cut short: nothing was saved. Try again.");
+  if (!text.endsWith(newline)) throw new Error(t("exportCut"));
   const cut = text.lastIndexOf(newline, text.length - newline.length - 1) + newline.length;
   const closing = text.slice(cut);
   let next;
   if (format === "csv") {
     const match = EXPORT_CSV_END.exec(closing);
-    if (!match) throw new Error("The export was cut short: nothing was saved. Try again.");
+    if (!match) throw new Error(t("exportCut"));
     next = match[1] || null;
   } else {
     const end = JSON.parse(closing);
-    if (!("next_after" in end)) throw new Error("The export was cut short: nothing was saved. Try again.");
+    if (!("next_after" in end)) throw new Error(t("exportCut"));
     next = end.next_after;
   }
   return { entries: text.slice(0, cut), closing, next };
@@ -659,9 +727,9 @@ async function exportAudit(format) {
       pages += 1;
       closing = page.closing;
       if (page.next === null) break;
-      if (page.next === after) throw new Error("The export did not advance: nothing was saved.");
+      if (page.next === after) throw new Error(t("exportStuck"));
       after = page.next;
-      notice(`Exporting the audit trail… ${pages} pages so far.`);
+      notice(t("exporting", { pages }));
     }
     parts.push(closing);
     const type = format === "csv" ? "text/csv" : "application/x-ndjson";
@@ -673,7 +741,7 @@ async function exportAudit(format) {
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 1000);
-    notice(`Exported the audit trail (${pages} ${pages === 1 ? "page" : "pages"}).`);
+    notice(pages === 1 ? t("exportedOne") : t("exported", { pages }));
   } catch (error) {
     showError(error);
   } finally {
@@ -690,24 +758,24 @@ $("export-jsonl").addEventListener("click", () => exportAudit("jsonl"));
 
 const HEALTH_POLL_MS = 5000;
 const HEALTH_TIMEOUT_MS = 4000;
-const QUEUED = "Lines you post are queued and will go out when it recovers.";
-const RETRY_LATER = "Posting is refused until it is back; keep your text and try again shortly.";
 
 function healthMessage(health) {
-  if (!health) return { kind: "unavailable", state: "The Flashwire server is not answering.", detail: RETRY_LATER };
+  const QUEUED = t("queued");
+  const RETRY_LATER = t("retryLater");
+  if (!health) return { kind: "unavailable", state: t("serverDown"), detail: RETRY_LATER };
   if (health.status === "unavailable") {
-    return { kind: "unavailable", state: "The newsroom store is unreachable: nothing can be posted now.", detail: RETRY_LATER };
+    return { kind: "unavailable", state: t("storeDown"), detail: RETRY_LATER };
   }
   if (health.status !== "degraded") return null;
   const lag = Math.round(health.desk_lag_s || 0);
-  const waited = lag >= 1 ? `The oldest waiting line was posted ${lag} s ago. ` : "";
+  const waited = lag >= 1 ? t("oldestWaiting", { lag }) : "";
   if (health.workers_alive === 0) {
-    return { kind: "stalled", state: "Publishing is stalled: no worker is running.", detail: waited + QUEUED };
+    return { kind: "stalled", state: t("noWorker"), detail: waited + QUEUED };
   }
   if (lag >= 1) {
-    return { kind: "stalled", state: "Publishing is stalled: lines are waiting to go out.", detail: waited + QUEUED };
+    return { kind: "stalled", state: t("linesWaiting"), detail: waited + QUEUED };
   }
-  return { kind: "stalled", state: "Publishing is degraded.", detail: (health.problems || []).join(" ") };
+  return { kind: "stalled", state: t("degraded"), detail: (health.problems || []).join(" ") };
 }
 
 function showHealth(message) {
@@ -738,7 +806,8 @@ async function readHealth() {
 }
 
 async function watchHealth() {
-  showHealth(healthMessage(await readHealth()));
+  state.health = await readHealth();
+  showHealth(healthMessage(state.health));
   setTimeout(watchHealth, HEALTH_POLL_MS);
 }
 
@@ -746,6 +815,7 @@ watchHealth();
 
 // -- boot -----------------------------------------------------------------------
 
+applyLanguage();
 if (state.token) {
   start().catch((error) => signOut(error.message));
 } else {
