@@ -34,6 +34,7 @@ from flashwire.core.epoch import current_epoch, epoch_text, history_intact
 from flashwire.core.keys import Keys
 from flashwire.core.protocol import HEARTBEAT_FRAME
 from flashwire.core.settings import Settings
+from flashwire.core.tasks import cancel_until_done
 from flashwire.service.client_addresses import ClientAddresses
 from flashwire.service.events import Event, Filter
 from flashwire.service.history import Snapshot, TickerHistory, parse_entry
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from flashwire.service.reach import ReachRecorder
 
 log = logging.getLogger(__name__)
+
+# Seconds the hub's tasks get to end when the node stops (lifespan shutdown).
+STOP_TIMEOUT_S = 5.0
 
 # The reader blocks at most this long, so its history checks (_read_once) run at least once a second.
 READ_BLOCK_MS = 1_000
@@ -142,10 +146,11 @@ class Hub:
         return self._epoch is not None and self._reading
 
     async def stop(self) -> None:
-        """Stop the reader and heartbeat tasks."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop the reader and heartbeat tasks, cancelling again until they have ended
+        (flashwire/core/tasks.py), for at most STOP_TIMEOUT_S."""
+        pending = await cancel_until_done(self._tasks, timeout_s=STOP_TIMEOUT_S)
+        if pending:
+            log.error("hub: tasks %s did not stop", sorted(task.get_name() for task in pending))
 
     # -- gauges ----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from flashwire.core.clock import now_ms
 from flashwire.core.keys import Keys
 from flashwire.core.models import Reach
+from flashwire.core.tasks import cancel_until_done
 from flashwire.service.events import Event
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REACH_KEEP_S = 30 * 24 * 3600
+# Seconds a publishing task gets to end when the node stops.
+STOP_TIMEOUT_S = 2.0
 # Each node rewrites its reader counts this often, and they expire this long after the last write:
 # three missed writes in a row mean the node is gone.
 READERS_PUBLISH_S = 1.0
@@ -106,9 +109,7 @@ class ReachRecorder:
     async def stop(self) -> None:
         """Stop, flushing what is left."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_until_done([self._task], timeout_s=STOP_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await self.flush()
 
@@ -206,9 +207,7 @@ class OnlineReaders:
         """Stop publishing and withdraw this node's counts at once (a clean shutdown need not wait
         out the TTL)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_until_done([self._task], timeout_s=STOP_TIMEOUT_S)
         with contextlib.suppress(Exception):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.delete(self._keys.readers(self._node))

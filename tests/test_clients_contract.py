@@ -361,9 +361,11 @@ async def test_a_delivered_snapshot_resets_the_backoff() -> None:
     attempts = await _attempts_of_each_client([HELLO, SUBSCRIBED, SNAPSHOT], 1011, window_s + 0.5)
     for name, times in attempts.items():
         times = within(times, window_s)
-        # Without the reset: at most 6 attempts in 4 s, and a wait of 1 to 2 s before the 5th.
+        # Without the reset: at most 6 attempts in 4 s, and waits of 1 to 2 s, then 2 to 4 s. With
+        # it, each wait is one first step plus a connection; a loaded machine (a browser beside the
+        # suite) stretched one to 1.13 s, so the bound on a single wait is 2 s; the count decides.
         assert len(times) >= 10, (name, _gaps(times))
-        assert max(_gaps(times)) < 1.0, (name, _gaps(times))
+        assert max(_gaps(times)) < 2.0, (name, _gaps(times))
 
 
 async def test_after_1013_every_wait_is_at_least_two_and_a_half_seconds() -> None:

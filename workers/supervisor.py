@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
+from flashwire.core.tasks import cancel_until_done
 from flashwire.workers.arq_runner import ArqRunner
 from flashwire.workers.fanout import DeskConsumer
 from flashwire.workers.heartbeat import Heartbeat
@@ -51,26 +52,14 @@ def worker_name() -> str:
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel the parts, again and again, until they have all ended, for at most STOP_TIMEOUT_S.
-
-    One cancel was not always enough: once, after SIGTERM, the arq part was left "cancelling"
-    and kept retrying a stopped Redis; most likely the cancellation met a timeout inside
-    redis-py and surfaced as a TimeoutError, which a part waiting out an outage takes for one
-    more outage. Cancelling again ends it at its next await. A part still running after that
-    is a bug; the process exits anyway rather than outlive its stop.
-    """
-    deadline = asyncio.get_running_loop().time() + STOP_TIMEOUT_S
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
-        if pending and asyncio.get_running_loop().time() >= deadline:
-            log.error("worker parts %s did not stop; exiting", sorted(t.get_name() for t in pending))
-            logging.shutdown()
-            os._exit(1)
-    # Retrieve their outcomes, so none is reported as never retrieved.
-    await asyncio.gather(*tasks, return_exceptions=True)
+    """Cancel the parts until they have all ended (flashwire/core/tasks.py says why once is not
+    always enough), for at most STOP_TIMEOUT_S. A part still running after that is a bug; the
+    process exits anyway rather than outlive its stop."""
+    pending = await cancel_until_done(tasks, timeout_s=STOP_TIMEOUT_S, again_s=CANCEL_AGAIN_S)
+    if pending:
+        log.error("worker parts %s did not stop; exiting", sorted(t.get_name() for t in pending))
+        logging.shutdown()
+        os._exit(1)
 
 
 class WorkerSupervisor:
