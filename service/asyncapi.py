@@ -40,7 +40,7 @@ _PAIR = f"[A-Za-z0-9-]+:{CURSOR_PATTERN}"
 
 # What each message is, in a phrase (the models' docstrings give the detail).
 _SUMMARIES = {
-    "hello": "The greeting: protocol version, node, heartbeat period, editions.",
+    "hello": "The greeting: protocol version, node, heartbeat period, editions, topics.",
     "subscribed": "The subscription as the server understood it.",
     "snapshot": "The live lines of one edition and their cursor (reset: true when resuming failed).",
     "line": "A new line.",

@@ -28,10 +28,16 @@ class PartnerSite:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def page(self, name: str, body: str, node: ServiceNode, css: str = "") -> str:
+    def page(
+        self, name: str, body: str, node: ServiceNode, css: str = "", head: str = "", lang: str = "en"
+    ) -> str:
+        """Write a page that loads ticker.js from `node` (`head`: more of the head, such as a
+        Content-Security-Policy meta element; `lang`: the page's language, and its direction)."""
+        direction = "rtl" if lang in ("ar", "he", "fa", "ur") else "ltr"
         html = (
-            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Partner</title>'
-            f"<style>{css}</style>"
+            f'<!doctype html><html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>Partner</title><style>{css}</style>{head}"
             f'<script src="{node.url}/web/ticker.js" defer></script></head>'
             f"<body><h1>Partner news site</h1>{body}</body></html>"
         )

@@ -97,7 +97,7 @@ def test_published_payloads_are_open_and_the_closed_variant_is_strict(document: 
     }  # fmt: skip
     later_fields = [
         ("hello", {"type": "hello", "protocol": 1, "node": "n1", "heartbeat_s": 15, "editions": ["en"],
-                   "region": "eu"}),
+                   "topics": ["mena"], "region": "eu"}),
         ("line", {"type": "line", "edition": "en", "cursor": "1-0", "line": {**line, "byline": "x"}}),
         ("subscribe", {"type": "subscribe", "editions": ["en"], "client": "app/2.1"}),
         ("ping", {"type": "ping", "id": 7}),

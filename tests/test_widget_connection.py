@@ -17,9 +17,10 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.browser import browser
-from tests.conftest import ServiceNode, Stack, eventually, metric, post_line
+from tests.conftest import ServiceNode, Stack, eventually, post_line
 from tests.partner import PartnerSite
 from tests.proxy import CuttingProxy
+from tests.widget_checks import connections, one_connection
 
 pytestmark = pytest.mark.slow
 
@@ -52,25 +53,6 @@ def _page(partner: PartnerSite, node: ServiceNode, name: str, widget: str, head:
     return f"{partner.origin}/{name}"
 
 
-async def _connections(node: ServiceNode) -> int:
-    async with httpx.AsyncClient(base_url=node.url) as client:
-        return int(metric((await client.get("/metrics")).text, "flashwire_connections"))
-
-
-async def _one_connection(node: ServiceNode, proxy: CuttingProxy | None = None) -> None:
-    """The node holds exactly one reader connection (through the proxy too, if there is one), and
-    still does a moment later: no second connection is on its way."""
-    for _ in range(2):
-
-        async def exactly_one() -> bool:
-            through = proxy is None or len(proxy.streams()) == 1
-            return await _connections(node) == 1 and through
-
-        await eventually(exactly_one, timeout_s=10)
-        await asyncio.sleep(1.0)
-    assert await _connections(node) == 1
-
-
 async def _proxy(node: ServiceNode) -> CuttingProxy:
     return await CuttingProxy(node.port).start()
 
@@ -99,13 +81,13 @@ async def test_freeze_and_resume_leaves_one_connection(
         await asyncio.sleep(5)
         await cdp.send("Page.setWebLifecycleState", {"state": "active"})
         await expect(ticker.locator(".line .text")).to_have_text(["during the freeze", "before the freeze"])
-        await _one_connection(node)
+        await one_connection(node)
         await post_line(client, editor, "after the freeze")
         await expect(ticker.locator(".line .text")).to_have_text(
             ["after the freeze", "during the freeze", "before the freeze"]
         )
         await expect(ticker).to_have_attribute("data-transport", "ws")
-        await _one_connection(node)
+        await one_connection(node)
 
 
 async def test_outage_shows_reconnecting_then_recovers_on_one_connection(
@@ -140,7 +122,7 @@ async def test_outage_shows_reconnecting_then_recovers_on_one_connection(
             )
             await expect(status).to_be_hidden()
             await expect(ticker).to_have_attribute("data-transport", "ws")
-            await _one_connection(node, proxy)
+            await one_connection(node, proxy)
             announced = await page.evaluate("window.__announced")
             assert announced.count("Reconnecting…") == 1, announced
     finally:
@@ -164,7 +146,7 @@ async def test_websocket_blocked_by_csp_falls_back_to_sse(
     async with httpx.AsyncClient(base_url=node.url) as client:
         await post_line(client, editor, "over server-sent events")
         await expect(ticker.locator(".line .text")).to_have_text(["over server-sent events"], timeout=5000)
-    await _one_connection(node)
+    await one_connection(node)
 
 
 async def test_after_503s_the_widget_returns_to_websocket(
@@ -190,7 +172,7 @@ async def test_after_503s_the_widget_returns_to_websocket(
             await post_line(client, editor, "back on WebSocket")
             await expect(ticker.locator(".line .text")).to_have_text(["back on WebSocket"], timeout=3000)
         await expect(ticker).to_have_attribute("data-transport", "ws")
-        await _one_connection(node, proxy)
+        await one_connection(node, proxy)
     finally:
         await proxy.stop()
 
@@ -205,7 +187,7 @@ async def test_offline_then_online(stack: Stack, partner: PartnerSite, chromium:
     await page.goto(_page(partner, node, "offline.html", '<flash-ticker edition="es"></flash-ticker>'))
     ticker = page.locator("flash-ticker")
     await expect(ticker).to_have_attribute("data-transport", "ws")
-    await _one_connection(node)
+    await one_connection(node)
     await page.context.set_offline(True)
     await expect(ticker.locator(".status")).to_have_text("Sin conexión", timeout=1000)
     await expect(ticker.locator("[aria-live=polite]")).to_have_text("Sin conexión")
@@ -216,11 +198,11 @@ async def test_offline_then_online(stack: Stack, partner: PartnerSite, chromium:
     await page.context.set_offline(False)
     await expect(ticker.locator(".line .text")).to_have_text(["mientras tanto"], timeout=2000)
     await expect(ticker.locator(".status")).to_be_hidden()
-    await _one_connection(node)
+    await one_connection(node)
 
 
 async def _zero(node: ServiceNode) -> bool:
-    return await _connections(node) == 0
+    return await connections(node) == 0
 
 
 async def test_attribute_change_while_detached_starts_a_fresh_subscription(
@@ -255,7 +237,7 @@ async def test_attribute_change_while_detached_starts_a_fresh_subscription(
             )
         last = [c.request_line for c in proxy.connections if " /ws" in c.request_line][-1]
         assert "editions=es" in last and "since" not in last, last
-        await _one_connection(node, proxy)
+        await one_connection(node, proxy)
     finally:
         await proxy.stop()
 
@@ -279,7 +261,7 @@ async def test_a_corrected_filter_clears_data_error(
     async with httpx.AsyncClient(base_url=node.url) as client:
         await post_line(client, editor, "match report", topics=["sports"])
         await expect(ticker.locator(".line .text")).to_have_text(["match report"])
-    await _one_connection(node)
+    await one_connection(node)
 
 
 async def test_a_burst_is_announced_once(stack: Stack, partner: PartnerSite, chromium: Browser) -> None:
@@ -291,7 +273,7 @@ async def test_a_burst_is_announced_once(stack: Stack, partner: PartnerSite, chr
     await page.goto(_page(partner, node, "burst.html", '<flash-ticker edition="en"></flash-ticker>'))
     ticker = page.locator("flash-ticker")
     await expect(ticker).to_have_attribute("data-transport", "ws")
-    await _one_connection(node)
+    await one_connection(node)
     await page.evaluate(ANNOUNCEMENTS)
     async with httpx.AsyncClient(base_url=node.url) as client:
         await asyncio.gather(*(post_line(client, editor, f"burst {i}") for i in range(20)))

@@ -110,75 +110,88 @@
     return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
   }
 
-  class FlashTicker extends HTMLElement {
-    static get observedAttributes() { return ["edition", "topics", "min-urgency", "server", "label", "speed", "max-lines"]; }
+  // -- filters ------------------------------------------------------------------
+  //
+  // Each widget has its own filter (an edition, topics, a minimum urgency); the page's widgets of
+  // one server share one subscription, the union of their filters, and each widget applies its own
+  // filter to what the subscription gives, with the rule of docs/protocol.md section 7.
 
-    constructor() {
-      super();
-      const root = this.attachShadow({ mode: "open" });
-      // A constructed stylesheet also works under a host page's strict style-src CSP.
-      let style = null;
-      try {
-        const sheet = new CSSStyleSheet();
-        sheet.replaceSync(STYLE);
-        root.adoptedStyleSheets = [sheet];
-      } catch (error) {
-        style = document.createElement("style");
-        style.textContent = STYLE;
-      }
-      this.bar = document.createElement("div");
-      this.bar.className = "bar";
-      this.bar.setAttribute("part", "bar");
-      this.bar.setAttribute("role", "region");
-      this.labelEl = document.createElement("span");
-      this.labelEl.className = "label";
-      this.labelEl.setAttribute("part", "label");
-      this.viewport = document.createElement("div");
-      this.viewport.className = "viewport";
-      this.track = document.createElement("ul");
-      this.track.className = "track";
-      this.track.setAttribute("part", "track");
-      this.viewport.append(this.track);
-      this.pauseButton = document.createElement("button");
-      this.pauseButton.type = "button";
-      this.pauseButton.className = "pause";
-      this.pauseButton.setAttribute("part", "pause");
-      this.pauseButton.addEventListener("click", () => this.setPaused(!this.userPaused));
-      this.live = document.createElement("div");
-      this.live.className = "sr";
-      this.live.setAttribute("aria-live", "polite");
-      this.live.setAttribute("role", "status");
-      this.statusEl = document.createElement("span");
-      this.statusEl.className = "status";
-      this.statusEl.setAttribute("part", "status");
-      this.statusEl.hidden = true;
-      this.bar.append(this.labelEl, this.statusEl, this.viewport, this.pauseButton, this.live);
-      if (style) root.append(style);
-      root.append(this.bar);
-      // Keyboard users reaching a link inside the moving text get it held still.
-      this.viewport.addEventListener("focusin", () => this.hold(true));
-      this.viewport.addEventListener("focusout", () => this.hold(false));
-      this.lines = new Map();
-      // Each line's place in the order the lines went live (the snapshot's order, then the order
-      // of the `line` events): the protocol's order, which published_at may not follow.
+  const URGENCIES = ["flash", "urgent", "routine"];
+  const URGENCY_RANK = { flash: 0, urgent: 1, routine: 2 };
+  const EDITION_CODE = /^[A-Za-z0-9_-]+$/;
+
+  // { edition, topics, minUrgency, problem }: `problem` is the refusal a server would give
+  // (docs/protocol.md 2.3), found here so that one widget's mistake does not stop the others.
+  function filterOf(ticker) {
+    const edition = ticker.edition;
+    const topics = [...new Set((ticker.getAttribute("topics") || "").split(",").map((t) => t.trim()).filter(Boolean))];
+    const minUrgency = (ticker.getAttribute("min-urgency") || "routine").trim();
+    let problem = null;
+    if (!EDITION_CODE.test(edition)) problem = `editions: '${edition}' is not one edition code`;
+    else if (!URGENCIES.includes(minUrgency)) problem = "min_urgency: must be one of flash, urgent, routine";
+    return { edition, topics, minUrgency, problem };
+  }
+
+  function matches(filter, line) {
+    if ((URGENCY_RANK[line.urgency] ?? 2) > URGENCY_RANK[filter.minUrgency]) return false;
+    return !filter.topics.length || (line.topics || []).some((topic) => filter.topics.includes(topic));
+  }
+
+  // The one subscription covering every filter: each edition named, the topics of all (none if any
+  // widget takes every topic), the lowest minimum urgency.
+  function unionOf(filters) {
+    const editions = [...new Set(filters.map((f) => f.edition))].sort();
+    const topics = filters.every((f) => f.topics.length) ? [...new Set(filters.flatMap((f) => f.topics))].sort() : [];
+    const minUrgency = URGENCIES[Math.max(...filters.map((f) => URGENCY_RANK[f.minUrgency]))];
+    const filterKey = `${topics.join(",")}|${minUrgency}`;
+    return { editions, topics, minUrgency, filterKey, key: `${editions.join(",")}|${filterKey}` };
+  }
+
+  // -- the page's connection to a server ------------------------------------------
+  //
+  // One Channel per server origin holds the page's one connection (WebSocket, else SSE, else the
+  // feed) for all its widgets, and the lines and cursor of each edition they show. Widgets join
+  // and leave it; any change of the set of filters (a widget added, removed, or an attribute
+  // changed, also while detached) is gathered into one reconnection (in the next task, so that a
+  // page's widgets, or an element moved in the DOM, make one change), with `since=` the cursor of
+  // each edition whose filter did not change and a snapshot for the others.
+  //
+  // States (data-state on every widget): "connecting" (a transport opening, until a message past
+  // the greeting), "live", "waiting" (the backoff before the next attempt), "polling" (the JSON
+  // feed), "offline" (the browser says so; the `online` event brings an attempt at once),
+  // "stopped" (refused, or no widget left). `this.timer` is the only timer of the connection: the
+  // watchdog while connecting or live, the next attempt while waiting, the next read while
+  // polling. `enter()` clears it on every transition, and `drop()` closes the one connection, so
+  // no path can leave a second one open. Each connection's handlers act only while it is still
+  // `this.conn`.
+
+  const CHANNELS = new Map();
+  function channelFor(server) {
+    let channel = CHANNELS.get(server);
+    if (!channel) { channel = new Channel(server); CHANNELS.set(server, channel); }
+    return channel;
+  }
+
+  class Channel {
+    constructor(server) {
+      this.server = server;
+      this.members = new Set();
+      this.editions = new Map(); // edition -> { lines: Map(id -> line), cursor }
+      // Each line's place in the order the lines went live (a snapshot's order, then the order of
+      // the `line` events): the protocol's order, which published_at may not follow.
       this.ranks = new Map();
       this.lastRank = 0;
-      this.shown = [];
-      this.items = new Map();
-      this.emptyEl = document.createElement("li");
-      this.emptyEl.className = "empty";
-      this.cycle = null;
-      this.clock = null;
-      this.onClock = () => this.tickClock();
-      this.cursor = null;
-      this.userPaused = false;
-      this.held = false;
-      this.animation = null;
+      this.subscription = null;
+      this.refusedKey = "";
+      this.state = "stopped";
+      this.transport = "";
       this.timer = null;
       this.conn = null;
       this.run = null;
       this.trouble = "";
-      this.pendingNews = [];
+      this.announced = "";
+      this.pending = null;
+      this.listening = false;
       this.onTick = () => this.tick();
       this.onRetry = () => this.open();
       this.onOpen = () => this.open();
@@ -192,89 +205,127 @@
       this.onOffline = () => { if (this.run) this.goOffline(); };
       // Back from a frozen tab (the Page Lifecycle `resume` event): probe the connection at once.
       this.onResume = () => { if (this.conn && this.conn.ping) this.conn.ping(); };
-      this.onNewsTimer = () => this.flushNews();
-      this.motion = window.matchMedia ? window.matchMedia("(prefers-reduced-motion: reduce)") : null;
-      this.onMotionChange = () => this.layout();
-      this.onResize = () => this.layout();
+      this.onChange = () => this.reconcile();
     }
 
-    get edition() { return this.getAttribute("edition") || "en"; }
-    get language() { return this.edition.split("-")[0]; }
-    get words() { return WORDS[this.language] || WORDS.en; }
-    get direction() { return RTL.includes(this.language) ? "rtl" : "ltr"; }
-    get server() { return (this.getAttribute("server") || DEFAULT_SERVER).replace(/\/$/, ""); }
-    get transport() { return this.getAttribute("data-transport") || ""; }
+    // -- members ----------------------------------------------------------------
 
-    connectedCallback() {
-      this.bar.dir = this.direction;
-      this.bar.lang = this.edition;
-      this.bar.setAttribute("aria-label", this.words.region);
-      this.labelEl.textContent = this.getAttribute("label") || this.words.breaking;
-      this.updatePauseButton();
-      if (this.motion && this.motion.addEventListener) this.motion.addEventListener("change", this.onMotionChange);
-      window.addEventListener("resize", this.onResize);
-      window.addEventListener("online", this.onOnline);
-      window.addEventListener("offline", this.onOffline);
-      document.addEventListener("resume", this.onResume);
-      this.attached = true;
-      clearInterval(this.clock);
-      this.clock = setInterval(this.onClock, CLOCK_MS);
-      this.render();
+    join(member) {
+      this.members.add(member);
+      member.showConnection();
+      this.changed();
+    }
+
+    leave(member) {
+      if (this.members.delete(member)) this.changed();
+    }
+
+    changed() {
+      if (!this.pending) this.pending = setTimeout(this.onChange, 0);
+    }
+
+    lines(edition) {
+      const store = this.editions.get(edition);
+      return store ? store.lines.values() : [];
+    }
+
+    membersOf(edition) {
+      return [...this.members].filter((member) => member.filter.edition === edition);
+    }
+
+    // The first widget (in the page's order of joining) speaks for the channel in a screen
+    // reader's live region, so a status or a line shown by several widgets is announced once.
+    get speaker() {
+      return this.members.values().next().value || null;
+    }
+
+    listen(on) {
+      if (on === this.listening) return;
+      this.listening = on;
+      const method = on ? "addEventListener" : "removeEventListener";
+      window[method]("online", this.onOnline);
+      window[method]("offline", this.onOffline);
+      document[method]("resume", this.onResume);
+    }
+
+    // Brings the connection to the subscription the widgets need now (see above).
+    reconcile() {
+      clearTimeout(this.pending);
+      this.pending = null;
+      if (!this.members.size) { this.stop(); this.listen(false); return; }
+      this.listen(true);
+      const wanted = unionOf([...this.members].map((member) => member.filter));
+      const current = this.subscription;
+      if (current && current.key === wanted.key && (this.run || this.refusedKey === wanted.key)) {
+        for (const member of this.members) member.refresh();
+        return;
+      }
+      this.refusedKey = "";
+      for (const [edition, store] of this.editions) {
+        if (!wanted.editions.includes(edition)) {
+          for (const id of store.lines.keys()) this.ranks.delete(id);
+          this.editions.delete(edition);
+        } else if (!current || current.filterKey !== wanted.filterKey) {
+          // The lines held were chosen by the old filter: a snapshot replaces them (they stay on
+          // screen until it comes, so the bar does not flicker).
+          store.cursor = null;
+        }
+      }
+      for (const edition of wanted.editions) {
+        if (!this.editions.has(edition)) this.editions.set(edition, { lines: new Map(), cursor: null });
+      }
+      this.subscription = wanted;
+      for (const member of this.members) { member.removeAttribute("data-error"); member.refresh(); }
+      this.stop();
       this.start();
     }
 
-    disconnectedCallback() {
-      this.attached = false;
-      clearInterval(this.clock);
-      this.clock = null;
-      this.stop();
-      if (this.motion && this.motion.removeEventListener) this.motion.removeEventListener("change", this.onMotionChange);
-      window.removeEventListener("resize", this.onResize);
-      window.removeEventListener("online", this.onOnline);
-      window.removeEventListener("offline", this.onOffline);
-      document.removeEventListener("resume", this.onResume);
+    // A refusal names the field at fault and its value (docs/protocol.md 2.3): the widgets whose
+    // own filter holds that value are refused, and the others go on without them. A refusal that
+    // names no widget's value (or every widget's) stops them all until one's attributes change.
+    refused(reason) {
+      this.drop();
+      this.run = null;
+      this.trouble = "";
+      const named = /^(editions|topics): [^']*'([^']*)'/.exec(reason || "");
+      const culprits = named ? [...this.members].filter((member) =>
+        named[1] === "editions" ? member.filter.edition === named[2] : member.filter.topics.includes(named[2])) : [];
+      if (culprits.length && culprits.length < this.members.size) {
+        for (const member of culprits) { this.members.delete(member); member.refuse(reason); }
+        this.reconcile();
+        return;
+      }
+      this.refusedKey = this.subscription ? this.subscription.key : "";
+      this.enter("stopped");
+      for (const member of this.members) member.refuse(reason, true);
     }
 
-    // Any change of the subscription, attached or not, forgets the lines and cursor (cursors are
-    // per edition) and any refusal; an attached element then subscribes afresh.
-    attributeChangedCallback(name, previous, value) {
-      if (previous === value) return;
-      if (name === "label" || name === "speed") { if (this.attached) this.connectedLabels(); return; }
-      if (name === "max-lines") { this.select(); if (this.attached) this.paint(); return; }
-      this.lines.clear();
-      this.ranks.clear();
-      this.cursor = null;
-      this.removeAttribute("data-error");
-      if (this.attached) { this.stop(); this.connectedLabels(); this.render(); this.start(); }
+    // `hello` names the server's editions and topics (docs/protocol.md 4.1): a widget that asks
+    // for another is refused here, alone, even when the shared subscription does not carry its
+    // filter (another widget takes every topic), with the server's own words (2.3).
+    checkFilters(hello) {
+      if (!Array.isArray(hello.editions)) return;
+      const topics = Array.isArray(hello.topics) ? hello.topics : null;
+      const refusals = [];
+      for (const member of this.members) {
+        const { edition, topics: wanted } = member.filter;
+        const unknown = topics ? wanted.find((topic) => !topics.includes(topic)) : undefined;
+        if (!hello.editions.includes(edition)) refusals.push([member, `editions: unknown edition '${edition}'`]);
+        else if (unknown !== undefined) refusals.push([member, `topics: unknown topic '${unknown}'`]);
+      }
+      if (!refusals.length) return;
+      for (const [member, reason] of refusals) { this.members.delete(member); member.refuse(reason); }
+      this.reconcile();
     }
 
-    connectedLabels() {
-      this.bar.dir = this.direction;
-      this.bar.lang = this.edition;
-      this.bar.setAttribute("aria-label", this.words.region);
-      this.labelEl.textContent = this.getAttribute("label") || this.words.breaking;
-      this.updatePauseButton();
-      this.showStatus();
-      this.layout();
-    }
-
-    // -- connection: one state machine, one timer ------------------------------
-    //
-    // States (data-state): "connecting" (a transport opening, until a message past the greeting),
-    // "live", "waiting" (the backoff before the next attempt), "polling" (the JSON feed),
-    // "offline" (the browser says so; the `online` event brings an attempt at once), "stopped"
-    // (refused, or detached). `this.timer` is the only timer of the connection: the watchdog while
-    // connecting or live, the next attempt while waiting, the next read while polling. `enter()`
-    // clears it on every transition, and `drop()` closes the one connection, so no path can leave
-    // a second one open. Each connection's handlers act only while it is still `this.conn`.
+    // -- the connection -----------------------------------------------------------
 
     enter(state, delayMs, next) {
       clearTimeout(this.timer);
       this.timer = null;
       this.state = state;
-      this.setAttribute("data-state", state);
       if (next) this.timer = setTimeout(next, delayMs);
-      this.showStatus();
+      for (const member of this.members) member.showConnection();
     }
 
     drop() {
@@ -304,12 +355,13 @@
     }
 
     query() {
-      const params = new URLSearchParams({ editions: this.edition });
-      const topics = this.getAttribute("topics");
-      const urgency = this.getAttribute("min-urgency");
-      if (topics) params.set("topics", topics);
-      if (urgency) params.set("min_urgency", urgency);
-      if (this.cursor) params.set("since", `${this.edition}:${this.cursor}`);
+      const sub = this.subscription;
+      const params = new URLSearchParams({ editions: sub.editions.join(",") });
+      if (sub.topics.length) params.set("topics", sub.topics.join(","));
+      if (sub.minUrgency !== "routine") params.set("min_urgency", sub.minUrgency);
+      const since = sub.editions.filter((e) => this.editions.get(e).cursor)
+        .map((e) => `${e}:${this.editions.get(e).cursor}`);
+      if (since.length) params.set("since", since.join(","));
       return params.toString();
     }
 
@@ -318,7 +370,7 @@
       if (!this.run) return;
       this.drop();
       if (this.mode !== this.best && Date.now() >= this.upgradeAt) { this.mode = this.best; this.upgrading = true; }
-      this.setAttribute("data-transport", this.mode);
+      this.transport = this.mode;
       if (this.mode === "poll") { this.poll(); return; }
       // Until this connection's hello says otherwise, the period is 15 s; the dead-connection
       // clock starts now, so it also bounds the opening.
@@ -421,14 +473,15 @@
       }
       try {
         // The feed is read from the store, with CORS headers: a 200 proves the store is up.
-        const feed = await get(`/feeds/${encodeURIComponent(this.edition)}.json`, "cors", false);
+        const edition = this.subscription.editions[0];
+        const feed = await get(`/feeds/${encodeURIComponent(edition)}.json`, "cors", false);
         return feed.status === 200 ? "blocked" : "unavailable";
       } catch (error) {
         return "unavailable";
       }
     }
 
-    // A transport that failed to open (no message at all): while the probe is asked, the widget
+    // A transport that failed to open (no message at all): while the probe is asked, the channel
     // waits (no connection, no timer). A probe of the best transport back falls back at once;
     // otherwise a transport is given up after two "blocked" verdicts in a row. A server that is
     // down or unavailable is just retried (after at least 2.5 s if unavailable).
@@ -498,65 +551,59 @@
       const source = new EventSource(`${this.server}/sse?${this.query()}`);
       const conn = { close: () => source.close() };
       source.onmessage = (frame) => { opened = true; this.received(conn, JSON.parse(frame.data)); };
-      // Reconnect ourselves, so the URL carries our latest cursor and our backoff applies.
+      // Reconnect ourselves, so the URL carries our latest cursors and our backoff applies.
       source.onerror = () => { source.close(); this.failed(conn, opened, false); };
       return conn;
     }
 
+    // The feed of each subscribed edition, read every `poll-interval` seconds (the shortest any
+    // widget asks for, 15 by default).
     async poll() {
       const run = this.run;
-      const interval = Math.max(1, Number(this.getAttribute("poll-interval")) || 15) * 1000;
+      const asked = [...this.members].map((m) => Number(m.getAttribute("poll-interval")) || 15);
+      const interval = Math.max(1, asked.length ? Math.min(...asked) : 15) * 1000;
       this.enter("polling");
+      const still = () => this.run === run && this.state === "polling" && !this.timer;
       try {
-        const response = await fetch(`${this.server}/feeds/${encodeURIComponent(this.edition)}.json`,
-          { cache: "no-cache", mode: "cors", credentials: "omit" });
-        if (this.run !== run || this.state !== "polling" || this.timer) return;
-        if (STOP_STATUSES.includes(response.status)) { this.refused(`feed refused: ${response.status}`); return; }
-        if (TRY_LATER_STATUSES.includes(response.status)) {
-          this.retry(true, retryAfterMs(response.headers.get("Retry-After")));
-          return;
+        const editions = this.subscription.editions;
+        const responses = await Promise.all(editions.map((edition) => fetch(
+          `${this.server}/feeds/${encodeURIComponent(edition)}.json`,
+          { cache: "no-cache", mode: "cors", credentials: "omit" })));
+        if (!still()) return;
+        for (const response of responses) {
+          if (STOP_STATUSES.includes(response.status)) { this.refused(`feed refused: ${response.status}`); return; }
+          if (TRY_LATER_STATUSES.includes(response.status)) {
+            this.retry(true, retryAfterMs(response.headers.get("Retry-After")));
+            return;
+          }
+          if (!response.ok) throw new Error(String(response.status));
         }
-        if (!response.ok) throw new Error(String(response.status));
-        const feed = await response.json();
-        if (this.run !== run || this.state !== "polling" || this.timer) return;
-        this.applyFeed(feed);
+        const feeds = await Promise.all(responses.map((response) => response.json()));
+        if (!still()) return;
+        editions.forEach((edition, i) => this.applyFeed(edition, feeds[i]));
         this.attempt = 0;
         this.recovered();
         const probeBackMs = this.mode === this.best ? interval : Math.max(0, this.upgradeAt - Date.now());
         this.enter("polling", Math.min(interval, probeBackMs), this.onOpen);
       } catch (error) {
-        if (this.run === run && this.state === "polling" && !this.timer) this.retry(error.message === "503");
+        if (still()) this.retry(error.message === "503");
       }
     }
 
-    refused(reason) {
-      this.run = null;
-      this.drop();
-      this.trouble = "";
-      this.enter("stopped");
-      this.setAttribute("data-error", reason || "refused");
-    }
-
-    // The bar shows (and announces once) that it is offline or reconnecting; a connection that
-    // delivers clears it.
-    showStatus() {
-      const text = this.trouble ? this.words[this.trouble] : "";
-      this.statusEl.textContent = text;
-      this.statusEl.hidden = !text;
-    }
-
+    // The bar shows (and the speaker announces once) that it is offline or reconnecting; a
+    // connection that delivers clears it.
     recovered() {
       if (!this.trouble) return;
       this.trouble = "";
       this.announced = "";
-      this.showStatus();
+      for (const member of this.members) member.showConnection();
     }
 
     announceStatus() {
-      this.showStatus();
-      if (this.announced === this.trouble) return;
+      for (const member of this.members) member.showConnection();
+      if (this.announced === this.trouble || !this.speaker) return;
       this.announced = this.trouble;
-      this.live.textContent = this.words[this.trouble];
+      this.speaker.say(this.speaker.words[this.trouble]);
     }
 
     // -- protocol -------------------------------------------------------------
@@ -564,67 +611,257 @@
     handle(message) {
       const type = message.type;
       this.lastMessage = Date.now();
-      if (type === "hello" && message.heartbeat_s > 0) this.heartbeatMs = message.heartbeat_s * 1000;
+      if (type === "hello") {
+        if (message.heartbeat_s > 0) this.heartbeatMs = message.heartbeat_s * 1000;
+        this.checkFilters(message);
+        return;
+      }
+      const store = this.editions.get(message.edition);
+      if (!store) return;
       if (type === "snapshot") {
-        if (message.edition !== this.edition) return;
-        this.lines.clear();
-        this.ranks.clear();
-        for (const line of message.lines) this.lines.set(line.id, line);
+        for (const id of store.lines.keys()) this.ranks.delete(id);
+        store.lines = new Map(message.lines.map((line) => [line.id, line]));
         this.rankAll(message.lines);
-        this.cursor = message.cursor;
-        this.render();
+        store.cursor = message.cursor;
+        for (const member of this.membersOf(message.edition)) member.refresh();
         return;
       }
       if (type !== "line" && type !== "update" && type !== "retract") return;
-      if (message.edition !== this.edition) return;
-      if (this.cursor && !newer(message.cursor, this.cursor)) return;
-      this.cursor = message.cursor;
+      if (store.cursor && !newer(message.cursor, store.cursor)) return;
+      store.cursor = message.cursor;
+      const members = this.membersOf(message.edition);
       if (type === "retract") {
-        this.lines.delete(message.id);
+        store.lines.delete(message.id);
         this.ranks.delete(message.id);
-        if (this.reshow(message.id, null)) this.paint();
+        for (const member of members) member.changed(message.id, null);
         return;
       }
       const line = message.line;
-      this.lines.set(line.id, line);
+      store.lines.set(line.id, line);
       const moved = type === "line" || !this.ranks.has(line.id);
       if (moved) this.ranks.set(line.id, ++this.lastRank);
-      if (type === "line") this.announce(line);
-      // A new flash line is shown at once at the reading start, highlighted; any other change
-      // keeps the loop going from where the reader is (docs/widget.md, "Motion").
-      const flash = type === "line" && line.urgency === "flash";
-      if (this.reshow(line.id, line, moved)) this.paint(flash, flash ? line.id : null);
+      if (type === "line") this.announce([line], members);
+      for (const member of members) member.changed(line.id, line, moved, type === "line" && line.urgency === "flash");
     }
 
-    applyFeed(feed) {
-      const first = this.polledOnce !== true;
-      this.polledOnce = true;
+    // Ranks `lines`, given newest first (a snapshot, the feed), after every line ranked so far.
+    rankAll(lines) {
+      for (let i = lines.length - 1; i >= 0; i -= 1) this.ranks.set(lines[i].id, ++this.lastRank);
+    }
+
+    // The feed carries the whole edition: the channel keeps what its subscription would give.
+    applyFeed(edition, feed) {
+      const store = this.editions.get(edition);
+      if (!store) return;
+      const first = store.polled !== true;
+      store.polled = true;
+      const sub = { topics: this.subscription.topics, minUrgency: this.subscription.minUrgency };
       const next = new Map();
-      // The feed carries the whole edition: apply this widget's filter here.
-      const topics = (this.getAttribute("topics") || "").split(",").map((t) => t.trim()).filter(Boolean);
-      const ranks = { flash: 0, urgent: 1, routine: 2 };
-      const maxRank = ranks[this.getAttribute("min-urgency")] ?? 2;
+      const fresh = [];
       for (const item of feed.items || []) {
         const extra = item._flashwire || {};
         // A line killed in the last 24 hours stays in the feed as a withdrawn item (docs/feeds.md):
         // for the bar it is gone.
         if (extra.retracted) continue;
-        if ((ranks[extra.urgency] ?? 2) > maxRank) continue;
-        if (topics.length && !(item.tags || []).some((tag) => topics.includes(tag))) continue;
         const line = {
           id: extra.line_id || item.id, text: item.content_text || item.title || "", url: item.url || null,
           urgency: extra.urgency || "routine", version: extra.version || 1, pinned: Boolean(extra.pinned),
-          direction: extra.direction || this.direction, language: item.language || this.edition,
+          direction: extra.direction, language: item.language || edition, topics: item.tags || [],
           published_at: item.date_published,
         };
+        if (!matches(sub, line)) continue;
         next.set(line.id, line);
-        if (!first && !this.lines.has(line.id)) this.announce(line);
+        if (!first && !store.lines.has(line.id)) fresh.push(line);
       }
-      this.lines = next;
-      this.ranks.clear();
+      for (const id of store.lines.keys()) this.ranks.delete(id);
+      store.lines = next;
       this.rankAll([...next.values()]);
+      const members = this.membersOf(edition);
+      this.announce(fresh, members);
+      for (const member of members) member.refresh(first);
+    }
+
+    // Each new line is announced by the first widget that shows it, so a line shown by several
+    // widgets is heard once.
+    announce(lines, members) {
+      for (const line of lines) {
+        const member = members.find((m) => matches(m.filter, line));
+        if (member) member.announce(line);
+      }
+    }
+  }
+
+  class FlashTicker extends HTMLElement {
+    static get observedAttributes() {
+      return ["edition", "topics", "min-urgency", "server", "label", "speed", "max-lines", "poll-interval"];
+    }
+
+    constructor() {
+      super();
+      const root = this.attachShadow({ mode: "open" });
+      // A constructed stylesheet also works under a host page's strict style-src CSP.
+      let style = null;
+      try {
+        const sheet = new CSSStyleSheet();
+        sheet.replaceSync(STYLE);
+        root.adoptedStyleSheets = [sheet];
+      } catch (error) {
+        style = document.createElement("style");
+        style.textContent = STYLE;
+      }
+      this.bar = document.createElement("div");
+      this.bar.className = "bar";
+      this.bar.setAttribute("part", "bar");
+      this.bar.setAttribute("role", "region");
+      this.labelEl = document.createElement("span");
+      this.labelEl.className = "label";
+      this.labelEl.setAttribute("part", "label");
+      this.viewport = document.createElement("div");
+      this.viewport.className = "viewport";
+      this.track = document.createElement("ul");
+      this.track.className = "track";
+      this.track.setAttribute("part", "track");
+      this.viewport.append(this.track);
+      this.pauseButton = document.createElement("button");
+      this.pauseButton.type = "button";
+      this.pauseButton.className = "pause";
+      this.pauseButton.setAttribute("part", "pause");
+      this.pauseButton.addEventListener("click", () => this.setPaused(!this.userPaused));
+      this.live = document.createElement("div");
+      this.live.className = "sr";
+      this.live.setAttribute("aria-live", "polite");
+      this.live.setAttribute("role", "status");
+      this.statusEl = document.createElement("span");
+      this.statusEl.className = "status";
+      this.statusEl.setAttribute("part", "status");
+      this.statusEl.hidden = true;
+      this.bar.append(this.labelEl, this.statusEl, this.viewport, this.pauseButton, this.live);
+      if (style) root.append(style);
+      root.append(this.bar);
+      // Keyboard users reaching a link inside the moving text get it held still.
+      this.viewport.addEventListener("focusin", () => this.hold(true));
+      this.viewport.addEventListener("focusout", () => this.hold(false));
+      this.channel = null;
+      this.filter = null;
+      this.shown = [];
+      this.items = new Map();
+      this.emptyEl = document.createElement("li");
+      this.emptyEl.className = "empty";
+      this.cycle = null;
+      this.clock = null;
+      this.onClock = () => this.tickClock();
+      this.userPaused = false;
+      this.held = false;
+      this.animation = null;
+      this.pendingNews = [];
+      this.onNewsTimer = () => this.flushNews();
+      this.motion = window.matchMedia ? window.matchMedia("(prefers-reduced-motion: reduce)") : null;
+      this.onMotionChange = () => this.layout();
+      this.onResize = () => this.layout();
+    }
+
+    get edition() { return (this.getAttribute("edition") || "en").trim(); }
+    get language() { return this.edition.split("-")[0]; }
+    get words() { return WORDS[this.language] || WORDS.en; }
+    get direction() { return RTL.includes(this.language) ? "rtl" : "ltr"; }
+    get server() { return (this.getAttribute("server") || DEFAULT_SERVER).replace(/\/+$/, ""); }
+
+    connectedCallback() {
+      if (this.motion && this.motion.addEventListener) this.motion.addEventListener("change", this.onMotionChange);
+      window.addEventListener("resize", this.onResize);
+      this.attached = true;
+      clearInterval(this.clock);
+      this.clock = setInterval(this.onClock, CLOCK_MS);
+      this.connectedLabels();
+      this.join();
+    }
+
+    disconnectedCallback() {
+      this.attached = false;
+      clearInterval(this.clock);
+      this.clock = null;
+      this.leave();
+      this.setAttribute("data-state", "stopped");
+      if (this.motion && this.motion.removeEventListener) this.motion.removeEventListener("change", this.onMotionChange);
+      window.removeEventListener("resize", this.onResize);
+    }
+
+    // Any change of the subscription, attached or not, clears a refusal; an attached element
+    // joins its server's channel again with its new filter (the channel reconnects once for all
+    // the changes of a task, with the cursors that still hold).
+    attributeChangedCallback(name, previous, value) {
+      if (previous === value) return;
+      if (name === "label" || name === "speed") { if (this.attached) this.connectedLabels(); return; }
+      if (name === "max-lines") { this.select(); if (this.attached) this.paint(); return; }
+      if (name === "poll-interval") return;
+      this.removeAttribute("data-error");
+      if (this.attached) { this.leave(); this.connectedLabels(); this.join(); }
+    }
+
+    connectedLabels() {
+      this.bar.dir = this.direction;
+      this.bar.lang = this.edition;
+      this.bar.setAttribute("aria-label", this.words.region);
+      this.labelEl.textContent = this.getAttribute("label") || this.words.breaking;
+      this.updatePauseButton();
+      this.showConnection();
+      this.layout();
+    }
+
+    // -- membership of the page's channel (see Channel) ---------------------------
+
+    join() {
+      this.filter = filterOf(this);
+      if (this.filter.problem) { this.refresh(); this.refuse(this.filter.problem); return; }
+      this.channel = channelFor(this.server);
+      this.channel.join(this);
+      this.refresh();
+    }
+
+    leave() {
+      if (this.channel) this.channel.leave(this);
+      this.channel = null;
+    }
+
+    // Refused: this widget alone (`together`: with every widget of its channel, which keeps it as
+    // a member so that a change of anyone's attributes tries again).
+    refuse(reason, together = false) {
+      if (!together) { this.channel = null; this.refresh(); }
+      this.setAttribute("data-error", reason || "refused");
+      this.setAttribute("data-state", "stopped");
+      this.showConnection();
+    }
+
+    // The channel's state on this element: data-state, data-transport and the status notice.
+    showConnection() {
+      const channel = this.channel;
+      if (channel) {
+        this.setAttribute("data-state", channel.state);
+        if (channel.transport) this.setAttribute("data-transport", channel.transport);
+      }
+      const trouble = channel ? channel.trouble : "";
+      const text = trouble ? this.words[trouble] : "";
+      this.statusEl.textContent = text;
+      this.statusEl.hidden = !text;
+    }
+
+    say(text) {
+      this.live.textContent = text;
+    }
+
+    // The channel's lines for this element changed wholesale (a snapshot, a feed, a new filter).
+    refresh(restart = true) {
       this.select();
-      this.paint(first);
+      this.paint(restart);
+    }
+
+    // Line `id` became `line` (null: gone) on the channel; `moved`: ranked anew; `flash`: a new
+    // flash line, shown at once at the reading start, highlighted. Any other change keeps the loop
+    // going from where the reader is (docs/widget.md, "Motion"). A line that no longer matches
+    // this element's filter is gone for it.
+    changed(id, line, moved = false, flash = false) {
+      const shown = line && matches(this.filter, line) ? line : null;
+      if (this.reshow(id, shown, moved)) this.paint(flash && Boolean(shown), flash && shown ? id : null);
     }
 
     // New lines are announced together: one line as "BREAKING: <text>", a burst (or a catch-up)
@@ -643,12 +880,12 @@
       this.newsSince = 0;
       if (!news.length) return;
       const words = this.words;
-      this.live.textContent = `${words.breaking}: ${news.length === 1 ? news[0].text : words.newLines(news.length)}`;
+      this.say(`${words.breaking}: ${news.length === 1 ? news[0].text : words.newLines(news.length)}`);
     }
 
     // -- rendering ------------------------------------------------------------
     //
-    // `this.lines` holds every live line the subscription gives (so a correction or a retraction
+    // The channel holds every live line the subscription gives (so a correction or a retraction
     // of a line not shown is still right); `this.shown` is the bounded set on screen, at most
     // `max-lines`, in the order of docs/widget.md; the DOM holds only the shown lines' items
     // (`this.items`). An event that changes no shown line touches no DOM; one that does touches
@@ -661,20 +898,17 @@
       return n >= 1 ? Math.min(n, MAX_LINES_LIMIT) : MAX_LINES_DEFAULT;
     }
 
-    // Ranks `lines`, given newest first (a snapshot, the feed), after every line ranked so far.
-    rankAll(lines) {
-      for (let i = lines.length - 1; i >= 0; i -= 1) this.ranks.set(lines[i].id, ++this.lastRank);
-    }
-
     // Whether line a comes before line b: pinned lines first, then the newest.
     before(a, b) {
       if (Boolean(a.pinned) !== Boolean(b.pinned)) return Boolean(a.pinned);
-      return (this.ranks.get(a.id) || 0) > (this.ranks.get(b.id) || 0);
+      const ranks = this.channel.ranks;
+      return (ranks.get(a.id) || 0) > (ranks.get(b.id) || 0);
     }
 
     select() {
       this.shown = [];
-      for (const line of this.lines.values()) this.insert(line);
+      if (!this.channel) return;
+      for (const line of this.channel.lines(this.edition)) if (matches(this.filter, line)) this.insert(line);
     }
 
     // Puts `line` (not shown) at its place in `shown` if it ranks among the first max-lines.
@@ -699,11 +933,6 @@
         this.select();
       }
       return true;
-    }
-
-    render() {
-      this.select();
-      this.paint(true);
     }
 
     fill(item, line) {
@@ -822,8 +1051,11 @@
       return { distance, after: starts.slice(from) };
     }
 
+    // An item's distance from the track's reading start, in fractional CSS pixels (offsetLeft
+    // rounds to whole pixels, which would move the line being read by a pixel at each change).
     startOf(item) {
-      return this.direction === "rtl" ? this.track.offsetWidth - item.offsetLeft - item.offsetWidth : item.offsetLeft;
+      const box = item.getBoundingClientRect(), track = this.track.getBoundingClientRect();
+      return this.direction === "rtl" ? track.right - box.right : box.left - track.left;
     }
 
     // `anchor`: where the reader was (null: start again from the newest line; none: where the

@@ -128,6 +128,10 @@ class Hello(_Message):
     node: str = Field(description="The service node holding this connection (for diagnostics).")
     heartbeat_s: float = Field(gt=0, description="Seconds between heartbeats; dead after 2.5 x this.")
     editions: list[Edition] = Field(description="Every edition the server offers.")
+    topics: list[str] = Field(
+        description="Every topic (section or region slug) a filter may name, sorted; a client can "
+        "check its filters against it (a shared subscription may not carry every client's topics)."
+    )
 
 
 class Subscribed(_Message):
@@ -271,5 +275,6 @@ def hello_frame(settings: Settings) -> str:
         node=settings.node_name,
         heartbeat_s=settings.heartbeat_s,
         editions=list(settings.editions),
+        topics=sorted(settings.topics),
     )
     return hello.model_dump_json()

@@ -1,0 +1,182 @@
+"""Many widgets on one page share one connection (issue 11, finding 14).
+
+Five tickers on one page opened five connections; on SSE (WebSocket blocked) the seventh never
+rendered and the host page's own requests to the same host stalled, HTTP/1.1 allowing six
+connections per host. Now a page's widgets of one server share one subscription, the union of their
+filters, and each applies its own filter (docs/widget.md, "Many widgets, one connection"). Checked in
+a real headless chromium on a partner page against a real node and worker, with the node's own count
+of open readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.browser import browser
+from tests.conftest import Stack, auth, post_line
+from tests.partner import PartnerSite
+from tests.widget_checks import connections, holds, one_connection
+
+pytestmark = pytest.mark.slow
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 768}
+
+# Every change of any widget's polite live region on the page, in order.
+ANNOUNCEMENTS = """
+() => {
+  window.__announced = [];
+  for (const ticker of document.querySelectorAll("flash-ticker")) {
+    const live = ticker.shadowRoot.querySelector("[aria-live=polite]");
+    new MutationObserver(() => window.__announced.push(live.textContent))
+      .observe(live, { childList: true, characterData: true, subtree: true });
+  }
+}
+"""
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    async with browser() as launched:
+        yield launched
+
+
+async def _texts(page: Page, selector: str) -> list[str]:
+    return await page.locator(f"{selector} .line .text").all_inner_texts()
+
+
+async def test_five_tickers_share_one_connection_and_each_keeps_its_own_filter(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
+    """An Arabic partner page on a phone with five tickers (three editions, a topic filter, an
+    urgency filter) holds one connection; each ticker shows exactly its own lines, a correction that
+    takes a line out of one ticker's filter leaves the others' as they are, a line shown by two
+    tickers is announced once, and tickers added or removed later keep the page on one connection
+    (none once the last is gone)."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, FLASHWIRE_HEARTBEAT_S="1")
+    chief = await stack.token("chief", ["en", "ar", "es"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        await post_line(client, chief, "حريق في الميناء", edition="ar", urgency="urgent")
+        await post_line(client, chief, "عاجل جدا: زلزال", edition="ar", urgency="flash")
+        await stack.until_applied()
+        body = (
+            '<flash-ticker id=ar edition="ar"></flash-ticker>'
+            '<flash-ticker id=ar-flash edition="ar" min-urgency="flash"></flash-ticker>'
+            '<flash-ticker id=en edition="en"></flash-ticker>'
+            '<flash-ticker id=en-sports edition="en" topics="sports"></flash-ticker>'
+            '<flash-ticker id=es edition="es"></flash-ticker>'
+        )
+        page = await chromium.new_page(viewport=PHONE)
+        await page.goto(partner.page("five.html", body, node, lang="ar"))
+        await expect(page.locator("#ar .line .text")).to_have_text(["عاجل جدا: زلزال", "حريق في الميناء"])
+        await expect(page.locator("#ar-flash .line .text")).to_have_text(["عاجل جدا: زلزال"])
+        await one_connection(node)
+        for ticker in ("ar", "ar-flash", "en", "en-sports", "es"):
+            await expect(page.locator(f"#{ticker}")).to_have_attribute("data-state", "live")
+
+        await page.evaluate(ANNOUNCEMENTS)
+        match = await post_line(client, chief, "Cup final tonight", topics=["sports"])
+        await expect(page.locator("#en .line .text")).to_have_text(["Cup final tonight"])
+        await expect(page.locator("#en-sports .line .text")).to_have_text(["Cup final tonight"])
+        # Shown by two tickers, heard once (by the first ticker that shows it).
+        await page.wait_for_function("() => window.__announced.length >= 1")
+        await asyncio.sleep(1.0)
+        assert await page.evaluate("window.__announced") == ["BREAKING: Cup final tonight"]
+        await post_line(client, chief, "Parliament votes", topics=["politics"])
+        await post_line(client, chief, "Sesión de urgencia", edition="es")
+        await expect(page.locator("#en .line .text")).to_have_text(["Parliament votes", "Cup final tonight"])
+        await expect(page.locator("#es .line .text")).to_have_text(["Sesión de urgencia"])
+        await expect(page.locator("#en-sports .line .text")).to_have_text(["Cup final tonight"])
+        await expect(page.locator("#ar-flash .line .text")).to_have_text(["عاجل جدا: زلزال"])
+
+        # A correction moves the match out of sports: gone from the sports ticker only.
+        moved = await client.post(
+            f"/api/v1/lines/{match['id']}/corrections",
+            json={"text": "Cup final tonight", "topics": ["politics"]},
+            headers=auth(chief),
+        )
+        assert moved.status_code == 201, moved.text
+        await expect(page.locator("#en-sports .line")).to_have_count(0)
+        await expect(page.locator("#en-sports .empty")).to_have_text("No breaking news")
+        await expect(page.locator("#en .line .text")).to_have_text(["Parliament votes", "Cup final tonight"])
+
+        # Tickers come and go: a Spanish urgent-only one added, both Arabic ones removed.
+        await page.evaluate(
+            "() => { document.querySelector('#ar').remove(); document.querySelector('#ar-flash').remove();"
+            " document.body.insertAdjacentHTML('beforeend',"
+            " '<flash-ticker id=es-urgent edition=es min-urgency=urgent></flash-ticker>'); }"
+        )
+        await post_line(client, chief, "Alerta sísmica", edition="es", urgency="urgent")
+        await expect(page.locator("#es-urgent .line .text")).to_have_text(["Alerta sísmica"])
+        await expect(page.locator("#es .line .text")).to_have_text(["Alerta sísmica", "Sesión de urgencia"])
+        await one_connection(node)
+        await page.evaluate("() => document.querySelectorAll('flash-ticker').forEach((t) => t.remove())")
+        await holds(node, 0)
+
+
+async def test_seven_tickers_over_sse_all_render_and_leave_the_host_pages_requests_free(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
+    """On a desktop page whose Content-Security-Policy blocks WebSocket, seven tickers fall back to
+    SSE on one connection: all seven render and are live at once (seven streams would take more
+    than the six connections per host a browser allows over HTTP/1.1, and two of them would go on
+    waiting and retrying), and six requests the host page makes to the same host at once are all
+    answered."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, FLASHWIRE_HEARTBEAT_S="1")
+    editor = await stack.token("editor", ["en"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        await post_line(client, editor, "Storm warning", topics=["environment"])
+        await stack.until_applied()
+    csp = f'<meta http-equiv="Content-Security-Policy" content="connect-src {node.url}">'
+    body = "".join(f'<flash-ticker id=t{i} edition="en"></flash-ticker>' for i in range(7))
+    page = await chromium.new_page(viewport=DESKTOP)
+    await page.goto(partner.page("seven.html", body, node, head=csp))
+    for i in range(7):
+        await expect(page.locator(f"#t{i}")).to_have_attribute("data-transport", "sse", timeout=10_000)
+        await expect(page.locator(f"#t{i} .line .text")).to_have_text(["Storm warning"])
+    await one_connection(node)
+    states = await page.evaluate(
+        "() => [...document.querySelectorAll('flash-ticker')].map((t) => t.dataset.state)"
+    )
+    assert states == ["live"] * 7, states
+    statuses = await page.evaluate(
+        """async (server) => {
+          const ask = () => fetch(`${server}/feeds/en.json`, { cache: "no-store" }).then((r) => r.status);
+          const timeout = new Promise((resolve) => setTimeout(() => resolve("stalled"), 5000));
+          return Promise.race([Promise.all([0, 1, 2, 3, 4, 5].map(ask)), timeout]);
+        }""",
+        node.url,
+    )
+    assert statuses == [200] * 6, statuses
+
+
+async def test_a_refused_ticker_stops_alone(stack: Stack, partner: PartnerSite, chromium: Browser) -> None:
+    """Among three tickers, one with an unknown topic and one with an invalid urgency are refused
+    (data-error names the field); the third keeps the ticker live on the page's one connection."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, FLASHWIRE_HEARTBEAT_S="1")
+    editor = await stack.token("editor", ["en"])
+    body = (
+        '<flash-ticker id=weather edition="en" topics="weather"></flash-ticker>'
+        '<flash-ticker id=good edition="en"></flash-ticker>'
+        '<flash-ticker id=loud edition="en" min-urgency="loud"></flash-ticker>'
+    )
+    page = await chromium.new_page(viewport=DESKTOP)
+    await page.goto(partner.page("refused.html", body, node))
+    await expect(page.locator("#weather")).to_have_attribute("data-error", "topics: unknown topic 'weather'")
+    await expect(page.locator("#loud")).to_have_attribute(
+        "data-error", "min_urgency: must be one of flash, urgent, routine"
+    )
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        await post_line(client, editor, "Still live")
+    await expect(page.locator("#good .line .text")).to_have_text(["Still live"])
+    assert await page.locator("#good").get_attribute("data-error") is None
+    await one_connection(node)
+    assert await connections(node) == 1
