@@ -66,6 +66,13 @@
     .pause:focus-visible, .line a:focus-visible { outline: 3px solid var(--flash-ticker-focus, #ffd54f); outline-offset: -3px; }
     .sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); clip-path: inset(50%);
       white-space: nowrap; }
+    /* A narrow bar (a phone) keeps room for the news: the pause button shows its symbol only (its
+       name stays in aria-label), and a notice (offline, reconnecting) takes the label's place. */
+    .bar { container-type: inline-size; }
+    @container (max-width: 36em) {
+      .pause .word { display: none; }
+      .troubled .label { display: none; }
+    }
     .still .viewport { overflow-x: auto; }
     .still .track { position: static; }
     .still .pause { display: none; }
@@ -843,6 +850,7 @@
       const text = trouble ? this.words[trouble] : "";
       this.statusEl.textContent = text;
       this.statusEl.hidden = !text;
+      this.bar.classList.toggle("troubled", Boolean(text));
     }
 
     say(text) {
@@ -1108,7 +1116,10 @@
 
     updatePauseButton() {
       const words = this.words;
-      this.pauseButton.textContent = this.userPaused ? `▶ ${words.play}` : `❚❚ ${words.pause}`;
+      const word = document.createElement("span");
+      word.className = "word";
+      word.textContent = this.userPaused ? words.play : words.pause;
+      this.pauseButton.replaceChildren(this.userPaused ? "▶ " : "❚❚ ", word);
       this.pauseButton.setAttribute("aria-label", this.userPaused ? words.playLabel : words.pauseLabel);
       this.pauseButton.setAttribute("aria-pressed", String(this.userPaused));
     }
