@@ -305,8 +305,9 @@ async def _sign_in(page: Page, node: ServiceNode, token: str) -> None:
 
 @pytest.mark.slow
 async def test_the_desk_sends_if_match_and_shows_the_servers_412(stack: Stack) -> None:
-    """In Chromium: the desk pins with the revision it shows; an editor who opened a correction before
-    another editor's correction was accepted gets the server's 412 message, and the line is unchanged."""
+    """In Chromium: the desk pins with the revision it shows; an editor who opened a correction
+    before another editor's correction was accepted gets the conflict panel (revision 3), and the
+    line is unchanged."""
     stack.worker()
     node = stack.service()
     chief = await stack.token("chief", ["en"], name="Chiara")
@@ -333,8 +334,10 @@ async def test_the_desk_sends_if_match_and_shows_the_servers_412(stack: Stack) -
             theirs = await _change(client, other, line["id"], "corrections", their_fix, if_match='"v2"')
             assert theirs.status_code == 201, theirs.text
             await desk.get_by_role("button", name="Publish correction").click()
-            await expect(desk.locator("#errors")).to_contain_text("Refused (412) [If-Match]")
-            await expect(desk.locator("#errors")).to_contain_text("revision 3")
+            panel = desk.locator(".desk-line [role=alert].conflict")
+            await expect(panel).to_contain_text("Someone else changed this line while you were editing it")
+            await expect(panel).to_contain_text("revision 3")
+            await expect(panel).to_contain_text("Your edits and theirs overlap")
             assert sent == [("pin", '"v1"'), ("corrections", '"v2"')]
         await stack.until_applied()
         _, shown = await _etag(client, chief, line["id"])

@@ -5,6 +5,7 @@
 // (messages.js; docs/desk.md, "Languages").
 import { LiveTicker, renderLine } from "/web/reader.js";
 import { DIRECTIONS, LANGUAGES, translate } from "/web/desk/messages.js";
+import { merge3, wordDiff } from "/web/desk/merge.js";
 
 const TOKEN_KEY = "flashwire.token";
 // The editor's choice of interface language ("en", "ar", "es"); none: the edition's language.
@@ -53,15 +54,22 @@ function notice(text) {
   noticeTimer = setTimeout(() => { $("notice").textContent = ""; }, 5000);
 }
 
+// A change to a line (corrections, retraction, pin, unpin, expiry, cancellation): never sent
+// without If-Match, so the desk cannot undo another editor's change it has not seen.
+const LINE_CHANGE = /^\/api\/v1\/lines\/[^/]+\/[a-z]+$/;
+
 async function api(path, { method = "GET", body, idempotencyKey, ifMatch, raw = false } = {}) {
+  if (method === "POST" && LINE_CHANGE.test(path) && !ifMatch) throw new Error(`no If-Match for ${path}`);
   const headers = { Authorization: `Bearer ${state.token}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
   if (ifMatch) headers["If-Match"] = ifMatch;
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (!response.ok) {
-    const detail = (await response.json().catch(() => ({}))).error || {};
-    const error = new DeskError(response.status, detail);
+    // A 412's body also has `revision`, `etag` and `line`, the line as last applied (docs/api.md).
+    const answer = await response.json().catch(() => ({}));
+    const error = new DeskError(response.status, answer.error || {});
+    error.body = answer;
     if (response.status === 401 && state.me) signOut(error.message + t("signInAgain"));
     throw error;
   }
@@ -69,7 +77,8 @@ async function api(path, { method = "GET", body, idempotencyKey, ifMatch, raw = 
 }
 
 // Every change to a line is made against the revision shown (docs/api.md, "Concurrent changes"):
-// a 412 means another editor changed it first, and the server's message says so.
+// a 412 means another editor changed it first; the desk then shows what they changed (below,
+// "conflicts") and the editor decides again against the version now shown.
 const etagOf = (line) => `"v${line.revision || 1}"`;
 const can = (action) => Boolean(state.me && state.me.actions.includes(action));
 const editionInfo = (code) => state.config.editions.find((e) => e.code === code);
@@ -443,6 +452,9 @@ function renderLive(lines) {
   const list = $("live-lines");
   for (const note of list.querySelectorAll(".hint")) note.remove();
   const seen = new Set();
+  // Rows are moved only when out of place: moving a node takes the focus out of it (an editor
+  // typing a correction) and would announce a conflict panel in it (role=alert) once more.
+  let next = list.firstChild;
   for (const line of lines) {
     seen.add(line.id);
     let row = state.rows.get(line.id);
@@ -454,7 +466,8 @@ function renderLive(lines) {
     }
     if (!row.dataset.editing) fillRow(row, line);
     else row.querySelector(".reach").textContent = reachText(line.reach, line);
-    list.append(row);
+    if (row === next) next = row.nextSibling;
+    else list.insertBefore(row, next);
   }
   for (const [id, row] of state.rows) {
     if (!seen.has(id)) { row.remove(); state.rows.delete(id); }
@@ -513,11 +526,18 @@ function fillRow(row, line) {
   if (can("retract")) {
     actions.append(button(t("retract"), () => retract(line), { danger: true, title: t("retractTitle", named) }));
   }
-  row.replaceChildren(shown, meta, actions);
+  // A conflict panel under the row stays as it is (not rebuilt, not announced again) until the
+  // editor acts on the line again or closes it.
+  const panel = row.querySelector(":scope > .conflict");
+  for (const child of [...row.children]) if (child !== panel) child.remove();
+  row.prepend(shown, meta, actions);
 }
 
 function openCorrection(row, line) {
   row.dataset.editing = "true";
+  // The version the editor's text starts from: the one shown when the form opened, then the one
+  // shown by each conflict. Its revision is the If-Match of "Publish".
+  const editing = { base: line };
   const form = document.createElement("form");
   const label = document.createElement("label");
   label.textContent = t("correctedText");
@@ -530,7 +550,7 @@ function openCorrection(row, line) {
   const save = document.createElement("button");
   save.type = "submit";
   save.textContent = t("publishCorrection");
-  const cancel = button(t("cancel"), () => { delete row.dataset.editing; fillRow(row, line); });
+  const cancel = button(t("cancel"), () => { delete row.dataset.editing; fillRow(row, editing.base); });
   form.append(label, save, " ", cancel);
   form.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); form.requestSubmit(); }
@@ -539,13 +559,16 @@ function openCorrection(row, line) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      await api(`/api/v1/lines/${line.id}/corrections`, { method: "POST", body: { text: area.value }, ifMatch: etagOf(line) });
+      const base = editing.base;
+      await api(`/api/v1/lines/${base.id}/corrections`, { method: "POST", body: { text: area.value }, ifMatch: etagOf(base) });
       clearError();
       notice(t("correctionPublished"));
       delete row.dataset.editing;
       await refreshLists();
     } catch (error) {
-      showError(error);
+      if (!isConflict(error)) { showError(error); return; }
+      clearError();
+      await showCorrectionConflict({ form, area, save, cancel }, editing, error);
     }
   });
   const reach = row.querySelector(".reach");
@@ -554,17 +577,176 @@ function openCorrection(row, line) {
   area.focus();
 }
 
-async function act(line, action, body) {
+// -- conflicts --------------------------------------------------------------------
+// A change refused with 412 was made against a version another editor had already changed. The
+// desk shows what they changed since the version the editor acted on, and lets the editor decide
+// again against the version now shown (docs/desk.md, "When two editors change a line at once").
+
+const isConflict = (error) => error instanceof DeskError && error.status === 412 && Boolean(error.body?.etag);
+
+// The line as it is now, from a 412: its `line` (as last applied) when it is at the revision the
+// server named; read again when a change was accepted but not yet applied (a few milliseconds).
+// The editor's next try is made against the revision of the line shown, so a change not yet
+// shown gets another 412, never overwritten unseen. Null if there is no line to show.
+async function conflictLine(error, id) {
+  const { revision, line } = error.body;
+  if (line && line.revision >= revision) return line;
+  const fresh = await api(`/api/v1/lines/${id}`).catch(() => null);
+  return fresh?.line || line || null;
+}
+
+const sameJson = (x, y) => JSON.stringify(x ?? null) === JSON.stringify(y ?? null);
+
+// The fields besides the text that differ between two states of a line, in the desk's words:
+// [{label, before, after}].
+function fieldChanges(before, after) {
+  const fields = [
+    ["urgency", t("urgency"), (line) => t(line.urgency)],
+    ["topics", t("fieldTopics"), (line) => line.topics.map(topicName).join(", ") || t("none")],
+    ["url", t("link"), (line) => line.url || t("none")],
+    ["source", t("source"), (line) => line.source || t("none")],
+    ["pinned", t("fieldPinned"), (line) => t(line.pinned ? "yes" : "no")],
+    ["expires_at", t("expires"), (line) => zonedTime(line.expires_at)],
+  ];
+  return fields
+    .filter(([key]) => !sameJson(before[key], after[key]))
+    .map(([, label, shown]) => ({ label, before: shown(before), after: shown(after) }));
+}
+
+// "Pinned: no → yes" ("←" in Arabic); each value isolated (<bdi>), so that a time or a link keeps
+// its own direction in a right-to-left desk.
+function fieldChangeItem({ label, before, after }) {
+  const item = element("li", "", `${label}: `);
+  item.append(element("bdi", "", before), ` ${t("changeArrow")} `, element("bdi", "", after));
+  return item;
+}
+
+// Their text with the words changed since `before` marked: <del> removed, <ins> added, each
+// also said in words for screen readers, which do not announce the marks themselves.
+function diffParagraph(before, line) {
+  const paragraph = element("p", "conflict-text");
+  paragraph.lang = line.language;
+  paragraph.dir = line.direction;
+  for (const { op, text } of wordDiff(before, line.text, line.language)) {
+    if (op === "equal") { paragraph.append(text); continue; }
+    const mark = document.createElement(op === "delete" ? "del" : "ins");
+    const said = element("span", "sr-only", `${t(op === "delete" ? "removedWords" : "addedWords")} `);
+    said.lang = state.language;
+    mark.append(said, text);
+    paragraph.append(mark);
+  }
+  return paragraph;
+}
+
+// What changed from `base` (the version the editor acted on) to `theirs`, the version now: their
+// text with the changed words marked, and every other field that changed.
+function conflictDetails(base, theirs) {
+  const details = element("div", "conflict-details");
+  if (theirs.status === "canceled") {
+    details.append(element("p", "", t("conflictRetracted")));
+    return details;
+  }
+  if (theirs.text !== base.text) {
+    details.append(element("p", "conflict-by", t("conflictTheirText", { author: theirs.author })), diffParagraph(base.text, theirs));
+  }
+  const changes = fieldChanges(base, theirs);
+  if (changes.length) {
+    const list = element("ul", "conflict-fields");
+    for (const change of changes) list.append(fieldChangeItem(change));
+    details.append(list);
+  }
+  if (theirs.text === base.text && !changes.length) details.append(element("p", "", t("conflictNoVisible")));
+  return details;
+}
+
+// The panel a screen reader announces as it appears (role=alert): a title, then the details.
+function conflictPanel(title, base, theirs) {
+  const panel = element("div", "conflict");
+  panel.setAttribute("role", "alert");
+  panel.append(element("p", "conflict-title", title), conflictDetails(base, theirs));
+  return panel;
+}
+
+// A correction refused with 412: the form stays open with the panel above the text. When the
+// editor's changes and theirs do not overlap, the text becomes both combined (word-level three-way
+// merge); otherwise the editor's text stays, to be combined by hand. "Publish" then corrects the
+// version now shown; "Keep their version" closes the form and sends nothing.
+async function showCorrectionConflict({ form, area, save, cancel }, editing, error) {
+  const base = editing.base;
+  const theirs = await conflictLine(error, base.id);
+  if (!theirs) { showError(error); return; }
+  const panel = conflictPanel(t("conflictTitle", { revision: theirs.revision }), base, theirs);
+  form.querySelector(".conflict")?.remove();
+  form.prepend(panel);
+  editing.base = theirs;
+  if (theirs.status === "canceled") {
+    save.hidden = true;
+    cancel.textContent = t("conflictClose");
+    cancel.focus();
+    return;
+  }
+  const mine = area.value;
+  const merged = merge3(base.text, mine, theirs.text, theirs.language);
+  area.value = merged.text;
+  const outcome = mine === base.text ? "conflictTheirsOnly" : merged.clean ? "conflictMerged" : "conflictOverlap";
+  panel.append(element("p", "conflict-outcome", t(outcome)));
+  save.textContent = t("conflictPublish");
+  cancel.textContent = t("conflictKeepTheirs");
+  area.focus();
+}
+
+function clearConflict(id) {
+  state.rows.get(id)?.querySelector(":scope > .conflict")?.remove();
+}
+
+// A pin, unpin or change of expiry refused with 412: the panel under the row says what changed,
+// and the row shows the line as it is now, so that the editor may choose again.
+async function showActionConflict(line, action, body, error) {
+  const row = state.rows.get(line.id);
+  if (!row) { showError(error); await refreshLists().catch(() => {}); return; }
+  const theirs = await conflictLine(error, line.id);
+  if (!theirs) { showError(error); await refreshLists().catch(() => {}); return; }
+  // A line retracted meanwhile leaves the list: nothing to show in its row.
+  if (theirs.status === "canceled") { notice(t("conflictRetracted")); await refreshLists().catch(() => {}); return; }
+  const title = t("conflictTitleAction", { action: t(actionName(action)), revision: theirs.revision });
+  const panel = conflictPanel(title, line, theirs);
+  panel.append(element("p", "", t("conflictChooseAgain")), button(t("conflictClose"), () => panel.remove()));
+  clearConflict(line.id);
+  row.append(panel);
+  await refreshLists().catch(() => {});
+}
+
+// A retraction refused with 412: the line changed after the editor chose to retract it. Asked
+// again with the text as it is now and what changed; yes retracts that version.
+async function retractAgain(line, action, body, error) {
+  const theirs = await conflictLine(error, line.id);
+  await refreshLists().catch(() => {});
+  if (!theirs) { showError(error); return; }
+  if (theirs.status === "canceled") { notice(t("conflictRetracted")); return; }
+  const question = t("retractAgain", { line: theirs.text });
+  const answer = await confirmAction(question, true, { reason: body?.reason || "", details: conflictDetails(line, theirs) });
+  if (answer.ok) await act(theirs, "retraction", retractionBody(answer.reason), retractAgain);
+}
+
+// -- actions on a line --------------------------------------------------------------
+
+const actionName = (action) => `action${action[0].toUpperCase()}${action.slice(1)}`;
+
+async function act(line, action, body, onConflict = showActionConflict) {
+  clearConflict(line.id);
   try {
     await api(`/api/v1/lines/${line.id}/${action}`, { method: "POST", body, ifMatch: etagOf(line) });
     clearError();
-    const named = `action${action[0].toUpperCase()}${action.slice(1)}`;
-    notice(t("done", { action: t(named) }));
+    notice(t("done", { action: t(actionName(action)) }));
     await refreshLists();
     await refreshAudit();
   } catch (error) {
+    if (isConflict(error)) {
+      clearError();
+      await onConflict(line, action, body, error);
+      return;
+    }
     showError(error);
-    if (error.status === 412) await refreshLists().catch(() => {}); // show the line as it is now
   }
 }
 
@@ -573,9 +755,11 @@ function moveExpiry(line, seconds) {
   return act(line, "expiry", { expires_at: next.toISOString() });
 }
 
+const retractionBody = (reason) => (reason ? { reason } : undefined);
+
 async function retract(line) {
   const answer = await confirmAction(t("retractConfirm", { line: line.text }), true);
-  if (answer.ok) await act(line, "retraction", answer.reason ? { reason: answer.reason } : undefined);
+  if (answer.ok) await act(line, "retraction", retractionBody(answer.reason), retractAgain);
 }
 
 function renderScheduled() {
@@ -618,10 +802,13 @@ function updateCountdowns() {
 
 // -- confirmation dialog --------------------------------------------------------
 
-function confirmAction(text, withReason) {
+// Asks `text` in the dialog; `details` (what changed, for a retraction asked again) is shown under
+// it and `reason` fills the reason field, so an editor asked again need not type it twice.
+function confirmAction(text, withReason, { reason = "", details = null } = {}) {
   const dialog = $("confirm");
   $("confirm-text").textContent = text;
-  $("confirm-reason").value = "";
+  $("confirm-details").replaceChildren(...(details ? [details] : []));
+  $("confirm-reason").value = reason;
   $("confirm-reason-label").hidden = !withReason;
   dialog.returnValue = "";
   dialog.showModal();
