@@ -32,7 +32,8 @@ def chromium_path() -> str:
 
 @asynccontextmanager
 async def browser() -> AsyncIterator[Browser]:
-    """A headless chromium for one test."""
+    """A headless chromium for one test (or, through the `chromium` fixture of tests/conftest.py, for
+    every test of a module that runs on the module's event loop)."""
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:

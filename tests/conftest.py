@@ -30,7 +30,9 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import pytest
+import pytest_asyncio
 from asgi_lifespan import LifespanManager
+from playwright.async_api import Browser
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -41,6 +43,7 @@ from flashwire.core.settings import Settings
 from flashwire.dev.ports import free_port
 from flashwire.dev.redis_server import RedisProcess
 from flashwire.service.tokens import TokenStore
+from tests.browser import browser
 from tests.partner import PartnerSite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,3 +450,37 @@ def partner(tmp_path: Path) -> Iterator[PartnerSite]:
     site.root.mkdir()
     yield site
     site.close()
+
+
+# -- one chromium for a module's browser tests ---------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_browser() -> AsyncIterator[Browser]:
+    """One headless chromium for the tests of a module (see `chromium`)."""
+    async with browser() as launched:
+        yield launched
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def chromium(request: pytest.FixtureRequest, module_browser: Browser) -> AsyncIterator[Browser]:
+    """The module's chromium, for one test; every browser context the test opened is closed after it.
+
+    Launching chromium and Playwright's driver costs about 0.5 s a test. Each page a test opens with
+    `chromium.new_page()` (or `new_context()`) has a context of its own, so tests share no cookies,
+    storage or cache; closing those contexts at teardown leaves the browser as it was launched.
+    Playwright's objects belong to the event loop they were made on, so a module that uses this
+    fixture runs its tests on the module's loop: `pytestmark = pytest.mark.asyncio(loop_scope="module")`
+    (a module with a synchronous test cannot: use `tests.browser.browser()` there).
+    """
+    marker = request.node.get_closest_marker("asyncio")
+    if marker is None or marker.kwargs.get("loop_scope") != "module":
+        raise RuntimeError(
+            'the chromium fixture needs pytestmark = pytest.mark.asyncio(loop_scope="module") in '
+            f"{request.node.module.__name__}"
+        )
+    try:
+        yield module_browser
+    finally:
+        for context in module_browser.contexts:
+            await context.close()

@@ -15,11 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.browser import browser
 from tests.conftest import Stack, post_line
 from tests.test_widget import PartnerSite
+
+# One chromium for the module's tests (the `chromium` fixture, tests/conftest.py), so they run on the
+# module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BLOCKING = ("serious", "critical")
 WIDTHS = (390, 1366)
@@ -44,19 +47,20 @@ def partner(tmp_path: Path) -> Iterator[PartnerSite]:
     site.close()
 
 
-async def test_the_checker_reports_a_serious_violation(stack: Stack, partner: PartnerSite) -> None:
+async def test_the_checker_reports_a_serious_violation(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
     """The check can fail: an image without a text alternative and a nameless button are reported."""
     node = stack.service()
     url = partner.page("broken.html", '<main><img src="x.png"><button></button></main>', node)
-    async with browser() as chromium:
-        page = await chromium.new_page()
-        await page.goto(url)
-        found = await blocking_violations(page)
+    page = await chromium.new_page()
+    await page.goto(url)
+    found = await blocking_violations(page)
     assert any(line.startswith("image-alt") for line in found), found
     assert any(line.startswith("button-name") for line in found), found
 
 
-async def test_demo_page_and_live_list_have_no_serious_violation(stack: Stack) -> None:
+async def test_demo_page_and_live_list_have_no_serious_violation(stack: Stack, chromium: Browser) -> None:
     """The demo news page in each edition and /live, at 390 and 1366 px, with lines showing."""
     stack.worker()
     node = stack.service()
@@ -70,24 +74,23 @@ async def test_demo_page_and_live_list_have_no_serious_violation(stack: Stack) -
         )
         await post_line(client, editor, "El banco central mantiene los tipos", edition="es", urgency="urgent")
     problems: list[str] = []
-    async with browser() as chromium:
-        for width in WIDTHS:
-            page = await chromium.new_page(viewport={"width": width, "height": 900})
-            for edition in ("en", "ar", "es"):
-                await page.goto(f"{node.url}/?edition={edition}")
-                await expect(page.locator("flash-ticker .line").first).to_be_attached(timeout=10_000)
-                await page.locator("details").first.evaluate("(el) => { el.open = true; }")
-                problems += [
-                    f"/?edition={edition} at {width}px: {p}" for p in await blocking_violations(page)
-                ]
-            await page.goto(f"{node.url}/live")
-            await expect(page.locator("#status")).to_have_text("live")
-            problems += [f"/live at {width}px: {p}" for p in await blocking_violations(page)]
-            await page.close()
+    for width in WIDTHS:
+        page = await chromium.new_page(viewport={"width": width, "height": 900})
+        for edition in ("en", "ar", "es"):
+            await page.goto(f"{node.url}/?edition={edition}")
+            await expect(page.locator("flash-ticker .line").first).to_be_attached(timeout=10_000)
+            await page.locator("details").first.evaluate("(el) => { el.open = true; }")
+            problems += [f"/?edition={edition} at {width}px: {p}" for p in await blocking_violations(page)]
+        await page.goto(f"{node.url}/live")
+        await expect(page.locator("#status")).to_have_text("live")
+        problems += [f"/live at {width}px: {p}" for p in await blocking_violations(page)]
+        await page.close()
     assert not problems, "\n".join(problems)
 
 
-async def test_widget_on_a_partner_page_has_no_serious_violation(stack: Stack, partner: PartnerSite) -> None:
+async def test_widget_on_a_partner_page_has_no_serious_violation(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
     """The widget embedded on a partner's page: with lines, empty, and offline after its server stopped."""
     stack.worker()
     node = stack.service()
@@ -101,25 +104,26 @@ async def test_widget_on_a_partner_page_has_no_serious_violation(stack: Stack, p
         node,
     )
     problems: list[str] = []
-    async with browser() as chromium:
-        for width in WIDTHS:
-            page = await chromium.new_page(viewport={"width": width, "height": 700})
-            await page.goto(url)
-            await expect(page.locator("#en .line").first).to_be_attached(timeout=10_000)
-            await expect(page.locator("#ar")).to_have_attribute("data-transport", "ws")
-            problems += [f"live at {width}px: {p}" for p in await blocking_violations(page)]
-            await page.close()
-        page = await chromium.new_page()
+    for width in WIDTHS:
+        page = await chromium.new_page(viewport={"width": width, "height": 700})
         await page.goto(url)
         await expect(page.locator("#en .line").first).to_be_attached(timeout=10_000)
-        await page.context.set_offline(True)
-        await page.evaluate("window.dispatchEvent(new Event('offline'))")
-        await expect(page.locator("#en")).to_have_attribute("data-state", "offline")
-        problems += [f"offline: {p}" for p in await blocking_violations(page)]
+        await expect(page.locator("#ar")).to_have_attribute("data-transport", "ws")
+        problems += [f"live at {width}px: {p}" for p in await blocking_violations(page)]
+        await page.close()
+    page = await chromium.new_page()
+    await page.goto(url)
+    await expect(page.locator("#en .line").first).to_be_attached(timeout=10_000)
+    await page.context.set_offline(True)
+    await page.evaluate("window.dispatchEvent(new Event('offline'))")
+    await expect(page.locator("#en")).to_have_attribute("data-state", "offline")
+    problems += [f"offline: {p}" for p in await blocking_violations(page)]
     assert not problems, "\n".join(problems)
 
 
-async def test_desk_signed_in_with_its_dialog_open_has_no_serious_violation(stack: Stack) -> None:
+async def test_desk_signed_in_with_its_dialog_open_has_no_serious_violation(
+    stack: Stack, chromium: Browser
+) -> None:
     """The desk of a chief, in English and Arabic, at 390 and 1366 px: signed in with a live line,
     a scheduled one and the audit shown, then with the correction form and the retract dialog open."""
     stack.worker()
@@ -131,30 +135,29 @@ async def test_desk_signed_in_with_its_dialog_open_has_no_serious_violation(stac
             later = datetime.now(UTC) + timedelta(hours=2)
             await post_line(client, chief, f"{text} (2)", edition=edition, embargo_until=later.isoformat())
     problems: list[str] = []
-    async with browser() as chromium:
-        for width in WIDTHS:
-            for edition in ("en", "ar"):
-                page = await chromium.new_page(viewport={"width": width, "height": 900})
-                page.set_default_timeout(10_000)
-                await page.goto(f"{node.url}/desk")
-                await expect(page.get_by_role("button", name="Sign in")).to_be_enabled()
-                problems += [f"sign-in at {width}px: {p}" for p in await blocking_violations(page)]
-                await page.get_by_label("Editor token").fill(chief)
-                await page.get_by_role("button", name="Sign in").click()
-                await expect(page.locator("#desk")).to_be_visible()
-                await page.locator("select").first.select_option(edition)
-                await expect(page.locator("#reader-status")).to_have_text("live")
-                # The Arabic edition's desk speaks Arabic (tests/test_desk_i18n.py): buttons by place.
-                await page.locator("#audit-form button[type=submit]").click()
-                where = f"desk {edition} at {width}px"
-                problems += [f"{where}: {p}" for p in await blocking_violations(page)]
-                await page.locator("#live-lines .actions button.danger").first.click()
-                dialog = page.locator("dialog#confirm")
-                await expect(dialog).to_be_visible()
-                problems += [f"{where}, retract dialog: {p}" for p in await blocking_violations(page)]
-                await dialog.locator("button[value=cancel]").click()
-                await expect(dialog).to_be_hidden()
-                await page.locator("#live-lines .actions button").first.click()  # Correct
-                problems += [f"{where}, correcting: {p}" for p in await blocking_violations(page)]
-                await page.close()
+    for width in WIDTHS:
+        for edition in ("en", "ar"):
+            page = await chromium.new_page(viewport={"width": width, "height": 900})
+            page.set_default_timeout(10_000)
+            await page.goto(f"{node.url}/desk")
+            await expect(page.get_by_role("button", name="Sign in")).to_be_enabled()
+            problems += [f"sign-in at {width}px: {p}" for p in await blocking_violations(page)]
+            await page.get_by_label("Editor token").fill(chief)
+            await page.get_by_role("button", name="Sign in").click()
+            await expect(page.locator("#desk")).to_be_visible()
+            await page.locator("select").first.select_option(edition)
+            await expect(page.locator("#reader-status")).to_have_text("live")
+            # The Arabic edition's desk speaks Arabic (tests/test_desk_i18n.py): buttons by place.
+            await page.locator("#audit-form button[type=submit]").click()
+            where = f"desk {edition} at {width}px"
+            problems += [f"{where}: {p}" for p in await blocking_violations(page)]
+            await page.locator("#live-lines .actions button.danger").first.click()
+            dialog = page.locator("dialog#confirm")
+            await expect(dialog).to_be_visible()
+            problems += [f"{where}, retract dialog: {p}" for p in await blocking_violations(page)]
+            await dialog.locator("button[value=cancel]").click()
+            await expect(dialog).to_be_hidden()
+            await page.locator("#live-lines .actions button").first.click()  # Correct
+            problems += [f"{where}, correcting: {p}" for p in await blocking_violations(page)]
+            await page.close()
     assert not problems, "\n".join(problems)

@@ -37,17 +37,19 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from flashwire.client import HandshakeRefused, Retry, SubscriptionRefused, TickerClient
-from tests.browser import browser
-from tests.conftest import ROOT, Reader, Stack, open_reader, post_line
+from tests.conftest import ROOT, Reader, Stack, close_promptly, open_reader, post_line
 from tests.partner import PartnerSite
 
-pytestmark = pytest.mark.slow
+# One chromium for the module's browser tests (the `chromium` fixture, tests/conftest.py), so every test
+# here runs on the module's event loop.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 WEB = ROOT / "web"
 # Long enough that timing slack on a busy machine stays well apart from a wrong multiplier
@@ -62,6 +64,9 @@ SUBSCRIBED = {
     "resuming": [],
 }
 SNAPSHOT = {"type": "snapshot", "edition": "en", "cursor": "0-0", "reset": False, "lines": []}
+# How long a client that has stopped on a refusal is watched for another attempt: a client that took
+# the refusal for a drop would retry after its first backoff step (0.125 to 0.25 s), four times sooner.
+NO_RETRY_S = 1.0
 
 # Each WebSocket a page constructs, with the time (page clock, ms) it was made and of its last message.
 WEBSOCKET_LOG = """
@@ -78,6 +83,15 @@ WEBSOCKET_LOG = """
   };
 })();
 """
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def readers() -> AsyncIterator[list[Reader]]:
+    """conftest's `readers`, on the module's event loop: a reader's connection belongs to the loop it
+    was opened on, so it is closed there."""
+    opened: list[Reader] = []
+    yield opened
+    await close_promptly(opened)
 
 
 # -- a relay that counts requests and can freeze its connections ----------------------------------
@@ -303,6 +317,14 @@ async def open_page(chromium: Browser, url: str, init_script: str = "") -> Page:
     return page
 
 
+async def close_pages(*pages: Page) -> None:
+    """Close pages (and their browser contexts) before the scripted servers they used stop: a server
+    waits for each open connection, and a connection the browser opened ahead and never used would
+    hold it for websockets' `open_timeout` (10 s)."""
+    for page in pages:
+        await page.close()
+
+
 def _gaps(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
 
@@ -315,14 +337,13 @@ def within(times: list[float], window_s: float) -> list[float]:
 
 
 async def _attempts_of_each_client(
-    messages: list[dict[str, Any]], close_code: int, run_s: float
+    chromium: Browser, messages: list[dict[str, Any]], close_code: int, run_s: float
 ) -> dict[str, list[float]]:
     """Run the three clients, each against its own scripted server, and return their attempt times."""
     async with (
         scripted(messages, close_code, "scripted") as for_python,
         scripted(messages, close_code, "scripted") as for_live,
         scripted(messages, close_code, "scripted") as for_widget,
-        browser() as chromium,
     ):
         live = await open_page(chromium, f"{for_live.url}/live.html")
         widget = await open_page(chromium, f"{for_widget.url}/partner.html")
@@ -341,11 +362,11 @@ async def _attempts_of_each_client(
         }
 
 
-async def test_a_greeting_alone_never_resets_the_backoff() -> None:
+async def test_a_greeting_alone_never_resets_the_backoff(chromium: Browser) -> None:
     """A node that sends hello and subscribed and then closes (1011) is retried with a growing
     backoff by all three clients (0.25 s doubling), not several times a second."""
     window_s = 6.0
-    attempts = await _attempts_of_each_client([HELLO, SUBSCRIBED], 1011, window_s + 0.5)
+    attempts = await _attempts_of_each_client(chromium, [HELLO, SUBSCRIBED], 1011, window_s + 0.5)
     for name, times in attempts.items():
         times = within(times, window_s)
         # Waits are within [d/2, d], d = 0.25, 0.5, 1, 2, 4 s: at most 6 attempts in 6 s.
@@ -354,11 +375,11 @@ async def test_a_greeting_alone_never_resets_the_backoff() -> None:
         assert gaps[2] >= 0.45, (name, gaps)  # the 3rd retry waited at least d/2 = 0.5 s
 
 
-async def test_a_delivered_snapshot_resets_the_backoff() -> None:
+async def test_a_delivered_snapshot_resets_the_backoff(chromium: Browser) -> None:
     """A connection that delivers its snapshot resets the retry counter: the next drop is retried
     within the first step (0.125-0.25 s) by all three clients."""
     window_s = 4.0
-    attempts = await _attempts_of_each_client([HELLO, SUBSCRIBED, SNAPSHOT], 1011, window_s + 0.5)
+    attempts = await _attempts_of_each_client(chromium, [HELLO, SUBSCRIBED, SNAPSHOT], 1011, window_s + 0.5)
     for name, times in attempts.items():
         times = within(times, window_s)
         # Without the reset: at most 6 attempts in 4 s, and waits of 1 to 2 s, then 2 to 4 s. With
@@ -368,11 +389,11 @@ async def test_a_delivered_snapshot_resets_the_backoff() -> None:
         assert max(_gaps(times)) < 2.0, (name, _gaps(times))
 
 
-async def test_after_1013_every_wait_is_at_least_two_and_a_half_seconds() -> None:
+async def test_after_1013_every_wait_is_at_least_two_and_a_half_seconds(chromium: Browser) -> None:
     """A node that greets and closes with 1013 (its store is down) is retried no sooner than
     2.5 s each time by all three clients, and the widget stays on WebSocket."""
     window_s = 6.0
-    attempts = await _attempts_of_each_client([HELLO], 1013, window_s + 0.5)
+    attempts = await _attempts_of_each_client(chromium, [HELLO], 1013, window_s + 0.5)
     for name, times in attempts.items():
         times = within(times, window_s)
         assert 2 <= len(times) <= 3, (name, _gaps(times))
@@ -383,14 +404,13 @@ async def test_after_1013_every_wait_is_at_least_two_and_a_half_seconds() -> Non
 
 
 @pytest.mark.parametrize("code", [4400, 4403, 4408, 1009])
-async def test_clients_stop_on_a_refusal_and_report_it(code: int) -> None:
+async def test_clients_stop_on_a_refusal_and_report_it(code: int, chromium: Browser) -> None:
     """On 4400, 4403, 4408 and 1009 each client stops after one attempt and reports the reason."""
     reason = f"refused for the test ({code})"
     async with (
         scripted([HELLO], code, reason) as for_python,
         scripted([HELLO], code, reason) as for_live,
         scripted([HELLO], code, reason) as for_widget,
-        browser() as chromium,
     ):
         client = TickerClient(f"ws://127.0.0.1:{for_python.port}/ws", editions=["en"])
         with pytest.raises(SubscriptionRefused) as refused:
@@ -402,8 +422,9 @@ async def test_clients_stop_on_a_refusal_and_report_it(code: int) -> None:
         await expect(live.locator("#status")).to_have_text(f"refused: {reason}")
         widget = await open_page(chromium, f"{for_widget.url}/partner.html")
         await expect(widget.locator("flash-ticker")).to_have_attribute("data-error", reason)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(NO_RETRY_S)
         assert (len(for_python.attempts), len(for_live.attempts), len(for_widget.attempts)) == (1, 1, 1)
+        await close_pages(live, widget)
 
 
 def embed_widget(partner: PartnerSite, name: str, script_origin: str, attributes: str) -> str:
@@ -416,10 +437,12 @@ def embed_widget(partner: PartnerSite, name: str, script_origin: str, attributes
     return f"{partner.origin}/{name}"
 
 
-async def test_clients_stop_on_a_real_nodes_4400(stack: Stack, partner: PartnerSite) -> None:
+async def test_clients_stop_on_a_real_nodes_4400(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
     """A real node's 4400 (an unknown topic or edition) stops each client after one attempt."""
     node = stack.service()
-    async with proxy_to(node.port) as proxy, browser() as chromium:
+    async with proxy_to(node.port) as proxy:
         client = TickerClient(proxy.ws_url, editions=["en"], topics=["weather"])
         with pytest.raises(SubscriptionRefused) as refused:
             async with asyncio.timeout(5):
@@ -433,15 +456,15 @@ async def test_clients_stop_on_a_real_nodes_4400(stack: Stack, partner: PartnerS
         await expect(widget.locator("flash-ticker")).to_have_attribute(
             "data-error", "topics: unknown topic 'weather'"
         )
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(NO_RETRY_S)
         assert len(proxy.times("/ws")) == 3
 
 
-async def test_widget_over_sse_stops_on_a_refused_subscription(stack: Stack) -> None:
+async def test_widget_over_sse_stops_on_a_refused_subscription(stack: Stack, chromium: Browser) -> None:
     """Where it can read the answer (its own origin), the widget over SSE stops on a 400 and
     reports the reason, instead of taking the refusal for a blocked transport."""
     node = stack.service()
-    async with proxy_to(node.port) as proxy, browser() as chromium:
+    async with proxy_to(node.port) as proxy:
         page = await chromium.new_page()
         await page.add_init_script("delete window.WebSocket;")
         html = '<!doctype html><script src="/web/ticker.js"></script><flash-ticker topics="weather">'
@@ -451,7 +474,7 @@ async def test_widget_over_sse_stops_on_a_refused_subscription(stack: Stack) -> 
         await page.goto(f"{proxy.url}/sse-refused.html")
         ticker = page.locator("flash-ticker")
         await expect(ticker).to_have_attribute("data-error", "topics: unknown topic 'weather'")
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(NO_RETRY_S)
         await expect(ticker).to_have_attribute("data-transport", "sse")
         assert len(proxy.times("/sse")) == 2  # the EventSource, then the widget's fetch that reads the answer
 
@@ -482,7 +505,7 @@ async def widget_page(
     return page
 
 
-async def test_clients_stop_on_a_real_nodes_414(stack: Stack) -> None:
+async def test_clients_stop_on_a_real_nodes_414(stack: Stack, chromium: Browser) -> None:
     """An upgrade whose URL is too long (a topic filter of 9,000 characters) is answered 414 by the
     node, as JSON, before any WebSocket: TickerClient raises HandshakeRefused with the status and the
     body's field and message, and the widget stops with that reason (it cannot see the status of a
@@ -490,7 +513,7 @@ async def test_clients_stop_on_a_real_nodes_414(stack: Stack) -> None:
     one attempt."""
     node = stack.service()
     topics = "x" * 9000
-    async with proxy_to(node.port) as for_python, proxy_to(node.port) as for_widget, browser() as chromium:
+    async with proxy_to(node.port) as for_python, proxy_to(node.port) as for_widget:
         client = TickerClient(for_python.ws_url, editions=["en"], topics=[topics])
         with pytest.raises(HandshakeRefused) as refused:
             async with asyncio.timeout(5):
@@ -510,7 +533,9 @@ async def test_clients_stop_on_a_real_nodes_414(stack: Stack) -> None:
 
 
 async def test_clients_wait_longer_when_their_address_holds_its_share(
-    stack: Stack, readers: list[Reader]
+    stack: Stack,
+    readers: list[Reader],
+    chromium: Browser,
 ) -> None:
     """With FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT=1 and the slot taken, every client of the same
     address is refused: TickerClient and the widget over WebSocket with 1013 (retried no sooner than
@@ -528,7 +553,6 @@ async def test_clients_wait_longer_when_their_address_holds_its_share(
         proxy_to(node.port) as for_python,
         proxy_to(node.port) as for_ws,
         proxy_to(node.port) as for_sse,
-        browser() as chromium,
     ):
         ws_page = await widget_page(chromium, for_ws, {})
         sse_page = await widget_page(chromium, for_sse, {}, init="delete window.WebSocket;")
@@ -563,9 +587,12 @@ async def test_ticker_client_honours_a_429s_retry_after() -> None:
     """A handshake answered 429 with Retry-After: 6 (a proxy's rate limit, say) is retried no sooner
     than 6 s, where the longer wait alone would be 2.5 to 5 s."""
     attempts: list[float] = []
+    second = asyncio.Event()
 
     def refuse(connection: ServerConnection, request: Request) -> Response:
         attempts.append(time.monotonic())
+        if len(attempts) == 2:
+            second.set()
         response = connection.respond(429, "slow down\n")
         response.headers["Retry-After"] = "6"
         return response
@@ -576,7 +603,10 @@ async def test_ticker_client_honours_a_429s_retry_after() -> None:
     async with serve(never, "127.0.0.1", 0, process_request=refuse) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         consumer = Consumer(TickerClient(f"ws://127.0.0.1:{port}/ws", editions=["en"]))
-        await asyncio.sleep(8.5)  # the second attempt comes 6 to 7.2 s after the first
+        # The second attempt comes 6 to 7.2 s after the first; one that ignored Retry-After would come
+        # 2.5 to 5 s after it, and fail the gap below. Nothing can come after the second sooner than 6 s.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(second.wait(), 10.0)
         await consumer.stop()
     assert len(attempts) == 2, _gaps(attempts)
     assert _gaps(attempts)[0] >= 6.0, _gaps(attempts)
@@ -632,7 +662,10 @@ RESET = (
 
 @pytest.mark.parametrize(("events", "yielded", "shown"), [PASSED, RESET], ids=["passed", "reset"])
 async def test_clients_drop_events_they_have_already_passed_and_follow_any_snapshot(
-    events: list[dict[str, Any]], yielded: list[tuple[str, str]], shown: list[str]
+    events: list[dict[str, Any]],
+    yielded: list[tuple[str, str]],
+    shown: list[str],
+    chromium: Browser,
 ) -> None:
     """Each client drops a line/update/retract whose cursor is not after the one it holds for its
     edition (compared as numbers), and lets any snapshot replace what it holds and set the cursor."""
@@ -641,7 +674,6 @@ async def test_clients_drop_events_they_have_already_passed_and_follow_any_snaps
         scripted(script, 4400, "done") as for_python,
         scripted(script, 4400, "done") as for_live,
         scripted(script, 4400, "done") as for_widget,
-        browser() as chromium,
     ):
         client = TickerClient(f"ws://127.0.0.1:{for_python.port}/ws", editions=["en"])
         got: list[tuple[str, str]] = []
@@ -655,6 +687,7 @@ async def test_clients_drop_events_they_have_already_passed_and_follow_any_snaps
         widget = await open_page(chromium, f"{for_widget.url}/partner.html")
         await expect(widget.locator("flash-ticker")).to_have_attribute("data-error", "done")
         await expect(widget.locator("flash-ticker .line .text")).to_have_text(shown)
+        await close_pages(live, widget)
 
 
 # -- the dead-connection timer -------------------------------------------------------------------
@@ -686,7 +719,9 @@ async def test_ticker_client_drops_a_silent_connection_after_two_and_a_half_hear
 
 
 async def test_browser_clients_drop_a_silent_connection_after_two_and_a_half_heartbeats(
-    stack: Stack, partner: PartnerSite
+    stack: Stack,
+    partner: PartnerSite,
+    chromium: Browser,
 ) -> None:
     """LiveTicker and the widget drop a connection frozen in a relay 2.5 x heartbeat_s after its
     last message (checked a few times per period), and show the line posted meanwhile."""
@@ -694,7 +729,7 @@ async def test_browser_clients_drop_a_silent_connection_after_two_and_a_half_hea
     node = stack.service(FLASHWIRE_HEARTBEAT_S=str(HEARTBEAT_S))
     editor = await stack.token("editor", ["en"])
     text = "posted while the connections hung"
-    async with proxy_to(node.port) as for_live, proxy_to(node.port) as for_widget, browser() as chromium:
+    async with proxy_to(node.port) as for_live, proxy_to(node.port) as for_widget:
         live = await open_page(chromium, f"{for_live.url}/live?editions=en", WEBSOCKET_LOG)
         url = embed_widget(partner, "hung.html", node.url, f'server="{for_widget.url}"')
         widget = await open_page(chromium, url, WEBSOCKET_LOG)

@@ -34,8 +34,10 @@ Object.defineProperty(WebSocket.prototype, "onmessage", {
   configurable: true,
   get() { return property.get.call(this); },
   set(handler) {
-    const edition = new URL(this.url).searchParams.get("editions");
     property.set.call(this, (event) => {
+      // One connection carries every edition of the page (the widgets share it): read the event's.
+      const named = /"edition":"([^"]+)"/.exec(event.data);
+      const edition = named && named[1];
       const started = performance.now();
       handler(event);
       void document.body.offsetHeight;

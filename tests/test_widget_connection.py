@@ -2,202 +2,261 @@
 
 A partner page on another origin, in a real headless chromium, against a real node and worker,
 often through tests/proxy.py (which answers chosen requests with 502/503, resets connections, and
-lists the open streams). After each fault the node's own count of open readers
-(`flashwire_connections` on /metrics) shows one page holding exactly one connection. The node runs
-with a 1 s heartbeat, so the dead-connection rule (2.5 heartbeats) trips within seconds.
+lists the open streams). Each test runs twice: on a phone (390 px) in an Arabic page and on a desktop
+(1366 px) in an English page, each page holding an English and an Arabic ticker, which share the
+page's one connection; so every finding is seen at both widths with both languages' tickers. After
+each fault the node's own count of open readers (`flashwire_connections` on /metrics) shows the page
+holding exactly one connection. The node runs with a 1 s heartbeat, so the dead-connection rule
+(2.5 heartbeats) trips within seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
-from tests.browser import browser
 from tests.conftest import ServiceNode, Stack, eventually, post_line
 from tests.partner import PartnerSite
 from tests.proxy import CuttingProxy
 from tests.widget_checks import connections, one_connection
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 HEARTBEAT = {"FLASHWIRE_HEARTBEAT_S": "1"}
+Look = tuple[dict[str, int], str]
+LOOKS: dict[str, Look] = {
+    "phone-ar": ({"width": 390, "height": 844}, "ar"),
+    "desktop-en": ({"width": 1366, "height": 768}, "en"),
+}
+RECONNECTING = {"en": "Reconnecting…", "ar": "جارٍ إعادة الاتصال…"}
+OFFLINE = {"en": "Offline", "ar": "غير متصل"}
 
-# Every change of the widget's polite live region, in order (its text after the change).
+# Every change of any ticker's polite live region, in order (its text after the change).
 ANNOUNCEMENTS = """
 () => {
-  const live = document.querySelector("flash-ticker").shadowRoot.querySelector("[aria-live=polite]");
   window.__announced = [];
-  new MutationObserver(() => window.__announced.push(live.textContent))
-    .observe(live, { childList: true, characterData: true, subtree: true });
+  for (const ticker of document.querySelectorAll("flash-ticker")) {
+    const live = ticker.shadowRoot.querySelector("[aria-live=polite]");
+    new MutationObserver(() => window.__announced.push(live.textContent))
+      .observe(live, { childList: true, characterData: true, subtree: true });
+  }
 }
 """
 
 
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async with browser() as launched:
-        yield launched
+@pytest.fixture(params=list(LOOKS))
+def look(request: pytest.FixtureRequest) -> Look:
+    """The viewport and the page's language of one run."""
+    return LOOKS[request.param]
 
 
-def _page(partner: PartnerSite, node: ServiceNode, name: str, widget: str, head: str = "") -> str:
-    """A partner page (its own origin) loading ticker.js from `node`, with `widget` in its body."""
-    (partner.root / name).write_text(
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Partner</title>{head}'
-        f'<script src="{node.url}/web/ticker.js" defer></script></head>'
-        f"<body><h1>Partner news site</h1><div id=a>{widget}</div><div id=b></div></body></html>"
+async def _open(
+    chromium: Browser,
+    partner: PartnerSite,
+    node: ServiceNode,
+    look: Look,
+    name: str,
+    *,
+    server: str = "",
+    head: str = "",
+    english: str = "",
+) -> Page:
+    """The partner page (its own origin, loading ticker.js from `node`) with an English ticker (#en,
+    with the attributes `english`) and an Arabic one (#ar) in #a, and an empty #b."""
+    viewport, language = look
+    attrs = f' server="{server}"' if server else ""
+    body = (
+        f'<div id=a><flash-ticker id=en edition="en"{attrs} {english}></flash-ticker>'
+        f'<flash-ticker id=ar edition="ar"{attrs}></flash-ticker></div><div id=b></div>'
     )
-    return f"{partner.origin}/{name}"
+    page = await chromium.new_page(viewport=viewport)
+    await page.goto(partner.page(name, body, node, head=head, lang=language))
+    return page
 
 
-async def _proxy(node: ServiceNode) -> CuttingProxy:
-    return await CuttingProxy(node.port).start()
+async def _post_both(client: httpx.AsyncClient, token: str, english: str, arabic: str) -> None:
+    await post_line(client, token, english)
+    await post_line(client, token, arabic, edition="ar")
 
 
-async def _texts(page: Page) -> list[str]:
-    return await page.locator("flash-ticker .line .text").all_inner_texts()
+def _texts(page: Page, ticker: str) -> Locator:
+    return page.locator(f"#{ticker} .line .text")
+
+
+async def _fits(page: Page) -> None:
+    """The page is no wider than its viewport, and each bar keeps room for its moving text beside
+    its label, its notice and its button."""
+    width = await page.evaluate("innerWidth")
+    assert await page.evaluate("document.scrollingElement.scrollWidth") <= width
+    for ticker in ("en", "ar"):
+        room = await page.locator(f"#{ticker}").evaluate(
+            "t => t.shadowRoot.querySelector('.viewport').getBoundingClientRect().width"
+        )
+        assert room >= width * 0.25, (ticker, room, width)
 
 
 async def test_freeze_and_resume_leaves_one_connection(
-    stack: Stack, partner: PartnerSite, chromium: Browser
+    stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
     """A tab frozen for 5 s (longer than the dead-connection rule's 2.5 s) and resumed, through
-    Chromium's lifecycle API, shows the line posted meanwhile once and holds one connection."""
+    Chromium's lifecycle API, shows the lines posted meanwhile once and holds one connection."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
-    editor = await stack.token("editor", ["en"])
-    page = await chromium.new_page()
-    await page.goto(_page(partner, node, "freeze.html", '<flash-ticker edition="en"></flash-ticker>'))
-    ticker = page.locator("flash-ticker")
+    editor = await stack.token("editor", ["en", "ar"])
+    page = await _open(chromium, partner, node, look, "freeze.html")
     async with httpx.AsyncClient(base_url=node.url) as client:
-        await post_line(client, editor, "before the freeze")
-        await expect(ticker.locator(".line .text")).to_have_text(["before the freeze"])
+        await _post_both(client, editor, "before the freeze", "قبل التجميد")
+        await expect(_texts(page, "en")).to_have_text(["before the freeze"])
+        await expect(_texts(page, "ar")).to_have_text(["قبل التجميد"])
         cdp = await page.context.new_cdp_session(page)
         await cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
-        await post_line(client, editor, "during the freeze")
+        await _post_both(client, editor, "during the freeze", "أثناء التجميد")
         await asyncio.sleep(5)
         await cdp.send("Page.setWebLifecycleState", {"state": "active"})
-        await expect(ticker.locator(".line .text")).to_have_text(["during the freeze", "before the freeze"])
+        await expect(_texts(page, "en")).to_have_text(["during the freeze", "before the freeze"])
+        await expect(_texts(page, "ar")).to_have_text(["أثناء التجميد", "قبل التجميد"])
         await one_connection(node)
-        await post_line(client, editor, "after the freeze")
-        await expect(ticker.locator(".line .text")).to_have_text(
+        await _post_both(client, editor, "after the freeze", "بعد التجميد")
+        await expect(_texts(page, "en")).to_have_text(
             ["after the freeze", "during the freeze", "before the freeze"]
         )
-        await expect(ticker).to_have_attribute("data-transport", "ws")
+        await expect(_texts(page, "ar")).to_have_text(["بعد التجميد", "أثناء التجميد", "قبل التجميد"])
+        for ticker in ("en", "ar"):
+            await expect(page.locator(f"#{ticker}")).to_have_attribute("data-transport", "ws")
         await one_connection(node)
 
 
 async def test_outage_shows_reconnecting_then_recovers_on_one_connection(
-    stack: Stack, partner: PartnerSite, chromium: Browser
+    stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
-    """While the node cannot be reached (every connection reset) the bar says it is reconnecting,
-    announced once; when it can be reached again the widget is back on WebSocket, with the line
-    posted meanwhile once, on one connection, and the notice gone."""
+    """While the node cannot be reached (every connection reset) each bar says it is reconnecting
+    in its language, announced once on the page, and still fits the screen; when the node can be
+    reached again the page is back on WebSocket, with the lines posted meanwhile once, on one
+    connection, and the notices gone."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
-    editor = await stack.token("editor", ["en"])
-    proxy = await _proxy(node)
+    editor = await stack.token("editor", ["en", "ar"])
+    proxy = await CuttingProxy(node.port).start()
     try:
-        page = await chromium.new_page()
-        widget = f'<flash-ticker edition="en" server="{proxy.url}"></flash-ticker>'
-        await page.goto(_page(partner, node, "outage.html", widget))
-        ticker = page.locator("flash-ticker")
+        page = await _open(chromium, partner, node, look, "outage.html", server=proxy.url)
         async with httpx.AsyncClient(base_url=node.url) as client:
-            await post_line(client, editor, "before the outage")
-            await expect(ticker.locator(".line .text")).to_have_text(["before the outage"])
+            await _post_both(client, editor, "before the outage", "قبل الانقطاع")
+            await expect(_texts(page, "ar")).to_have_text(["قبل الانقطاع"])
             await page.evaluate(ANNOUNCEMENTS)
             proxy.resetting = True
             proxy.reset_all()
-            status = ticker.locator(".status")
-            await expect(status).to_have_text("Reconnecting…", timeout=10_000)
-            await expect(status).to_be_visible()
-            await post_line(client, editor, "during the outage")
+            for ticker in ("en", "ar"):
+                status = page.locator(f"#{ticker} .status")
+                await expect(status).to_have_text(RECONNECTING[ticker], timeout=10_000)
+                await expect(status).to_be_visible()
+            await _fits(page)
+            await _post_both(client, editor, "during the outage", "أثناء الانقطاع")
             await asyncio.sleep(3)
             proxy.resetting = False
-            await expect(ticker.locator(".line .text")).to_have_text(
+            await expect(_texts(page, "en")).to_have_text(
                 ["during the outage", "before the outage"], timeout=20_000
             )
-            await expect(status).to_be_hidden()
-            await expect(ticker).to_have_attribute("data-transport", "ws")
+            await expect(_texts(page, "ar")).to_have_text(["أثناء الانقطاع", "قبل الانقطاع"])
+            for ticker in ("en", "ar"):
+                await expect(page.locator(f"#{ticker} .status")).to_be_hidden()
+                await expect(page.locator(f"#{ticker}")).to_have_attribute("data-transport", "ws")
             await one_connection(node, proxy)
             announced = await page.evaluate("window.__announced")
+            # The first ticker of the page speaks for both.
             assert announced.count("Reconnecting…") == 1, announced
+            assert RECONNECTING["ar"] not in announced, announced
     finally:
         await proxy.stop()
 
 
 async def test_websocket_blocked_by_csp_falls_back_to_sse(
-    stack: Stack, partner: PartnerSite, chromium: Browser
+    stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
     """A page whose Content-Security-Policy allows the server over http but not ws: (Chromium fires
-    only `error` for the blocked WebSocket) gets the ticker over SSE within seconds, on one
+    only `error` for the blocked WebSocket) gets both tickers over SSE within seconds, on one
     connection."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
-    editor = await stack.token("editor", ["en"])
+    editor = await stack.token("editor", ["en", "ar"])
     csp = f'<meta http-equiv="Content-Security-Policy" content="connect-src {node.url}">'
-    page = await chromium.new_page()
-    await page.goto(_page(partner, node, "csp.html", '<flash-ticker edition="en"></flash-ticker>', csp))
-    ticker = page.locator("flash-ticker")
-    await expect(ticker).to_have_attribute("data-transport", "sse", timeout=5000)
+    page = await _open(chromium, partner, node, look, "csp.html", head=csp)
+    for ticker in ("en", "ar"):
+        await expect(page.locator(f"#{ticker}")).to_have_attribute("data-transport", "sse", timeout=5000)
     async with httpx.AsyncClient(base_url=node.url) as client:
-        await post_line(client, editor, "over server-sent events")
-        await expect(ticker.locator(".line .text")).to_have_text(["over server-sent events"], timeout=5000)
+        await _post_both(client, editor, "over server-sent events", "عبر الأحداث المرسلة من الخادم")
+        await expect(_texts(page, "en")).to_have_text(["over server-sent events"], timeout=5000)
+        await expect(_texts(page, "ar")).to_have_text(["عبر الأحداث المرسلة من الخادم"])
     await one_connection(node)
 
 
 async def test_after_503s_the_widget_returns_to_websocket(
-    stack: Stack, partner: PartnerSite, chromium: Browser
+    stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
-    """A proxy answering 503 to every WebSocket upgrade and every /sse request (the feed still
-    served) drives the widget down to the feed; once the proxy serves again the widget probes back
+    """A proxy answering 503 to every WebSocket upgrade and every /sse request (the feeds still
+    served) drives the page down to the feeds; once the proxy serves again the page probes back
     and returns to WebSocket, on one connection."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
-    editor = await stack.token("editor", ["en"])
-    proxy = await _proxy(node)
+    editor = await stack.token("editor", ["en", "ar"])
+    proxy = await CuttingProxy(node.port).start()
     try:
         proxy.answer = lambda line, upgrade: 503 if upgrade or " /sse" in line else None
-        page = await chromium.new_page()
-        widget = f'<flash-ticker edition="en" server="{proxy.url}" poll-interval="1"></flash-ticker>'
-        await page.goto(_page(partner, node, "503.html", widget))
-        ticker = page.locator("flash-ticker")
-        await expect(ticker).to_have_attribute("data-transport", "poll", timeout=15_000)
-        proxy.answer = None
-        await expect(ticker).to_have_attribute("data-transport", "ws", timeout=20_000)
+        page = await _open(
+            chromium, partner, node, look, "503.html", server=proxy.url, english='poll-interval="1"'
+        )
         async with httpx.AsyncClient(base_url=node.url) as client:
-            await post_line(client, editor, "back on WebSocket")
-            await expect(ticker.locator(".line .text")).to_have_text(["back on WebSocket"], timeout=3000)
-        await expect(ticker).to_have_attribute("data-transport", "ws")
+            for ticker in ("en", "ar"):
+                await expect(page.locator(f"#{ticker}")).to_have_attribute(
+                    "data-transport", "poll", timeout=15_000
+                )
+            await _post_both(client, editor, "from the feed", "من الخلاصة")
+            await expect(_texts(page, "ar")).to_have_text(["من الخلاصة"], timeout=5000)
+            await expect(_texts(page, "en")).to_have_text(["from the feed"])
+            proxy.answer = None
+            for ticker in ("en", "ar"):
+                await expect(page.locator(f"#{ticker}")).to_have_attribute(
+                    "data-transport", "ws", timeout=20_000
+                )
+            await _post_both(client, editor, "back on WebSocket", "عدنا إلى ويب سوكت")
+            await expect(_texts(page, "en")).to_have_text(
+                ["back on WebSocket", "from the feed"], timeout=3000
+            )
+            await expect(_texts(page, "ar")).to_have_text(["عدنا إلى ويب سوكت", "من الخلاصة"])
         await one_connection(node, proxy)
     finally:
         await proxy.stop()
 
 
-async def test_offline_then_online(stack: Stack, partner: PartnerSite, chromium: Browser) -> None:
-    """`offline` shows the offline state at once (in the edition's language) and drops the
-    connection; `online` reconnects at once, with the line posted meanwhile, on one connection."""
+async def test_offline_then_online(stack: Stack, partner: PartnerSite, chromium: Browser, look: Look) -> None:
+    """`offline` shows the offline state at once, in each ticker's language, announced once, and
+    drops the connection; `online` reconnects at once, with the lines posted meanwhile, on one
+    connection."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
-    editor = await stack.token("editor", ["es"])
-    page = await chromium.new_page()
-    await page.goto(_page(partner, node, "offline.html", '<flash-ticker edition="es"></flash-ticker>'))
-    ticker = page.locator("flash-ticker")
-    await expect(ticker).to_have_attribute("data-transport", "ws")
+    editor = await stack.token("editor", ["en", "ar"])
+    page = await _open(chromium, partner, node, look, "offline.html")
+    await expect(page.locator("#ar")).to_have_attribute("data-transport", "ws")
     await one_connection(node)
+    await page.evaluate(ANNOUNCEMENTS)
     await page.context.set_offline(True)
-    await expect(ticker.locator(".status")).to_have_text("Sin conexión", timeout=1000)
-    await expect(ticker.locator("[aria-live=polite]")).to_have_text("Sin conexión")
+    for ticker in ("en", "ar"):
+        await expect(page.locator(f"#{ticker} .status")).to_have_text(OFFLINE[ticker], timeout=1000)
+    await expect(page.locator("#en [aria-live=polite]")).to_have_text("Offline")
+    await _fits(page)
     await eventually(lambda: _zero(node))
     async with httpx.AsyncClient(base_url=node.url) as client:
-        await post_line(client, editor, "mientras tanto", edition="es")
+        await _post_both(client, editor, "meanwhile", "في الأثناء")
     await asyncio.sleep(3)
     await page.context.set_offline(False)
-    await expect(ticker.locator(".line .text")).to_have_text(["mientras tanto"], timeout=2000)
-    await expect(ticker.locator(".status")).to_be_hidden()
+    await expect(_texts(page, "en")).to_have_text(["meanwhile"], timeout=2000)
+    await expect(_texts(page, "ar")).to_have_text(["في الأثناء"])
+    for ticker in ("en", "ar"):
+        await expect(page.locator(f"#{ticker} .status")).to_be_hidden()
+    assert (await page.evaluate("window.__announced")).count("Offline") == 1
     await one_connection(node)
 
 
@@ -206,78 +265,89 @@ async def _zero(node: ServiceNode) -> bool:
 
 
 async def test_attribute_change_while_detached_starts_a_fresh_subscription(
-    stack: Stack, partner: PartnerSite, chromium: Browser
+    stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
-    """An element moved out of the page, switched from en to es and put back shows the Spanish
-    lines only, subscribed without the English cursor, on one connection."""
+    """The English ticker moved out of the page, switched to es and put back shows the Spanish lines
+    only; the page's connection then carries ar (resumed from its cursor) and es (fresh, no
+    cursor), no longer en; the Arabic ticker goes on; one connection."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
-    editor = await stack.token("editor", ["en", "es"])
-    proxy = await _proxy(node)
+    editor = await stack.token("editor", ["en", "es", "ar"])
+    proxy = await CuttingProxy(node.port).start()
     try:
-        page = await chromium.new_page()
-        widget = f'<flash-ticker edition="en" server="{proxy.url}"></flash-ticker>'
-        await page.goto(_page(partner, node, "detached.html", widget))
-        ticker = page.locator("flash-ticker")
+        page = await _open(chromium, partner, node, look, "detached.html", server=proxy.url)
         async with httpx.AsyncClient(base_url=node.url) as client:
-            await post_line(client, editor, "English line")
+            await _post_both(client, editor, "English line", "خبر عربي")
             await post_line(client, editor, "Línea en español", edition="es")
-            await expect(ticker.locator(".line .text")).to_have_text(["English line"])
+            await expect(_texts(page, "en")).to_have_text(["English line"])
+            await expect(_texts(page, "ar")).to_have_text(["خبر عربي"])
             await page.evaluate(
-                "() => { const t = document.querySelector('flash-ticker'); t.remove();"
+                "() => { const t = document.querySelector('#en'); t.remove();"
                 " t.setAttribute('edition', 'es'); window.__ticker = t; }"
             )
             await post_line(client, editor, "Otra línea", edition="es")
             await page.evaluate("() => document.querySelector('#b').append(window.__ticker)")
-            await expect(ticker.locator(".line .text")).to_have_text(["Otra línea", "Línea en español"])
-            await expect(ticker.locator(".label")).to_have_text("ÚLTIMA HORA")
+            await expect(_texts(page, "en")).to_have_text(["Otra línea", "Línea en español"])
+            await expect(page.locator("#en .label")).to_have_text("ÚLTIMA HORA")
+            await _post_both(client, editor, "not shown", "خبر آخر")
             await post_line(client, editor, "En directo", edition="es")
-            await expect(ticker.locator(".line .text")).to_have_text(
-                ["En directo", "Otra línea", "Línea en español"]
-            )
+            await expect(_texts(page, "en")).to_have_text(["En directo", "Otra línea", "Línea en español"])
+            await expect(_texts(page, "ar")).to_have_text(["خبر آخر", "خبر عربي"])
         last = [c.request_line for c in proxy.connections if " /ws" in c.request_line][-1]
-        assert "editions=es" in last and "since" not in last, last
+        query = parse_qs(urlsplit(last.split(" ")[1]).query)
+        assert query["editions"] == ["ar,es"], last
+        assert query["since"][0].startswith("ar:") and "," not in query["since"][0], last
         await one_connection(node, proxy)
     finally:
         await proxy.stop()
 
 
 async def test_a_corrected_filter_clears_data_error(
-    stack: Stack, partner: PartnerSite, chromium: Browser
+    stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
-    """A refused filter (4400) sets data-error; correcting the attribute clears it and subscribes."""
+    """A refused filter sets data-error on its ticker alone; correcting the attribute clears it and
+    the ticker shows its lines, on the page's one connection."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
-    editor = await stack.token("editor", ["en"])
-    page = await chromium.new_page()
-    await page.goto(
-        _page(partner, node, "error.html", '<flash-ticker edition="en" topics="weather"></flash-ticker>')
-    )
-    ticker = page.locator("flash-ticker")
+    editor = await stack.token("editor", ["en", "ar"])
+    page = await _open(chromium, partner, node, look, "error.html", english='topics="weather"')
+    ticker = page.locator("#en")
     await expect(ticker).to_have_attribute("data-error", "topics: unknown topic 'weather'")
+    assert await page.locator("#ar").get_attribute("data-error") is None
     await ticker.evaluate("t => t.setAttribute('topics', 'sports')")
     await expect(ticker).not_to_have_attribute("data-error", "topics: unknown topic 'weather'")
     assert await ticker.get_attribute("data-error") is None
     async with httpx.AsyncClient(base_url=node.url) as client:
         await post_line(client, editor, "match report", topics=["sports"])
-        await expect(ticker.locator(".line .text")).to_have_text(["match report"])
+        await post_line(client, editor, "not sports", topics=["politics"])
+        await post_line(client, editor, "تقرير المباراة", edition="ar", topics=["sports"])
+        await expect(_texts(page, "ar")).to_have_text(["تقرير المباراة"])
+        await expect(_texts(page, "en")).to_have_text(["match report"])
     await one_connection(node)
 
 
-async def test_a_burst_is_announced_once(stack: Stack, partner: PartnerSite, chromium: Browser) -> None:
-    """20 lines posted at once change the polite live region once: "BREAKING: 20 new lines"."""
+async def test_a_burst_is_announced_once(
+    stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
+) -> None:
+    """20 English lines and 3 Arabic ones posted at once change the page's live regions once per
+    ticker: "BREAKING: 20 new lines" and the Arabic summary."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
-    editor = await stack.token("editor", ["en"])
-    page = await chromium.new_page()
-    await page.goto(_page(partner, node, "burst.html", '<flash-ticker edition="en"></flash-ticker>'))
-    ticker = page.locator("flash-ticker")
-    await expect(ticker).to_have_attribute("data-transport", "ws")
+    editor = await stack.token("editor", ["en", "ar"])
+    page = await _open(chromium, partner, node, look, "burst.html")
+    await expect(page.locator("#en")).to_have_attribute("data-transport", "ws")
     await one_connection(node)
     await page.evaluate(ANNOUNCEMENTS)
     async with httpx.AsyncClient(base_url=node.url) as client:
-        await asyncio.gather(*(post_line(client, editor, f"burst {i}") for i in range(20)))
-    await expect(ticker.locator(".line")).to_have_count(20)
-    await expect(ticker.locator("[aria-live=polite]")).to_have_text("BREAKING: 20 new lines")
+        await asyncio.gather(
+            *(post_line(client, editor, f"burst {i}") for i in range(20)),
+            *(post_line(client, editor, f"عاجل {i}", edition="ar") for i in range(3)),
+        )
+    await expect(page.locator("#en .line")).to_have_count(20)
+    await expect(page.locator("#ar .line")).to_have_count(3)
+    await expect(page.locator("#en [aria-live=polite]")).to_have_text("BREAKING: 20 new lines")
+    await expect(page.locator("#ar [aria-live=polite]")).to_have_text("عاجل: أخبار جديدة: 3")
     await asyncio.sleep(1)
-    assert await page.evaluate("window.__announced") == ["BREAKING: 20 new lines"]
+    announced = await page.evaluate("window.__announced")
+    assert sorted(announced) == sorted(["BREAKING: 20 new lines", "عاجل: أخبار جديدة: 3"]), announced
+    await one_connection(node)
