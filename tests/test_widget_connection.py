@@ -196,37 +196,45 @@ async def test_websocket_blocked_by_csp_falls_back_to_sse(
 async def test_after_503s_the_widget_returns_to_websocket(
     stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
-    """A proxy answering 503 to every WebSocket upgrade and every /sse request (the feeds still
-    served) drives the page down to the feeds; once the proxy serves again the page probes back
-    and returns to WebSocket, on one connection."""
+    """A live page whose proxy starts answering 503 to every WebSocket upgrade and every /sse
+    request (a load balancer while the node restarts; the feeds still served) goes down to the
+    feeds; once the proxy serves again the page probes back and returns to WebSocket, on one
+    connection, resuming from the feeds' cursors: a line the feed gave is announced once."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
     editor = await stack.token("editor", ["en", "ar"])
     proxy = await CuttingProxy(node.port).start()
     try:
-        proxy.answer = lambda line, upgrade: 503 if upgrade or " /sse" in line else None
         page = await _open(
             chromium, partner, node, look, "503.html", server=proxy.url, english='poll-interval="1"'
         )
         async with httpx.AsyncClient(base_url=node.url) as client:
+            await _post_both(client, editor, "before the 503s", "قبل الأخطاء")
+            await expect(_texts(page, "en")).to_have_text(["before the 503s"])
+            await expect(_texts(page, "ar")).to_have_text(["قبل الأخطاء"])
+            await asyncio.sleep(1)  # their announcement made (0.5 s after the last line)
+            await page.evaluate(ANNOUNCEMENTS)
+            proxy.answer = lambda line, upgrade: 503 if upgrade or " /sse" in line else None
+            proxy.reset_all()
             for ticker in ("en", "ar"):
-                await expect(page.locator(f"#{ticker}")).to_have_attribute(
-                    "data-transport", "poll", timeout=15_000
-                )
+                polling = page.locator(f"#{ticker}")
+                await expect(polling).to_have_attribute("data-transport", "poll", timeout=20_000)
             await _post_both(client, editor, "from the feed", "من الخلاصة")
-            await expect(_texts(page, "ar")).to_have_text(["من الخلاصة"], timeout=5000)
-            await expect(_texts(page, "en")).to_have_text(["from the feed"])
+            await expect(_texts(page, "ar")).to_have_text(["من الخلاصة", "قبل الأخطاء"], timeout=5000)
+            await expect(_texts(page, "en")).to_have_text(["from the feed", "before the 503s"])
             proxy.answer = None
             for ticker in ("en", "ar"):
-                await expect(page.locator(f"#{ticker}")).to_have_attribute(
-                    "data-transport", "ws", timeout=20_000
-                )
+                back = page.locator(f"#{ticker}")
+                await expect(back).to_have_attribute("data-transport", "ws", timeout=20_000)
             await _post_both(client, editor, "back on WebSocket", "عدنا إلى ويب سوكت")
-            await expect(_texts(page, "en")).to_have_text(
-                ["back on WebSocket", "from the feed"], timeout=3000
-            )
-            await expect(_texts(page, "ar")).to_have_text(["عدنا إلى ويب سوكت", "من الخلاصة"])
+            english = ["back on WebSocket", "from the feed", "before the 503s"]
+            await expect(_texts(page, "en")).to_have_text(english, timeout=3000)
+            await expect(_texts(page, "ar")).to_have_text(["عدنا إلى ويب سوكت", "من الخلاصة", "قبل الأخطاء"])
         await one_connection(node, proxy)
+        announced = await page.evaluate("window.__announced")
+        assert announced.count("BREAKING: from the feed") == 1, announced
+        assert not any("before the 503s" in text for text in announced), announced
+        assert announced.count("BREAKING: back on WebSocket") == 1, announced
     finally:
         await proxy.stop()
 

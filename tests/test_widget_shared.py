@@ -11,18 +11,16 @@ of open readers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser import browser
 from tests.conftest import Stack, auth, post_line
 from tests.partner import PartnerSite
 from tests.widget_checks import connections, holds, one_connection
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 768}
@@ -40,24 +38,23 @@ ANNOUNCEMENTS = """
 """
 
 
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async with browser() as launched:
-        yield launched
-
-
-async def _texts(page: Page, selector: str) -> list[str]:
-    return await page.locator(f"{selector} .line .text").all_inner_texts()
+async def _states(page: Page) -> dict[str, tuple[str | None, str | None]]:
+    """Each ticker's (data-state, data-error), by id."""
+    states: dict[str, list[str | None]] = await page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll('flash-ticker')]"
+        ".map((t) => [t.id, [t.dataset.state || null, t.dataset.error || null]]))"
+    )
+    return {ticker: (state, error) for ticker, (state, error) in states.items()}
 
 
 async def test_five_tickers_share_one_connection_and_each_keeps_its_own_filter(
     stack: Stack, partner: PartnerSite, chromium: Browser
 ) -> None:
     """An Arabic partner page on a phone with five tickers (three editions, a topic filter, an
-    urgency filter) holds one connection; each ticker shows exactly its own lines, a correction that
-    takes a line out of one ticker's filter leaves the others' as they are, a line shown by two
-    tickers is announced once, and tickers added or removed later keep the page on one connection
-    (none once the last is gone)."""
+    urgency filter, one naming the server in capitals with a trailing slash) holds one
+    connection; each ticker shows exactly its own lines, a correction that takes a line out of one
+    ticker's filter leaves the others' as they are, a line shown by two tickers is announced once,
+    and tickers added or removed later keep the page on one connection (none once the last is gone)."""
     stack.worker()
     node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, FLASHWIRE_HEARTBEAT_S="1")
     chief = await stack.token("chief", ["en", "ar", "es"])
@@ -70,8 +67,8 @@ async def test_five_tickers_share_one_connection_and_each_keeps_its_own_filter(
             '<flash-ticker id=ar-flash edition="ar" min-urgency="flash"></flash-ticker>'
             '<flash-ticker id=en edition="en"></flash-ticker>'
             '<flash-ticker id=en-sports edition="en" topics="sports"></flash-ticker>'
-            '<flash-ticker id=es edition="es"></flash-ticker>'
-        )
+            '<flash-ticker id=es edition="es" server="{server}/"></flash-ticker>'
+        ).format(server=node.url.replace("http://", "HTTP://"))
         page = await chromium.new_page(viewport=PHONE)
         await page.goto(partner.page("five.html", body, node, lang="ar"))
         await expect(page.locator("#ar .line .text")).to_have_text(["عاجل جدا: زلزال", "حريق في الميناء"])
@@ -180,3 +177,115 @@ async def test_a_refused_ticker_stops_alone(stack: Stack, partner: PartnerSite, 
     assert await page.locator("#good").get_attribute("data-error") is None
     await one_connection(node)
     assert await connections(node) == 1
+
+
+async def test_on_a_page_that_blocks_websocket_an_unknown_edition_or_topic_stops_only_its_ticker(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
+    """On a partner page whose Content-Security-Policy blocks WebSocket, a ticker of an unknown
+    edition (sorted first) and one of an unknown topic are refused alone (the refusals of /sse are
+    readable there); the third goes on over SSE with its lines."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, FLASHWIRE_HEARTBEAT_S="1")
+    editor = await stack.token("editor", ["en"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        await post_line(client, editor, "Cup final tonight", topics=["sports"])
+        await stack.until_applied()
+    csp = f'<meta http-equiv="Content-Security-Policy" content="connect-src {node.url}">'
+    body = (
+        '<flash-ticker id=aa edition="aa"></flash-ticker>'
+        '<flash-ticker id=weather edition="en" topics="weather"></flash-ticker>'
+        '<flash-ticker id=sports edition="en" topics="sports"></flash-ticker>'
+    )
+    page = await chromium.new_page(viewport=DESKTOP)
+    await page.goto(partner.page("blocked.html", body, node, head=csp))
+    await expect(page.locator("#sports .line .text")).to_have_text(["Cup final tonight"], timeout=15_000)
+    await expect(page.locator("#sports")).to_have_attribute("data-transport", "sse")
+    assert await _states(page) == {
+        "aa": ("stopped", "editions: unknown edition 'aa'"),
+        "weather": ("stopped", "topics: unknown topic 'weather'"),
+        "sports": ("live", None),
+    }
+    await one_connection(node)
+
+
+async def test_polling_an_unknown_edition_stops_only_its_ticker(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
+    """In a browser with neither WebSocket nor EventSource, a ticker of an unknown edition is
+    refused alone (its feed is not there) and the other polls its edition's feed."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin)
+    editor = await stack.token("editor", ["en"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        await post_line(client, editor, "Storm warning")
+        await stack.until_applied()
+        body = (
+            '<flash-ticker id=aa edition="aa" poll-interval="1"></flash-ticker>'
+            '<flash-ticker id=en edition="en" poll-interval="1"></flash-ticker>'
+        )
+        page = await chromium.new_page(viewport=DESKTOP)
+        await page.add_init_script("delete window.WebSocket; delete window.EventSource;")
+        await page.goto(partner.page("poll.html", body, node))
+        await expect(page.locator("#en .line .text")).to_have_text(["Storm warning"])
+        await expect(page.locator("#aa")).to_have_attribute("data-error", "editions: unknown edition 'aa'")
+        await post_line(client, editor, "Still polled")
+        await expect(page.locator("#en .line .text")).to_have_text(["Still polled", "Storm warning"])
+        assert (await _states(page))["en"] == ("polling", None)
+
+
+async def test_a_ticker_joining_leaves_the_others_loop_where_it_was(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
+    """A ticker added to the page (another edition: the page reconnects) does not start another
+    ticker's loop again (docs/widget.md, "Motion")."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin)
+    editor = await stack.token("editor", ["en"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        for i in range(4):
+            await post_line(client, editor, f"A long headline number {i} about the storm coming to the coast")
+        await stack.until_applied()
+    page = await chromium.new_page(viewport=DESKTOP)
+    await page.goto(
+        partner.page("motion.html", '<flash-ticker id=a edition="en" speed="40"></flash-ticker>', node)
+    )
+    await expect(page.locator("#a .line")).to_have_count(4)
+    position = (
+        "() => document.querySelector('#a').shadowRoot.querySelector('.track').getAnimations()[0].currentTime"
+    )
+    await page.wait_for_function(f"() => ({position})() > 1500")
+    before = await page.evaluate(position)
+    await page.evaluate(
+        "() => document.body.insertAdjacentHTML('beforeend', '<flash-ticker id=b edition=es></flash-ticker>')"
+    )
+    await expect(page.locator("#b")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#b .empty")).to_be_visible()
+    assert await page.evaluate(position) >= before
+    await one_connection(node)
+
+
+async def test_a_page_refused_as_a_whole_keeps_every_ticker_refused(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
+    """On a page whose origin the node does not allow (4403), every ticker shows the refusal; one
+    changed without changing the page's subscription, and one added, show it too."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS="https://elsewhere.example")
+    body = (
+        '<flash-ticker id=a edition="en"></flash-ticker>'
+        '<flash-ticker id=b edition="en" min-urgency="flash"></flash-ticker>'
+    )
+    page = await chromium.new_page(viewport=DESKTOP)
+    await page.goto(partner.page("refused-page.html", body, node))
+    refusal = f"origin not allowed: {partner.origin}"
+    await expect(page.locator("#b")).to_have_attribute("data-error", refusal)
+    await page.evaluate(
+        "() => { document.body.insertAdjacentHTML('beforeend',"
+        " '<flash-ticker id=c edition=en></flash-ticker>');"
+        " document.querySelector('#b').setAttribute('min-urgency', 'urgent'); }"
+    )
+    for ticker in ("a", "b", "c"):
+        await expect(page.locator(f"#{ticker}")).to_have_attribute("data-error", refusal)
+        await expect(page.locator(f"#{ticker}")).to_have_attribute("data-state", "stopped")
+    assert await connections(node) == 0

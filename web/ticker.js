@@ -189,7 +189,9 @@
       this.ranks = new Map();
       this.lastRank = 0;
       this.subscription = null;
+      this.known = null; // the server's editions and topics, from its last hello
       this.refusedKey = "";
+      this.refusal = "";
       this.state = "stopped";
       this.transport = "";
       this.timer = null;
@@ -259,12 +261,17 @@
     reconcile() {
       clearTimeout(this.pending);
       this.pending = null;
+      this.screen();
       if (!this.members.size) { this.stop(); this.listen(false); return; }
       this.listen(true);
       const wanted = unionOf([...this.members].map((member) => member.filter));
       const current = this.subscription;
-      if (current && current.key === wanted.key && (this.run || this.refusedKey === wanted.key)) {
-        for (const member of this.members) member.refresh();
+      if (current && current.key === wanted.key && this.run) {
+        for (const member of this.members) member.refresh(false);
+        return;
+      }
+      if (current && current.key === wanted.key && this.refusedKey === wanted.key) {
+        for (const member of this.members) member.refuse(this.refusal, true);
         return;
       }
       this.refusedKey = "";
@@ -282,7 +289,8 @@
         if (!this.editions.has(edition)) this.editions.set(edition, { lines: new Map(), cursor: null });
       }
       this.subscription = wanted;
-      for (const member of this.members) { member.removeAttribute("data-error"); member.refresh(); }
+      // Each element keeps its place in its loop: only its own change (join) starts it again.
+      for (const member of this.members) { member.removeAttribute("data-error"); member.refresh(false); }
       this.stop();
       this.start();
     }
@@ -303,26 +311,35 @@
         return;
       }
       this.refusedKey = this.subscription ? this.subscription.key : "";
+      this.refusal = reason;
       this.enter("stopped");
       for (const member of this.members) member.refuse(reason, true);
     }
 
-    // `hello` names the server's editions and topics (docs/protocol.md 4.1): a widget that asks
-    // for another is refused here, alone, even when the shared subscription does not carry its
-    // filter (another widget takes every topic), with the server's own words (2.3).
+    // `hello` names the server's editions and topics (docs/protocol.md 4.1): remembered, and every
+    // widget (those that join later too, before any connection) is checked against them; a widget
+    // that asks for another is refused alone, in the server's own words (2.3), even when the
+    // shared subscription does not carry its filter (another widget takes every topic).
     checkFilters(hello) {
       if (!Array.isArray(hello.editions)) return;
-      const topics = Array.isArray(hello.topics) ? hello.topics : null;
-      const refusals = [];
-      for (const member of this.members) {
-        const { edition, topics: wanted } = member.filter;
-        const unknown = topics ? wanted.find((topic) => !topics.includes(topic)) : undefined;
-        if (!hello.editions.includes(edition)) refusals.push([member, `editions: unknown edition '${edition}'`]);
-        else if (unknown !== undefined) refusals.push([member, `topics: unknown topic '${unknown}'`]);
+      this.known = { editions: hello.editions, topics: Array.isArray(hello.topics) ? hello.topics : null };
+      if (this.screen()) this.reconcile();
+    }
+
+    // Refuses the members whose filter the server does not offer; true if there were any.
+    screen() {
+      const known = this.known;
+      if (!known) return false;
+      let any = false;
+      for (const member of [...this.members]) {
+        const { edition, topics } = member.filter;
+        const unknown = known.topics ? topics.find((topic) => !known.topics.includes(topic)) : undefined;
+        let reason = "";
+        if (!known.editions.includes(edition)) reason = `editions: unknown edition '${edition}'`;
+        else if (unknown !== undefined) reason = `topics: unknown topic '${unknown}'`;
+        if (reason) { this.members.delete(member); member.refuse(reason); any = true; }
       }
-      if (!refusals.length) return;
-      for (const [member, reason] of refusals) { this.members.delete(member); member.refuse(reason); }
-      this.reconcile();
+      return any;
     }
 
     // -- the connection -----------------------------------------------------------
@@ -376,7 +393,10 @@
     open() {
       if (!this.run) return;
       this.drop();
-      if (this.mode !== this.best && Date.now() >= this.upgradeAt) { this.mode = this.best; this.upgrading = true; }
+      if (!this.upgrading && this.mode !== this.best && Date.now() >= this.upgradeAt) {
+        this.mode = this.best;
+        this.upgrading = true;
+      }
       this.transport = this.mode;
       if (this.mode === "poll") { this.poll(); return; }
       // Until this connection's hello says otherwise, the period is 15 s; the dead-connection
@@ -441,7 +461,9 @@
     // the page's Content-Security-Policy); or { refused }: it refused this subscription
     // (400/403/404, or 414/431 for a URL or request too large), which neither a browser's
     // EventSource nor its WebSocket reveals, so the widget asks /sse again with fetch, with the
-    // same query, when it can read the answer (on the service's own origin).
+    // same query: the service answers an allowed page's /sse with CORS headers, refusals too, so
+    // a partner page reads why. A feed that is not there (404) names an edition the server does
+    // not offer.
     async probe(mode) {
       const get = async (path, fetchMode, read) => {
         const abort = new AbortController();
@@ -463,7 +485,7 @@
       } catch (error) {
         return "down";
       }
-      if (mode !== "poll" && new URL(this.server).origin === location.origin) {
+      if (mode !== "poll") {
         try {
           const answer = await get(`/sse?${this.query()}`, "cors", true);
           if (STOP_STATUSES.includes(answer.status)) {
@@ -479,10 +501,12 @@
         }
       }
       try {
-        // The feed is read from the store, with CORS headers: a 200 proves the store is up.
-        const edition = this.subscription.editions[0];
-        const feed = await get(`/feeds/${encodeURIComponent(edition)}.json`, "cors", false);
-        return feed.status === 200 ? "blocked" : "unavailable";
+        // The feeds are read from the store, with CORS headers: a 200 proves the store is up.
+        const editions = this.subscription.editions;
+        const feeds = await Promise.all(editions.map((e) => get(`/feeds/${encodeURIComponent(e)}.json`, "cors", false)));
+        const missing = feeds.findIndex((feed) => feed.status === 404);
+        if (missing >= 0) return { refused: `editions: unknown edition '${editions[missing]}'` };
+        return feeds.every((feed) => feed.status === 200) ? "blocked" : "unavailable";
       } catch (error) {
         return "unavailable";
       }
@@ -496,7 +520,17 @@
       const run = this.run;
       this.drop();
       this.enter("waiting");
-      if (this.upgrading) { this.downgrade(this.downgradedTo, true); this.retry(false); return; }
+      if (this.upgrading) {
+        // Back from the feed: WebSocket failed, so SSE is tried before the feed again.
+        if (mode === "ws" && this.downgradedTo === "poll" && typeof EventSource === "function") {
+          this.mode = "sse";
+          this.open();
+          return;
+        }
+        this.downgrade(this.downgradedTo, true);
+        this.retry(false);
+        return;
+      }
       const verdict = await this.probe(mode);
       if (!run || this.run !== run || this.state !== "waiting" || this.timer) return;
       if (verdict.refused) { this.refused(verdict.refused); return; }
@@ -522,8 +556,8 @@
       if (!GREETINGS.includes(message.type)) {
         this.attempt = 0;
         this.failures = 0;
-        if (this.mode === this.best) { this.upgrades = 0; this.upgradeAt = 0; }
-        this.upgrading = false;
+        if (this.mode === this.best) { this.upgrades = 0; this.upgradeAt = 0; this.upgrading = false; }
+        else if (this.upgrading) this.downgrade(this.mode, false); // up from the feed to SSE: WebSocket later
         this.recovered();
         if (this.state === "connecting") this.enter("live", this.checkEveryMs(), this.onTick);
       }
@@ -577,7 +611,8 @@
           `${this.server}/feeds/${encodeURIComponent(edition)}.json`,
           { cache: "no-cache", mode: "cors", credentials: "omit" })));
         if (!still()) return;
-        for (const response of responses) {
+        for (const [i, response] of responses.entries()) {
+          if (response.status === 404) { this.refused(`editions: unknown edition '${editions[i]}'`); return; }
           if (STOP_STATUSES.includes(response.status)) { this.refused(`feed refused: ${response.status}`); return; }
           if (TRY_LATER_STATUSES.includes(response.status)) {
             this.retry(true, retryAfterMs(response.headers.get("Retry-After")));
@@ -630,7 +665,7 @@
         store.lines = new Map(message.lines.map((line) => [line.id, line]));
         this.rankAll(message.lines);
         store.cursor = message.cursor;
-        for (const member of this.membersOf(message.edition)) member.refresh();
+        for (const member of this.membersOf(message.edition)) member.refresh(false);
         return;
       }
       if (type !== "line" && type !== "update" && type !== "retract") return;
@@ -683,6 +718,10 @@
       for (const id of store.lines.keys()) this.ranks.delete(id);
       store.lines = next;
       this.rankAll([...next.values()]);
+      // The ticker cursor the feed stands at (docs/feeds.md): back on a stream, resume from it, so
+      // nothing the feed gave is delivered (and announced) again.
+      const cursor = feed._flashwire && feed._flashwire.cursor;
+      if (typeof cursor === "string" && /^\d+-\d+$/.test(cursor)) store.cursor = cursor;
       const members = this.membersOf(edition);
       this.announce(fresh, members);
       for (const member of members) member.refresh(first);
@@ -771,7 +810,17 @@
     get language() { return this.edition.split("-")[0]; }
     get words() { return WORDS[this.language] || WORDS.en; }
     get direction() { return RTL.includes(this.language) ? "rtl" : "ltr"; }
-    get server() { return (this.getAttribute("server") || DEFAULT_SERVER).replace(/\/+$/, ""); }
+    // The server as one spelling (scheme and host lower-case, no trailing slash), so that tickers
+    // naming it differently still share one connection.
+    get server() {
+      const named = this.getAttribute("server") || DEFAULT_SERVER;
+      try {
+        const url = new URL(named, location.href);
+        return `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
+      } catch (error) {
+        return named.replace(/\/+$/, "");
+      }
+    }
 
     connectedCallback() {
       if (this.motion && this.motion.addEventListener) this.motion.addEventListener("change", this.onMotionChange);
