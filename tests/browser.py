@@ -42,9 +42,10 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-async def screenshot(page: Page, name: str) -> Path:
-    """Keep a screenshot under test-artifacts/."""
+async def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
+    """Keep a screenshot under test-artifacts/ (`full_page=False`: the first screen only, what a
+    phone shows)."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    await page.screenshot(path=str(path), full_page=True)
+    await page.screenshot(path=str(path), full_page=full_page)
     return path

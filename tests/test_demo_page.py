@@ -30,6 +30,10 @@ EARLIER = {
         ("البنك المركزي يثبّت أسعار الفائدة عند 4.25%", "urgent"),
         ("زلزال بقوة 6.1 درجة يضرب قبالة الساحل الشمالي", "flash"),
     ],
+    "es": [
+        ("El banco central mantiene los tipos de interés en el 4,25 %", "urgent"),
+        ("Un terremoto de magnitud 6,1 sacude la costa norte", "flash"),
+    ],
 }
 # A line posted while each page is open.
 LIVE = {
@@ -37,9 +41,16 @@ LIVE = {
     ("en", 1366): "Storm warning issued for the east coast",
     ("ar", 390): "إغلاق مراكز الاقتراع في المحافظات الشمالية",
     ("ar", 1366): "تحذير من عاصفة على الساحل الشرقي",
+    ("es", 1366): "Alerta por tormenta en la costa este",
 }
 # The docs screenshots (docs/demo*.png are copies of these, see the test's docstring).
-SHOTS = {("en", 1366): "demo.png", ("ar", 1366): "demo-ar.png", ("en", 390): "demo-phone.png"}
+SHOTS = {
+    ("en", 1366): "demo.png",
+    ("ar", 1366): "demo-ar.png",
+    ("es", 1366): "demo-es.png",
+    ("en", 390): "demo-phone.png",
+    ("ar", 390): "demo-ar-phone.png",
+}
 
 
 def _watch(page: Page, problems: list[str]) -> None:
@@ -58,14 +69,14 @@ def _watch(page: Page, problems: list[str]) -> None:
 async def test_demo_page_is_an_article_page_with_the_live_ticker_under_its_header(
     stack: Stack, chromium: Browser
 ) -> None:
-    """At 390 px and 1366 px, in English and Arabic: the page speaks the edition (lang, dir, a switcher
+    """At 390 px and 1366 px, in English and Arabic (and Spanish at 1366 px): the page speaks the edition (lang, dir, a switcher
     marking it), has its landmarks and skip link, shows the ticker right under the site header and above
     the article, the ticker shows a line posted through the API while the page is open, nothing is wider
-    than the window, and there is no console error or CSP violation. Keeps test-artifacts/demo.png,
-    demo-ar.png and demo-phone.png (docs/demo*.png are copies)."""
+    than the window, and there is no console error or CSP violation. Keeps the SHOTS under
+    test-artifacts/ (docs/demo*.png are copies)."""
     stack.worker()
     node = stack.service()
-    editor = await stack.token("editor", ["en", "ar"])
+    editor = await stack.token("editor", ["en", "ar", "es"])
     async with httpx.AsyncClient(base_url=node.url) as client:
         for edition, lines in EARLIER.items():
             for text, urgency in lines:
@@ -200,7 +211,7 @@ async def test_demo_snippet_is_unfiltered_copies_and_works_on_a_partner_page(
 
 
 def test_docs_screenshots_are_the_demo_pages() -> None:
-    """README.md shows the three screenshots the browser test keeps (copy them from test-artifacts/)."""
+    """README.md shows the screenshots the browser test keeps (copy them from test-artifacts/)."""
     readme = (ROOT / "README.md").read_text()
     for name in SHOTS.values():
         assert (ROOT / "docs" / name).is_file(), name

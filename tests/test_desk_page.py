@@ -114,7 +114,7 @@ async def test_arabic_line_is_entered_previewed_and_shown_right_to_left(
     assert await shown.get_attribute("lang") == "ar"
     await screenshot(reader, "reader-arabic.png")
     await expect(desk.locator("#readers .fw-line")).to_contain_text(text)
-    await screenshot(desk, "desk-arabic.png")
+    await screenshot(desk, "desk-arabic-entered.png")
 
 
 async def test_editor_page_offers_no_chief_actions_and_shows_server_refusals(
@@ -202,37 +202,72 @@ async def test_chief_schedules_and_cancels_from_the_page_with_keyboard_only(
     await expect(desk.locator("#audit-rows")).to_contain_text("cancel")
 
 
+# A realistic edition for the screenshots: (text, urgency, topics) per edition, oldest first, and
+# the line being composed.
+SHOWN_LINES = {
+    "en": [
+        ("Taiwan's President: 'One country, two regimes' is a red line", "flash", ["politics", "asia"]),
+        ("Central bank holds rates at 4.5%", "urgent", ["economy", "europe"]),
+        ("Cup final moved to Sunday after storm warning", "routine", ["sports"]),
+    ],
+    "ar": [
+        ("الرئيس التايواني: «دولة واحدة ونظامان» خط أحمر", "flash", ["politics", "asia"]),
+        ("البنك المركزي يبقي سعر الفائدة عند 4.5%", "urgent", ["economy", "europe"]),
+        ("تأجيل نهائي الكأس إلى الأحد بسبب تحذير من عاصفة", "routine", ["sports"]),
+    ],
+}
+COMPOSING = {
+    "en": "Earthquake of magnitude 6.1 strikes off the coast of Chile",
+    "ar": "زلزال بقوة 6.1 درجات يضرب قبالة سواحل تشيلي",
+}
+# (edition, width) -> the screenshot (docs/ has copies: desk.png, desk-phone.png, desk-arabic.png,
+# desk-arabic-phone.png).
+DESK_SHOTS = {
+    ("en", 1280): "desk.png",
+    ("en", 390): "desk-phone.png",
+    ("ar", 1280): "desk-arabic.png",
+    ("ar", 390): "desk-arabic-phone.png",
+}
+
+
 async def test_desk_screenshots_for_the_docs(stack: Stack, chromium: Browser) -> None:
-    """The desk renders a realistic edition (kept as test-artifacts/desk.png; docs/desk.png is a copy)."""
+    """The desk renders a realistic edition in English and in Arabic, on a desktop and on a phone,
+    with a line being composed, the reach of each line and the readers online (kept as
+    test-artifacts/desk*.png, the phone's first screen only; the docs/desk*.png images are copies)."""
     stack.worker()
     node = stack.service()
     chief = await stack.token("chief", ["en", "ar", "es"], name="Chiara")
-    readers = [await open_reader(node.ws_url, "editions=en") for _ in range(3)]
+    readers = [await open_reader(node.ws_url, f"editions={e}") for e in ("en", "en", "en", "ar", "ar")]
     async with httpx.AsyncClient(base_url=node.url) as client:
-        lines = [
-            ("Taiwan's President: 'One country, two regimes' is a red line", "flash", ["politics", "asia"]),
-            ("Central bank holds rates at 4.5%", "urgent", ["economy", "europe"]),
-            ("Cup final moved to Sunday after storm warning", "routine", ["sports"]),
-        ]
-        for text, urgency, topics in lines:
-            response = await client.post(
-                "/api/v1/lines",
-                json={"edition": "en", "text": text, "urgency": urgency, "topics": topics, "source": "AFP"},
-                headers=auth(chief),
-            )
-            assert response.status_code == 201
-        await asyncio.sleep(0.3)
-    desk = await chromium.new_page(viewport={"width": 1280, "height": 900})
-    await _sign_in(desk, node, chief)
-    await expect(desk.locator("#live-lines .desk-line")).to_have_count(3)
-    await desk.get_by_label("Headline").fill("Earthquake of magnitude 6.1 strikes off the coast of Chile")
-    await desk.get_by_label("Flash").check()
-    await desk.get_by_label("latin-america".replace("-", " ")).check()
-    await expect(desk.locator("#live-lines .reach").first).to_contain_text("reached", timeout=8000)
-    await expect(desk.locator("#live-lines .reach").first).to_contain_text("reached 3 readers")
-    await expect(desk.locator("#readers-online")).to_have_text("3 readers online now", timeout=8000)
-    path = await screenshot(desk, "desk.png")
-    assert path.stat().st_size > 10_000
+        for edition, lines in SHOWN_LINES.items():
+            for text, urgency, topics in lines:
+                body = {
+                    "edition": edition,
+                    "text": text,
+                    "urgency": urgency,
+                    "topics": topics,
+                    "source": "AFP",
+                }
+                response = await client.post("/api/v1/lines", json=body, headers=auth(chief))
+                assert response.status_code == 201
+        await stack.until_applied()
+    online = {"en": "3 readers online now", "ar": "2"}
+    for (edition, width), name in DESK_SHOTS.items():
+        desk = await chromium.new_page(viewport={"width": width, "height": 900})
+        await _sign_in(desk, node, chief)
+        await desk.locator("#edition").select_option(edition)
+        await expect(desk.locator("html")).to_have_attribute("lang", edition)
+        await expect(desk.locator("#live-lines .desk-line")).to_have_count(3)
+        await desk.locator("#text").fill(COMPOSING[edition])
+        await desk.locator("input[name=urgency][value=flash]").check()
+        await desk.locator("input[name=topics][value=latin-america]").check()
+        await expect(desk.locator("#live-lines .reach").first).to_contain_text(
+            "3" if edition == "en" else "2", timeout=8000
+        )
+        await expect(desk.locator("#readers-online")).to_contain_text(online[edition], timeout=8000)
+        path = await screenshot(desk, name, full_page=width > 390)
+        assert path.stat().st_size > 10_000
+        await desk.close()
     for reader in readers:
         await reader.ws.close()
 
