@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,9 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, async_playwright
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# The desk's ticker status once its connection delivers: "live" in the desk's language
+# (web/desk/messages.js statusLive).
+DESK_LIVE = re.compile("^(live|مباشر|en directo)$")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -17,6 +17,7 @@ import pytest
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, expect
 
+from tests.browser import DESK_LIVE
 from tests.conftest import Stack, post_line
 from tests.test_widget import PartnerSite
 
@@ -146,7 +147,7 @@ async def test_desk_signed_in_with_its_dialog_open_has_no_serious_violation(
             await page.get_by_role("button", name="Sign in").click()
             await expect(page.locator("#desk")).to_be_visible()
             await page.locator("select").first.select_option(edition)
-            await expect(page.locator("#reader-status")).to_have_text("live")
+            await expect(page.locator("#reader-status")).to_have_text(DESK_LIVE)
             # The Arabic edition's desk speaks Arabic (tests/test_desk_i18n.py): buttons by place.
             await page.locator("#audit-form button[type=submit]").click()
             where = f"desk {edition} at {width}px"

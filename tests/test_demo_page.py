@@ -69,11 +69,11 @@ def _watch(page: Page, problems: list[str]) -> None:
 async def test_demo_page_is_an_article_page_with_the_live_ticker_under_its_header(
     stack: Stack, chromium: Browser
 ) -> None:
-    """At 390 px and 1366 px, in English and Arabic (and Spanish at 1366 px): the page speaks the edition (lang, dir, a switcher
-    marking it), has its landmarks and skip link, shows the ticker right under the site header and above
-    the article, the ticker shows a line posted through the API while the page is open, nothing is wider
-    than the window, and there is no console error or CSP violation. Keeps the SHOTS under
-    test-artifacts/ (docs/demo*.png are copies)."""
+    """At 390 px and 1366 px, in English and Arabic (and Spanish at 1366 px): the page speaks the
+    edition (lang, dir, a switcher marking it), has its landmarks and skip link, shows the ticker
+    right under the site header and above the article, the ticker shows a line posted through the
+    API while the page is open, nothing is wider than the window, and there is no console error or
+    CSP violation. Keeps the SHOTS under test-artifacts/ (docs/demo*.png are copies)."""
     stack.worker()
     node = stack.service()
     editor = await stack.token("editor", ["en", "ar", "es"])

@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from flashwire.core.topics import TOPIC_LANGUAGES, topic_names
-from tests.browser import screenshot
+from tests.browser import DESK_LIVE, screenshot
 from tests.conftest import ServiceNode, Stack
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,8 @@ async def _sign_in(page: Page, node: ServiceNode, token: str) -> None:
     await page.locator("#token").fill(token)
     await page.locator("#sign-in-button").click()
     await expect(page.locator("#desk")).to_be_visible()
-    await expect(page.locator("#reader-status")).to_have_text("live")
+    # The desk's own ticker is connected ("live" in the desk's language, web/desk/messages.js).
+    await expect(page.locator("#reader-status")).to_have_text(DESK_LIVE)
 
 
 def test_topic_names_fall_back_to_the_slug() -> None:

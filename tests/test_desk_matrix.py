@@ -134,6 +134,11 @@ async def test_the_desk_and_the_news_page_at_both_widths_in_both_languages(
     await expect(desk.locator("input[name=urgency][value=routine]")).to_be_checked()
     await expect(desk.locator("input[name=topics]:checked")).to_have_count(0)
 
+    # 5: what the desk writes itself is in the language too: who is signed in, the ticker's
+    # status, the audit trail's actions.
+    await expect(desk.locator("#who")).to_contain_text(words["role_chief"])
+    await expect(desk.locator("#reader-status")).to_have_text(words["statusLive"])
+    await expect(desk.locator("#audit-rows tr", has_text=text).first).to_contain_text(words["audit_post"])
     # The line on the desk: 4, its times with their zone; 9, button names cut by grapheme.
     row = desk.locator("#live-lines .desk-line", has_text=text)
     await expect(row).to_have_count(1)

@@ -75,11 +75,21 @@ export function cursorAfter(a, b) {
 }
 
 // A live list of lines for one or more editions, resuming from its cursors after a drop.
+// What the status element says, in English; a page in another language passes its own `words`.
+export const STATUS_WORDS = {
+  live: () => "live",
+  reconnecting: ({ why, seconds }) => `${why}; reconnecting in ${seconds} s`,
+  refused: ({ reason }) => `refused: ${reason}`,
+  silent: () => "no message for 2.5 heartbeat periods",
+  lost: () => "connection lost",
+};
+
 export class LiveTicker {
   // `role: "desk"` marks the newsroom's own view, left out of reach and readers online
-  // (docs/protocol.md section 2.4).
-  constructor(list, { editions = [], status = null, onEvent = null, role = null } = {}) {
+  // (docs/protocol.md section 2.4). `words`: the status element's words (STATUS_WORDS).
+  constructor(list, { editions = [], status = null, onEvent = null, role = null, words = {} } = {}) {
     this.list = list;
+    this.words = { ...STATUS_WORDS, ...words };
     this.editions = editions;
     this.role = role;
     this.status = status;
@@ -122,7 +132,7 @@ export class LiveTicker {
     const dead = this.ws;
     this.ws = null;
     dead.close();
-    this.retry(false, "no message for 2.5 heartbeat periods");
+    this.retry(false, this.words.silent());
   }
 
   retry(tryLater, why) {
@@ -130,7 +140,7 @@ export class LiveTicker {
     this.attempt += 1;
     const ceiling = backoffCeilingMs(this.attempt, tryLater);
     const delay = ceiling / 2 + Math.random() * ceiling / 2;
-    this.setStatus(`${why}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    this.setStatus(this.words.reconnecting({ why, seconds: (delay / 1000).toFixed(1) }));
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
   }
@@ -156,10 +166,10 @@ export class LiveTicker {
       if (STOP_CODES.includes(event.code)) {
         this.stopped = true;
         clearTimeout(this.watchdog);
-        this.setStatus("refused: " + (event.reason || `closed ${event.code}`));
+        this.setStatus(this.words.refused({ reason: event.reason || `closed ${event.code}` }));
         return;
       }
-      this.retry(event.code === 1013, event.reason ? `closed ${event.code}: ${event.reason}` : "connection lost");
+      this.retry(event.code === 1013, event.reason ? `closed ${event.code}: ${event.reason}` : this.words.lost());
     };
   }
 
@@ -171,7 +181,7 @@ export class LiveTicker {
     if (!this.live && !GREETINGS.includes(msg.type)) {
       this.live = true;
       this.attempt = 0;
-      this.setStatus("live");
+      this.setStatus(this.words.live());
     }
     if (msg.type === "snapshot") {
       this.cursors[msg.edition] = msg.cursor;

@@ -4,7 +4,7 @@
 // server worded it. The desk speaks the edition's language, or the one the editor chose
 // (messages.js; docs/desk.md, "Languages").
 import { LiveTicker, renderLine } from "/web/reader.js";
-import { DIRECTIONS, LANGUAGES, translate } from "/web/desk/messages.js";
+import { DIRECTIONS, LANGUAGES, MESSAGES, translate } from "/web/desk/messages.js";
 import { merge3, wordDiff } from "/web/desk/merge.js";
 
 const TOKEN_KEY = "flashwire.token";
@@ -29,6 +29,10 @@ const state = {
 
 // The desk's words in its current language (messages.js).
 const t = (key, values) => translate(state.language, key, values);
+// The catalogue's word for a value the server sends (an audit action, a role, a status), or the
+// value itself when the catalogue has none (a newer server's).
+const known = (key, value) => (key in MESSAGES.en ? t(key) : value);
+const roleName = (role) => known(`role_${role}`, role);
 
 class DeskError extends Error {
   constructor(status, detail) {
@@ -109,7 +113,13 @@ function clock(date, timeZone) {
   if (dayKey(date, timeZone) !== dayKey(new Date(), timeZone)) {
     Object.assign(options, { weekday: "short", day: "numeric", month: "short" });
   }
-  return new Intl.DateTimeFormat("en-GB", options).format(date);
+  return new Intl.DateTimeFormat(timeLocale(), options).format(date);
+}
+
+// Times in the desk's language (weekday and month names), with Latin digits as newsrooms in all
+// three languages write them; English as in Britain (14:00, not 2:00 PM).
+function timeLocale() {
+  return state.language === "en" ? "en-GB" : `${state.language}-u-nu-latn`;
 }
 
 // Whether the editor's zone shows a different wall-clock time than the newsroom's at `date`.
@@ -151,6 +161,8 @@ function applyLanguage({ refresh = true } = {}) {
   $("ui-language").value = localStorage.getItem(LANGUAGE_KEY) || "";
   if (state.health !== undefined) showHealth(healthMessage(state.health));
   if (!state.me) return;
+  $("who").textContent = `${state.me.name} · ${roleName(state.me.role)}`;
+  if (state.ticker && state.ticker.live) state.ticker.setStatus(t("statusLive"));
   labelTopics();
   updateAuditZone();
   if (!refresh) return;
@@ -221,7 +233,7 @@ async function start() {
   $("desk").hidden = false;
   $("nav").hidden = false;
   $("sign-out").hidden = false;
-  $("who").textContent = `${state.me.name} · ${state.me.role}`;
+  $("who").textContent = `${state.me.name} · ${roleName(state.me.role)}`;
   for (const element of document.querySelectorAll(".chief-only")) element.hidden = !can("schedule");
   const editions = state.me.editions.includes("*") ? state.config.editions.map((e) => e.code) : state.me.editions;
   const select = $("edition");
@@ -271,6 +283,13 @@ async function selectEdition(code) {
     editions: [code],
     role: "desk",
     status: $("reader-status"),
+    words: {
+      live: () => t("statusLive"),
+      reconnecting: (values) => t("statusReconnecting", values),
+      refused: (values) => t("statusRefused", values),
+      silent: () => t("statusSilent"),
+      lost: () => t("statusLost"),
+    },
     onEvent: (message) => {
       if (["line", "update", "retract", "snapshot"].includes(message.type)) scheduleRefresh();
     },
@@ -837,7 +856,11 @@ function auditParams() {
 
 function summary(doc) {
   if (!doc) return "—";
-  const flags = [doc.status !== "usable" ? doc.status : "", doc.pinned ? "pinned" : "", doc.expired ? "expired" : ""];
+  const flags = [
+    doc.status !== "usable" ? known(`status_${doc.status}`, doc.status) : "",
+    doc.pinned ? t("flag_pinned") : "",
+    doc.expired ? t("flag_expired") : "",
+  ];
   return [doc.text, `v${doc.version}`, ...flags.filter(Boolean)].join(" · ");
 }
 
@@ -850,8 +873,8 @@ async function refreshAudit() {
       const row = document.createElement("tr");
       const cells = [
         zonedTime(entry.at),
-        `${entry.actor.name} (${entry.actor.role})`,
-        entry.action + (entry.reason ? ` — ${entry.reason}` : ""),
+        `${entry.actor.name} (${roleName(entry.actor.role)})`,
+        known(`audit_${entry.action}`, entry.action) + (entry.reason ? ` — ${entry.reason}` : ""),
         entry.line_id,
         summary(entry.before),
         summary(entry.after),

@@ -10,6 +10,12 @@ export const LANGUAGE_NAMES = { en: "English", ar: "العربية", es: "Españ
 
 export const MESSAGES = {
   en: {
+    statusLive: "live", statusReconnecting: "{why}; reconnecting in {seconds} s", statusRefused: "refused: {reason}",
+    statusSilent: "no message for 2.5 heartbeat periods", statusLost: "connection lost",
+    role_editor: "editor", role_chief: "chief", role_admin: "admin",
+    audit_post: "post", audit_correct: "correct", audit_retract: "retract", audit_pin: "pin", audit_unpin: "unpin",
+    audit_expiry: "expiry", audit_cancel: "cancel", audit_release: "release", audit_expire: "expire",
+    status_withheld: "scheduled", status_canceled: "retracted", flag_pinned: "pinned", flag_expired: "expired",
     title: "Flashwire desk", deskSections: "Desk sections", edition: "Edition",
     uiLanguage: "Interface language", uiFollowEdition: "Automatic (the news language)",
     navCompose: "Compose", navLive: "Live lines", navScheduled: "Scheduled", navAudit: "Audit", navReaders: "Readers see",
@@ -88,6 +94,12 @@ export const MESSAGES = {
     retractAgain: "The line was changed since you chose to retract it: now “{line}”. Retract it anyway?",
   },
   ar: {
+    statusLive: "مباشر", statusReconnecting: "{why}؛ إعادة الاتصال خلال {seconds} ث", statusRefused: "مرفوض: {reason}",
+    statusSilent: "لا رسائل منذ 2.5 من فترات النبض", statusLost: "انقطع الاتصال",
+    role_editor: "محرر", role_chief: "رئيس التحرير", role_admin: "مسؤول",
+    audit_post: "نشر", audit_correct: "تصحيح", audit_retract: "سحب", audit_pin: "تثبيت", audit_unpin: "إلغاء التثبيت",
+    audit_expiry: "تغيير الانتهاء", audit_cancel: "إلغاء", audit_release: "إطلاق", audit_expire: "انتهاء",
+    status_withheld: "مجدول", status_canceled: "مسحوب", flag_pinned: "مثبّت", flag_expired: "منتهٍ",
     title: "مكتب فلاشواير", deskSections: "أقسام المكتب", edition: "النسخة",
     uiLanguage: "لغة الواجهة", uiFollowEdition: "تلقائي (لغة النسخة)",
     navCompose: "تحرير", navLive: "الأخبار المنشورة", navScheduled: "المجدولة", navAudit: "السجل", navReaders: "ما يراه القراء",
@@ -166,6 +178,12 @@ export const MESSAGES = {
     retractAgain: "تغيّر الخبر منذ أن اخترت سحبه: أصبح الآن «{line}». أتسحبه رغم ذلك؟",
   },
   es: {
+    statusLive: "en directo", statusReconnecting: "{why}; reconectando en {seconds} s", statusRefused: "rechazado: {reason}",
+    statusSilent: "ningún mensaje en 2,5 periodos de latido", statusLost: "conexión perdida",
+    role_editor: "editor", role_chief: "jefe de redacción", role_admin: "administrador",
+    audit_post: "publicar", audit_correct: "corregir", audit_retract: "retirar", audit_pin: "fijar", audit_unpin: "soltar",
+    audit_expiry: "caducidad", audit_cancel: "cancelar", audit_release: "liberar", audit_expire: "caducar",
+    status_withheld: "programada", status_canceled: "retirada", flag_pinned: "fijada", flag_expired: "caducada",
     title: "Redacción Flashwire", deskSections: "Secciones de la redacción", edition: "Edición",
     uiLanguage: "Idioma de la interfaz", uiFollowEdition: "Automático (el de la edición)",
     navCompose: "Redactar", navLive: "Publicadas", navScheduled: "Programadas", navAudit: "Registro", navReaders: "Lo que ven los lectores",
