@@ -10,9 +10,11 @@ the first part loses Redis and one when the last part has it back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, WatchError
@@ -106,3 +108,23 @@ class OutageLog:
                 self._process,
                 time.monotonic() - self._since,
             )
+
+
+def quiet_orphaned_outage_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """An event-loop exception handler: a task that nobody awaits and that failed because Redis
+    went away is reported in one line, not with a traceback; anything else goes to asyncio's
+    default handler.
+
+    arq finishes each job in a shielded task (`asyncio.shield(self.finish_job(...))` in
+    `arq.worker.Worker.run_job`, arq 0.26 to 0.28): when an outage cancels the job's own task, the
+    shielded one runs on, fails on the lost connection, and asyncio reports "Task exception was
+    never retrieved" with a traceback. The outage itself is already logged once (`OutageLog`) and
+    ridden out: arq runs the job again once its in-progress key expires, and every job is
+    idempotent (workers/arq_runner.py)."""
+    error = context.get("exception")
+    if isinstance(error, REDIS_DOWN) and "never retrieved" in str(context.get("message", "")):
+        task = context.get("future")
+        name = task.get_name() if isinstance(task, asyncio.Task) else "a task"
+        log.warning("%s failed while Redis was away (%s: %s)", name, type(error).__name__, error)
+        return
+    loop.default_exception_handler(context)

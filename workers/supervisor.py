@@ -33,7 +33,7 @@ from flashwire.workers.arq_runner import ArqRunner
 from flashwire.workers.fanout import DeskConsumer
 from flashwire.workers.heartbeat import Heartbeat
 from flashwire.workers.metrics import MetricsServer, WorkerMetrics
-from flashwire.workers.outage import REDIS_DOWN, OutageLog
+from flashwire.workers.outage import REDIS_DOWN, OutageLog, quiet_orphaned_outage_errors
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class WorkerSupervisor:
         self._stopping = asyncio.Event()
         metrics_server = self._serve_metrics()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(quiet_orphaned_outage_errors)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop)
         redis = self._client(Redis)
