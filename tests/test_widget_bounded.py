@@ -221,15 +221,28 @@ async def test_a_new_line_keeps_the_loop_going_and_a_flash_line_shows_at_once(
                 ".getAnimations()[0]?.currentTime > 500"
             )
             await ticker.locator(".pause").click()  # held still, so positions compare exactly
+            # Paused and settled (a pause takes effect at the next frame): positions then hold.
             await page.wait_for_function(
-                "() => document.querySelector('flash-ticker').shadowRoot.querySelector('.track')"
-                ".getAnimations()[0]?.playState === 'paused'"
+                "() => { const motion = document.querySelector('flash-ticker').shadowRoot"
+                ".querySelector('.track').getAnimations()[0];"
+                " return motion?.playState === 'paused' && !motion.pending; }"
             )
-            before = (await _lefts(page))["older line number 2"]
+            # The line being read: the one under the reading start (the viewport's left edge).
+            reading = await page.evaluate(
+                "() => { const root = document.querySelector('flash-ticker').shadowRoot;"
+                " const x = root.querySelector('.viewport').getBoundingClientRect().left + 1;"
+                " const item = [...root.querySelectorAll('.line')].find((line) => {"
+                " const box = line.getBoundingClientRect(); return box.left <= x && x < box.right; });"
+                " return item.querySelector('.text').textContent; }"
+            )
+            before = (await _lefts(page))[reading]
             await post_line(client, editor, "a routine newcomer")
             await expect(ticker.locator(".line .text").first).to_have_text("a routine newcomer")
+            await page.evaluate(
+                "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+            )
             after = await _lefts(page)
-            assert abs(after["older line number 2"] - before) < 2, (before, after)
+            assert abs(after[reading] - before) < 0.5, (reading, before, after)
             await post_line(client, editor, "a flash newcomer", urgency="flash")
             await expect(ticker.locator(".line .text").first).to_have_text("a flash newcomer")
             flash = ticker.locator(".line").first
@@ -239,3 +252,35 @@ async def test_a_new_line_keeps_the_loop_going_and_a_flash_line_shows_at_once(
                 ".getBoundingClientRect().left"
             )
             assert abs((await _lefts(page))["a flash newcomer"] - viewport) < 2
+
+
+@pytest.mark.parametrize(("width", "language"), [(390, "ar"), (1366, "en")])
+async def test_the_bounded_set_on_a_phone_and_a_desktop_in_both_languages(
+    stack: Stack, partner: PartnerSite, width: int, language: str
+) -> None:
+    """On a 390 px Arabic page and a 1366 px English one, an English and an Arabic ticker with 25
+    live lines each hold 20 items, the pinned (oldest) line first and then the newest 19, and the
+    page is no wider than its screen."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin)
+    chief = await stack.token("chief", ["en", "ar"])
+    texts: dict[str, list[str]] = {"en": [], "ar": []}
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        for edition, words in (("en", "Line number"), ("ar", "الخبر رقم")):
+            for i in range(25):
+                line = await post_line(client, chief, f"{words} {i}", edition=edition)
+                texts[edition].append(f"{words} {i}")
+                if i == 0:
+                    pinned = await client.post(f"/api/v1/lines/{line['id']}/pin", headers=auth(chief))
+                    assert pinned.status_code == 201, pinned.text
+        await stack.until_applied()
+    body = '<flash-ticker id=en edition="en"></flash-ticker><flash-ticker id=ar edition="ar"></flash-ticker>'
+    async with browser() as chromium:
+        page = await chromium.new_page(viewport={"width": width, "height": 800})
+        await page.goto(partner.page("bounded.html", body, node, lang=language))
+        for edition in ("en", "ar"):
+            expected = [texts[edition][0], *reversed(texts[edition][-19:])]
+            await expect(page.locator(f"#{edition} .line .text")).to_have_text(expected)
+            items = await _shadow(page, f"#{edition}", "root.querySelectorAll('li.line').length")
+            assert items == 20, (edition, items)
+        assert await page.evaluate("document.scrollingElement.scrollWidth") <= width

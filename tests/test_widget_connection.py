@@ -239,6 +239,39 @@ async def test_after_503s_the_widget_returns_to_websocket(
         await proxy.stop()
 
 
+async def test_a_restart_behind_a_load_balancer_answering_502_recovers_on_websocket(
+    stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
+) -> None:
+    """A proxy answering 502 to every request for 6 s (a load balancer while the node restarts:
+    the health check, the feeds and the streams alike) leaves the page on WebSocket, retrying; once
+    it serves again the page is live on WebSocket with the lines posted meanwhile, on one connection."""
+    stack.worker()
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, **HEARTBEAT)
+    editor = await stack.token("editor", ["en", "ar"])
+    proxy = await CuttingProxy(node.port).start()
+    try:
+        page = await _open(chromium, partner, node, look, "502.html", server=proxy.url)
+        async with httpx.AsyncClient(base_url=node.url) as client:
+            await _post_both(client, editor, "before the restart", "قبل إعادة التشغيل")
+            await expect(_texts(page, "ar")).to_have_text(["قبل إعادة التشغيل"])
+            proxy.answer = lambda line, upgrade: 502
+            proxy.reset_all()
+            await expect(page.locator("#en .status")).to_have_text(RECONNECTING["en"], timeout=10_000)
+            await _post_both(client, editor, "during the restart", "أثناء إعادة التشغيل")
+            await asyncio.sleep(6)
+            assert any(status == 502 for _, status in proxy.answered), proxy.answered
+            proxy.answer = None
+            english = ["during the restart", "before the restart"]
+            await expect(_texts(page, "en")).to_have_text(english, timeout=20_000)
+            await expect(_texts(page, "ar")).to_have_text(["أثناء إعادة التشغيل", "قبل إعادة التشغيل"])
+            for ticker in ("en", "ar"):
+                await expect(page.locator(f"#{ticker}")).to_have_attribute("data-transport", "ws")
+                await expect(page.locator(f"#{ticker}")).to_have_attribute("data-state", "live")
+        await one_connection(node, proxy)
+    finally:
+        await proxy.stop()
+
+
 async def test_offline_then_online(stack: Stack, partner: PartnerSite, chromium: Browser, look: Look) -> None:
     """`offline` shows the offline state at once, in each ticker's language, announced once, and
     drops the connection; `online` reconnects at once, with the lines posted meanwhile, on one

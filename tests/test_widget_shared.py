@@ -261,7 +261,9 @@ async def test_a_ticker_joining_leaves_the_others_loop_where_it_was(
     )
     await expect(page.locator("#b")).to_have_attribute("data-state", "live")
     await expect(page.locator("#b .empty")).to_be_visible()
-    assert await page.evaluate(position) >= before
+    # Started again, the loop would be back near 0 ms; kept, it is where it was or further (the
+    # animation is made anew at the same place, so equal up to floating-point noise).
+    assert await page.evaluate(position) >= before - 1, before
     await one_connection(node)
 
 

@@ -1146,7 +1146,14 @@
         const kept = anchor.after.find(([item]) => item.isConnected);
         const shift = kept ? this.startOf(kept[0]) - kept[1] : 0;
         const distance = (((anchor.distance + shift) % this.cycle.length) + this.cycle.length) % this.cycle.length;
-        this.animation.currentTime = (distance / speed) * 1000;
+        const at = (distance / speed) * 1000;
+        const animation = this.animation;
+        animation.currentTime = at;
+        // Chromium settles a pause asked of a new animation a frame later, a frame further on: a
+        // paused bar is put back where the reader was once it has.
+        if (animation.playState === "paused") {
+          animation.ready.then(() => { if (this.animation === animation && animation.playState === "paused") animation.currentTime = at; });
+        }
       }
     }
 
