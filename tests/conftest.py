@@ -327,6 +327,21 @@ class Stack(RedisBacked):
             process.terminate(timeout_s=5)
 
 
+@pytest.fixture(scope="module")
+def module_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, ServiceNode]]:
+    """A private redis-server, a worker and a service node shared by a module's tests, for modules
+    whose tests each make their own tokens and lines and need no setting of their own."""
+    path = tmp_path_factory.mktemp("module-stack")
+    server = RedisProcess(path / "redis").start()
+    shared = Stack(server, path)
+    try:
+        shared.worker()
+        yield shared, shared.service()
+    finally:
+        shared.close()
+        server.kill()
+
+
 @pytest.fixture
 def stack(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Stack]:
     """Start worker and service processes on demand against the test's Redis."""

@@ -5,15 +5,14 @@ lets the editor publish against the version now shown or keep theirs; a retracti
 with the new text; a pin shows what changed and can be made again. The other editor's change is
 made through the API, as in tests/test_concurrency.py.
 
-One stack and one browser (conftest's `chromium`) serve the whole module: each test has its own
-tokens, lines and browser context, so the module costs one start-up.
+One stack (conftest's `module_stack`) and one browser (`chromium`) serve the whole module: each
+test has its own tokens, lines and browser context, so the module costs one start-up.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,7 +20,6 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, Request, Route, expect
 
-from flashwire.dev.redis_server import RedisProcess
 from tests.conftest import ServiceNode, Stack, auth, post_line
 from tests.test_accessibility import blocking_violations
 
@@ -30,23 +28,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 Sent = list[tuple[str, str | None]]
 
 
-@pytest.fixture(scope="module")
-def desk_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, ServiceNode]]:
-    """A private redis-server, a worker and a service node for the module."""
-    path: Path = tmp_path_factory.mktemp("desk-conflicts")
-    server = RedisProcess(path / "redis").start()
-    stack = Stack(server, path)
-    try:
-        stack.worker()
-        yield stack, stack.service()
-    finally:
-        stack.close()
-        server.kill()
-
-
 @pytest_asyncio.fixture(loop_scope="module")
-async def client(desk_stack: tuple[Stack, ServiceNode]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=desk_stack[1].url) as opened:
+async def client(module_stack: tuple[Stack, ServiceNode]) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=module_stack[1].url) as opened:
         yield opened
 
 
@@ -93,13 +77,13 @@ async def _line(client: httpx.AsyncClient, token: str, line_id: str) -> dict[str
 
 
 async def test_the_merge_is_word_by_word_and_refuses_overlapping_edits(
-    desk_stack: tuple[Stack, ServiceNode], chromium: Browser
+    module_stack: tuple[Stack, ServiceNode], chromium: Browser
 ) -> None:
     """web/desk/merge.js as the desk runs it: separate edits are combined, overlapping or touching
     ones are not, the same edit made twice is made once, and Arabic splits into words."""
     context = await chromium.new_context()
     page = await context.new_page()
-    await page.goto(f"{desk_stack[1].url}/desk")
+    await page.goto(f"{module_stack[1].url}/desk")
     results = await page.evaluate(
         """async () => {
             const { merge3, tokenize, wordDiff } = await import("/web/desk/merge.js");
@@ -129,12 +113,12 @@ async def test_the_merge_is_word_by_word_and_refuses_overlapping_edits(
 
 
 async def test_separate_corrections_are_combined_and_published_on_a_phone(
-    desk_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
+    module_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
 ) -> None:
     """The finding's case at 390 px: the editor changes "6.8" to "7.1" while another editor changes
     "Chile" to "Peru". The 412 opens the panel in the row with "Peru" marked as theirs, the text
     becomes both changes, and "Publish" corrects the version shown: readers get "7.1 … Peru"."""
-    stack, node = desk_stack
+    stack, node = module_stack
     chief = await stack.token("chief", ["en"], name="Chiara")
     other = await stack.token("editor", ["en"], name="Olga")
     line = await post_line(client, chief, "Magnitude 6.8 earthquake strikes off Chile")
@@ -168,11 +152,11 @@ async def test_separate_corrections_are_combined_and_published_on_a_phone(
 
 
 async def test_overlapping_corrections_keep_the_editors_text_and_theirs_can_be_kept(
-    desk_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
+    module_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
 ) -> None:
     """Both editors rewrote "main port": the editor's text stays, the panel says the edits overlap,
     and "Keep their version" closes the form, shows their text and sends nothing."""
-    stack, node = desk_stack
+    stack, node = module_stack
     chief = await stack.token("chief", ["en"], name="Chiara")
     other = await stack.token("editor", ["en"], name="Olga")
     line = await post_line(client, chief, "Storm closes main port")
@@ -199,11 +183,11 @@ async def test_overlapping_corrections_keep_the_editors_text_and_theirs_can_be_k
 
 
 async def test_a_second_conflict_shows_the_panel_again_against_the_newer_version(
-    desk_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
+    module_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
 ) -> None:
     """Another change lands while the editor checks the combined text: "Publish" gets a 412 again,
     the panel shows what changed since the version it showed, and the next "Publish" combines all."""
-    stack, node = desk_stack
+    stack, node = module_stack
     chief = await stack.token("chief", ["en"], name="Chiara")
     other = await stack.token("editor", ["en"], name="Olga")
     line = await post_line(client, chief, "Magnitude 6.8 earthquake strikes off Chile")
@@ -236,12 +220,12 @@ async def test_a_second_conflict_shows_the_panel_again_against_the_newer_version
 
 
 async def test_a_retraction_after_a_change_is_asked_again_and_made_on_yes(
-    desk_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
+    module_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
 ) -> None:
     """The line is corrected while the retract dialog is open: Confirm gets a 412, the dialog asks
     again with the new text (changes marked, the reason kept), and Confirm retracts it with the new
     revision."""
-    stack, node = desk_stack
+    stack, node = module_stack
     chief = await stack.token("chief", ["en"], name="Chiara")
     other = await stack.token("editor", ["en"], name="Olga")
     line = await post_line(client, chief, "Bridge closed after ship collision")
@@ -270,12 +254,12 @@ async def test_a_retraction_after_a_change_is_asked_again_and_made_on_yes(
 
 
 async def test_a_pin_after_a_change_shows_what_changed_and_can_be_made_again(
-    desk_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
+    module_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
 ) -> None:
     """The desk still shows the line as it was (its list requests held back) when the editor pins
     it: the 412's panel in the row says the pin was not made and shows the new text, the row then
     shows the line as it is, and Pin again pins that version."""
-    stack, node = desk_stack
+    stack, node = module_stack
     chief = await stack.token("chief", ["en"], name="Chiara")
     other = await stack.token("editor", ["en"], name="Olga")
     line = await post_line(client, chief, "Rail strike called for Monday")
@@ -312,11 +296,11 @@ async def test_a_pin_after_a_change_shows_what_changed_and_can_be_made_again(
 
 
 async def test_the_arabic_desk_shows_the_conflict_in_arabic_right_to_left(
-    desk_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
+    module_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
 ) -> None:
     """An editor of the Arabic edition at 1366 px: the panel is in Arabic and right to left, their
     Arabic word is marked, and the two corrections are combined and published."""
-    stack, node = desk_stack
+    stack, node = module_stack
     chief = await stack.token("chief", ["ar"], name="Rania")
     other = await stack.token("editor", ["ar"], name="Omar")
     base = "زلزال بقوة 6.1 درجة يضرب قبالة الساحل الشمالي"
@@ -350,11 +334,11 @@ async def test_the_arabic_desk_shows_the_conflict_in_arabic_right_to_left(
 
 
 async def test_an_open_correction_keeps_the_focus_while_the_lists_refresh(
-    desk_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
+    module_stack: tuple[Stack, ServiceNode], chromium: Browser, client: httpx.AsyncClient
 ) -> None:
     """The live list is refreshed every 2 s and on every event; the row being corrected is not
     moved when it is in place, so an editor combining two versions by hand keeps typing in it."""
-    stack, node = desk_stack
+    stack, node = module_stack
     chief = await stack.token("chief", ["en"], name="Chiara")
     line = await post_line(client, chief, "Airport reopens after fog")
     await stack.until_applied()

@@ -15,16 +15,14 @@ and test_widget_shared.py.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from flashwire.dev.redis_server import RedisProcess
 from tests.conftest import ServiceNode, Stack, open_reader
 from tests.test_desk_ux import CONTRAST_JS, LAYOUT_JS, NAMES_JS
 
@@ -38,25 +36,13 @@ HEADLINE = {
 }
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, ServiceNode]]:
-    """A private redis-server, a worker and a service node for the module."""
-    path: Path = tmp_path_factory.mktemp("desk-matrix")
-    server = RedisProcess(path / "redis").start()
-    stack = Stack(server, path)
-    try:
-        stack.worker()
-        yield stack, stack.service()
-    finally:
-        stack.close()
-        server.kill()
-
-
 @pytest_asyncio.fixture(loop_scope="module")
-async def messages(chromium: Browser, node: tuple[Stack, ServiceNode]) -> AsyncIterator[dict[str, Any]]:
+async def messages(
+    chromium: Browser, module_stack: tuple[Stack, ServiceNode]
+) -> AsyncIterator[dict[str, Any]]:
     """The desk's message catalogue, as the browser loads it."""
     page = await chromium.new_page()
-    await page.goto(f"{node[1].url}/desk")
+    await page.goto(f"{module_stack[1].url}/desk")
     catalogue: dict[str, Any] = await page.evaluate(
         "async () => (await import('/web/desk/messages.js')).MESSAGES"
     )
@@ -80,12 +66,12 @@ async def _fits(page: Page, width: int) -> None:
 @pytest.mark.parametrize("width", [390, 1366])
 async def test_the_desk_and_the_news_page_at_both_widths_in_both_languages(
     chromium: Browser,
-    node: tuple[Stack, ServiceNode],
+    module_stack: tuple[Stack, ServiceNode],
     messages: dict[str, Any],
     width: int,
     edition: str,
 ) -> None:
-    stack, service = node
+    stack, service = module_stack
     words = messages[edition]
     chief = await stack.token("chief", [edition], name=f"Chief {edition} {width}")
     context = await chromium.new_context(viewport={"width": width, "height": 900}, timezone_id="UTC")

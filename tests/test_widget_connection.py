@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Locator, Page, expect
 from tests.conftest import ServiceNode, Stack, eventually, post_line
 from tests.partner import PartnerSite
 from tests.proxy import CuttingProxy
-from tests.widget_checks import connections, one_connection
+from tests.widget_checks import ANNOUNCEMENTS, connections, one_connection
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -34,18 +34,6 @@ LOOKS: dict[str, Look] = {
 }
 RECONNECTING = {"en": "Reconnecting…", "ar": "جارٍ إعادة الاتصال…"}
 OFFLINE = {"en": "Offline", "ar": "غير متصل"}
-
-# Every change of any ticker's polite live region, in order (its text after the change).
-ANNOUNCEMENTS = """
-() => {
-  window.__announced = [];
-  for (const ticker of document.querySelectorAll("flash-ticker")) {
-    const live = ticker.shadowRoot.querySelector("[aria-live=polite]");
-    new MutationObserver(() => window.__announced.push(live.textContent))
-      .observe(live, { childList: true, characterData: true, subtree: true });
-  }
-}
-"""
 
 
 @pytest.fixture(params=list(LOOKS))

@@ -18,24 +18,12 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.conftest import Stack, auth, post_line
 from tests.partner import PartnerSite
-from tests.widget_checks import connections, holds, one_connection
+from tests.widget_checks import ANNOUNCEMENTS, connections, holds, one_connection
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 768}
-
-# Every change of any widget's polite live region on the page, in order.
-ANNOUNCEMENTS = """
-() => {
-  window.__announced = [];
-  for (const ticker of document.querySelectorAll("flash-ticker")) {
-    const live = ticker.shadowRoot.querySelector("[aria-live=polite]");
-    new MutationObserver(() => window.__announced.push(live.textContent))
-      .observe(live, { childList: true, characterData: true, subtree: true });
-  }
-}
-"""
 
 
 async def _states(page: Page) -> dict[str, tuple[str | None, str | None]]:

@@ -13,6 +13,19 @@ import httpx
 from tests.conftest import ServiceNode, eventually, metric
 from tests.proxy import CuttingProxy
 
+# Run in the page: from now on, every change of any ticker's polite live region goes, in order (its
+# text after the change), into window.__announced.
+ANNOUNCEMENTS = """
+() => {
+  window.__announced = [];
+  for (const ticker of document.querySelectorAll("flash-ticker")) {
+    const live = ticker.shadowRoot.querySelector("[aria-live=polite]");
+    new MutationObserver(() => window.__announced.push(live.textContent))
+      .observe(live, { childList: true, characterData: true, subtree: true });
+  }
+}
+"""
+
 
 async def connections(node: ServiceNode) -> int:
     """The node's open reader connections (WebSocket and SSE)."""
