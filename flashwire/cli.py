@@ -707,6 +707,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"flashwire: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (`flashwire lines | head -3`): stop quietly, as
+        # Unix tools do (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, a shell's status for a command ended by a closed pipe
 
 
 if __name__ == "__main__":

@@ -295,3 +295,24 @@ async def test_if_revision_guards_a_change_and_a_conflict_says_what_is_current(s
         assert bad.returncode == 2 and "--if-revision: must be a whole number from 1" in bad.stderr
     finally:
         await reader.ws.close()
+
+
+async def test_lines_into_a_pipe_closed_early_ends_quietly(stack: Stack) -> None:
+    """`flashwire lines | head -1`: the reader of the pipe goes away after one line; the command
+    ends without a traceback (a BrokenPipeError used to print one)."""
+    node, chief, reader = await _started(stack)
+    try:
+        async with httpx.AsyncClient(base_url=node.url) as client:
+            for i in range(200):
+                await post_line(
+                    client, chief, f"Line {i} of a busy night on the desk, long enough to fill pipes"
+                )
+        await stack.until_applied()
+        command = f"{FLASHWIRE} lines --server {node.url} --token {chief} --edition en | head -1"
+        piped = await asyncio.to_thread(
+            subprocess.run, ["sh", "-c", command], env=stack.env, capture_output=True, text=True, timeout=60
+        )
+        assert piped.stdout.count("\n") == 1, piped.stdout
+        assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
+    finally:
+        await reader.ws.close()

@@ -352,3 +352,33 @@ async def test_the_desk_fits_a_phone_and_keeps_its_desktop_layout(
         "links => links.map((a) => a.getBoundingClientRect().top)"
     )
     assert len(set(links)) == 1, "the navigation is one row"
+
+
+async def test_each_edition_keeps_its_own_draft_and_a_posted_line_shows_its_tags(
+    stack: Stack, chromium: Browser
+) -> None:
+    """A draft written for English (text, flash, a section) is put aside when the editor switches
+    to Arabic, whose form starts at its defaults, and comes back on switching back; the posted
+    line's row says what it went out with (urgency and topics, named)."""
+    stack.worker()
+    node = stack.service()
+    chief = await stack.token("chief", ["en", "ar"], name="Chiara")
+    desk = await chromium.new_page()
+    await _sign_in(desk, node, chief)
+    await desk.locator("#text").fill("Central bank raises rates")
+    await desk.locator("input[name=urgency][value=flash]").check()
+    await desk.locator("input[name=topics][value=economy]").check()
+    await desk.locator("#edition").select_option("ar")
+    await expect(desk.locator("html")).to_have_attribute("lang", "ar")
+    await expect(desk.locator("#text")).to_have_value("")
+    await expect(desk.locator("input[name=urgency][value=routine]")).to_be_checked()
+    await expect(desk.locator("input[name=topics]:checked")).to_have_count(0)
+    await desk.locator("#text").fill("البنك المركزي يرفع أسعار الفائدة")
+    await desk.locator("#edition").select_option("en")
+    await expect(desk.locator("#text")).to_have_value("Central bank raises rates")
+    await expect(desk.locator("input[name=urgency][value=flash]")).to_be_checked()
+    await expect(desk.locator("input[name=topics]:checked")).to_have_count(1)
+    await desk.get_by_role("button", name=re.compile("^Post line to English")).click()
+    await expect(desk.locator("#live-lines .desk-line .tags")).to_have_text("Flash · Economy")
+    await desk.locator("#edition").select_option("ar")
+    await expect(desk.locator("#text")).to_have_value("البنك المركزي يرفع أسعار الفائدة")

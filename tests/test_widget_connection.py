@@ -310,12 +310,15 @@ async def test_attribute_change_while_detached_starts_a_fresh_subscription(
             await post_line(client, editor, "Línea en español", edition="es")
             await expect(_texts(page, "en")).to_have_text(["English line"])
             await expect(_texts(page, "ar")).to_have_text(["خبر عربي"])
+            await expect(page.locator("#en [aria-live=polite]")).to_have_text("BREAKING: English line")
             await page.evaluate(
                 "() => { const t = document.querySelector('#en'); t.remove();"
                 " t.setAttribute('edition', 'es'); window.__ticker = t; }"
             )
             await post_line(client, editor, "Otra línea", edition="es")
             await page.evaluate("() => document.querySelector('#b').append(window.__ticker)")
+            # What its live region said was about the English lines: cleared with the change.
+            await expect(page.locator("#en [aria-live=polite]")).to_have_text("")
             await expect(_texts(page, "en")).to_have_text(["Otra línea", "Línea en español"])
             await expect(page.locator("#en .label")).to_have_text("ÚLTIMA HORA")
             await _post_both(client, editor, "not shown", "خبر آخر")

@@ -279,3 +279,32 @@ async def test_a_page_refused_as_a_whole_keeps_every_ticker_refused(
         await expect(page.locator(f"#{ticker}")).to_have_attribute("data-error", refusal)
         await expect(page.locator(f"#{ticker}")).to_have_attribute("data-state", "stopped")
     assert await connections(node) == 0
+
+
+async def test_a_resumed_page_is_live_once_the_server_confirms_not_at_the_next_heartbeat(
+    stack: Stack, partner: PartnerSite, chromium: Browser
+) -> None:
+    """A ticker of a quiet edition taken out of the page and put back resumes from its cursor (no
+    event follows it); it is live as soon as the server confirms the subscription, not at the next
+    heartbeat."""
+    stack.worker()
+    # Heartbeats every 60 s: a page waiting for one would stay "connecting" for up to a minute.
+    node = stack.service(FLASHWIRE_ALLOWED_ORIGINS=partner.origin, FLASHWIRE_HEARTBEAT_S="60")
+    editor = await stack.token("editor", ["en"])
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        await post_line(client, editor, "A quiet night")
+        await stack.until_applied()
+    page = await chromium.new_page(viewport=DESKTOP)
+    await page.goto(partner.page("quiet.html", '<flash-ticker id=quiet edition="en"></flash-ticker>', node))
+    ticker = page.locator("#quiet")
+    await expect(ticker.locator(".line .text")).to_have_text(["A quiet night"])
+    await expect(ticker).to_have_attribute("data-state", "live")
+    await page.evaluate(
+        "() => { window.__ticker = document.querySelector('#quiet'); window.__ticker.remove(); }"
+    )
+    await expect(ticker).to_have_count(0)
+    await holds(node, 0)
+    await page.evaluate("() => document.body.append(window.__ticker)")
+    await expect(ticker).to_have_attribute("data-state", "live", timeout=5000)
+    await expect(ticker.locator(".line .text")).to_have_text(["A quiet night"])
+    await one_connection(node)

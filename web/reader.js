@@ -3,12 +3,12 @@
 // preview is exactly what readers see. Line text is only ever inserted as text.
 
 // The urgency badge and the correction note in the line's language, the same words as the
-// widget's (twin: WORDS in web/ticker.js; keep the two in step). Routine lines are headed as
-// breaking news (the widget's bar label). A language not here is worded in English.
+// widget's (twin: WORDS in web/ticker.js; keep the two in step). A routine line has no badge, as
+// in the widget, so that each badge means one urgency. A language not here is worded in English.
 export const LINE_WORDS = {
-  en: { flash: "FLASH", urgent: "URGENT", routine: "BREAKING", corrected: "corrected" },
-  ar: { flash: "عاجل جدًا", urgent: "عاجل", routine: "عاجل", corrected: "تصحيح" },
-  es: { flash: "URGENTE", urgent: "URGENTE", routine: "ÚLTIMA HORA", corrected: "corregido" },
+  en: { flash: "FLASH", urgent: "URGENT", corrected: "corrected" },
+  ar: { flash: "عاجل جدًا", urgent: "عاجل", corrected: "تصحيح" },
+  es: { flash: "FLASH", urgent: "URGENTE", corrected: "corregido" },
 };
 
 // The words for a line's language ("ar", or a tag such as "es-419": its first subtag decides).
@@ -32,15 +32,18 @@ export function fillLine(item, line) {
   item.lang = line.language || line.edition;
   item.dir = line.direction || "auto";
   if (line.pinned) item.dataset.pinned = "true"; else delete item.dataset.pinned;
-  const label = document.createElement("span");
-  label.className = "fw-label";
   const words = lineWords(line.language || line.edition);
-  label.textContent = words[line.urgency] || words.routine;
+  if (line.urgency === "flash" || line.urgency === "urgent") {
+    const label = document.createElement("span");
+    label.className = "fw-label";
+    label.textContent = words[line.urgency];
+    item.append(label, " ");
+  }
   const text = document.createElement(line.url ? "a" : "bdi");
   text.className = "fw-text";
   text.textContent = line.text;
   if (line.url) { text.href = line.url; text.rel = "noopener"; text.target = "_blank"; }
-  item.append(label, " ", text);
+  item.append(text);
   if (line.source) {
     const source = document.createElement("span");
     source.className = "fw-source";

@@ -26,7 +26,7 @@
       pauseLabel: "إيقاف شريط الأخبار", playLabel: "تشغيل شريط الأخبار", corrected: "تصحيح",
       region: "أخبار عاجلة", offline: "غير متصل", reconnecting: "جارٍ إعادة الاتصال…",
       newLines: (n) => `أخبار جديدة: ${n}`, empty: "لا أخبار عاجلة" },
-    es: { breaking: "ÚLTIMA HORA", flash: "URGENTE", urgent: "URGENTE", pause: "Pausa", play: "Reanudar",
+    es: { breaking: "ÚLTIMA HORA", flash: "FLASH", urgent: "URGENTE", pause: "Pausa", play: "Reanudar",
       pauseLabel: "Pausar el teletipo", playLabel: "Reanudar el teletipo", corrected: "corregido",
       region: "Última hora", offline: "Sin conexión", reconnecting: "Reconectando…",
       newLines: (n) => `${n} noticias nuevas`, empty: "Sin noticias de última hora" },
@@ -163,8 +163,8 @@
   // page's widgets, or an element moved in the DOM, make one change), with `since=` the cursor of
   // each edition whose filter did not change and a snapshot for the others.
   //
-  // States (data-state on every widget): "connecting" (a transport opening, until a message past
-  // the greeting), "live", "waiting" (the backoff before the next attempt), "polling" (the JSON
+  // States (data-state on every widget): "connecting" (a transport opening, until the server
+  // confirms the subscription), "live", "waiting" (the backoff before the next attempt), "polling" (the JSON
   // feed), "offline" (the browser says so; the `online` event brings an attempt at once),
   // "stopped" (refused, or no widget left). `this.timer` is the only timer of the connection: the
   // watchdog while connecting or live, the next attempt while waiting, the next read while
@@ -551,15 +551,19 @@
     received(conn, message) {
       if (this.conn !== conn) return;
       this.lastMessage = Date.now();
-      // Only a connection that delivers past its greeting resets the backoff: a node that
+      // The subscription confirmed (`subscribed`, or anything after it): the page is live on this
+      // transport. Only a message past the greeting resets the backoff, though: a node that
       // greets and then refuses (1013, its store is down) must not be retried at once.
-      if (!GREETINGS.includes(message.type)) {
-        this.attempt = 0;
-        this.failures = 0;
+      const delivered = !GREETINGS.includes(message.type);
+      if (delivered || message.type === "subscribed") {
         if (this.mode === this.best) { this.upgrades = 0; this.upgradeAt = 0; this.upgrading = false; }
         else if (this.upgrading) this.downgrade(this.mode, false); // up from the feed to SSE: WebSocket later
         this.recovered();
         if (this.state === "connecting") this.enter("live", this.checkEveryMs(), this.onTick);
+      }
+      if (delivered) {
+        this.attempt = 0;
+        this.failures = 0;
       }
       this.handle(message);
     }
@@ -851,6 +855,10 @@
       if (name === "max-lines") { this.select(); if (this.attached) this.paint(); return; }
       if (name === "poll-interval") return;
       this.removeAttribute("data-error");
+      // What the live region last said was about the old subscription's lines.
+      clearTimeout(this.newsTimer);
+      this.pendingNews = [];
+      this.say("");
       if (this.attached) { this.leave(); this.connectedLabels(); this.join(); }
     }
 

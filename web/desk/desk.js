@@ -258,7 +258,30 @@ function updateAuditZone() {
   $("audit-zone").textContent = t(localDiffers(new Date()) ? "auditZoneLocal" : "auditZone", zones);
 }
 
+// Each edition has its own draft: switching editions puts the form's draft aside and brings back
+// the other edition's (or the defaults), so that a line written for one edition, with its tags,
+// never goes out in another.
+const drafts = new Map(); // edition -> [[field, value or checked], ...]
+const isBox = (field) => field.type === "checkbox" || field.type === "radio";
+
+function putDraftAside(edition) {
+  const fields = [...$("compose-form").elements].filter((field) => field.matches("input, textarea, select"));
+  drafts.set(edition, fields.map((field) => [field, isBox(field) ? field.checked : field.value]));
+}
+
+function bringDraftBack(edition) {
+  $("compose-form").reset();
+  for (const [field, value] of drafts.get(edition) || []) {
+    if (isBox(field)) field.checked = value; else field.value = value;
+  }
+  drafts.delete(edition);
+}
+
 async function selectEdition(code) {
+  if (state.edition && state.edition !== code) {
+    putDraftAside(state.edition);
+    bringDraftBack(code);
+  }
   state.edition = code;
   $("edition").value = code;
   state.liveLines = [];
@@ -524,7 +547,10 @@ function fillRow(row, line) {
   details.textContent = t("details", {
     version: line.version, author: line.author, posted: zonedTime(line.published_at), expires: zonedTime(line.expires_at),
   }) + (line.pinned ? t("pinned") : "");
-  meta.append(reach, details);
+  // What the line went out with, so a wrong tag is seen (and corrected) after the post too.
+  const topics = line.topics.map(topicName).join(", ");
+  const tags = element("span", "tags", `${t(line.urgency)}${topics ? ` · ${topics}` : ""}`);
+  meta.append(reach, tags, details);
   const actions = document.createElement("div");
   actions.className = "actions";
   const short = clip(line.text);
@@ -815,7 +841,10 @@ function updateCountdowns() {
     const left = Math.round((new Date(element.dataset.at).getTime() - Date.now()) / 1000);
     if (left <= 0) { element.textContent = t("releasing"); continue; }
     const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
-    element.textContent = t("countdown", { left: `${h ? h + "h " : ""}${h || m ? m + "m " : ""}${s}s` });
+    // "1h 59m 49s", "1 س 59 د 49 ث", "1h 59min 49s": the units in the desk's language.
+    const unit = (name, value) => new Intl.NumberFormat(timeLocale(), { style: "unit", unit: name, unitDisplay: "narrow" }).format(value);
+    const parts = [h ? unit("hour", h) : "", h || m ? unit("minute", m) : "", unit("second", s)];
+    element.textContent = t("countdown", { left: parts.filter(Boolean).join(" ") });
   }
 }
 
@@ -880,10 +909,11 @@ async function refreshAudit() {
         summary(entry.after),
       ];
       for (const [index, value] of cells.entries()) {
+        // The cell follows the page's direction (on a phone its label comes first, desk.css); the
+        // value keeps its own (a time, a name, an id), isolated.
         const cell = document.createElement("td");
-        cell.textContent = value;
-        cell.dataset.label = headers[index]; // shown before the value on a phone (desk.css)
-        cell.dir = "auto";
+        cell.append(element("bdi", "", value));
+        cell.dataset.label = headers[index];
         row.append(cell);
       }
       return row;
