@@ -219,11 +219,14 @@ async def test_every_time_on_the_desk_shows_its_zone(
     await expect(post).to_contain_text(
         re.compile(rf"^Schedule for {day},? 14:00 {abbreviation} to English \(en\)")
     )
-    # Within the hour: today, the time alone.
+    # Within the hour: the time alone when that is still today in the editor's zone (the date too
+    # when the hour crosses the editor's midnight).
     release = (now + timedelta(hours=1)).replace(second=0, microsecond=0)
     await desk.get_by_label("Release at (embargo)").fill(_local_input(release, zone))
     at_local = release.astimezone(local)
-    await expect(post).to_contain_text(re.compile(rf"^Schedule for {at_local:%H:%M} {abbreviation} to"))
+    today = at_local.date() == now.astimezone(local).date()
+    day = "" if today else f"{at_local:%a} {at_local.day} {at_local:%b},? "
+    await expect(post).to_contain_text(re.compile(rf"^Schedule for {day}{at_local:%H:%M} {abbreviation} to"))
     await expect(desk.locator("#embargo-zone")).to_contain_text(f"{release:%H:%M} UTC")
     await post.click()
     both = re.compile(
