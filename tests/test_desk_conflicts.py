@@ -50,6 +50,8 @@ async def _desk(chromium: Browser, node: ServiceNode, token: str, width: int = 1
     await page.locator("#token").fill(token)
     await page.locator("#sign-in-button").click()
     await expect(page.locator("#desk")).to_be_visible()
+    # Signed in and loaded: the desk's last step gives the headline the focus.
+    await expect(page.locator("#text")).to_be_focused()
     return page, sent
 
 
