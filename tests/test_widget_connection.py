@@ -305,6 +305,8 @@ async def test_attribute_change_while_detached_starts_a_fresh_subscription(
     proxy = await CuttingProxy(node.port).start()
     try:
         page = await _open(chromium, partner, node, look, "detached.html", server=proxy.url)
+        # Live first, so that the English line comes as news (announced), not in the snapshot.
+        await expect(page.locator("#en")).to_have_attribute("data-state", "live")
         async with httpx.AsyncClient(base_url=node.url) as client:
             await _post_both(client, editor, "English line", "خبر عربي")
             await post_line(client, editor, "Línea en español", edition="es")
