@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # The desk's ticker status once its connection delivers: "live" in the desk's language
@@ -53,3 +53,14 @@ async def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
     path = ARTIFACTS / name
     await page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+async def sign_in_desk(page: Page, base_url: str, token: str) -> None:
+    """Open the desk at `base_url`, sign in with `token` (by the fields' ids, so in any language)
+    and wait until it has loaded: shown, and its own ticker live."""
+    page.set_default_timeout(10_000)
+    await page.goto(f"{base_url}/desk")
+    await page.locator("#token").fill(token)
+    await page.locator("#sign-in-button").click()
+    await expect(page.locator("#desk")).to_be_visible()
+    await expect(page.locator("#reader-status")).to_have_text(DESK_LIVE)

@@ -8,9 +8,7 @@ impact "serious" or "critical"; the report of any that remain names the rule and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -38,14 +36,6 @@ async def blocking_violations(page: Page) -> list[str]:
         for violation in results.response["violations"]
         if violation["impact"] in BLOCKING
     ]
-
-
-@pytest.fixture
-def partner(tmp_path: Path) -> Iterator[PartnerSite]:
-    site = PartnerSite(tmp_path / "partner")
-    site.root.mkdir()
-    yield site
-    site.close()
 
 
 async def test_the_checker_reports_a_serious_violation(

@@ -29,7 +29,7 @@ from flashwire.core.settings import Settings
 from flashwire.dev.redis_server import RedisProcess
 from flashwire.service.desk import Accepted, Desk, StaleRevision
 from flashwire.service.openapi import openapi_document
-from tests.browser import browser
+from tests.browser import browser, sign_in_desk
 from tests.conftest import Reader, ServiceNode, Stack, auth, open_reader, post_line
 
 
@@ -296,11 +296,7 @@ async def test_an_accepted_change_that_changes_nothing_still_moves_the_applied_r
 
 
 async def _sign_in(page: Page, node: ServiceNode, token: str) -> None:
-    page.set_default_timeout(10_000)
-    await page.goto(f"{node.url}/desk")
-    await page.get_by_label("Editor token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.locator("#desk")).to_be_visible()
+    await sign_in_desk(page, node.url, token)
 
 
 @pytest.mark.slow

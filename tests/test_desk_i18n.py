@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from flashwire.core.topics import TOPIC_LANGUAGES, topic_names
-from tests.browser import DESK_LIVE, screenshot
+from tests.browser import screenshot, sign_in_desk
 from tests.conftest import ServiceNode, Stack
 
 pytestmark = pytest.mark.slow
@@ -24,13 +24,7 @@ ARABIC_FLASH = "عاجل جدًا"  # web/ticker.js WORDS.ar.flash, the widget's
 
 
 async def _sign_in(page: Page, node: ServiceNode, token: str) -> None:
-    page.set_default_timeout(10_000)
-    await page.goto(f"{node.url}/desk")
-    await page.locator("#token").fill(token)
-    await page.locator("#sign-in-button").click()
-    await expect(page.locator("#desk")).to_be_visible()
-    # The desk's own ticker is connected ("live" in the desk's language, web/desk/messages.js).
-    await expect(page.locator("#reader-status")).to_have_text(DESK_LIVE)
+    await sign_in_desk(page, node.url, token)
 
 
 def test_topic_names_fall_back_to_the_slug() -> None:

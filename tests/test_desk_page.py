@@ -11,7 +11,7 @@ from playwright.async_api import Browser, Page, expect
 
 from flashwire.core.models import RETRACT_REASON_MAX_CHARS, SOURCE_MAX_CHARS
 from flashwire.core.text import URL_MAX_CHARS
-from tests.browser import DESK_LIVE, screenshot
+from tests.browser import screenshot, sign_in_desk
 from tests.conftest import ServiceNode, Stack, auth, open_reader
 
 # One chromium for the module's tests (the `chromium` fixture, tests/conftest.py), so they run on the
@@ -20,13 +20,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 
 async def _sign_in(page: Page, node: ServiceNode, token: str) -> None:
-    page.set_default_timeout(10_000)
-    await page.goto(f"{node.url}/desk")
-    await page.get_by_label("Editor token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.locator("#desk")).to_be_visible()
-    # The desk's own reader view is subscribed (as role=desk: left out of reach and readers online).
-    await expect(page.locator("#reader-status")).to_have_text(DESK_LIVE)
+    # Loaded, and the desk's own reader view subscribed (as role=desk: left out of reach and
+    # readers online).
+    await sign_in_desk(page, node.url, token)
     # The token is kept in the tab's session, never in the URL.
     assert token not in page.url
     assert await page.evaluate("sessionStorage.getItem('flashwire.token')") == token

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from tests.browser import sign_in_desk
 from tests.conftest import ServiceNode, Stack, auth
 
 # One chromium for the module's tests (the `chromium` fixture, tests/conftest.py), so they run on the
@@ -66,11 +67,7 @@ NAMES_JS = """() => {
 
 
 async def _sign_in(page: Page, node: ServiceNode, token: str) -> None:
-    page.set_default_timeout(10_000)
-    await page.goto(f"{node.url}/desk")
-    await page.get_by_label("Editor token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.locator("#desk")).to_be_visible()
+    await sign_in_desk(page, node.url, token)
 
 
 def _local_input(moment: datetime, zone: str) -> str:
