@@ -1,4 +1,5 @@
-"""arq, kept running: the scheduled jobs (embargo release, expiry sweep) through Redis outages.
+"""arq, kept running through Redis outages: the scheduled jobs (embargo release, expiry sweep),
+and any other queue of jobs the worker runs (`ArqQueue`: push fan-out, webhook deliveries).
 
 arq 0.28's Worker ends its main loop on the first Redis error its connection pool
 cannot hide (python-arq/arq#435, #498): an outage longer than ~0.1 s killed the
@@ -23,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.cron import cron
-from arq.worker import Worker, func
+from arq.worker import Function, Worker, func
 
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
@@ -46,8 +49,26 @@ POLL_DELAY_S = 0.2
 CRASH_PAUSE_S = 1.0
 
 
+@dataclass(frozen=True)
+class ArqQueue:
+    """One arq queue and the jobs a worker process runs from it.
+
+    `job_timeout_s` also decides how soon a job lost with a killed worker runs again: arq marks
+    a started job in progress for `job_timeout_s + 10` s and no worker takes it until then
+    (../shared/PITFALLS.md 2.10), so a queue of short jobs gets a short timeout.
+    """
+
+    name: str
+    part: str
+    functions: Sequence[Function]
+    cron_jobs: Sequence[Any] = field(default_factory=tuple)
+    max_jobs: int = 10
+    job_timeout_s: float = 300
+    poll_delay_s: float = POLL_DELAY_S
+
+
 class ArqRunner:
-    """Runs arq's Worker for the release and expiry jobs, replacing it after each Redis outage."""
+    """Runs arq's Worker for one queue, replacing it after each Redis outage."""
 
     def __init__(
         self,
@@ -58,7 +79,11 @@ class ArqRunner:
         job_ctx: dict[str, Any],
         outages: OutageLog,
         metrics: WorkerMetrics | None = None,
+        queue: Callable[[], ArqQueue] | None = None,
     ) -> None:
+        # Called for each new Worker: a cron job's next-run state belongs to one Worker.
+        self._make_queue = queue if queue is not None else (lambda: scheduled_jobs(keys))
+        self._queue = self._make_queue()
         self._pool = pool
         self._settings = settings
         self._keys = keys
@@ -102,13 +127,15 @@ class ArqRunner:
             log.info("release job of %s not enqueued (%s); the backstop releases it", line_id, exc)
 
     def _build(self) -> Worker:
-        # A new CronJob per Worker: its next-run state belongs to that Worker.
+        queue = self._make_queue()
         return Worker(
-            functions=[func(release_embargo, name="release_embargo")],
-            cron_jobs=[cron(every_second, second=set(range(60)), run_at_startup=True)],
+            functions=list(queue.functions),
+            cron_jobs=list(queue.cron_jobs),
             redis_pool=self._pool,
-            queue_name=self._keys.arq_queue,
-            poll_delay=POLL_DELAY_S,
+            queue_name=queue.name,
+            poll_delay=queue.poll_delay_s,
+            max_jobs=queue.max_jobs,
+            job_timeout=queue.job_timeout_s,
             keep_result=0,
             ctx=dict(self._job_ctx),
             on_startup=self._started,
@@ -118,10 +145,10 @@ class ArqRunner:
 
     async def _started(self, ctx: dict[str, Any]) -> None:
         """arq's on_startup: it has reached Redis, so this outage is over for the scheduled jobs."""
-        self._outages.regained(PART)
+        self._outages.regained(self._queue.part)
         self._backoff.reset()
         if self.generations > 1:
-            log.info("scheduled jobs running again (arq worker #%d)", self.generations)
+            log.info("%s running again (arq worker #%d)", self._queue.part, self.generations)
 
     async def run(self) -> None:
         """Run arq until cancelled; a Redis outage of any length ends one Worker, never the runner."""
@@ -132,7 +159,7 @@ class ArqRunner:
                 await worker.async_run()
                 log.warning("arq's main loop returned; starting it again")
             except REDIS_DOWN as exc:
-                self._outages.lost(PART, exc)
+                self._outages.lost(self._queue.part, exc)
             except Exception:
                 self._metrics.error("unexpected")
                 log.exception("arq's main loop failed; starting it again")
@@ -165,7 +192,7 @@ class ArqRunner:
                 await self._release_orphans()
                 return
             except REDIS_DOWN as exc:
-                self._outages.lost(PART, exc)
+                self._outages.lost(self._queue.part, exc)
 
     async def _release_orphans(self) -> None:
         """Delete the in-progress marks of jobs a discarded Worker started but never finished.
@@ -183,6 +210,17 @@ class ArqRunner:
         async with self._pool.pipeline(transaction=False) as pipe:
             pipe.delete(*keys)
             if cron_runs:
-                pipe.zrem(self._keys.arq_queue, *cron_runs)
+                pipe.zrem(self._queue.name, *cron_runs)
             await pipe.execute()
         self._orphaned_jobs.clear()
+
+
+def scheduled_jobs(keys: Keys) -> ArqQueue:
+    """The queue of the release and expiry jobs, with a fresh cron job (its next-run state
+    belongs to one Worker)."""
+    return ArqQueue(
+        name=keys.arq_queue,
+        part=PART,
+        functions=[func(release_embargo, name="release_embargo")],
+        cron_jobs=[cron(every_second, second=set(range(60)), run_at_startup=True)],
+    )
