@@ -19,8 +19,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from flashwire.core.keys import Keys
+from flashwire.core.push_registry import PushRegistry
 from flashwire.core.settings import Settings
-from flashwire.service import account, api, audit, feeds, health, sse
+from flashwire.service import account, api, audit, feeds, health, push_api, sse
 from flashwire.service.desk import Desk
 from flashwire.service.errors import ApiError
 from flashwire.service.hub import Hub
@@ -78,7 +79,7 @@ def _readable_by_embedders(request: Request, response: Response) -> Response:
     """Errors of the reader endpoints (/sse, the feeds) carry the CORS headers of an allowed origin,
     so that a widget on a partner page can read why it was refused (and stop, or wait)."""
     path = request.url.path
-    if path == "/sse" or path.startswith("/feeds/"):
+    if path == "/sse" or path.startswith(("/feeds/", "/api/v1/push")):
         origins: OriginPolicy = request.app.state.origins
         response.headers.update(origins.cors_headers(request))
     return response
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
             redis, keys, maxlen=settings.desk_retention, idempotency_ttl_s=settings.idempotency_ttl_s
         )
         app.state.tokens = TokenStore(redis, keys)
+        app.state.push_registry = PushRegistry(redis, keys)
         # Rate limits counted in Redis, so every node shares them (service/rate_limits.py).
         app.state.rate_limits = RateLimits(redis, keys, settings)
         app.state.origins = OriginPolicy(settings.allowed_origins)
@@ -188,6 +190,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         *api.routes,
         *audit.routes,
         *account.routes,
+        *push_api.routes,
         *sse.routes,
         *feeds.routes,
         Mount("/web", WebAssets(directory=WEB_DIR), name="web"),

@@ -45,6 +45,13 @@ from flashwire.core.models import (
     Urgency,
     request_models,
 )
+from flashwire.core.push_models import (
+    PushConfig,
+    RegistrationCreated,
+    RegistrationView,
+    registration_model,
+    update_model,
+)
 from flashwire.core.settings import Settings
 from flashwire.service.audit import AUDIT_ACTIONS, PAGE_MAX
 
@@ -61,7 +68,7 @@ class Operation:
     JSON, or to None for no body; `errors` are the statuses answered with the error body.
     """
 
-    method: Literal["get", "post"]
+    method: Literal["get", "post", "put", "delete", "options"]
     path: str
     operation_id: str
     summary: str
@@ -73,6 +80,8 @@ class Operation:
     public: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
     headers: dict[int, dict[str, Schema]] = field(default_factory=dict)
+    # The security scheme when not the editor token (and not public): "registrationSecret".
+    scheme: str = "bearer"
 
 
 def _param(name: str, where: str, schema: Schema, description: str, *, required: bool = False) -> Schema:
@@ -445,6 +454,7 @@ def _operations(settings: Settings) -> list[Operation]:
             public=True,
             tags=("readers",),
         ),
+        *_push_operations(settings),
         Operation(
             "get",
             "/feeds/{edition}.{format}",
@@ -467,6 +477,44 @@ def _operations(settings: Settings) -> list[Operation]:
             tags=("readers",),
         ),
     ]
+
+
+_REGISTRATION_ID = _param(
+    "registration_id", "path", _STRING, "The registration's id, as returned when it was made."
+)
+_NO_CONTENT: dict[str, Schema] = {}
+
+
+def _push_operations(settings: Settings) -> list[Operation]:
+    """Push registrations (service/push_api.py, docs/push.md): anonymous, each guarded by its secret."""
+    registration = registration_model(settings)
+    update = update_model(settings)
+    path = "/api/v1/push/registrations/{registration_id}"
+    secret_errors = (401, 404, 429, 503)
+    return [
+        Operation("get", "/api/v1/push", "pushConfig", "The platforms pushed to and the VAPID public key.",
+                  {200: PushConfig}, (503,), public=True, tags=("push",)),
+        Operation("post", "/api/v1/push/registrations", "registerPush",
+                  "Register a device or browser for pushes; its secret is shown once (200: the same target"
+                  " registered again, with a new secret).",
+                  {201: RegistrationCreated, 200: RegistrationCreated},
+                  (413, 422, 429, 503), registration, public=True, tags=("push",)),
+        Operation("options", "/api/v1/push/registrations", "registerPushPreflight", "CORS preflight.",
+                  {204: _NO_CONTENT}, (), public=True, tags=("push",)),
+        Operation("get", path, "readPushRegistration", "A registration, read with its secret.",
+                  {200: RegistrationView}, secret_errors, parameters=(_REGISTRATION_ID,),
+                  scheme="registrationSecret", tags=("push",)),
+        Operation("put", path, "updatePushRegistration", "Replace a registration's editions, topics,"
+                  " urgency, language and quiet hours.", {200: RegistrationView},
+                  (401, 404, 413, 422, 429, 503), update, parameters=(_REGISTRATION_ID,),
+                  scheme="registrationSecret", tags=("push",)),
+        Operation("delete", path, "deletePushRegistration",
+                  "Delete a registration: nothing more is pushed to it.",
+                  {204: _NO_CONTENT}, secret_errors, parameters=(_REGISTRATION_ID,),
+                  scheme="registrationSecret", tags=("push",)),
+        Operation("options", path, "pushRegistrationPreflight", "CORS preflight.",
+                  {204: _NO_CONTENT}, (), parameters=(_REGISTRATION_ID,), public=True, tags=("push",)),
+    ]  # fmt: skip
 
 
 def _schemas(
@@ -527,6 +575,8 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode],
         }
     if op.public:
         operation["security"] = []
+    elif op.scheme != "bearer":
+        operation["security"] = [{op.scheme: []}]
     return operation
 
 
@@ -555,6 +605,11 @@ def _document(settings: Settings) -> Schema:
             "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "fwt_<id>_<secret>"},
+                "registrationSecret": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "fwr_<secret>: the secret returned when the push registration was made.",
+                },
             },
             "responses": {
                 "Error": {

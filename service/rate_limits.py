@@ -1,6 +1,6 @@
 """Rate limits shared by every node, counted in Redis by the `limits` library.
 
-Three limits, each a `limits` notation string from the settings (docs/configuration.md):
+Four limits, each a `limits` notation string from the settings (docs/configuration.md):
 
 - desk actions per token (`FLASHWIRE_POST_RATE_LIMIT`): posts, corrections, retractions, pins,
   unpins, expiry changes and cancellations; an action counts once its token is checked (and, on a
@@ -10,7 +10,9 @@ Three limits, each a `limits` notation string from the settings (docs/configurat
   every request from that address carrying credentials is refused before its token is looked
   at, so guessing stops until the window passes (OWASP Authentication Cheat Sheet, "Protect
   Against Automated Attacks");
-- admin actions per token (`FLASHWIRE_ADMIN_RATE_LIMIT`): token creations and revocations.
+- admin actions per token (`FLASHWIRE_ADMIN_RATE_LIMIT`): token creations and revocations;
+- push registrations per client address (`FLASHWIRE_PUSH_REGISTRATION_RATE_LIMIT`), which fail
+  closed as desk actions do (service/push_api.py).
 
 Over a limit the answer is `429 rate_limited` (RFC 6585 §4) with `Retry-After` in whole seconds
 (RFC 9110 §10.2.3), taken from the limiter's window statistics. The client address is the one
@@ -137,6 +139,13 @@ class RateLimits:
             "token creations and revocations by this token",
             "FLASHWIRE_ADMIN_RATE_LIMIT",
             settings.admin_rate_limit,
+            fail_open=False,
+        )
+        self.push_registrations = RateLimit.parse(
+            "push-registration",
+            "push registrations from this address",
+            "FLASHWIRE_PUSH_REGISTRATION_RATE_LIMIT",
+            settings.push_registration_rate_limit,
             fail_open=False,
         )
 

@@ -57,6 +57,7 @@ UNLIMITED_RATES = {
     "FLASHWIRE_POST_RATE_LIMIT": "100000/second",
     "FLASHWIRE_AUTH_FAILURE_RATE_LIMIT": "100000/second",
     "FLASHWIRE_ADMIN_RATE_LIMIT": "100000/second",
+    "FLASHWIRE_PUSH_REGISTRATION_RATE_LIMIT": "100000/second",
 }
 
 # How long a reader's close handshake may take at teardown before its socket is dropped: the test is

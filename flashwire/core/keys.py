@@ -127,3 +127,52 @@ class Keys:
     def arq_queue(self) -> str:
         """The arq job queue used for scheduled work (expiry)."""
         return f"{self.prefix}:arq:queue"
+
+    # -- pushes to closed apps (docs/push.md) ------------------------------------------------
+
+    def push_registration(self, registration_id: str) -> str:
+        """A push registration (JSON): the target, its filters, the hash of its secret."""
+        return f"{self.prefix}:push:reg:{registration_id}"
+
+    def push_targets(self, edition: str, urgency: str) -> str:
+        """Sorted set (all scores 0, walked by id with ZRANGEBYLEX) of the registrations of an
+        edition whose minimum urgency is `urgency`: a flash line goes to the three sets of its
+        edition, an urgent one to the urgent and routine sets, a routine one to the routine set."""
+        return f"{self.prefix}:push:targets:{edition}:{urgency}"
+
+    def push_client(self, address: str) -> str:
+        """Set of the registration ids made from one client address (its bound)."""
+        return f"{self.prefix}:push:client:{address}"
+
+    def push_sent(self, line_id: str) -> str:
+        """Hash registration id -> the version of a line last accepted for it by its push
+        service: who gets the line's correction or withdrawal. Expires with the push TTL."""
+        return f"{self.prefix}:push:sent:{line_id}"
+
+    def push_done(self, delivery_id: str) -> str:
+        """Hash registration id -> outcome of one fan-out (one ticker event): a batch run again
+        after a crash or a retry skips the targets already settled."""
+        return f"{self.prefix}:push:done:{delivery_id}"
+
+    def push_reach(self, line_id: str) -> str:
+        """Hash of a line's push counts per version and kind: `<version>:<kind>:<outcome>` ->
+        count, and `<version>:<kind>:first_ms` / `last_ms` (when its fan-out started and ended)."""
+        return f"{self.prefix}:push:reach:{line_id}"
+
+    def push_cap(self, registration_id: str, hour: int) -> str:
+        """New-line alerts sent to one registration in one hour (since the epoch): its cap."""
+        return f"{self.prefix}:push:cap:{registration_id}:{hour}"
+
+    # The consumer group on the ticker streams that plans push fan-outs (workers/push/planner.py).
+    push_group: str = "push"
+
+    @property
+    def push_queue(self) -> str:
+        """The arq queue of push fan-out batches."""
+        return f"{self.prefix}:arq:push"
+
+    @property
+    def push_running(self) -> str:
+        """Hash arq job id -> worker name of the push batches running now: a batch whose worker
+        died is made runnable again at once instead of after arq's in-progress timeout."""
+        return f"{self.prefix}:push:running"

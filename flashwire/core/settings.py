@@ -42,6 +42,14 @@ RTL_LANGUAGES = frozenset({"ar", "he", "fa", "ur"})
 EDITION_CODE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8}){0,3}", re.ASCII)
 TOPIC_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 LOG_FORMATS = ("text", "json")
+# The browsers' push services (RFC 8030): Chrome and Edge's FCM, Firefox's autopush, Apple's,
+# and Windows' WNS. A subscription endpoint must be on one of them or a subdomain.
+DEFAULT_WEBPUSH_HOSTS = (
+    "fcm.googleapis.com",
+    "push.services.mozilla.com",
+    "push.apple.com",
+    "notify.windows.com",
+)
 
 
 class SettingsError(ValueError):
@@ -124,6 +132,36 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _origin(env: Mapping[str, str], name: str, default: str) -> str:
+    """An https:// (or, for local services, http://) origin such as https://api.push.apple.com."""
+    raw = (env.get(name) or default).strip().rstrip("/")
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", raw):
+        raise SettingsError(
+            f"{name} must be an origin such as https://host or https://host:port, got {raw!r}"
+        )
+    return raw
+
+
+def _check_push(settings: Settings) -> None:
+    """A platform's settings are all given or none: half a configuration fails at start-up."""
+    if settings.vapid_private_key_file and not re.fullmatch(
+        r"(mailto:\S+@\S+|https://\S+)", settings.vapid_subject
+    ):
+        raise SettingsError(
+            "FLASHWIRE_VAPID_SUBJECT must be a mailto: or https: contact for the push services (RFC 8292"
+            f" section 2.1; Apple refuses others), got {settings.vapid_subject!r}"
+        )
+    apns = {
+        "FLASHWIRE_APNS_KEY_FILE": settings.apns_key_file,
+        "FLASHWIRE_APNS_KEY_ID": settings.apns_key_id,
+        "FLASHWIRE_APNS_TEAM_ID": settings.apns_team_id,
+        "FLASHWIRE_APNS_TOPIC": settings.apns_topic,
+    }
+    missing = [name for name, value in apns.items() if not value]
+    if settings.apns_key_file and missing:
+        raise SettingsError(f"APNs needs {', '.join(missing)} as well as FLASHWIRE_APNS_KEY_FILE")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything a Flashwire process needs to know, with documented defaults."""
@@ -182,6 +220,42 @@ class Settings:
     # several workers on one host each need a port of their own and no default could fit them all.
     worker_metrics_port: int = 0
     node_name: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    # -- pushes to closed apps (docs/push.md). A platform is on when its credentials are set.
+    # Web Push: the VAPID key pair's private key (PEM file) and the contact the push services
+    # see as the JWT's `sub` (a real mailto: or https: URL: Apple refuses others).
+    vapid_private_key_file: str = ""
+    vapid_subject: str = ""
+    # Hosts (and their subdomains) a Web Push subscription's endpoint may name: the browsers'
+    # push services. The worker POSTs to that URL, so any other host is refused (SSRF).
+    webpush_hosts: tuple[str, ...] = DEFAULT_WEBPUSH_HOSTS
+    # FCM HTTP v1: a service account key file (JSON, as Google issues it) and the API's origin.
+    fcm_credentials_file: str = ""
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    # APNs token-based authentication: the .p8 key file, its key id, the team id, the app's
+    # bundle id (apns-topic), and the production and sandbox origins.
+    apns_key_file: str = ""
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""
+    apns_endpoint: str = "https://api.push.apple.com"
+    apns_sandbox_endpoint: str = "https://api.sandbox.push.apple.com"
+    # A CA certificate (PEM file) trusted besides the system's for the push services: tests and
+    # private deployments; empty: the system's only.
+    push_ca_file: str = ""
+    # Targets per arq fan-out job, sends in flight per worker process, seconds per send.
+    push_batch_size: int = 500
+    push_concurrency: int = 200
+    push_timeout_s: float = 10.0
+    # After this many seconds from its publication a line is no longer pushed (a worker that
+    # was down an hour does not wake readers with old news), and pushes live at most
+    # push_ttl_s in the push services (never past the line's expiry).
+    push_deadline_s: int = 900
+    push_ttl_s: int = 6 * 3600
+    # New-line alerts one target gets per hour at most (corrections and withdrawals not counted).
+    push_hourly_cap: int = 10
+    # Registrations are anonymous: limited per client address, in rate and in number.
+    push_registration_rate_limit: str = "30/minute;1000/day"
+    push_max_registrations_per_client: int = 5_000
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -246,7 +320,34 @@ class Settings:
             feed_poll_s=_float(env, "FLASHWIRE_FEED_POLL_S", cls.feed_poll_s),
             log_format=(env.get("FLASHWIRE_LOG_FORMAT") or cls.log_format).strip().lower(),
             worker_metrics_port=_int(env, "FLASHWIRE_WORKER_METRICS_PORT", cls.worker_metrics_port, 0, 65535),
+            vapid_private_key_file=env.get("FLASHWIRE_VAPID_PRIVATE_KEY_FILE") or "",
+            vapid_subject=(env.get("FLASHWIRE_VAPID_SUBJECT") or "").strip(),
+            webpush_hosts=tuple(
+                host.lower() for host in _list(env, "FLASHWIRE_WEBPUSH_HOSTS", cls.webpush_hosts)
+            ),
+            fcm_credentials_file=env.get("FLASHWIRE_FCM_CREDENTIALS_FILE") or "",
+            fcm_endpoint=_origin(env, "FLASHWIRE_FCM_ENDPOINT", cls.fcm_endpoint),
+            apns_key_file=env.get("FLASHWIRE_APNS_KEY_FILE") or "",
+            apns_key_id=(env.get("FLASHWIRE_APNS_KEY_ID") or "").strip(),
+            apns_team_id=(env.get("FLASHWIRE_APNS_TEAM_ID") or "").strip(),
+            apns_topic=(env.get("FLASHWIRE_APNS_TOPIC") or "").strip(),
+            apns_endpoint=_origin(env, "FLASHWIRE_APNS_ENDPOINT", cls.apns_endpoint),
+            apns_sandbox_endpoint=_origin(env, "FLASHWIRE_APNS_SANDBOX_ENDPOINT", cls.apns_sandbox_endpoint),
+            push_ca_file=env.get("FLASHWIRE_PUSH_CA_FILE") or "",
+            push_batch_size=_int(env, "FLASHWIRE_PUSH_BATCH_SIZE", cls.push_batch_size, 1, 10_000),
+            push_concurrency=_int(env, "FLASHWIRE_PUSH_CONCURRENCY", cls.push_concurrency, 1, 5_000),
+            push_timeout_s=_float(env, "FLASHWIRE_PUSH_TIMEOUT_S", cls.push_timeout_s),
+            push_deadline_s=_int(env, "FLASHWIRE_PUSH_DEADLINE_S", cls.push_deadline_s, 1),
+            push_ttl_s=_int(env, "FLASHWIRE_PUSH_TTL_S", cls.push_ttl_s, 1, 28 * 24 * 3600),
+            push_hourly_cap=_int(env, "FLASHWIRE_PUSH_HOURLY_CAP", cls.push_hourly_cap, 1),
+            push_registration_rate_limit=_rate_limit(
+                env, "FLASHWIRE_PUSH_REGISTRATION_RATE_LIMIT", cls.push_registration_rate_limit
+            ),
+            push_max_registrations_per_client=_int(
+                env, "FLASHWIRE_PUSH_MAX_REGISTRATIONS_PER_CLIENT", cls.push_max_registrations_per_client, 1
+            ),
         )
+        _check_push(settings)
         if settings.max_sockets < settings.max_connections:
             raise SettingsError(
                 f"FLASHWIRE_MAX_SOCKETS ({settings.max_sockets}) must be at least"
@@ -266,6 +367,16 @@ class Settings:
                 f"REDIS_URL must be redis://, rediss:// or unix://, got {settings.redis_url!r}"
             )
         return settings
+
+    @property
+    def push_platforms(self) -> tuple[str, ...]:
+        """The push platforms whose credentials are set: "webpush", "fcm", "apns"."""
+        configured = {
+            "webpush": self.vapid_private_key_file,
+            "fcm": self.fcm_credentials_file,
+            "apns": self.apns_key_file,
+        }
+        return tuple(platform for platform, file in configured.items() if file)
 
     def direction(self, edition: str) -> str:
         """Text direction of an edition: 'rtl' for right-to-left languages."""

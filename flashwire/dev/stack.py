@@ -1,10 +1,10 @@
 """`flashwire dev`: the whole system in one command for a laptop.
 
 Starts an embedded redis-server (when REDIS_URL is unset) with its data under
-a project-local folder, then the worker and one service node, prints the URLs
-and an editor token, and stops all of them cleanly on Ctrl-C. Children are
-started with a parent-death signal, so even a killed `flashwire dev` leaves no
-orphan behind.
+a project-local folder (where it also keeps a VAPID key pair for Web Push),
+then the worker and one service node, prints the URLs and an editor token,
+and stops all of them cleanly on Ctrl-C. Children are started with a
+parent-death signal, so even a killed `flashwire dev` leaves no orphan behind.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from redis.asyncio import Redis
 
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
+from flashwire.core.vapid import ensure_key_file
 from flashwire.dev.redis_server import RedisProcess, die_with_parent
 from flashwire.service.tokens import TokenStore
 
 STOP_TIMEOUT_S = 10.0
+# The contact dev's VAPID JWTs carry; a deployment sets its own (FLASHWIRE_VAPID_SUBJECT).
+DEV_VAPID_SUBJECT = "mailto:newsroom@example.com"
 
 
 def data_dir() -> Path:
@@ -116,6 +119,10 @@ def run_dev() -> int:
         redis_process = RedisProcess(folder / "redis", port=port, tied_to_parent=True).start()
         env["REDIS_URL"] = redis_process.url
         print(f"embedded Redis   {redis_process.url}  (data in {folder / 'redis'})", flush=True)
+    if not env.get("FLASHWIRE_VAPID_PRIVATE_KEY_FILE"):
+        # Web Push on from the first start: a VAPID key pair kept with the dev data (docs/push.md).
+        env["FLASHWIRE_VAPID_PRIVATE_KEY_FILE"] = str(ensure_key_file(folder / "vapid-private-key.pem"))
+        env.setdefault("FLASHWIRE_VAPID_SUBJECT", DEV_VAPID_SUBJECT)
     settings = Settings.from_env(env)
     (folder / "redis-url").write_text(settings.redis_url + "\n")
     children: list[subprocess.Popen[bytes]] = []
