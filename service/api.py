@@ -52,6 +52,7 @@ from flashwire.core.models import (
     RetractionAccepted,
     ScheduledLines,
 )
+from flashwire.core.push_reach import current_push, read_push_reach
 from flashwire.core.settings import Settings
 from flashwire.service.asyncapi import asyncapi_document
 from flashwire.service.desk import Desk, IdempotencyConflict, StaleRevision, UnknownLine
@@ -432,10 +433,13 @@ async def _current_line(request: Request, line_id: str) -> Line | None:
 
 async def _with_reach(request: Request, lines: list[Line]) -> list[LineWithReach]:
     """Each line with the reach of its current version (None before any delivery is counted)."""
-    reaches = await read_reach(request.app.state.redis, request.app.state.keys, [line.id for line in lines])
+    redis, keys = request.app.state.redis, request.app.state.keys
+    ids = [line.id for line in lines]
+    reaches, pushes = await read_reach(redis, keys, ids), await read_push_reach(redis, keys, ids)
     out = []
-    for line, reach in zip(lines, reaches, strict=True):
-        out.append(LineWithReach(**line.model_dump(), reach=reach.get(line.version)))
+    for line, reach, push in zip(lines, reaches, pushes, strict=True):
+        pushed = current_push(push, line.version)
+        out.append(LineWithReach(**line.model_dump(), reach=reach.get(line.version), push=pushed))
     return out
 
 
@@ -488,6 +492,7 @@ async def get_line(request: Request) -> Response:
     redis, keys = request.app.state.redis, request.app.state.keys
     current, history = await redis.get(keys.line(line_id)), await redis.lrange(keys.history(line_id), 0, -1)
     [reach] = await read_reach(redis, keys, [line_id])
+    [push] = await read_push_reach(redis, keys, [line_id])
     line = LINE_ADAPTER.validate_json(current) if current else None
     detail = LineDetail(
         id=line_id,
@@ -495,6 +500,7 @@ async def get_line(request: Request) -> Response:
         line=line,
         history=[LINE_ADAPTER.validate_json(version) for version in history],
         reach={str(version): value for version, value in sorted(reach.items())},
+        push={f"{version}:{kind}": value for (version, kind), value in sorted(push.items())},
     )
     return model_response(detail, headers={"ETag": etag(line.revision)} if line else None)
 

@@ -35,7 +35,14 @@ import threading
 from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 
 log = logging.getLogger(__name__)
@@ -108,6 +115,32 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.redis_up.set(1)
+        self.push_sends = Counter(
+            "flashwire_worker_push_sends",
+            "Push sends this worker made, by platform and outcome (accepted, gone, retry, failed),"
+            " and targets it settled without sending (outcome capped, quiet, expired).",
+            ["platform", "outcome"],
+            registry=self.registry,
+        )
+        self.push_send_seconds = Histogram(
+            "flashwire_worker_push_send_seconds",
+            "Time from a send's start to the push service's answer, by platform.",
+            ["platform"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.push_fanout_seconds = Histogram(
+            "flashwire_worker_push_fanout_seconds",
+            "Time from a line's acceptance to the end of each push batch of it (this worker's).",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=self.registry,
+        )
+        self.push_targets_removed = Counter(
+            "flashwire_worker_push_targets_removed",
+            "Registrations removed because their push service said the target is gone, by platform.",
+            ["platform"],
+            registry=self.registry,
+        )
 
     def count_jobs(self, read: Callable[[], dict[str, int]]) -> None:
         """Report arq's job counts, read by `read()` at each scrape."""

@@ -24,16 +24,22 @@ import socket
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.worker import func
 from redis.asyncio import Redis
 
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.core.tasks import cancel_until_done
-from flashwire.workers.arq_runner import ArqRunner
+from flashwire.workers.arq_runner import ArqQueue, ArqRunner
 from flashwire.workers.fanout import DeskConsumer
 from flashwire.workers.heartbeat import Heartbeat
 from flashwire.workers.metrics import MetricsServer, WorkerMetrics
 from flashwire.workers.outage import REDIS_DOWN, OutageLog, quiet_orphaned_outage_errors
+from flashwire.workers.push.base import PushSender
+from flashwire.workers.push.batch import PushRun, push_batch
+from flashwire.workers.push.planner import PushPlanner
+from flashwire.workers.push.recovery import BatchRevival
+from flashwire.workers.push.senders import build_senders
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,12 @@ FORGET_TIMEOUT_S = 2.0
 # Stopping: cancel the parts again every CANCEL_AGAIN_S until they end, for at most STOP_TIMEOUT_S.
 CANCEL_AGAIN_S = 0.5
 STOP_TIMEOUT_S = 10.0
+# Push batches one worker runs at once (their sends share FLASHWIRE_PUSH_CONCURRENCY), how long
+# one may take (a batch whose worker died runs again at once: workers/push/recovery.py), and how
+# often arq looks for new ones (a fan-out starts within this of its line).
+PUSH_BATCHES_AT_ONCE = 8
+PUSH_JOB_TIMEOUT_S = 300
+PUSH_POLL_DELAY_S = 0.05
 
 
 def worker_name() -> str:
@@ -101,6 +113,40 @@ class WorkerSupervisor:
             ) from None
         return server
 
+    def _push_parts(
+        self, redis: Redis, arq_pool: ArqRedis, job_ctx: dict[str, Any], senders: dict[str, PushSender]
+    ) -> list[asyncio.Task[None]]:
+        """The push planner, the push queue's arq runner and the revival of dead workers' batches
+        (workers/push/), when a push platform is configured."""
+        run = PushRun(redis, self.keys, self.settings, senders, self.metrics)
+        ctx = {**job_ctx, "flashwire_push": run, "flashwire_worker": self.name}
+
+        def queue() -> ArqQueue:
+            return ArqQueue(
+                name=self.keys.push_queue,
+                part="push fan-out (arq)",
+                functions=[func(push_batch, name="push_batch")],
+                max_jobs=PUSH_BATCHES_AT_ONCE,
+                job_timeout_s=PUSH_JOB_TIMEOUT_S,
+                poll_delay_s=PUSH_POLL_DELAY_S,
+            )
+
+        runner = ArqRunner(arq_pool, self.settings, self.keys, job_ctx=ctx, outages=self.outages, queue=queue)
+        planner = PushPlanner(
+            redis,
+            arq_pool,
+            self.keys,
+            self.settings,
+            name=self.name,
+            outages=self.outages,
+            metrics=self.metrics,
+        )
+        return [
+            asyncio.create_task(planner.run(), name="push-planner"),
+            asyncio.create_task(runner.run(), name="push-arq"),
+            asyncio.create_task(BatchRevival(redis, self.keys).run(), name="push-revival"),
+        ]
+
     async def run(self) -> None:
         """Start the parts, wait for a stop signal, then stop them."""
         self._stopping = asyncio.Event()
@@ -128,6 +174,9 @@ class WorkerSupervisor:
             asyncio.create_task(heartbeat.run(), name="heartbeat"),
             asyncio.create_task(runner.run(), name="arq"),
         ]
+        senders = build_senders(self.settings) if self.settings.push_platforms else {}
+        if senders:
+            tasks += self._push_parts(redis, arq_pool, job_ctx, senders)
         log.info("worker %s started", self.name)
         stopping = asyncio.create_task(self._stopping.wait(), name="stop-signal")
         ended: list[str] = []
@@ -146,6 +195,8 @@ class WorkerSupervisor:
                 await asyncio.wait_for(heartbeat.forget(), FORGET_TIMEOUT_S)
             except REDIS_DOWN as exc:  # TimeoutError is an OSError
                 log.info("could not leave the heartbeat set (%s); health notices within 5 s", exc)
+            for sender in senders.values():
+                await sender.aclose()
             await arq_pool.aclose()
             await redis.aclose()
             for signum in (signal.SIGINT, signal.SIGTERM):

@@ -122,10 +122,31 @@ class Reach(BaseModel):
     nodes: int = Field(ge=0)
 
 
+class PushReach(BaseModel):
+    """The pushes of one version of a line to closed apps (docs/push.md), over every worker."""
+
+    kind: Literal["line", "correction", "withdrawal"] = Field(
+        description="line: a new line; correction and withdrawal replace its alert."
+    )
+    targets: int = Field(ge=0, description="Registrations the fan-out was planned for.")
+    accepted: int = Field(ge=0, description="Sends their push service accepted.")
+    removed: int = Field(
+        ge=0, description="Targets the push service said are gone (their registration removed)."
+    )
+    failed: int = Field(
+        ge=0, description="Sends refused, or still failing at the deadline or after the retries."
+    )
+    skipped: int = Field(
+        ge=0, description="Targets not sent: quiet hours, the hourly cap, the deadline passed."
+    )
+    ms: int | None = Field(description="From the desk's acceptance to the end of the last batch, in ms.")
+
+
 class LineWithReach(Line):
     """A live line with the reach of its current version (null before any delivery is counted)."""
 
     reach: Reach | None
+    push: PushReach | None = Field(description="Pushes of its current version to closed apps; null if none.")
 
 
 # -- desk actions ---------------------------------------------------------------------------------
@@ -348,6 +369,9 @@ class LineDetail(BaseModel):
     line: Line | None = Field(description="Null for the few milliseconds between acceptance and fan-out.")
     history: list[Line]
     reach: dict[str, Reach] = Field(description="Reach per version number ('1', '2', …).")
+    push: dict[str, PushReach] = Field(
+        description="Pushes per version and kind ('1:line', '2:correction', '3:withdrawal')."
+    )
 
 
 class EditionLines(BaseModel):

@@ -480,6 +480,15 @@ function reachText(reach, line) {
   return reach.ms === null ? reached : t("reachedIn", { reached, ms: reach.ms });
 }
 
+// Pushes to closed apps of the line's current version (docs/push.md), beside its live reach.
+function pushText(push) {
+  if (!push) return "";
+  const n = (value) => value.toLocaleString("en");
+  const counts = { n: n(push.targets), accepted: n(push.accepted), removed: n(push.removed), failed: n(push.failed) };
+  if (push.ms === null) return t("pushSending", counts);
+  return t("pushed", { ...counts, s: (push.ms / 1000).toFixed(1) });
+}
+
 function button(label, handler, { danger = false, title = "" } = {}) {
   const element = document.createElement("button");
   element.type = "button";
@@ -507,7 +516,11 @@ function renderLive(lines) {
       state.rows.set(line.id, row);
     }
     if (!row.dataset.editing) fillRow(row, line);
-    else row.querySelector(".reach").textContent = reachText(line.reach, line);
+    else {
+      row.querySelector(".reach").textContent = reachText(line.reach, line);
+      const push = row.querySelector(".push");
+      if (push) push.textContent = pushText(line.push);
+    }
     if (row === next) next = row.nextSibling;
     else list.insertBefore(row, next);
   }
@@ -550,7 +563,9 @@ function fillRow(row, line) {
   // What the line went out with, so a wrong tag is seen (and corrected) after the post too.
   const topics = line.topics.map(topicName).join(", ");
   const tags = element("span", "tags", `${t(line.urgency)}${topics ? ` · ${topics}` : ""}`);
-  meta.append(reach, tags, details);
+  meta.append(reach);
+  if (line.push) meta.append(element("span", "push", pushText(line.push)));
+  meta.append(tags, details);
   const actions = document.createElement("div");
   actions.className = "actions";
   const short = clip(line.text);

@@ -1,0 +1,214 @@
+"""The push planner: reads the tickers and turns each event worth a push into arq fan-out jobs.
+
+It runs beside the desk consumer in every worker process and reads the ticker streams through
+the consumer group "push" (created at the streams' end: a new deployment does not push history),
+so each event is planned once however many workers run, and an event whose worker died while
+planning it is claimed again (XAUTOCLAIM) after FLASHWIRE_CLAIM_IDLE_MS.
+
+Planning an event (workers/push/alerts.py says which) walks its audience in id order — the
+registrations of the edition whose minimum urgency the line reaches, or the targets the line was
+pushed to — and enqueues one job per FLASHWIRE_PUSH_BATCH_SIZE targets on the push queue, with a
+job id made of the event's cursor and the batch's number. The entry is acknowledged only once
+every batch is enqueued. Planning the same event again (after a crash) makes the same job ids:
+arq drops an enqueue whose job is still queued, and a batch that already ran skips the targets it
+settled (workers/push/batch.py), so no target is sent an alert twice by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from flashwire.core.clock import now_ms
+from flashwire.core.keys import Keys
+from flashwire.core.push_registry import PushRegistry, urgencies_reached
+from flashwire.core.settings import Settings
+from flashwire.workers.metrics import WorkerMetrics
+from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
+from flashwire.workers.push.alerts import PlannedAlert, plan_alert
+
+log = logging.getLogger(__name__)
+
+PART = "push planner"
+READ_COUNT = 50
+READ_BLOCK_MS = 1_000
+JOB_NAME = "push_batch"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class PushPlanner:
+    """One consumer of the tickers' "push" group."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        pool: ArqRedis,
+        keys: Keys,
+        settings: Settings,
+        *,
+        name: str,
+        outages: OutageLog,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._redis = redis
+        self._pool = pool
+        self._keys = keys
+        self._settings = settings
+        self._registry = PushRegistry(redis, keys)
+        self.name = name
+        self._outages = outages
+        self._metrics = metrics
+        self._streams = {keys.ticker(edition): edition for edition in settings.editions}
+
+    async def ensure_groups(self) -> None:
+        """Create the group on every ticker at its end ("$"), where it is missing."""
+        for stream in self._streams:
+            try:
+                await self._redis.xgroup_create(stream, self._keys.push_group, id="$", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _handle(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        edition = self._streams[stream]
+        for entry_id, fields in entries:
+            cursor = _text(entry_id)
+            if fields:  # a claimed entry trimmed meanwhile comes back empty: nothing to plan
+                planned = plan_alert(edition, cursor, fields, self._settings)
+                if planned is not None:
+                    await self.plan(edition, cursor, planned)
+            await self._redis.xack(stream, self._keys.push_group, cursor)
+
+    async def plan(self, edition: str, cursor: str, planned: PlannedAlert) -> int:
+        """Enqueue the batches of one event; answer how many targets they hold."""
+        alert = planned.alert
+        if now_ms() > planned.deadline_ms:
+            log.info("push of %s v%d not planned: past its deadline", alert.line_id, alert.version)
+            return 0
+        delivery_id = f"{edition}:{cursor}"
+        size = self._settings.push_batch_size
+        batch: list[str] = []
+        number = total = 0
+        args = planned.job_args()
+        reach = self._keys.push_reach(alert.line_id)
+        prefix = f"{alert.version}:{alert.kind}"
+        await self._redis.hsetnx(reach, f"{prefix}:first_ms", planned.accepted_ms)
+
+        async def flush() -> None:
+            nonlocal number, batch
+            await self._pool.enqueue_job(
+                JOB_NAME,
+                delivery_id,
+                args,
+                batch,
+                _job_id=f"push:{delivery_id}:{number}",
+                _queue_name=self._keys.push_queue,
+                _expires=max(1.0, (planned.deadline_ms - now_ms()) / 1000 + 60),
+            )
+            number += 1
+            batch = []
+
+        async for target_id in self._audience(edition, planned):
+            batch.append(target_id)
+            total += 1
+            if len(batch) >= size:
+                await flush()
+        if batch:
+            await flush()
+        await self._redis.hset(reach, f"{prefix}:targets", total)
+        await self._redis.expire(reach, self._settings.push_ttl_s + 86_400)
+        log.info(
+            "push of %s v%d (%s): %d targets in %d batches",
+            alert.line_id,
+            alert.version,
+            alert.kind,
+            total,
+            number,
+        )
+        return total
+
+    async def _audience(self, edition: str, planned: PlannedAlert) -> AsyncIterator[str]:
+        """The target ids of an alert, read in pages."""
+        page = max(100, self._settings.push_batch_size)
+        if planned.audience == "pushed":
+            cursor: int | bytes = 0
+            key = self._keys.push_sent(planned.alert.line_id)
+            while True:
+                cursor, found = await self._redis.hscan(key, cursor, count=page)
+                for target_id in found:
+                    yield _text(target_id)
+                if not cursor or cursor == b"0":
+                    return
+        for urgency in urgencies_reached(planned.alert.urgency):
+            after = ""
+            while True:
+                ids = await self._registry.page(edition, urgency, after, page)
+                for target_id in ids:
+                    yield target_id
+                if len(ids) < page:
+                    break
+                after = ids[-1]
+
+    async def _claim(self) -> None:
+        for stream in self._streams:
+            result = await self._redis.xautoclaim(
+                stream,
+                self._keys.push_group,
+                self.name,
+                min_idle_time=self._settings.claim_idle_ms,
+                start_id="0-0",
+                count=READ_COUNT,
+            )
+            entries = result[1] if len(result) > 1 else []
+            await self._handle(stream, [(entry_id, fields or {}) for entry_id, fields in entries])
+
+    async def run(self) -> None:
+        """Plan until cancelled, waiting out Redis outages."""
+        backoff = Backoff()
+        ready = False
+        next_claim = 0.0
+        while True:
+            try:
+                if not ready:
+                    await self.ensure_groups()
+                    ready = True
+                if time.monotonic() >= next_claim:
+                    await self._claim()
+                    next_claim = time.monotonic() + self._settings.claim_idle_ms / 2000
+                response = await self._redis.xreadgroup(
+                    self._keys.push_group,
+                    self.name,
+                    dict.fromkeys(self._streams, ">"),
+                    count=READ_COUNT,
+                    block=READ_BLOCK_MS,
+                )
+                for stream, entries in response or []:
+                    await self._handle(_text(stream), entries)
+                self._outages.regained(PART)
+                backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except REDIS_DOWN as exc:
+                self._outages.lost(PART, exc)
+                ready = False
+                await asyncio.sleep(backoff.next_delay())
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    ready = False
+                    continue
+                self._metrics.error("redis_refused")
+                log.exception("push planner: Redis refused a command; retrying")
+                await asyncio.sleep(1.0)
+            except Exception:
+                self._metrics.error("unexpected")
+                log.exception("push planner: unexpected error; retrying")
+                await asyncio.sleep(1.0)
