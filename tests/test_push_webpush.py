@@ -313,8 +313,10 @@ def _outcome(status: str, detail: str, retry_after_s: float | None = None) -> An
 
 
 async def test_two_thousand_sends_through_one_sender(service: PushService, sender: WebPushSender) -> None:
-    """2,000 concurrent sends (100 at a time): all accepted, each subscription received exactly once."""
+    """2,000 concurrent sends (100 at a time): all accepted, each subscription received exactly once,
+    over at most 100 connections, with one VAPID signature (PITFALLS 1.10)."""
     subscriptions = targets(service, 2000)
+    connections_before = service.control("GET", "stats")["connections"]
     alert = make_alert(line_id="en-00000000000000c3")
     gate = asyncio.Semaphore(100)
 
@@ -327,6 +329,7 @@ async def test_two_thousand_sends_through_one_sender(service: PushService, sende
     tokens = [m["token"] for m in service.received() if m["collapse"] == alert.topic]
     assert sorted(tokens) == sorted(t.token for t in subscriptions)
     assert sender.signer.signatures == 1
+    assert service.control("GET", "stats")["connections"] - connections_before <= 100
 
 
 # --- the service's own checks (what a real push service refuses) ---------------------------

@@ -26,7 +26,8 @@ Control API additions: `POST /_control/targets` takes an optional `application_s
 (base64url) that the targets are restricted to; `GET /_control/inbox` →
 `{"inbox": {endpoint: [message, ...]}}`: per subscription, the latest message per Topic in order
 of arrival (messages without a Topic all stay), i.e. what a device shows after RFC 8030 §5.4
-replacement.
+replacement; `GET /_control/stats` → `{"connections": N}`, how many client connections ever
+sent to the push API (a sender that reuses its connections keeps this at its pool size).
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ class PushServiceState:
         self.subscriptions: dict[str, Subscription] = {}
         self.received: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
+        # The client (address, port) pairs that sent to the push API: how many connections a
+        # sender opened (one per connection, since HTTP/1.1 keep-alive reuses the port).
+        self.clients: set[tuple[str, int]] = set()
         # Verified (token, key) → claims: a real service also avoids verifying one token twice;
         # `exp` is checked again on every use.
         self._tokens: dict[tuple[str, str], dict[str, Any]] = {}
@@ -222,6 +226,8 @@ def build_app(state: PushServiceState, control_port: int) -> Any:
 
     async def push(request: Request) -> Response:
         sid = request.path_params["sid"]
+        if request.client is not None:
+            state.clients.add((request.client.host, request.client.port))
         try:
             message = await state.push(sid, {k: v for k, v in request.headers.items()}, await request.body())
         except Refused as refused:
@@ -262,6 +268,9 @@ def build_app(state: PushServiceState, control_port: int) -> Any:
     async def inbox(request: Request) -> Response:
         return JSONResponse({"inbox": state.inbox()})
 
+    async def stats(request: Request) -> Response:
+        return JSONResponse({"connections": len(state.clients)})
+
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -273,6 +282,7 @@ def build_app(state: PushServiceState, control_port: int) -> Any:
             Route("/_control/received", received),
             Route("/_control/rejected", rejected),
             Route("/_control/inbox", inbox),
+            Route("/_control/stats", stats),
             Route("/_control/health", health),
         ]
     )
