@@ -22,7 +22,7 @@ from py_vapid import Vapid02
 from pywebpush import WebPusher
 
 from flashwire.dev.ports import free_port
-from flashwire.workers.push.base import Alert, Target
+from flashwire.workers.push.base import Alert, Outcome, Target
 from flashwire.workers.push.vapid import VapidSigner, load_vapid_key, validate_subject
 from flashwire.workers.push.webpush import (
     WebPushSender,
@@ -56,6 +56,10 @@ def make_alert(kind: str = "line", version: int = 1, urgency: str = "flash", **c
         expires_at_s=int(time.time()) + 3600,
     )
     return dataclasses.replace(alert, **changes)
+
+
+def _outcome(status: str, detail: str, retry_after_s: float | None = None) -> Outcome:
+    return Outcome(status, retry_after_s=retry_after_s, detail=detail)  # type: ignore[arg-type]
 
 
 def as_target(subscription: dict[str, Any]) -> Target:
@@ -299,14 +303,29 @@ async def test_unusable_subscription_keys_are_failed(service: PushService, sende
     [target] = targets(service, 1)
     for broken in (dataclasses.replace(target, p256dh="bm90LWEta2V5"), dataclasses.replace(target, auth="")):
         outcome = await sender.send(broken, make_alert())
-        assert outcome.status == "failed" and outcome.detail.startswith("bad-subscription")
+        assert outcome == _outcome("failed", "bad-subscription")
     assert received_by(service, target) == []
 
 
-def _outcome(status: str, detail: str, retry_after_s: float | None = None) -> Any:
-    from flashwire.workers.push.base import Outcome
-
-    return Outcome(status, retry_after_s=retry_after_s, detail=detail)  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected"),
+    [
+        (201, None, _outcome("accepted", "201")),
+        (202, None, _outcome("accepted", "202")),
+        (404, None, _outcome("gone", "404")),
+        (410, None, _outcome("gone", "410")),
+        (413, None, _outcome("failed", "413")),
+        (400, None, _outcome("failed", "400")),
+        (401, None, _outcome("failed", "401")),
+        (429, "30", _outcome("retry", "429", 30.0)),
+        (503, "Thu, 01 Jan 2026 00:01:00 GMT", _outcome("retry", "503", 60.0)),
+        (502, "soon", _outcome("retry", "502")),
+    ],
+)
+def test_status_mapping(status: int, retry_after: str | None, expected: Outcome) -> None:
+    """RFC 8030 answers → Outcome; Retry-After as seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    now_s = 1767225600.0  # 2026-01-01T00:00:00Z
+    assert WebPushSender._outcome(status, retry_after, now_s) == expected
 
 
 # --- many at once ----------------------------------------------------------------------------
@@ -353,6 +372,7 @@ def _authorization(origin: str, **claims: Any) -> str:
         ("none", 201),
         ("no-ttl", 400),
         ("long-topic", 400),
+        ("bad-urgency", 400),
         ("no-auth", 401),
         ("wrong-aud", 401),
         ("exp-past", 401),
@@ -376,6 +396,8 @@ def test_the_service_refuses_what_a_push_service_refuses(
         del headers["TTL"]
     elif change == "long-topic":
         headers["Topic"] = "a" * 33
+    elif change == "bad-urgency":
+        headers["Urgency"] = "urgent"
     elif change == "no-auth":
         del headers["Authorization"]
     elif change == "wrong-aud":

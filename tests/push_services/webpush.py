@@ -8,6 +8,7 @@ tests/push_services/__init__.py on C. Everything is kept in memory.
 
 Push API, `POST /push/<subscription id>` (RFC 8030 §5), checked in this order:
 - `TTL` header missing or not a non-negative integer → 400 (§5.2);
+- `Urgency` present and not one of very-low, low, normal, high → 400 (§5.3);
 - `Topic` present and not 1-32 base64url characters → 400 (§5.4);
 - `Authorization: vapid t=<JWT>, k=<key>` (RFC 8292 §3) missing, unreadable, or a JWT that is not
   ES256-signed by `k`, whose `aud` is not this origin, whose `exp` is past or more than 24 h
@@ -58,6 +59,7 @@ MAX_BODY_BYTES = 4096
 VAPID_MAX_AHEAD_S = 24 * 3600
 _TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://[^/\s]+.*)$")
+_URGENCIES = ("very-low", "low", "normal", "high")
 _KEPT_HEADERS = ("TTL", "Urgency", "Topic")
 _AUTH = re.compile(r"^vapid\s+(.*)$", re.IGNORECASE)
 
@@ -166,6 +168,8 @@ class PushServiceState:
         ttl = headers.get("ttl")
         if ttl is None or not ttl.isdigit():
             raise Refused(400, "TTL header missing or invalid")
+        if headers.get("urgency", "normal") not in _URGENCIES:
+            raise Refused(400, "Urgency must be very-low, low, normal or high")
         topic = headers.get("topic")
         if topic is not None and not _TOPIC.match(topic):
             raise Refused(400, "Topic must be 1-32 base64url characters")

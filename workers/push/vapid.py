@@ -134,6 +134,7 @@ class VapidSigner:
         self.subject = validate_subject(subject)
         self.lifetime_s = lifetime_s
         self._vapid = Vapid02(load_vapid_key(private_key_pem))
+        # One entry per push-service origin: a handful (FCM, Mozilla, Apple, a few WNS hosts).
         self._cache: dict[str, _Signed] = {}
         self.signatures = 0
         """How many tokens were signed so far (the cache's misses)."""

@@ -123,8 +123,9 @@ class WebPushSender:
                 {"endpoint": target.token, "keys": {"p256dh": target.p256dh, "auth": target.auth}},
                 aiohttp_session=self._client(),
             )
-        except (ValueError, WebPushException) as error:
-            return Outcome("failed", detail=f"bad-subscription: {error}"[:80])
+        except (ValueError, WebPushException):
+            # An endpoint that is not an http(s) URL, or p256dh/auth that are not base64url.
+            return Outcome("failed", detail="bad-subscription")
         try:
             response = await pusher.send_async(
                 data=body,
@@ -133,9 +134,9 @@ class WebPushSender:
                 # Explicit on every call (PITFALLS 1.2); pywebpush would pass its own 10,000 s.
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             )
-        except (ValueError, WebPushException) as error:
+        except (ValueError, WebPushException):
             # The subscription's p256dh is not a P-256 point: encryption failed before sending.
-            return Outcome("failed", detail=f"bad-subscription: {error}"[:80])
+            return Outcome("failed", detail="bad-subscription")
         except TimeoutError:  # aiohttp's ClientTimeout (asyncio.TimeoutError is TimeoutError)
             return Outcome("retry", detail="timeout")
         except aiohttp.ClientError as error:
