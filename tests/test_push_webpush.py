@@ -271,6 +271,22 @@ async def test_hung_service_is_a_timeout_retry(service: PushService) -> None:
         await quick.aclose()
 
 
+async def test_waiting_for_a_connection_does_not_count_against_the_timeout(service: PushService) -> None:
+    """With one connection, a send queued behind two slow answers (1.2 s each, inside the 2 s timeout)
+    still gets its own 2 s: it is accepted, not timed out after waiting 2.4 s for the connection."""
+    slow_a, slow_b, quick = targets(service, 3)
+    for slow in (slow_a, slow_b):
+        service.control("POST", "faults", {"mode": "hang", "tokens": [slow.token], "hang_s": 1.2})
+    one_at_a_time = WebPushSender(vapid_private_key_pem=PEM, subject=SUBJECT, timeout_s=2, max_connections=1)
+    try:
+        sends = (one_at_a_time.send(t, make_alert()) for t in (slow_a, slow_b, quick))
+        outcomes = await asyncio.gather(*sends)
+    finally:
+        await one_at_a_time.aclose()
+    expected = [("retry", "504"), ("retry", "504"), ("accepted", "201")]
+    assert [(o.status, o.detail) for o in outcomes] == expected
+
+
 async def test_nobody_listening_is_a_connection_retry(sender: WebPushSender) -> None:
     """Connection refused: retry (the service may be back for the next attempt)."""
     nowhere = f"http://127.0.0.1:{free_port()}/push/x"

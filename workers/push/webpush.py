@@ -23,6 +23,7 @@ RFC 8030's, or a subscription whose endpoint or keys are unusable is failed with
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -74,8 +75,9 @@ class WebPushSender:
         (`generate_vapid_key_pem`); browsers subscribed with its `vapid_public_key`.
     :param subject: the VAPID `sub`, a real `mailto:` or `https:` contact (ValueError otherwise:
         vapid.validate_subject).
-    :param timeout_s: limit on one send, connection, request and answer together (PITFALLS 1.2).
-    :param max_connections: connections open at once, over all push services.
+    :param timeout_s: limit on one request: connection, request and answer together (PITFALLS 1.2).
+    :param max_connections: requests (and so connections) open at once, over all push services;
+        more concurrent `send` calls wait their turn before their timeout starts.
 
     No I/O at construction: the HTTP session opens on the first send.
     """
@@ -97,6 +99,10 @@ class WebPushSender:
         self.signer = VapidSigner(private_key_pem=vapid_private_key_pem, subject=subject)
         self.timeout_s = timeout_s
         self.max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # Sends wait here, outside the timeout, rather than in aiohttp's pool, where the wait for
+        # a free connection would count against `timeout_s` and turn a long queue into timeouts.
+        self._slots = asyncio.Semaphore(max_connections)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -106,7 +112,7 @@ class WebPushSender:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                timeout=self._timeout,
             )
         return self._session
 
@@ -127,13 +133,14 @@ class WebPushSender:
             # An endpoint that is not an http(s) URL, or p256dh/auth that are not base64url.
             return Outcome("failed", detail="bad-subscription")
         try:
-            response = await pusher.send_async(
-                data=body,
-                headers=headers,
-                ttl=alert.ttl_s(now_s),
-                # Explicit on every call (PITFALLS 1.2); pywebpush would pass its own 10,000 s.
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            )
+            async with self._slots:
+                response = await pusher.send_async(
+                    data=body,
+                    headers=headers,
+                    ttl=alert.ttl_s(time.time()),
+                    # Explicit on every call (PITFALLS 1.2): pywebpush passes its own 10,000 s otherwise.
+                    timeout=self._timeout,
+                )
         except (ValueError, WebPushException):
             # The subscription's p256dh is not a P-256 point: encryption failed before sending.
             return Outcome("failed", detail="bad-subscription")
