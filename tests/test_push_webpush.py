@@ -23,7 +23,7 @@ from pywebpush import WebPusher
 
 from flashwire.dev.ports import free_port
 from flashwire.workers.push.base import Alert, Outcome, Target
-from flashwire.workers.push.vapid import VapidSigner, load_vapid_key, validate_subject
+from flashwire.workers.push.vapid import VapidSigner, load_vapid_key, origin_of, validate_subject
 from flashwire.workers.push.webpush import (
     WebPushSender,
     generate_vapid_key_pem,
@@ -217,6 +217,23 @@ def test_vapid_public_key_is_the_uncompressed_point() -> None:
     """applicationServerKey: base64url of the 65-byte uncompressed P-256 point of the key."""
     point = load_vapid_key(PEM).public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     assert _unb64url(vapid_public_key(PEM)) == point and len(point) == 65
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "origin"),
+    [
+        ("https://fcm.googleapis.com/fcm/send/abc", "https://fcm.googleapis.com"),
+        ("https://web.push.apple.com:443/QGuQ", "https://web.push.apple.com"),
+        (
+            "https://updates.push.services.mozilla.com:8443/wpush/v2/x",
+            "https://updates.push.services.mozilla.com:8443",
+        ),
+        ("http://[::1]:8080/push/x", "http://[::1]:8080"),
+    ],
+)
+def test_aud_is_the_endpoint_origin(endpoint: str, origin: str) -> None:
+    """RFC 8292 §2: aud is the origin of the push resource, default port left out."""
+    assert origin_of(endpoint) == origin
 
 
 def test_wns_endpoints_alone_get_the_windows_headers() -> None:

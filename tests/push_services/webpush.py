@@ -21,7 +21,7 @@ Push API, `POST /push/<subscription id>` (RFC 8030 §5), checked in this order:
 
 Faults (`POST /_control/faults`): `gone`, `throttle` (next send 429 with Retry-After), `error`
 (next send 500), and `hang`: the next send to each target gets no answer for `hang_s` seconds
-(default 3600), for a sender's timeout. `tokens` are the subscriptions' endpoint URLs.
+(default 3600; then a 504), for a sender's timeout. `tokens` are the subscriptions' endpoint URLs.
 
 Control API additions: `POST /_control/targets` takes an optional `application_server_key`
 (base64url) that the targets are restricted to; `GET /_control/inbox` →

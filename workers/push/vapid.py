@@ -79,7 +79,8 @@ def origin_of(url: str) -> str:
         raise ValueError(f"not an http(s) URL: {url!r}")
     default_port = 443 if parts.scheme == "https" else 80
     port = "" if parts.port in (None, default_port) else f":{parts.port}"
-    return f"{parts.scheme}://{parts.hostname}{port}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}{port}"
 
 
 def _b64url(data: bytes) -> str:
