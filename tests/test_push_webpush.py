@@ -364,6 +364,7 @@ def test_status_mapping(status: int, retry_after: str | None, expected: Outcome)
 # --- many at once ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_two_thousand_sends_through_one_sender(service: PushService, sender: WebPushSender) -> None:
     """2,000 concurrent sends (100 at a time): all accepted, each subscription received exactly once,
     over at most 100 connections, with one VAPID signature (PITFALLS 1.10)."""
