@@ -18,7 +18,6 @@ import os
 import platform
 import tempfile
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -82,8 +81,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as state_dir, warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)  # PushService.start's log file object
+    with tempfile.TemporaryDirectory() as state_dir:
         service = PushService("webpush", Path(state_dir)).start()
         try:
             elapsed, statuses = asyncio.run(_run(service, args.targets, args.concurrency))

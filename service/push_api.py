@@ -36,7 +36,7 @@ from flashwire.core.push_models import (
 )
 from flashwire.core.push_registry import PushRegistry, RegistrationLimit
 from flashwire.core.settings import Settings
-from flashwire.core.vapid import public_key_b64url
+from flashwire.core.vapid import vapid_public_key
 from flashwire.service.errors import ApiError
 from flashwire.service.http import invalid, json_body, model_response
 from flashwire.service.origins import OriginPolicy
@@ -48,7 +48,7 @@ PREFLIGHT_MAX_AGE_S = "600"
 
 @functools.lru_cache(maxsize=4)
 def _vapid_public_key(path: str) -> str:
-    return public_key_b64url(Path(path).read_text())
+    return vapid_public_key(Path(path).read_text())
 
 
 def _cors(request: Request) -> dict[str, str]:

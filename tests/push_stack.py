@@ -23,53 +23,61 @@ VAPID_SUBJECT = "mailto:alerts@newsroom.example"
 
 @dataclass
 class PushServices:
-    webpush: PushService
-    apns: PushService
-    fcm: PushService
+    """The local push services of a test or a bench; with `only`, one platform's alone."""
+
+    webpush: PushService | None
+    apns: PushService | None
+    fcm: PushService | None
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, folder: Path) -> PushServices:
-        webpush = PushService("webpush", folder / "webpush").start()
-        apns = PushService("apns", folder / "apns", "--topic", APNS_TOPIC).start()
-        fcm = PushService("fcm", folder / "fcm").start()
-        services = cls(webpush, apns, fcm)
+    def start(cls, folder: Path, *, only: str | None = None, fast: bool = False) -> PushServices:
+        """Start them; `fast` asks each to check authentication and headers but not decrypt
+        bodies (benches: the stand-in is not what is measured)."""
+        extra = ("--fast",) if fast else ()
+
+        def wanted(name: str, *args: str) -> PushService | None:
+            if only not in (None, name):
+                return None
+            return PushService(name, folder / name, *args, *extra).start()
+
+        services = cls(wanted("webpush"), wanted("apns", "--topic", APNS_TOPIC), wanted("fcm"))
         services.env = services._env(folder)
         return services
 
     def _env(self, folder: Path) -> dict[str, str]:
-        provider = json.loads((self.apns.state_dir / "apns-provider.json").read_text())
+        env: dict[str, str] = {}
         bundle = folder / "push-ca.pem"
-        bundle.write_text(
-            "".join(
-                p.read_text()
-                for p in (self.apns.state_dir / "ca.pem", self.fcm.state_dir / "ca.pem")
-                if p.exists()
-            )
-        )
-        apns_origin = f"https://localhost:{self.apns.port}"
-        return {
-            "FLASHWIRE_VAPID_PRIVATE_KEY_FILE": str(ensure_key_file(folder / "vapid.pem")),
-            "FLASHWIRE_VAPID_SUBJECT": VAPID_SUBJECT,
-            "FLASHWIRE_WEBPUSH_HOSTS": f"127.0.0.1:{self.webpush.port}",
-            "FLASHWIRE_APNS_KEY_FILE": str(self.apns.state_dir / "apns-key.p8"),
-            "FLASHWIRE_APNS_KEY_ID": provider["key_id"],
-            "FLASHWIRE_APNS_TEAM_ID": provider["team_id"],
-            "FLASHWIRE_APNS_TOPIC": APNS_TOPIC,
-            "FLASHWIRE_APNS_ENDPOINT": apns_origin,
-            "FLASHWIRE_APNS_SANDBOX_ENDPOINT": apns_origin,
-            "FLASHWIRE_FCM_CREDENTIALS_FILE": str(self.fcm.state_dir / "service-account.json"),
-            "FLASHWIRE_FCM_ENDPOINT": self.fcm_origin,
-            "FLASHWIRE_PUSH_CA_FILE": str(bundle),
-        }
-
-    @property
-    def fcm_origin(self) -> str:
-        scheme = "https" if (self.fcm.state_dir / "ca.pem").exists() else "http"
-        return f"{scheme}://localhost:{self.fcm.port}"
+        cas = [s.state_dir / "ca.pem" for s in self.each() if (s.state_dir / "ca.pem").exists()]
+        bundle.write_text("".join(ca.read_text() for ca in cas))
+        env["FLASHWIRE_PUSH_CA_FILE"] = str(bundle)
+        if self.webpush is not None:
+            env |= {
+                "FLASHWIRE_VAPID_PRIVATE_KEY_FILE": str(ensure_key_file(folder / "vapid.pem")),
+                "FLASHWIRE_VAPID_SUBJECT": VAPID_SUBJECT,
+                "FLASHWIRE_WEBPUSH_HOSTS": f"127.0.0.1:{self.webpush.port}",
+            }
+        if self.apns is not None:
+            provider = json.loads((self.apns.state_dir / "apns-provider.json").read_text())
+            origin = f"https://localhost:{self.apns.port}"
+            env |= {
+                "FLASHWIRE_APNS_KEY_FILE": str(self.apns.state_dir / "apns-key.p8"),
+                "FLASHWIRE_APNS_KEY_ID": provider["key_id"],
+                "FLASHWIRE_APNS_TEAM_ID": provider["team_id"],
+                "FLASHWIRE_APNS_TOPIC": APNS_TOPIC,
+                "FLASHWIRE_APNS_ENDPOINT": origin,
+                "FLASHWIRE_APNS_SANDBOX_ENDPOINT": origin,
+            }
+        if self.fcm is not None:
+            scheme = "https" if (self.fcm.state_dir / "ca.pem").exists() else "http"
+            env |= {
+                "FLASHWIRE_FCM_CREDENTIALS_FILE": str(self.fcm.state_dir / "service-account.json"),
+                "FLASHWIRE_FCM_ENDPOINT": f"{scheme}://localhost:{self.fcm.port}",
+            }
+        return env
 
     def each(self) -> list[PushService]:
-        return [self.webpush, self.apns, self.fcm]
+        return [s for s in (self.webpush, self.apns, self.fcm) if s is not None]
 
     def stop(self) -> None:
         for service in self.each():
@@ -84,8 +92,3 @@ def registration_body(platform: str, target: dict[str, Any], **choices: Any) -> 
     else:
         body["token"] = target["token"]
     return body
-
-
-def token_of(platform: str, target: dict[str, Any]) -> str:
-    """How the service's `received` names a target: the endpoint's subscription id or the token."""
-    return str(target["token"] if platform != "webpush" else target.get("token") or target["endpoint"])

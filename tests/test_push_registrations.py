@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from flashwire.core.keys import Keys
-from flashwire.core.vapid import ensure_key_file, public_key_b64url
+from flashwire.core.vapid import ensure_key_file, vapid_public_key
 from flashwire.dev.redis_server import RedisProcess
 from tests.conftest import InProcessApp, serve_in_process
 
@@ -80,7 +80,7 @@ async def test_config_gives_the_platforms_and_the_vapid_public_key(
     assert response.status_code == 200
     config = response.json()
     assert config["platforms"] == ["webpush", "apns"]
-    assert config["vapid_public_key"] == public_key_b64url((tmp_path / "vapid.pem").read_text())
+    assert config["vapid_public_key"] == vapid_public_key((tmp_path / "vapid.pem").read_text())
     assert len(base64.urlsafe_b64decode(config["vapid_public_key"] + "=")) == 65
     assert config["default_urgency"] == "flash"
 

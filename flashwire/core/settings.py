@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from limits import parse_many
 
+from flashwire.core.vapid import validate_subject
+
 DEFAULT_EDITIONS = ("en", "ar", "es")
 DEFAULT_SECTIONS = (
     "politics",
@@ -144,13 +146,13 @@ def _origin(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _check_push(settings: Settings) -> None:
     """A platform's settings are all given or none: half a configuration fails at start-up."""
-    if settings.vapid_private_key_file and not re.fullmatch(
-        r"(mailto:\S+@\S+|https://\S+)", settings.vapid_subject
-    ):
-        raise SettingsError(
-            "FLASHWIRE_VAPID_SUBJECT must be a mailto: or https: contact for the push services (RFC 8292"
-            f" section 2.1; Apple refuses others), got {settings.vapid_subject!r}"
-        )
+    if settings.vapid_private_key_file:
+        try:
+            validate_subject(settings.vapid_subject)
+        except ValueError as exc:
+            raise SettingsError(
+                f"FLASHWIRE_VAPID_SUBJECT: {exc} (the contact the push services see, RFC 8292 section 2.1)"
+            ) from None
     apns = {
         "FLASHWIRE_APNS_KEY_FILE": settings.apns_key_file,
         "FLASHWIRE_APNS_KEY_ID": settings.apns_key_id,

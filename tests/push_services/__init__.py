@@ -79,9 +79,10 @@ class PushService:
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         log = (self.state_dir / f"{self.name}.log").open("ab")
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
-        )
+        with log:  # the child has its own copy of the descriptor
+            self.process = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process.poll() is not None:

@@ -6,10 +6,14 @@ loads google-auth, one without Web Push never loads pywebpush and aiohttp."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flashwire.core.settings import Settings
+from flashwire.core.vapid import subject_warning
 from flashwire.workers.push.base import PushSender
+
+log = logging.getLogger(__name__)
 
 
 def build_senders(settings: Settings) -> dict[str, PushSender]:
@@ -20,6 +24,9 @@ def build_senders(settings: Settings) -> dict[str, PushSender]:
     if settings.vapid_private_key_file:
         from flashwire.workers.push.webpush import WebPushSender
 
+        warning = subject_warning(settings.vapid_subject)
+        if warning:
+            log.warning("%s", warning)
         senders["webpush"] = WebPushSender(
             vapid_private_key_pem=Path(settings.vapid_private_key_file).read_text(),
             subject=settings.vapid_subject,

@@ -32,8 +32,10 @@ import aiohttp
 import orjson
 from pywebpush import WebPusher, WebPushException
 
+from flashwire.core.vapid import generate_vapid_key_pem, vapid_public_key
+
 from .base import PAYLOAD_MAX_BYTES, TOPIC_LENGTH, Alert, Outcome, Platform, Target, retry_after_seconds
-from .vapid import VapidSigner, generate_vapid_key_pem, origin_of, vapid_public_key
+from .vapid import VapidSigner, origin_of
 
 __all__ = ["WebPushSender", "generate_vapid_key_pem", "push_headers", "vapid_public_key"]
 

@@ -1,0 +1,347 @@
+"""Pushes to closed apps end to end (issue 12, must-show 1): real redis-server, worker and service
+processes, and the three local push services (tests/push_services/), which check what the real ones
+check — the VAPID JWT and the RFC 8291 encryption (every Web Push message is decrypted), the APNs
+ES256 provider token over HTTP/2 and TLS, the FCM OAuth2 token — and record what they accepted.
+
+- a flash line reaches 10,000 Web Push, 2,000 APNs and 2,000 FCM targets, each exactly once; its
+  correction replaces it (same collapse key), its kill withdraws it; targets the services call
+  gone are removed; 429s are retried after their Retry-After;
+- a worker SIGKILLed in the middle of a fan-out loses no target, and what it repeats the platform
+  collapses (same Topic: one alert shown);
+- each registration's choices hold: edition, topics, minimum urgency, quiet hours, the hourly cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flashwire.core.keys import Keys
+from flashwire.core.push_models import parse_registration
+from flashwire.core.push_registry import PushRegistry
+from flashwire.core.settings import Settings
+from flashwire.workers.push.base import Alert
+from tests.conftest import ServiceNode, Stack, eventually, post_line
+from tests.push_stack import PushServices, registration_body
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
+
+PLATFORMS = ("webpush", "apns", "fcm")
+
+
+@pytest.fixture
+async def services(tmp_path: Path) -> AsyncIterator[PushServices]:
+    started = await asyncio.to_thread(PushServices.start, tmp_path / "push")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def service_of(services: PushServices, platform: str) -> Any:
+    return getattr(services, platform)
+
+
+def name_of(platform: str, target: dict[str, Any]) -> str:
+    """The key a target is known by in a service's `received`: the endpoint or the token."""
+    return str(target["endpoint"] if platform == "webpush" else target["token"])
+
+
+def received_name(platform: str, message: dict[str, Any], endpoints: dict[str, str]) -> str:
+    """A received message's target, as `name_of` names it (the Web Push service may name a
+    subscription by its id: found in the endpoint)."""
+    token = str(message["token"])
+    return endpoints.get(token, token) if platform == "webpush" else token
+
+
+async def register_many(
+    stack: Stack, settings: Settings, platform: str, targets: list[dict[str, Any]]
+) -> list[str]:
+    """Register targets straight through the registry (the code behind the API), 200 at a time:
+    tens of thousands of HTTP requests would only test the test machine."""
+    redis = stack.redis()
+    registry = PushRegistry(redis, Keys(settings.key_prefix))
+    ids: list[str] = []
+    try:
+        for start in range(0, len(targets), 200):
+            chunk = targets[start : start + 200]
+            stored = await asyncio.gather(
+                *(
+                    registry.register(
+                        parse_registration(registration_body(platform, target), settings),
+                        client=f"198.51.100.{i % 250}",
+                        now_ms=int(time.time() * 1000),
+                        max_per_client=10**6,
+                    )
+                    for i, target in enumerate(chunk)
+                )
+            )
+            ids += [result.record["id"] for result, _ in stored]
+    finally:
+        await redis.aclose()
+    return ids
+
+
+async def wait_for_count(
+    services: PushServices, platform: str, count: int, timeout_s: float
+) -> list[dict[str, Any]]:
+    service = service_of(services, platform)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        received = await asyncio.to_thread(service.received)
+        if len(received) >= count or time.monotonic() > deadline:
+            return received
+        await asyncio.sleep(0.5)
+
+
+def start_stack(stack: Stack, services: PushServices, **env: str) -> tuple[ServiceNode, Settings]:
+    settings_env = {**services.env, **env}
+    stack.worker(**settings_env)
+    node = stack.service(**settings_env)
+    return node, Settings.from_env({**stack.env, **settings_env})
+
+
+async def test_a_flash_line_reaches_every_target_once_then_its_correction_replaces_and_its_kill_withdraws(
+    stack: Stack, services: PushServices
+) -> None:
+    node, settings = start_stack(stack, services)
+    counts = {"webpush": 10_000, "apns": 2_000, "fcm": 2_000}
+    targets = {p: await asyncio.to_thread(service_of(services, p).targets, n) for p, n in counts.items()}
+    names = {p: [name_of(p, t) for t in targets[p]] for p in PLATFORMS}
+    endpoints = {t["endpoint"].rsplit("/", 1)[-1]: t["endpoint"] for t in targets["webpush"]}
+    gone = {p: names[p][:25] for p in PLATFORMS}
+    throttled = {p: names[p][25:40] for p in PLATFORMS}
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        # The first few of each platform register as an app does, through the API.
+        secrets: dict[str, str] = {}
+        for platform in PLATFORMS:
+            for target in targets[platform][:30]:
+                created = await client.post(
+                    "/api/v1/push/registrations", json=registration_body(platform, target)
+                )
+                assert created.status_code == 201, created.text
+                secrets[created.json()["id"]] = created.json()["secret"]
+        for platform in PLATFORMS:
+            await register_many(stack, settings, platform, targets[platform][30:])
+        for platform in PLATFORMS:
+            service = service_of(services, platform)
+            await asyncio.to_thread(service.faults, "gone", gone[platform])
+            await asyncio.to_thread(service.faults, "throttle", throttled[platform], 1)
+
+        editor = await stack.token("editor", ["en"])
+        posted = await post_line(
+            client, editor, "Earthquake of magnitude 7.1 strikes off Peru", urgency="flash"
+        )
+        line_id = posted["id"]
+        expected = {p: counts[p] - len(gone[p]) for p in PLATFORMS}
+        received = {p: await wait_for_count(services, p, expected[p], 180) for p in PLATFORMS}
+
+        collapse = {"webpush": topic_of(line_id), "apns": line_id, "fcm": line_id}
+        for platform in PLATFORMS:
+            got = received[platform]
+            by_target = Counter(received_name(platform, m, endpoints) for m in got)
+            assert len(got) == expected[platform], f"{platform}: {len(got)} of {expected[platform]}"
+            assert set(by_target) == set(names[platform]) - set(gone[platform]), platform
+            assert max(by_target.values()) == 1, f"{platform}: a target got the line twice"
+            payloads = {m["payload"]["id"] for m in got}
+            assert payloads == {line_id}
+            assert {m["collapse"] for m in got} == {collapse[platform]}
+            sample = got[0]["payload"]
+            assert (sample["kind"], sample["version"], sample["edition"], sample["lang"], sample["dir"]) == (
+                "line",
+                1,
+                "en",
+                "en",
+                "ltr",
+            )
+            assert sample["title"] == "Breaking" and sample["text"].startswith("Earthquake")
+            # 429 then accepted, no sooner than its Retry-After.
+            rejected = await asyncio.to_thread(service_of(services, platform).rejected)
+            first_refusal = {r["token"]: r["at_ms"] for r in rejected if r["status"] == 429}
+            assert len(first_refusal) == len(throttled[platform])
+            arrival = {received_name(platform, m, endpoints): m["at_ms"] for m in got}
+            for token, refused_ms in first_refusal.items():
+                name = endpoints.get(token, token) if platform == "webpush" else token
+                assert arrival[name] - refused_ms >= 950, f"{platform}: retried before Retry-After"
+
+        # Gone targets are removed, and their owners see it.
+        redis = stack.redis()
+        try:
+            keys = Keys(settings.key_prefix)
+            remaining = await redis.zcard(keys.push_targets("en", "flash"))
+            assert remaining == sum(counts.values()) - sum(len(g) for g in gone.values())
+        finally:
+            await redis.aclose()
+        api_gone = [
+            i
+            for i in secrets
+            if (
+                await client.get(
+                    f"/api/v1/push/registrations/{i}", headers={"Authorization": f"Bearer {secrets[i]}"}
+                )
+            ).status_code
+            == 404
+        ]
+        assert len(api_gone) == 3 * 25
+
+        detail = await eventually(
+            lambda: _push_reach(client, editor, line_id, "1:line", sum(expected.values())), 20
+        )
+        assert detail["targets"] == sum(counts.values())
+        assert detail["removed"] == 75 and detail["failed"] == 0 and detail["ms"] is not None
+
+        # The correction replaces the alert on every target that has it; the kill withdraws it.
+        corrected = await client.post(
+            f"/api/v1/lines/{line_id}/corrections",
+            json={"text": "Earthquake of magnitude 6.8 strikes off Peru"},
+            headers={"Authorization": f"Bearer {editor}"},
+        )
+        assert corrected.status_code == 201, corrected.text
+        after_correction = {p: await wait_for_count(services, p, 2 * expected[p], 180) for p in PLATFORMS}
+        killed = await client.post(
+            f"/api/v1/lines/{line_id}/retraction",
+            json={"reason": "Wrong agency report"},
+            headers={"Authorization": f"Bearer {editor}"},
+        )
+        assert killed.status_code == 201, killed.text
+        after_kill = {p: await wait_for_count(services, p, 3 * expected[p], 180) for p in PLATFORMS}
+    for platform in PLATFORMS:
+        corrections = [m for m in after_correction[platform][expected[platform] :]]
+        assert len(corrections) == expected[platform]
+        assert {m["payload"]["kind"] for m in corrections} == {"correction"}
+        assert {m["collapse"] for m in corrections} == {collapse[platform]}
+        assert {m["payload"]["version"] for m in corrections} == {2}
+        withdrawals = after_kill[platform][2 * expected[platform] :]
+        assert len(withdrawals) == expected[platform]
+        assert {m["payload"]["kind"] for m in withdrawals} == {"withdrawal"}
+        assert {m["payload"]["text"] for m in withdrawals} == {"Wrong agency report"}
+        assert {m["collapse"] for m in withdrawals} == {collapse[platform]}
+    # What a browser shows after collapsing by Topic: the withdrawal, once, on every subscription.
+    inbox = await asyncio.to_thread(services.webpush.control, "GET", "inbox")
+    assert _shown(inbox, collapse["webpush"]) == {"withdrawal": expected["webpush"]}
+
+
+def topic_of(line_id: str) -> str:
+    """The Web Push Topic of every alert about a line."""
+    return Alert(
+        kind="line", line_id=line_id, version=1, edition="en", language="en", direction="ltr", title="",
+        text="", url=None, cursor="0-0", urgency="flash", expires_at_s=0,
+    ).topic  # fmt: skip
+
+
+def _shown(inbox: Any, topic: str) -> dict[str, int]:
+    """How many subscriptions show each kind of alert under `topic` (the service's inbox: per
+    subscription, the latest message per Topic)."""
+    shown: Counter[str] = Counter()
+    entries = inbox["subscriptions"] if isinstance(inbox, dict) and "subscriptions" in inbox else inbox
+    for subscription in entries.values() if isinstance(entries, dict) else entries:
+        topics = subscription.get("topics", subscription) if isinstance(subscription, dict) else {}
+        message = topics.get(topic)
+        if message is not None:
+            shown[message["payload"]["kind"]] += 1
+    return dict(shown)
+
+
+async def _push_reach(
+    client: httpx.AsyncClient, editor: str, line_id: str, key: str, accepted: int
+) -> dict[str, Any] | None:
+    detail = (
+        await client.get(f"/api/v1/lines/{line_id}", headers={"Authorization": f"Bearer {editor}"})
+    ).json()
+    push = detail["push"].get(key)
+    return push if push and push["accepted"] == accepted and push["ms"] is not None else None
+
+
+async def test_a_worker_killed_mid_fan_out_loses_no_target_and_its_repeats_collapse(
+    stack: Stack, services: PushServices
+) -> None:
+    """SIGKILL while a fan-out of 3,000 Web Push targets is a third done; a second worker takes
+    over: every target ends with the alert, and any sent twice (in flight at the kill) is the same
+    Topic, so the push service keeps one."""
+    env = {**services.env, "FLASHWIRE_PUSH_CONCURRENCY": "8", "FLASHWIRE_PUSH_BATCH_SIZE": "100"}
+    first = stack.worker(**env)
+    node = stack.service(**env)
+    settings = Settings.from_env({**stack.env, **env})
+    targets = await asyncio.to_thread(services.webpush.targets, 3_000)
+    await register_many(stack, settings, "webpush", targets)
+    endpoints = {t["endpoint"].rsplit("/", 1)[-1]: t["endpoint"] for t in targets}
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        editor = await stack.token("editor", ["en"])
+        posted = await post_line(client, editor, "Parliament dissolved", urgency="flash")
+    partial = await wait_for_count(services, "webpush", 1_000, 60)
+    first.kill()
+    assert len(partial) < 3_000, "the fan-out ended before the kill: make it slower"
+    stack.worker(**env)
+    received = await wait_for_count(services, "webpush", 3_000, 120)
+    by_target = Counter(received_name("webpush", m, endpoints) for m in received)
+    assert set(by_target) == {t["endpoint"] for t in targets}, "a target was lost"
+    repeated = sum(n - 1 for n in by_target.values())
+    # Only what was in flight or not yet recorded when the worker died may be sent again.
+    assert repeated <= 8 * 100
+    inbox = await asyncio.to_thread(services.webpush.control, "GET", "inbox")
+    assert _shown(inbox, topic_of(posted["id"])) == {"line": 3_000}
+
+
+async def test_each_registration_gets_what_it_chose(stack: Stack, services: PushServices) -> None:
+    """Edition, topics (a topic filter takes only lines with one of its topics, as a reader's
+    does), minimum urgency, quiet hours and the hourly cap, per registration."""
+    node, _ = start_stack(stack, services, FLASHWIRE_PUSH_HOURLY_CAP="4")
+    t = await asyncio.to_thread(services.webpush.targets, 6)
+    now = datetime.now(UTC)
+    quiet = {
+        "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=1)).strftime("%H:%M"),
+        "time_zone": "UTC",
+    }
+    choices = {
+        "flash-en": registration_body("webpush", t[0]),
+        "routine-en": registration_body("webpush", t[1], urgency="routine"),
+        "politics-en": registration_body("webpush", t[2], urgency="routine", topics=["politics"]),
+        "ar-only": registration_body("webpush", t[3], editions=["ar"], urgency="routine"),
+        "quiet": registration_body("webpush", t[4], urgency="routine", quiet_hours=quiet),
+        "en-and-ar": registration_body("webpush", t[5], editions=["en", "ar"], urgency="urgent"),
+    }
+    who = {t[i]["endpoint"]: name for i, name in enumerate(choices)}
+    endpoints = {target["endpoint"].rsplit("/", 1)[-1]: target["endpoint"] for target in t}
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        for body in choices.values():
+            assert (await client.post("/api/v1/push/registrations", json=body)).status_code == 201
+        editor = await stack.token("chief", ["en", "ar"])
+        for edition, urgency, topics, text in [
+            ("en", "flash", [], "A"),
+            ("en", "routine", ["economy"], "B"),
+            ("en", "routine", ["politics"], "C"),
+            ("ar", "urgent", [], "D"),
+            ("en", "urgent", [], "E"),
+            ("en", "flash", [], "end"),
+        ]:
+            await post_line(client, editor, text, edition=edition, urgency=urgency, topics=topics)
+
+    async def received() -> dict[str, list[str]]:
+        got: dict[str, list[str]] = defaultdict(list)
+        for m in await asyncio.to_thread(services.webpush.received):
+            got[who[received_name("webpush", m, endpoints)]].append(m["payload"]["text"])
+        return dict(got)
+
+    async def settled() -> dict[str, list[str]] | None:
+        got = await received()
+        return got if "end" in got.get("flash-en", []) and "end" in got.get("en-and-ar", []) else None
+
+    await eventually(settled, 60)
+    await asyncio.sleep(1)  # anything sent wrongly would have arrived by now
+    got = await received()
+    assert sorted(got["flash-en"]) == ["A", "end"]
+    assert sorted(got["politics-en"]) == ["C"]
+    assert sorted(got["ar-only"]) == ["D"]
+    assert sorted(got["en-and-ar"]) == ["A", "D", "E", "end"]
+    assert "quiet" not in got
+    # routine-en wants A, B, C, E and end: the hourly cap (4) lets four through.
+    assert len(got["routine-en"]) == 4 and set(got["routine-en"]) <= {"A", "B", "C", "E", "end"}
