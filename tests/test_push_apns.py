@@ -200,6 +200,36 @@ async def test_no_answer_is_retry_after_timeout(service: PushService) -> None:
         await sender.aclose()
 
 
+async def test_no_answer_times_out_on_a_busy_connection(service: PushService) -> None:
+    """The timeout bounds the whole request even while other streams keep the connection busy
+    (httpx's read timeout alone restarts with every frame of any stream: PITFALLS 1.14)."""
+    hung, busy = (device["token"] for device in service.targets(2))
+    service.faults("hang", [hung])
+    sender = build_sender(service, timeout_s=0.5)
+    traffic_until = time.monotonic() + 2.0
+
+    async def traffic() -> int:
+        sent = 0
+        while time.monotonic() < traffic_until:
+            assert await sender.send(target(busy), make_alert()) == Outcome("accepted")
+            sent += 1
+        return sent
+
+    async def timed_hung_send() -> tuple[Outcome, float]:
+        await asyncio.sleep(0.1)  # the connection is open and busy
+        started = time.monotonic()
+        outcome = await sender.send(target(hung), make_alert())
+        return outcome, time.monotonic() - started
+
+    try:
+        sent, (outcome, elapsed_s) = await asyncio.gather(traffic(), timed_hung_send())
+    finally:
+        await sender.aclose()
+    assert sent > 10
+    assert outcome == Outcome("retry", detail="timeout")
+    assert elapsed_s < 1.2
+
+
 async def test_limits_refused_before_sending(service: PushService, sender: ApnsSender) -> None:
     """A payload over 4,096 bytes or a collapse id over 64 bytes is failed without a request."""
     (device,) = service.targets(1)
@@ -297,14 +327,23 @@ async def test_2000_sends_one_token_one_connection(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_goaway_mid_fanout(tmp_path: Path) -> None:
     """The service sends GOAWAY after every 300 requests on a connection (PITFALLS 1.21): every
-    send still ends accepted, on new connections, with one provider token."""
+    send still ends accepted, on new connections, with one provider token.
+
+    httpcore 1.0.9 fails the streams APNs had already taken (id <= GOAWAY's last_stream_id) with
+    RemoteProtocolError instead of reading their answers (encode/httpcore PR #1054, open), so
+    the one repeat can deliver some alerts twice: at most twice, with the same collapse id, so
+    the device shows one."""
     service = start_service(tmp_path, "--max-requests", "300")
     sender = build_sender(service)
     try:
         tokens = [device["token"] for device in service.targets(2_000)]
         outcomes = await send_all(sender, tokens)
         assert Counter(outcomes) == {Outcome("accepted"): 2_000}
-        assert set(message["token"] for message in service.received()) == set(tokens)
+        received = service.received()
+        copies = Counter(message["token"] for message in received)
+        assert set(copies) == set(tokens)
+        assert max(copies.values()) <= 2
+        assert {message["collapse"] for message in received} == {LINE_ID}
         stats = service.control("GET", "stats")
         assert stats["provider_tokens"] == 1
         assert stats["connections"] >= 2_000 // 300

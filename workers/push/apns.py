@@ -193,7 +193,9 @@ class ApnsSender:
                 return Outcome("retry", detail="timeout")
             except httpx.TransportError as exc:
                 # GOAWAY, a reset stream, a closed socket: httpcore drops that connection from the
-                # pool, so the repeat goes out on another one (PITFALLS 1.21).
+                # pool, so the repeat goes out on another one (PITFALLS 1.21). httpcore 1.0.9 also
+                # fails, on a GOAWAY, streams APNs had taken and will answer (encode/httpcore PR
+                # #1054): their repeat is a duplicate, which the collapse id folds into one alert.
                 if not reconnected:
                     reconnected = True
                     continue
