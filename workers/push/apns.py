@@ -144,7 +144,7 @@ class ApnsSender:
         ca_file: str | None = None,
         max_connections: int = 100,
     ) -> None:
-        self.token = ProviderToken(key_pem=key_pem, key_id=key_id, team_id=team_id)
+        self.provider_token = ProviderToken(key_pem=key_pem, key_id=key_id, team_id=team_id)
         self._topic = topic
         self._endpoints = {
             "production": endpoint.rstrip("/"),
@@ -183,7 +183,7 @@ class ApnsSender:
         }
         renewed = reconnected = False
         while True:
-            token = self.token.current()
+            token = self.provider_token.current()
             headers["authorization"] = f"bearer {token}"
             try:
                 async with asyncio.timeout(self._timeout_s):
@@ -205,7 +205,7 @@ class ApnsSender:
             reason, timestamp_ms = _reason(response)
             if response.status_code == 403 and reason in PROVIDER_TOKEN_REASONS and not renewed:
                 renewed = True
-                self.token.renew(token)
+                self.provider_token.renew(token)
                 continue
             return _outcome(response, reason, timestamp_ms, target)
 
