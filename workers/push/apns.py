@@ -40,9 +40,10 @@ import string
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import certifi
-import httpx
+import httpcore
 import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -145,53 +146,59 @@ class ApnsSender:
         max_connections: int = 100,
     ) -> None:
         self.provider_token = ProviderToken(key_pem=key_pem, key_id=key_id, team_id=team_id)
-        self._topic = topic
-        self._endpoints = {
-            "production": endpoint.rstrip("/"),
-            "development": sandbox_endpoint.rstrip("/"),
-        }
+        self._origins = {"production": _origin(endpoint), "development": _origin(sandbox_endpoint)}
+        self._static_headers = [
+            (b"apns-push-type", b"alert"),
+            (b"apns-topic", topic.encode()),
+            (b"content-type", b"application/json"),
+        ]
         self._timeout_s = timeout_s
+        self._timeouts = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout_s)}
         tls = ssl.create_default_context(cafile=certifi.where())
         if ca_file is not None:
             tls.load_verify_locations(cafile=ca_file)
-        self._client = httpx.AsyncClient(
-            http2=True,
-            verify=tls,
-            timeout=timeout_s,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        # httpx's own transport, without httpx's request and response models: 40 % less CPU per
+        # send (bench/push_apns.py). HTTP/2 only, as APNs (ALPN h2).
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=tls, http1=False, http2=True, max_connections=max_connections
         )
 
     async def send(self, target: Target, alert: Alert) -> Outcome:
         """Send `alert` to `target`'s device token; never raises for APNs' or the network's faults."""
         if not target.token or not _HEX_DIGITS.issuperset(target.token):
             return Outcome("failed", detail="BadDeviceToken")
-        collapse_id = alert.collapse_id
-        if len(collapse_id.encode()) > COLLAPSE_ID_MAX_BYTES:
+        collapse_id = alert.collapse_id.encode()
+        if len(collapse_id) > COLLAPSE_ID_MAX_BYTES:
             return Outcome("failed", detail="BadCollapseId")
         body = orjson.dumps(self._body(alert))
         if len(body) > PAYLOAD_MAX_BYTES:
             return Outcome("failed", detail="PayloadTooLarge")
-        base = self._endpoints["development" if target.environment == "development" else "production"]
-        url = f"{base}/3/device/{target.token}"
-        headers = {
-            "apns-push-type": "alert",
-            "apns-priority": "10" if alert.priority == "high" else "5",
-            "apns-expiration": str(alert.expires_at_s),
-            "apns-collapse-id": collapse_id,
-            "apns-topic": self._topic,
-            "content-type": "application/json",
-        }
+        scheme, host, port = self._origins[
+            "development" if target.environment == "development" else "production"
+        ]
+        url = httpcore.URL(scheme=scheme, host=host, port=port, target=b"/3/device/" + target.token.encode())
+        headers = [
+            *self._static_headers,
+            (b"apns-priority", b"10" if alert.priority == "high" else b"5"),
+            (b"apns-expiration", b"%d" % alert.expires_at_s),
+            (b"apns-collapse-id", collapse_id),
+        ]
         renewed = reconnected = False
         while True:
             token = self.provider_token.current()
-            headers["authorization"] = f"bearer {token}"
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    response = await self._client.post(url, content=body, headers=headers)
-            except (TimeoutError, httpx.TimeoutException):
+                    response = await self._pool.request(
+                        "POST",
+                        url,
+                        headers=[*headers, (b"authorization", b"bearer " + token.encode())],
+                        content=body,
+                        extensions=self._timeouts,
+                    )
+            except (TimeoutError, httpcore.TimeoutException):
                 # The alert may have reached APNs: the fan-out decides whether to send it again.
                 return Outcome("retry", detail="timeout")
-            except httpx.TransportError as exc:
+            except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
                 # GOAWAY, a reset stream, a closed socket: httpcore drops that connection from the
                 # pool, so the repeat goes out on another one (PITFALLS 1.21). httpcore 1.0.9 also
                 # fails, on a GOAWAY, streams APNs had taken and will answer (encode/httpcore PR
@@ -200,10 +207,10 @@ class ApnsSender:
                     reconnected = True
                     continue
                 return Outcome("retry", detail=type(exc).__name__)
-            if response.status_code == 200:
+            if response.status == 200:
                 return Outcome("accepted")
             reason, timestamp_ms = _reason(response)
-            if response.status_code == 403 and reason in PROVIDER_TOKEN_REASONS and not renewed:
+            if response.status == 403 and reason in PROVIDER_TOKEN_REASONS and not renewed:
                 renewed = True
                 self.provider_token.renew(token)
                 continue
@@ -211,7 +218,7 @@ class ApnsSender:
 
     async def aclose(self) -> None:
         """Close the connections (idempotent)."""
-        await self._client.aclose()
+        await self._pool.aclose()
 
     @staticmethod
     def _body(alert: Alert) -> dict[str, Any]:
@@ -226,24 +233,32 @@ class ApnsSender:
         return {"aps": aps, "flashwire": alert.payload()}
 
 
-def _reason(response: httpx.Response) -> tuple[str, int | None]:
+def _origin(endpoint: str) -> tuple[bytes, bytes, int | None]:
+    """Scheme, host and port of an https origin ("https://api.push.apple.com[:443]")."""
+    parts = urlsplit(endpoint)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"an APNs endpoint is an https origin, got {endpoint!r}")
+    return b"https", parts.hostname.encode("idna"), parts.port
+
+
+def _reason(response: httpcore.Response) -> tuple[str, int | None]:
     """APNs' error body {"reason": ..., "timestamp": ms (410 only)}; the status if unreadable."""
     try:
-        data = response.json()
-    except ValueError:
-        return str(response.status_code), None
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return str(response.status), None
     if not isinstance(data, dict):
-        return str(response.status_code), None
+        return str(response.status), None
     reason = data.get("reason")
     timestamp = data.get("timestamp")
     return (
-        reason if isinstance(reason, str) and reason else str(response.status_code),
+        reason if isinstance(reason, str) and reason else str(response.status),
         timestamp if isinstance(timestamp, int) and not isinstance(timestamp, bool) else None,
     )
 
 
-def _outcome(response: httpx.Response, reason: str, timestamp_ms: int | None, target: Target) -> Outcome:
-    status = response.status_code
+def _outcome(response: httpcore.Response, reason: str, timestamp_ms: int | None, target: Target) -> Outcome:
+    status = response.status
     if status == 410:
         # The token was found invalid at `timestamp`; a registration made after that is a new
         # one and stays (PITFALLS 1.16). Without a timestamp APNs' 410 stands as said.
@@ -251,6 +266,7 @@ def _outcome(response: httpx.Response, reason: str, timestamp_ms: int | None, ta
             return Outcome("gone", detail=reason)
         return Outcome("failed", detail=reason)
     if status == 429 or status >= 500:
-        retry_after_s = retry_after_seconds(response.headers.get("retry-after"), time.time())
+        retry_after = next((v for k, v in response.headers if k.lower() == b"retry-after"), b"")
+        retry_after_s = retry_after_seconds(retry_after.decode("latin-1"), time.time())
         return Outcome("retry", retry_after_s=retry_after_s, detail=reason)
     return Outcome("failed", detail=reason)
