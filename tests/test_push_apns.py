@@ -388,3 +388,54 @@ def test_key_must_be_p256() -> None:
         ProviderToken(key_pem=pem, key_id="K", team_id="T")
     with pytest.raises(ValueError):
         ProviderToken(key_pem="/path/to/AuthKey.p8", key_id="K", team_id="T")
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "reason"),
+    [
+        ({}, 200, ""),
+        ({"apns-topic": None}, 400, "MissingTopic"),
+        ({"apns-topic": "com.other.app"}, 400, "TopicDisallowed"),
+        ({"apns-push-type": None}, 400, "InvalidPushType"),
+        ({"apns-priority": "7"}, 400, "BadPriority"),
+        ({"apns-expiration": "soon"}, 400, "BadExpirationDate"),
+        ({"apns-collapse-id": "x" * 65}, 400, "BadCollapseId"),
+        ({"authorization": None}, 403, "MissingProviderToken"),
+        ({"authorization": "bearer not.a.jwt"}, 403, "InvalidProviderToken"),
+        ({"body": b"x" * 4_097}, 413, "PayloadTooLarge"),
+        ({"body": b""}, 400, "PayloadEmpty"),
+        ({"body": b'{"alert": "no aps"}'}, 400, "BadPayload"),
+        ({"device": "ab" * 31}, 400, "BadDeviceToken"),
+    ],
+)
+async def test_service_refuses_what_apns_refuses(
+    service: PushService, sender: ApnsSender, change: dict[str, Any], status: int, reason: str
+) -> None:
+    """The local endpoint is a strict oracle: each header or body APNs refuses is refused with
+    APNs' status and reason (a sender that stopped checking would be caught here); the request
+    unchanged is accepted."""
+    (device,) = service.targets(1)
+    provider = json.loads((service.state_dir / "apns-provider.json").read_text())
+    headers = {
+        "authorization": f"bearer {sender.provider_token.current()}",
+        "apns-topic": provider["topic"],
+        "apns-push-type": "alert",
+        "apns-priority": "10",
+        "apns-expiration": "0",
+        "apns-collapse-id": LINE_ID,
+    }
+    body = change.pop("body", b'{"aps": {"alert": "hi"}}')
+    token = change.pop("device", device["token"])
+    for name, value in change.items():
+        if value is None:
+            del headers[name]
+        else:
+            headers[name] = value
+    tls = ssl.create_default_context(cafile=str(service.state_dir / "ca.pem"))
+    async with httpx.AsyncClient(http2=True, verify=tls) as client:
+        url = f"https://127.0.0.1:{service.port}/3/device/{token}"
+        response = await client.post(url, headers=headers, content=body)
+    assert response.http_version == "HTTP/2"
+    assert response.status_code == status
+    if status != 200:
+        assert response.json()["reason"] == reason
