@@ -88,7 +88,7 @@ RECORDED_HEADERS = (
 class Refusal(Exception):
     """An APNs error answer: status, reason and (410 only) the timestamp in ms."""
 
-    def __init__(self, status: int, reason: str, *, timestamp_ms: int | None = None, **headers: str):
+    def __init__(self, status: int, reason: str, *, timestamp_ms: int | None = None, **headers: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
@@ -213,7 +213,7 @@ def push_app(state: State) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
                 raise Refusal(404, "BadPath")
             if scope["method"] != "POST":
                 raise Refusal(405, "MethodNotAllowed")
-            state.connections.add(tuple(scope["client"]))  # type: ignore[arg-type]
+            state.connections.add(tuple(scope["client"]))
             state.verify(headers.get("authorization"))
             _check_headers(state, headers)
             payload = _check_payload(body)

@@ -122,12 +122,12 @@ class ApnsSender:
     :param endpoint: the production APNs origin; `sandbox_endpoint` takes targets whose
         `environment` is "development".
     :param timeout_s: the longest one request may take, answer included (PITFALLS 1.14).
-    :param ca_file: a PEM file of a further CA to trust (a local test service's); the certifi
-        bundle is always trusted (APNs' USERTrust root, PITFALLS 1.20).
+    :param ca_file: a PEM file of a further CA to trust (a local test service's); the system's
+        roots and certifi's are always trusted (APNs' USERTrust root, PITFALLS 1.20).
     :param max_connections: HTTP/2 connections kept per origin at most; each carries as many
         concurrent streams as APNs allows (SETTINGS_MAX_CONCURRENT_STREAMS).
 
-    Building it does no I/O beyond reading the CA files; the connection opens on the first send.
+    Building it does no network I/O (it reads the CA files); the connection opens on the first send.
     """
 
     platform: Platform = "apns"
@@ -154,7 +154,10 @@ class ApnsSender:
         ]
         self._timeout_s = timeout_s
         self._timeouts = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout_s)}
-        tls = ssl.create_default_context(cafile=certifi.where())
+        # The system's roots and certifi's both: a stale image with one of them still reaches APNs
+        # after a CA change (PITFALLS 1.20).
+        tls = ssl.create_default_context()
+        tls.load_verify_locations(cafile=certifi.where())
         if ca_file is not None:
             tls.load_verify_locations(cafile=ca_file)
         # httpx's own transport, without httpx's request and response models: 40 % less CPU per
