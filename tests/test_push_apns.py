@@ -28,13 +28,6 @@ from tests.push_services import PushService
 
 LINE_ID = "en-0123456789abcdef"
 
-# PushService.start leaves its log file open in this process (tests/push_services/__init__.py;
-# reported to the lead): its ResourceWarning is not about anything tested here.
-pytestmark = pytest.mark.filterwarnings(
-    r"ignore:Exception ignored in. <_io.FileIO name='[^']*apns\.log':pytest.PytestUnraisableExceptionWarning"
-)
-
-
 def key_pem(curve: ec.EllipticCurve) -> str:
     """A fresh EC private key as a .p8 file holds it (PKCS#8 PEM)."""
     key = ec.generate_private_key(curve)
