@@ -46,6 +46,16 @@ async def services(tmp_path: Path) -> AsyncIterator[PushServices]:
         started.stop()
 
 
+@pytest.fixture
+async def web_push(tmp_path: Path) -> AsyncIterator[PushServices]:
+    """The local Web Push service alone (the tests of one platform's fan-out)."""
+    started = await asyncio.to_thread(PushServices.start, tmp_path / "push", only="webpush")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 def service_of(services: PushServices, platform: str) -> Any:
     return getattr(services, platform)
 
@@ -238,15 +248,13 @@ def topic_of(line_id: str) -> str:
 
 
 def _shown(inbox: Any, topic: str) -> dict[str, int]:
-    """How many subscriptions show each kind of alert under `topic` (the service's inbox: per
-    subscription, the latest message per Topic)."""
+    """How many subscriptions show each kind of alert under `topic`, from the Web Push service's
+    inbox ({"inbox": {endpoint: [the latest message per Topic, ...]}}: RFC 8030 §5.4 replacement)."""
     shown: Counter[str] = Counter()
-    entries = inbox["subscriptions"] if isinstance(inbox, dict) and "subscriptions" in inbox else inbox
-    for subscription in entries.values() if isinstance(entries, dict) else entries:
-        topics = subscription.get("topics", subscription) if isinstance(subscription, dict) else {}
-        message = topics.get(topic)
-        if message is not None:
-            shown[message["payload"]["kind"]] += 1
+    for messages in inbox["inbox"].values():
+        kinds = [m["payload"]["kind"] for m in messages if m["collapse"] == topic]
+        assert len(kinds) <= 1, "two alerts shown under one Topic"
+        shown.update(kinds)
     return dict(shown)
 
 
@@ -261,40 +269,40 @@ async def _push_reach(
 
 
 async def test_a_worker_killed_mid_fan_out_loses_no_target_and_its_repeats_collapse(
-    stack: Stack, services: PushServices
+    stack: Stack, web_push: PushServices
 ) -> None:
     """SIGKILL while a fan-out of 3,000 Web Push targets is a third done; a second worker takes
     over: every target ends with the alert, and any sent twice (in flight at the kill) is the same
     Topic, so the push service keeps one."""
-    env = {**services.env, "FLASHWIRE_PUSH_CONCURRENCY": "8", "FLASHWIRE_PUSH_BATCH_SIZE": "100"}
+    env = {**web_push.env, "FLASHWIRE_PUSH_CONCURRENCY": "8", "FLASHWIRE_PUSH_BATCH_SIZE": "100"}
     first = stack.worker(**env)
     node = stack.service(**env)
     settings = Settings.from_env({**stack.env, **env})
-    targets = await asyncio.to_thread(services.webpush.targets, 3_000)
+    targets = await asyncio.to_thread(web_push.webpush.targets, 3_000)
     await register_many(stack, settings, "webpush", targets)
     endpoints = {t["endpoint"].rsplit("/", 1)[-1]: t["endpoint"] for t in targets}
     async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
         editor = await stack.token("editor", ["en"])
         posted = await post_line(client, editor, "Parliament dissolved", urgency="flash")
-    partial = await wait_for_count(services, "webpush", 1_000, 60)
+    partial = await wait_for_count(web_push, "webpush", 1_000, 60)
     first.kill()
     assert len(partial) < 3_000, "the fan-out ended before the kill: make it slower"
     stack.worker(**env)
-    received = await wait_for_count(services, "webpush", 3_000, 120)
+    received = await wait_for_count(web_push, "webpush", 3_000, 120)
     by_target = Counter(received_name("webpush", m, endpoints) for m in received)
     assert set(by_target) == {t["endpoint"] for t in targets}, "a target was lost"
     repeated = sum(n - 1 for n in by_target.values())
     # Only what was in flight or not yet recorded when the worker died may be sent again.
     assert repeated <= 8 * 100
-    inbox = await asyncio.to_thread(services.webpush.control, "GET", "inbox")
+    inbox = await asyncio.to_thread(web_push.webpush.control, "GET", "inbox")
     assert _shown(inbox, topic_of(posted["id"])) == {"line": 3_000}
 
 
-async def test_each_registration_gets_what_it_chose(stack: Stack, services: PushServices) -> None:
+async def test_each_registration_gets_what_it_chose(stack: Stack, web_push: PushServices) -> None:
     """Edition, topics (a topic filter takes only lines with one of its topics, as a reader's
     does), minimum urgency, quiet hours and the hourly cap, per registration."""
-    node, _ = start_stack(stack, services, FLASHWIRE_PUSH_HOURLY_CAP="4")
-    t = await asyncio.to_thread(services.webpush.targets, 6)
+    node, _ = start_stack(stack, web_push, FLASHWIRE_PUSH_HOURLY_CAP="4")
+    t = await asyncio.to_thread(web_push.webpush.targets, 6)
     now = datetime.now(UTC)
     quiet = {
         "start": (now - timedelta(hours=1)).strftime("%H:%M"),
@@ -327,7 +335,7 @@ async def test_each_registration_gets_what_it_chose(stack: Stack, services: Push
 
     async def received() -> dict[str, list[str]]:
         got: dict[str, list[str]] = defaultdict(list)
-        for m in await asyncio.to_thread(services.webpush.received):
+        for m in await asyncio.to_thread(web_push.webpush.received):
             got[who[received_name("webpush", m, endpoints)]].append(m["payload"]["text"])
         return dict(got)
 
