@@ -243,6 +243,9 @@ def service_app(state: FcmState) -> Starlette:
         return response
 
     async def _answer_send(request: Request) -> Response:
+        # The body first, whatever the answer: hypercorn's HTTP/2 drops the whole connection
+        # (KeyError on the stream) when DATA arrives for a stream already answered and closed.
+        body = await request.body()
         authorization = request.headers.get("authorization", "")
         expires_at = state.access_tokens.get(authorization.removeprefix("Bearer "))
         if not authorization.startswith("Bearer ") or expires_at is None or expires_at <= time.time():
@@ -251,7 +254,7 @@ def service_app(state: FcmState) -> Starlette:
         if request.path_params["project"] != PROJECT_ID:
             return v1_error(403, "PERMISSION_DENIED", "Permission denied on the project", None)
         try:
-            message = orjson.loads(await request.body())["message"]
+            message = orjson.loads(body)["message"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return fcm_error("INVALID_ARGUMENT", 'The body must be {"message": {...}}')
         problem = message_problem(message)
