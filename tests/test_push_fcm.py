@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import warnings
 from collections import Counter
@@ -16,10 +17,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from flashwire.dev.ports import free_port
 from flashwire.workers.push.base import Alert, Outcome, Target
 from flashwire.workers.push.fcm import FcmSender, data_strings, fcm_message, outcome_for
 from tests.push_services import PushService
@@ -276,6 +280,21 @@ async def test_a_hanging_service_is_a_timeout_to_retry(fcm: PushService) -> None
         await sender.aclose()
 
 
+async def test_an_unreachable_service_is_a_retry(fcm: PushService) -> None:
+    """No FCM listening (the token endpoint answers): retry, the connection error named."""
+    sender = FcmSender(
+        credentials_file=str(fcm.state_dir / "service-account.json"),
+        endpoint=f"https://127.0.0.1:{free_port()}",
+        ca_file=str(fcm.state_dir / "ca.pem"),
+    )
+    try:
+        assert await sender.send(target("any:APA91b"), make_alert()) == Outcome(
+            "retry", detail="ConnectError"
+        )
+    finally:
+        await sender.aclose()
+
+
 async def test_a_refused_token_is_refreshed_once(fcm: PushService, sender: FcmSender) -> None:
     """After the service forgets its access tokens, 50 concurrent sends each get a 401, share
     one refresh, and are sent again: all accepted, each received once."""
@@ -356,3 +375,71 @@ async def test_the_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
     finally:
         await sender.aclose()
         service.stop()
+
+
+# --- the local service refuses what FCM refuses (so the tests above can fail) -------------------
+
+
+def assertion(service: PushService, **changes: Any) -> str:
+    """A JWT bearer assertion as google-auth makes it, with `changes` to its claims."""
+    account = json.loads((service.state_dir / "service-account.json").read_text())
+    now = int(time.time())
+    claims = {
+        "iss": account["client_email"],
+        "aud": "https://oauth2.googleapis.com/token",
+        "scope": "https://www.googleapis.com/auth/firebase.messaging",
+        "iat": now,
+        "exp": now + 3600,
+        **changes,
+    }
+    return jwt.encode(claims, account["private_key"], "RS256", headers={"kid": account["private_key_id"]})
+
+
+def https(service: PushService) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"https://127.0.0.1:{service.port}",
+        verify=ssl.create_default_context(cafile=str(service.state_dir / "ca.pem")),
+    )
+
+
+def test_the_token_endpoint_checks_the_assertion(fcm: PushService) -> None:
+    """RFC 7523: signature, audience, issuer, scope and a lifetime of at most one hour."""
+    grant = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    with https(fcm) as client:
+        good = client.post("/token", data={"grant_type": grant, "assertion": assertion(fcm)})
+        assert good.status_code == 200 and good.json()["token_type"] == "Bearer"
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"aud": "https://elsewhere.example/token"}, "invalid_grant"),
+            ({"iss": "someone@else.iam.gserviceaccount.com"}, "invalid_grant"),
+            ({"exp": int(time.time()) + 7200}, "invalid_grant"),
+            ({"exp": int(time.time()) - 10}, "invalid_grant"),
+            ({"scope": "https://www.googleapis.com/auth/cloud-platform"}, "invalid_scope"),
+        ]
+        for changes, error in cases:
+            answer = client.post("/token", data={"grant_type": grant, "assertion": assertion(fcm, **changes)})
+            assert (answer.status_code, answer.json()["error"]) == (400, error), changes
+
+
+def test_messages_send_refuses_what_fcm_refuses(fcm: PushService) -> None:
+    """Non-string data, a bad TTL, a missing collapse key, another project, no token: refused."""
+    [token] = tokens(fcm, 1)
+    with https(fcm) as client:
+        grant = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion(fcm)}
+        access = client.post("/token", data=grant).json()["access_token"]
+        auth = {"authorization": f"Bearer {access}"}
+        message = fcm_message(token, make_alert(), time.time())
+        url = "/v1/projects/flashwire-test/messages:send"
+        assert client.post(url, json={"message": message}, headers=auth).status_code == 200
+        for broken in [
+            {**message, "data": {**message["data"], "version": 1}},
+            {**message, "android": {**message["android"], "ttl": "3600"}},
+            {**message, "android": {**message["android"], "ttl": "2419201s"}},
+            {**message, "android": {k: v for k, v in message["android"].items() if k != "collapse_key"}},
+            {**message, "data": {**message["data"], "google.x": "1"}},
+        ]:
+            answer = client.post(url, json={"message": broken}, headers=auth)
+            assert answer.status_code == 400, broken
+            assert answer.json()["error"]["details"][0]["errorCode"] == "INVALID_ARGUMENT"
+        other = client.post("/v1/projects/other/messages:send", json={"message": message}, headers=auth)
+        assert other.status_code == 403
+        assert client.post(url, json={"message": message}).status_code == 401

@@ -401,6 +401,10 @@ async def main(args: argparse.Namespace, state: FcmState) -> None:
     service.certfile = service.keyfile = str(Path(args.state_dir) / "server.pem")
     # Long idle keep-alive, as Google's front ends: a sender keeps its connection between bursts.
     service.keep_alive_timeout = 120
+    # Hypercorn closes an HTTP/2 connection after 1,000 requests (default) without answering the
+    # streams it already took: the client sees them fail though they were received, and a resend
+    # duplicates them. Google's front ends drain in-flight streams on GOAWAY (RFC 9113 §6.8).
+    service.keep_alive_max_requests = 2**31
     service.graceful_timeout = 1
     service.accesslog = None
     control = Config()

@@ -25,9 +25,11 @@ Answers (FCM v1 ErrorCode reference) → Outcome: 2xx accepted; UNREGISTERED (40
 SENDER_ID_MISMATCH (403) gone; 429 QUOTA_EXCEEDED, 500 INTERNAL, 502/503 UNAVAILABLE, 504 retry
 with Retry-After (1.26; a 503 may have been delivered anyway, 1.28: the collapse key makes a
 repeat replace the first); INVALID_ARGUMENT (400) failed, never gone (1.25: also the answer for a
-too-large payload or a bad TTL, our faults, not the token's); any other 4xx failed. A timeout is
-retry; a failed connection or a connection the server closed is sent again once at once (`_post`),
-then retry. `detail` is FCM's errorCode, else its status, else the HTTP status.
+too-large payload or a bad TTL, our faults, not the token's); any other 4xx failed. A timeout, a
+failed or dropped connection is retry (an HTTP/2 GOAWAY fails the streams the server did not
+take; the fan-out sends them again; httpx cannot tell them from streams answered on a dropped
+connection, whose resend would duplicate: 1.28). `detail` is FCM's errorCode, else its status,
+else the HTTP status.
 """
 
 from __future__ import annotations
@@ -231,15 +233,7 @@ class FcmSender:
 
     async def _post(self, body: bytes, token: str) -> httpx.Response:
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
-        try:
-            return await self._client.post(self.url, content=body, headers=headers)
-        except (httpx.ConnectError, httpx.RemoteProtocolError):
-            # Once more, at once, on a fresh connection: an HTTP/2 server closing a connection
-            # gracefully (GOAWAY; Google's front ends and hypercorn do after many requests) fails
-            # every stream it did not take, and httpx does not resend them. A request the server
-            # did take and answered on a dropped connection may arrive twice: its collapse key
-            # and tag make the second replace the first (PITFALLS 1.28).
-            return await self._client.post(self.url, content=body, headers=headers)
+        return await self._client.post(self.url, content=body, headers=headers)
 
     async def _access_token(self, stale: str | None) -> str:
         """A valid access token; refreshed (in a thread, by one caller at a time) when the cached
