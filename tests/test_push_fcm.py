@@ -325,6 +325,7 @@ async def test_refused_credentials_fail_without_a_request_each(fcm: PushService,
         ca_file=str(fcm.state_dir / "ca.pem"),
     )
     [token] = tokens(fcm, 1)
+    requests = fcm.control("GET", "stats")["token_requests"]
     try:
         for _ in range(2):
             assert await sender.send(target(token), make_alert()) == Outcome(
@@ -333,6 +334,8 @@ async def test_refused_credentials_fail_without_a_request_each(fcm: PushService,
     finally:
         await sender.aclose()
     assert received_by(fcm, token) == []
+    # The second send answered from the held failure, without asking the token endpoint again.
+    assert fcm.control("GET", "stats")["token_requests"] == requests + 1
 
 
 @pytest.mark.slow

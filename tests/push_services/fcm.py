@@ -44,9 +44,10 @@ INTERNAL):
 - `mismatch`: every later send answers 403 SENDER_ID_MISMATCH;
 - `hang`: the next send to each token is never answered (the client's timeout ends it).
 
-And two routes of its own: `GET /_control/stats` → {"tokens_issued", "sends"} (access tokens
-issued so far, send requests seen), and `POST /_control/revoke` forgets every access token issued
-so far, so the next send with one is answered 401 (an expired or revoked token).
+And two routes of its own: `GET /_control/stats` → {"tokens_issued", "token_requests", "sends"}
+(access tokens issued so far, token requests and send requests seen), and `POST /_control/revoke`
+forgets every access token issued so far, so the next send with one is answered 401 (an expired or
+revoked token).
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class FcmState:
     token_lifetime_s: int
     access_tokens: dict[str, float] = field(default_factory=dict)
     tokens_issued: int = 0
+    token_requests: int = 0
     sends: int = 0
     targets: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
@@ -203,6 +205,7 @@ def service_app(state: FcmState) -> Starlette:
     """The HTTPS side: the token endpoint and messages:send."""
 
     async def token(request: Request) -> Response:
+        state.token_requests += 1
         form = {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
         if form.get("grant_type") != JWT_BEARER_GRANT:
             return _json({"error": "unsupported_grant_type", "error_description": "JWT bearer only"}, 400)
@@ -332,7 +335,12 @@ def control_app(state: FcmState) -> Starlette:
         return _json({"messages": state.rejected})
 
     async def stats(request: Request) -> Response:
-        return _json({"tokens_issued": state.tokens_issued, "sends": state.sends})
+        body = {
+            "tokens_issued": state.tokens_issued,
+            "token_requests": state.token_requests,
+            "sends": state.sends,
+        }
+        return _json(body)
 
     async def revoke(request: Request) -> Response:
         revoked = len(state.access_tokens)
