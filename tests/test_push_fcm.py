@@ -269,13 +269,13 @@ async def test_invalid_argument_fails_and_keeps_the_target(fcm: PushService, sen
 async def test_a_hanging_service_is_a_timeout_to_retry(fcm: PushService) -> None:
     """A send the service never answers ends at the sender's timeout as retry."""
     [token] = tokens(fcm, 1)
-    sender = new_sender(fcm, timeout_s=1)
+    sender = new_sender(fcm, timeout_s=2)
     try:
         assert await sender.send(target(token), make_alert()) == Outcome("accepted")
         fcm.faults("hang", [token])
         started = time.monotonic()
         assert await sender.send(target(token), make_alert()) == Outcome("retry", detail="timeout")
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 10
     finally:
         await sender.aclose()
 
@@ -362,19 +362,18 @@ async def test_2000_concurrent_sends_share_one_token(fcm: PushService) -> None:
 
 
 async def test_the_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
-    """With access tokens of 227 s, google-auth counts one expired 3 min 45 s early: 2 s after the
-    first send the next refreshes, while the service would still take the old token."""
-    service = start(tmp_path, "--token-lifetime-s", "227")
+    """With access tokens of 229 s, google-auth counts one expired 3 min 45 s early: 4 s after it
+    was issued the next send refreshes it, while the service would still take it for 225 s."""
+    service = start(tmp_path, "--token-lifetime-s", "229")
     sender = new_sender(service)
     try:
         [token] = tokens(service, 1)
         assert await sender.send(target(token), make_alert()) == Outcome("accepted")
-        assert await sender.send(target(token), make_alert()) == Outcome("accepted")
         assert tokens_issued(service) == 1
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(4.5)
         assert await sender.send(target(token), make_alert()) == Outcome("accepted")
         assert tokens_issued(service) == 2
-        assert [r["status"] for r in service.rejected()] == []
+        assert service.rejected() == []
     finally:
         await sender.aclose()
         service.stop()
