@@ -20,7 +20,6 @@ import platform
 import statistics
 import tempfile
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,10 +86,7 @@ async def one_run(service: PushService, tokens: list[str], http2: bool, concurre
 
 async def bench(sends: int, concurrency: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-fcm-") as state_dir:
-        with warnings.catch_warnings():
-            # PushService.start leaves its log file to the garbage collector.
-            warnings.simplefilter("ignore", ResourceWarning)
-            service = PushService("fcm", Path(state_dir)).start()
+        service = PushService("fcm", Path(state_dir)).start()
         try:
             tokens = [t["token"] for t in service.targets(sends)]
             runs: dict[bool, list[Run]] = {True: [], False: []}

@@ -28,6 +28,7 @@ from tests.push_services import PushService
 
 LINE_ID = "en-0123456789abcdef"
 
+
 def key_pem(curve: ec.EllipticCurve) -> str:
     """A fresh EC private key as a .p8 file holds it (PKCS#8 PEM)."""
     key = ec.generate_private_key(curve)

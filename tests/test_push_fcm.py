@@ -11,7 +11,6 @@ import asyncio
 import json
 import ssl
 import time
-import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -133,11 +132,7 @@ def test_outcome_mapping(status: int, body: bytes, retry_after: str | None, expe
 
 
 def start(state_dir: Path, *args: str) -> PushService:
-    # PushService.start leaves its log file object to the garbage collector (reported to the
-    # lead): that ResourceWarning is not about anything tested here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        return PushService("fcm", state_dir, *args).start()
+    return PushService("fcm", state_dir, *args).start()
 
 
 @pytest.fixture(scope="module")
