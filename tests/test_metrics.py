@@ -169,7 +169,10 @@ async def test_the_worker_serves_its_own_metrics_and_stops_with_them(stack: Stac
         families = await _scrape(url)
         settled = families["flashwire_worker_desk_actions"].samples
         # arq's once-a-second sweep may not have finished its first run on a loaded machine.
-        swept = _value(families, "flashwire_worker_arq_jobs", "_total", outcome="complete") >= 1
+        swept = (
+            _value(families, "flashwire_worker_arq_jobs", "_total", queue="scheduled", outcome="complete")
+            >= 1
+        )
         if (sum(sample.value for sample in settled) >= 3 and swept) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)
@@ -177,7 +180,9 @@ async def test_the_worker_serves_its_own_metrics_and_stops_with_them(stack: Stac
     assert _value(families, "flashwire_worker_desk_actions", "_total", action="retract") == 1
     assert _value(families, "flashwire_worker_desk_entries_applied", "_total") == 3
     assert _value(families, "flashwire_worker_desk_lag_seconds") == 0
-    assert _value(families, "flashwire_worker_arq_jobs", "_total", outcome="complete") >= 1, "the sweep runs"
+    assert (
+        _value(families, "flashwire_worker_arq_jobs", "_total", queue="scheduled", outcome="complete") >= 1
+    ), "the sweep runs"
     assert _value(families, "flashwire_worker_redis_up") == 1
     assert _value(families, "flashwire_worker_errors", "_total", kind="redis_unavailable") == 0
 

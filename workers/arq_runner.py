@@ -65,6 +65,8 @@ class ArqQueue:
     max_jobs: int = 10
     job_timeout_s: float = 300
     poll_delay_s: float = POLL_DELAY_S
+    # The `queue` label of its job counts (flashwire_worker_arq_jobs_total).
+    metrics_name: str = "scheduled"
 
 
 class ArqRunner:
@@ -95,7 +97,7 @@ class ArqRunner:
         self.generations = 0
         self._worker: Worker | None = None
         self._discarded_jobs = dict.fromkeys(JOB_OUTCOMES, 0)
-        self._metrics.count_jobs(self.job_counts)
+        self._metrics.count_jobs(self.job_counts, self._queue.metrics_name)
 
     def job_counts(self) -> dict[str, int]:
         """arq's jobs over every Worker of this process: complete, failed, retried."""

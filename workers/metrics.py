@@ -58,20 +58,22 @@ SERVER_STOP_TIMEOUT_S = 2.0
 
 
 class _JobCounts:
-    """arq's job counters, read when scraped from a callback (workers/arq_runner.py)."""
+    """arq's job counters of each queue the worker runs, read when scraped (workers/arq_runner.py)."""
 
-    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
-        self._read = read
+    def __init__(self) -> None:
+        self.readers: dict[str, Callable[[], dict[str, int]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "flashwire_worker_arq_jobs",
-            "arq jobs this worker ran (embargo releases and the every-second sweep), by outcome.",
-            labels=["outcome"],
+            "arq jobs this worker ran, by queue (scheduled: embargo releases and the every-second"
+            " sweep; push: fan-out batches; webhooks: deliveries) and outcome.",
+            labels=["queue", "outcome"],
         )
-        counts = self._read()
-        for outcome in JOB_OUTCOMES:
-            family.add_metric([outcome], counts.get(outcome, 0))
+        for queue, read in self.readers.items():
+            counts = read()
+            for outcome in JOB_OUTCOMES:
+                family.add_metric([queue, outcome], counts.get(outcome, 0))
         yield family
 
 
@@ -80,6 +82,8 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._job_counts = _JobCounts()
+        self.registry.register(self._job_counts)
         self.desk_lag = Gauge(
             "flashwire_worker_desk_lag_seconds",
             "Age of the oldest desk entry no worker has applied yet (Redis clock; 0 when caught up).",
@@ -142,9 +146,9 @@ class WorkerMetrics:
             registry=self.registry,
         )
 
-    def count_jobs(self, read: Callable[[], dict[str, int]]) -> None:
-        """Report arq's job counts, read by `read()` at each scrape."""
-        self.registry.register(_JobCounts(read))
+    def count_jobs(self, read: Callable[[], dict[str, int]], queue: str = "scheduled") -> None:
+        """Report the job counts of one arq queue, read by `read()` at each scrape."""
+        self._job_counts.readers[queue] = read
 
     def error(self, kind: str) -> None:
         """Count one error of `kind` (one of ERROR_KINDS)."""

@@ -129,6 +129,7 @@ class WorkerSupervisor:
                 max_jobs=PUSH_BATCHES_AT_ONCE,
                 job_timeout_s=PUSH_JOB_TIMEOUT_S,
                 poll_delay_s=PUSH_POLL_DELAY_S,
+                metrics_name="push",
             )
 
         runner = ArqRunner(arq_pool, self.settings, self.keys, job_ctx=ctx, outages=self.outages, queue=queue)

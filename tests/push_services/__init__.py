@@ -24,6 +24,7 @@ port, so a test needs no HTTP/2 or TLS to steer a service):
 - `GET /_control/received` → `{"messages": [{"token", "collapse", "headers", "payload",
   "at_ms"}, ...]}` every accepted message in arrival order, `payload` decoded (Web Push:
   decrypted), `collapse` the platform's collapse key (Topic, collapse_key, apns-collapse-id);
+- `GET /_control/count` → `{"received": n, "rejected": m}`: cheap to poll;
 - `GET /_control/rejected` → `{"messages": [{"token", "status", "reason", "at_ms"}, ...]}`;
 - `GET /_control/health` → 200 once the service listens.
 
@@ -107,6 +108,10 @@ class PushService:
 
     def faults(self, mode: str, tokens: list[str], retry_after_s: float = 1) -> None:
         self.control("POST", "faults", {"mode": mode, "tokens": tokens, "retry_after_s": retry_after_s})
+
+    def count(self) -> int:
+        """How many messages the service accepted so far."""
+        return int(self.control("GET", "count")["received"])
 
     def received(self) -> list[dict[str, Any]]:
         return list(self.control("GET", "received")["messages"])

@@ -286,6 +286,10 @@ def control_app(state: State) -> Starlette:
             return JSONResponse({"error": f"unknown mode {mode!r}"}, status_code=400)
         return JSONResponse({"ok": True})
 
+    async def count(request: Request) -> Response:
+        """How many messages were accepted and refused so far (cheap to poll, unlike `received`)."""
+        return JSONResponse({"received": len(state.received), "rejected": len(state.rejected)})
+
     async def received(request: Request) -> Response:
         return JSONResponse({"messages": state.received})
 
@@ -305,6 +309,7 @@ def control_app(state: State) -> Starlette:
             Route("/_control/targets", targets, methods=["POST"]),
             Route("/_control/faults", faults, methods=["POST"]),
             Route("/_control/received", received),
+            Route("/_control/count", count),
             Route("/_control/rejected", rejected),
             Route("/_control/stats", stats),
             Route("/_control/health", health),

@@ -328,6 +328,10 @@ def control_app(state: FcmState) -> Starlette:
             return _json({"error": f"unknown mode {mode!r}"}, 400)
         return _json({"mode": mode, "tokens": len(tokens)})
 
+    async def count(request: Request) -> Response:
+        """How many messages were accepted and refused so far (cheap to poll, unlike `received`)."""
+        return _json({"received": len(state.received), "rejected": len(state.rejected)})
+
     async def received(request: Request) -> Response:
         return _json({"messages": state.received})
 
@@ -355,6 +359,7 @@ def control_app(state: FcmState) -> Starlette:
             Route("/_control/targets", targets, methods=["POST"]),
             Route("/_control/faults", faults, methods=["POST"]),
             Route("/_control/received", received),
+            Route("/_control/count", count),
             Route("/_control/rejected", rejected),
             Route("/_control/stats", stats),
             Route("/_control/revoke", revoke, methods=["POST"]),

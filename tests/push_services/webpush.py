@@ -263,6 +263,10 @@ def build_app(state: PushServiceState, control_port: int) -> Any:
                 subscription.faults.append((mode, float(body.get("retry_after_s", 1))))
         return JSONResponse({"ok": True})
 
+    async def count(request: Request) -> Response:
+        """How many messages were accepted and refused so far (cheap to poll, unlike `received`)."""
+        return JSONResponse({"received": len(state.received), "rejected": len(state.rejected)})
+
     async def received(request: Request) -> Response:
         return JSONResponse({"messages": state.received})
 
@@ -284,6 +288,7 @@ def build_app(state: PushServiceState, control_port: int) -> Any:
             Route("/_control/targets", targets, methods=["POST"]),
             Route("/_control/faults", faults, methods=["POST"]),
             Route("/_control/received", received),
+            Route("/_control/count", count),
             Route("/_control/rejected", rejected),
             Route("/_control/inbox", inbox),
             Route("/_control/stats", stats),
