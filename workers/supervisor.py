@@ -34,6 +34,7 @@ from flashwire.workers.fanout import DeskConsumer
 from flashwire.workers.heartbeat import Heartbeat
 from flashwire.workers.metrics import MetricsServer, WorkerMetrics
 from flashwire.workers.outage import REDIS_DOWN, OutageLog, quiet_orphaned_outage_errors
+from flashwire.workers.webhooks.part import WebhookPart
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,17 @@ class WorkerSupervisor:
             asyncio.create_task(heartbeat.run(), name="heartbeat"),
             asyncio.create_task(runner.run(), name="arq"),
         ]
+        # -- partner webhooks (workers/webhooks/): dispatcher, delivery queue, watchdog --
+        webhooks = WebhookPart(
+            self.settings,
+            self.keys,
+            name=self.name,
+            redis=redis,
+            pool=arq_pool,
+            outages=self.outages,
+            metrics=self.metrics,
+        )
+        tasks += [asyncio.create_task(coro, name=name) for name, coro in webhooks.tasks().items()]
         log.info("worker %s started", self.name)
         stopping = asyncio.create_task(self._stopping.wait(), name="stop-signal")
         ended: list[str] = []
@@ -146,6 +158,7 @@ class WorkerSupervisor:
                 await asyncio.wait_for(heartbeat.forget(), FORGET_TIMEOUT_S)
             except REDIS_DOWN as exc:  # TimeoutError is an OSError
                 log.info("could not leave the heartbeat set (%s); health notices within 5 s", exc)
+            await webhooks.aclose()
             await arq_pool.aclose()
             await redis.aclose()
             for signum in (signal.SIGINT, signal.SIGTERM):
