@@ -85,8 +85,9 @@ async def test_signed_messages_arrive_once_accepted_in_ticker_order_across_retri
     library, and a retry carries the same webhook-id and body, signed again."""
     receiver = Receiver(tmp_path, tls=True)
     try:
+        schedule = "0.3,0.3,0.3"
         stack.worker(
-            **ENV, FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S="0.3,0.3,0.3", FLASHWIRE_WEBHOOK_CA_FILE=receiver.ca_file
+            **ENV, FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S=schedule, FLASHWIRE_WEBHOOK_CA_FILE=receiver.ca_file
         )
         node = stack.service(**ENV)
         partner = await stack.token("partner", ["en"], name="Wire partner")
@@ -103,8 +104,9 @@ async def test_signed_messages_arrive_once_accepted_in_ticker_order_across_retri
         await _register(node, partner, receiver)
         async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
             ids = [(await post_line(client, editor, f"Line {i}"))["id"] for i in range(7)]
+            correction = {"text": "Line 2, corrected"}
             corrected = await client.post(
-                f"/api/v1/lines/{ids[2]}/corrections", json={"text": "Line 2, corrected"}, headers=auth(editor)
+                f"/api/v1/lines/{ids[2]}/corrections", json=correction, headers=auth(editor)
             )
             assert corrected.status_code == 201, corrected.text
             killed = await client.post(f"/api/v1/lines/{ids[4]}/retraction", json={}, headers=auth(editor))
