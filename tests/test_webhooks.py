@@ -54,7 +54,7 @@ async def _expected(stack: Stack, edition: str = "en") -> list[tuple[str, str]]:
         entries = await redis.xrange(stack.keys.ticker(edition))
     finally:
         await redis.aclose()
-    found = []
+    found: list[tuple[str, str]] = []
     for entry_id, fields in entries:
         message = message_of(edition, entry_id.decode(), fields[b"t"].decode(), orjson.loads(fields[b"d"]))
         if message is not None:
