@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from flashwire.core.webhook_models import message_of
+from flashwire.dev.ports import free_port
 from tests.conftest import ServiceNode, Stack, auth, eventually, post_line
 from tests.webhook_receiver import Received, Receiver, always
 
@@ -60,6 +62,17 @@ async def _expected(stack: Stack, edition: str = "en") -> list[tuple[str, str]]:
         if message is not None:
             found.append((message.id, message.type))
     return found
+
+
+async def _worker_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The worker's metrics: (sample name, sorted labels) -> value."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _first_acceptances(receiver: Receiver) -> list[tuple[str, str]]:
@@ -174,10 +187,14 @@ async def test_a_failing_endpoint_is_disabled_with_its_reason_and_410_disables_a
 ) -> None:
     """An endpoint answering 503 to everything is disabled after the last retry, the owner sees why
     and since when; one answering 410 is disabled after its first attempt. Enabled again, the
-    first one is sent the messages that came after the one that failed."""
+    first one is sent the messages that came after the one that failed. The worker's metrics
+    count it all."""
     failing, gone = Receiver(tmp_path), Receiver(tmp_path)
+    port = free_port()
     try:
-        stack.worker(**ENV, FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S="0.1,0.1,0.1")
+        stack.worker(
+            **ENV, FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S="0.1,0.1,0.1", FLASHWIRE_WORKER_METRICS_PORT=str(port)
+        )
         node = stack.service(**ENV)
         partner = await stack.token("partner", ["en"])
         editor = await stack.token("editor", ["en"])
@@ -208,6 +225,16 @@ async def test_a_failing_endpoint_is_disabled_with_its_reason_and_410_disables_a
         assert [r.message["data"]["line"]["text"] for r in accepted] == ["Back again"]
         await asyncio.sleep(0.5)
         assert len(gone.requests) == 1
+        metrics = await _worker_metrics(port)
+        prefix = "flashwire_worker_webhook_"
+        assert metrics[(prefix + "endpoints_disabled_total", (("reason", "failing"),))] == 1
+        assert metrics[(prefix + "endpoints_disabled_total", (("reason", "gone"),))] == 1
+        assert metrics[(prefix + "deliveries_total", (("outcome", "failed"),))] == 2
+        assert metrics[(prefix + "deliveries_total", (("outcome", "delivered"),))] == 1
+        assert metrics[(prefix + "attempts_total", (("result", "http_error"),))] == 5
+        assert metrics[(prefix + "attempts_total", (("result", "success"),))] == 1
+        assert metrics[(prefix + "attempt_seconds_count", ())] == 6
+        assert metrics[(prefix + "messages_total", ())] == 3
     finally:
         failing.stop()
         gone.stop()
