@@ -178,6 +178,17 @@ async def test_a_receiver_down_for_a_while_gets_everything_afterwards_in_order(
         first = deliveries[0]["attempts"]
         assert len(first) >= 4 and first[-1]["status"] == 204
         assert all(a["status"] is None and a["error"] for a in first[:-1])
+        # An admin replays one delivery, then every delivery since the fourth: each keeps its webhook-id.
+        async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
+            path = f"/api/v1/webhooks/{endpoint['id']}/replay"
+            one = await client.post(path, json={"delivery_id": deliveries[1]["id"]}, headers=auth(admin))
+            assert one.status_code == 201, one.text
+            await eventually(lambda: _async(receiver.accepted()[5:]), timeout_s=10)
+            since = await client.post(path, json={"since": deliveries[3]["recorded_at"]}, headers=auth(admin))
+            assert since.status_code == 201 and len(since.json()["replayed"]) == 3
+        replayed = await eventually(lambda: _async(receiver.accepted()[8:]), timeout_s=10)
+        assert [r.webhook_id for r in receiver.accepted()[5:]] == [expected[i][0] for i in (1, 3, 4, 1)]
+        assert len(replayed) == 1
     finally:
         receiver.stop()
 
