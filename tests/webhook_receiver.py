@@ -29,6 +29,7 @@ class Received:
     webhook_id: str
     timestamp: str
     signature: str
+    host: str
     body: bytes
     verified: bool
     error: str = ""
@@ -60,7 +61,7 @@ class Receiver:
         self.ca_file = ""
         if tls:
             ca = trustme.CA()
-            cert = ca.issue_cert("127.0.0.1")
+            cert = ca.issue_cert("127.0.0.1", "localhost")
             self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             cert.configure_cert(self._tls)
             ca_path = tmp_path / "receiver-ca.pem"
@@ -73,6 +74,10 @@ class Receiver:
     @property
     def url(self) -> str:
         return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}/hooks/flashwire"
+
+    def url_named(self, host: str = "localhost") -> str:
+        """The same URL with a host name instead of the address."""
+        return self.url.replace("127.0.0.1", host)
 
     def start(self) -> None:
         """Listen (again, on the same port after `stop`)."""
@@ -113,6 +118,7 @@ class Receiver:
             webhook_id=lowered.get("webhook-id", ""),
             timestamp=lowered.get("webhook-timestamp", ""),
             signature=lowered.get("webhook-signature", ""),
+            host=lowered.get("host", ""),
             body=body,
             verified=False,
         )

@@ -91,21 +91,27 @@ class Sender:
         host = target.raw_host.decode("ascii")
         port = target.port or (443 if target.scheme == "https" else 80)
         addresses = await resolve(host, port, allow_private=self._allow_private)
-        address = addresses[0]
         extensions: dict[str, str] = {}
         try:
             ipaddress.ip_address(host)
         except ValueError:
             extensions["sni_hostname"] = host
-        pinned = target.copy_with(host=str(address))
-        request = self._client.build_request(
-            "POST",
-            pinned,
-            content=body,
-            headers={**headers, "host": target.netloc.decode("ascii")},
-            extensions=extensions,
-        )
-        response = await self._client.send(request, stream=True)
+        # Each checked address in the resolver's order until one accepts the connection (a name
+        # with IPv6 and IPv4 addresses, one of them unreachable from here).
+        for index, address in enumerate(addresses):
+            request = self._client.build_request(
+                "POST",
+                target.copy_with(host=str(address)),
+                content=body,
+                headers={**headers, "host": target.netloc.decode("ascii")},
+                extensions=extensions,
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+                break
+            except httpx.ConnectError:
+                if index == len(addresses) - 1:
+                    raise
         await response.aclose()
         status = response.status_code
         error = None if 200 <= status < 300 else f"HTTP {status}"
