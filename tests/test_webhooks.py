@@ -256,9 +256,9 @@ async def _async(value: list[Received]) -> list[Received] | None:
 
 
 async def test_a_worker_sigkilled_mid_delivery_loses_nothing(stack: Stack, tmp_path: Path) -> None:
-    """The worker is SIGKILLed while the receiver holds the request of the third message; a new
-    worker sends it again (same webhook-id) and then the rest: every message accepted, in order,
-    and only the one in flight twice at most."""
+    """The worker is SIGKILLed while the receiver holds the request of the third message; two new
+    workers take over together: the message in flight is sent again (same webhook-id), then the
+    rest, every message accepted, in order, and only the one in flight twice at most."""
     receiver = Receiver(tmp_path)
     in_flight = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -286,7 +286,8 @@ async def test_a_worker_sigkilled_mid_delivery_loses_nothing(stack: Stack, tmp_p
             worker.kill()
             for i in range(6, 9):
                 await post_line(client, editor, f"After the kill {i}")
-        stack.worker(**ENV, FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S="0.2,0.2,0.2,0.2")
+        for _ in range(2):
+            stack.worker(**ENV, FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S="0.2,0.2,0.2,0.2")
         await stack.until_applied(timeout_s=20)
         expected = await _expected(stack)
         assert len(expected) == 9

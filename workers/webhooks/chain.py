@@ -59,6 +59,15 @@ redis.call('HSET', KEYS[1], 'current', '', 'attempt', '0', 'due_ms', '0', 'runne
 return ''
 """
 
+# Free a job held by a dead worker, only if the state still names that worker as its runner: two
+# watchdogs seeing the same dead worker free it once, never a job a live worker took meanwhile.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'runner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'runner', '')
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
 _RETRY = """
 local s = redis.call('HMGET', KEYS[1], 'current', 'attempt')
 if s[1] ~= ARGV[1] or s[2] ~= ARGV[2] then return 0 end
@@ -157,6 +166,7 @@ class Watchdog:
         self._keys = keys
         self._store = store
         self._chain = chain
+        self._release = redis.register_script(_RELEASE)
 
     async def sweep(self) -> int:
         """One pass over the active endpoints; returns how many it set going again."""
@@ -185,9 +195,13 @@ class Watchdog:
                     fixed += 1
             elif running and state.get("runner") and (beat is None or beat < redis_now_ms - WORKER_STALE_MS):
                 # The worker running it is gone: let arq run the job again now rather than when the
-                # mark expires; its stale `runner` is cleared so that this happens once.
-                await self._redis.hset(self._keys.webhook_state(endpoint.id), "runner", "")
-                await self._redis.delete(in_progress_key_prefix + jid)
+                # mark expires; its stale `runner` is cleared in the same step, so this happens once.
+                released = await self._release(
+                    keys=[self._keys.webhook_state(endpoint.id), in_progress_key_prefix + jid],
+                    args=[state["runner"]],
+                )
+                if not released:
+                    continue
                 log.warning(
                     "webhook %s: worker %s died during attempt %d of %s; running it again",
                     endpoint.id,
