@@ -318,10 +318,6 @@ class Settings:
             )
         return settings
 
-    def webhook_give_up_s(self) -> float:
-        """Seconds from a delivery's first attempt to its last, without jitter."""
-        return sum(self.webhook_retry_schedule_s)
-
     def direction(self, edition: str) -> str:
         """Text direction of an edition: 'rtl' for right-to-left languages."""
         return "rtl" if edition.split("-")[0] in RTL_LANGUAGES else "ltr"

@@ -152,7 +152,8 @@ class Chain:
 
     async def kick(self, endpoint_id: str) -> None:
         """Enqueue the job of whatever attempt the endpoint's state names, if any."""
-        state = await EndpointStore(self._redis, self._keys).state(endpoint_id)
+        raw = await self._redis.hgetall(self._keys.webhook_state(endpoint_id))
+        state = {k.decode(): v.decode() for k, v in raw.items()}
         current, attempt = state.get("current", ""), int(state.get("attempt") or 0)
         if current and attempt:
             await self.enqueue(endpoint_id, current, attempt, int(state.get("due_ms") or 0))
