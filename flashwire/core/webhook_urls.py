@@ -29,6 +29,8 @@ from flashwire.core.text import TextRuleError, http_url
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # 100.64.0.0/10 (RFC 6598, carrier-grade NAT) is neither private nor global in Python's view.
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
+# A name that takes longer to resolve is refused (at registration) or a failed attempt (sending).
+RESOLVE_TIMEOUT_S = 5.0
 
 
 class EndpointRefused(ValueError):
@@ -93,8 +95,9 @@ async def resolve(host: str, port: int, *, allow_private: bool) -> list[IpAddres
         return _allowed(host, found, allow_private)
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # TimeoutError is an OSError
         raise EndpointRefused(f"{host} does not resolve ({exc})") from None
     found = []
     for _family, _type, _proto, _name, sockaddr in infos:
