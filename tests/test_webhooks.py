@@ -95,12 +95,17 @@ async def test_signed_messages_arrive_once_accepted_in_ticker_order_across_retri
 ) -> None:
     """An HTTPS receiver that answers 500 to the first attempt of every third message gets every line,
     correction and kill, each accepted once, in ticker order; every request verifies with the
-    library, and a retry carries the same webhook-id and body, signed again."""
+    library (the worker runs in TZ=Asia/Bangkok), and a retry carries the same webhook-id and body,
+    signed again."""
     receiver = Receiver(tmp_path, tls=True)
     try:
         schedule = "0.3,0.3,0.3"
+        # The worker in Bangkok time (UTC+7): its signatures still verify (PITFALLS 2.2).
         stack.worker(
-            **ENV, FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S=schedule, FLASHWIRE_WEBHOOK_CA_FILE=receiver.ca_file
+            **ENV,
+            TZ="Asia/Bangkok",
+            FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S=schedule,
+            FLASHWIRE_WEBHOOK_CA_FILE=receiver.ca_file,
         )
         node = stack.service(**ENV)
         partner = await stack.token("partner", ["en"], name="Wire partner")
