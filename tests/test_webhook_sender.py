@@ -88,3 +88,19 @@ async def test_a_name_resolving_to_loopback_is_refused_at_sending(receiver: Rece
         assert receiver.requests == []
     finally:
         receiver.stop()
+
+
+def test_retry_delays_follow_the_schedule_with_jitter_and_retry_after() -> None:
+    """The default schedule is the spec's (5 s ... 10 h); each delay is stretched by at most the
+    jitter, never shortened; a Retry-After asks for longer, up to 10 h."""
+    from flashwire.core.settings import Settings
+    from flashwire.workers.webhooks.deliver import Deliveries
+
+    settings = Settings.from_env({})
+    assert settings.webhook_retry_schedule_s == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    deliveries = Deliveries(None, None, None, settings, None, runner="test")  # type: ignore[arg-type]
+    for attempt, base in enumerate(settings.webhook_retry_schedule_s, start=1):
+        delays = [deliveries.delay_s(attempt, None) for _ in range(200)]
+        assert base <= min(delays) and max(delays) <= base * 1.1 and len(set(delays)) > 1
+    assert deliveries.delay_s(1, 120) == 120
+    assert deliveries.delay_s(1, 10**9) == 10 * 3600
