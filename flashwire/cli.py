@@ -683,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create")
     create.add_argument("--name", required=True)
-    create.add_argument("--role", choices=["editor", "chief", "admin"], default="editor")
+    create.add_argument("--role", choices=["editor", "chief", "admin", "partner"], default="editor")
     create.add_argument("--editions", required=True, help="comma-separated, or '*' for all")
     token_sub.add_parser("list")
     revoke = token_sub.add_parser("revoke")

@@ -21,7 +21,7 @@ from starlette.types import Scope
 from flashwire.core.keys import Keys
 from flashwire.core.push_registry import PushRegistry
 from flashwire.core.settings import Settings
-from flashwire.service import account, api, audit, feeds, health, push_api, sse
+from flashwire.service import account, api, audit, feeds, health, push_api, sse, webhooks
 from flashwire.service.desk import Desk
 from flashwire.service.errors import ApiError
 from flashwire.service.hub import Hub
@@ -163,6 +163,8 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         # Rate limits counted in Redis, so every node shares them (service/rate_limits.py).
         app.state.rate_limits = RateLimits(redis, keys, settings)
         app.state.origins = OriginPolicy(settings.allowed_origins)
+        # -- partner webhooks (service/webhooks.py) --
+        app.state.webhook_rate_limit = webhooks.rate_limit(settings)
         # A registry per app: several apps in one process (tests) never share metrics.
         app.state.metrics = NodeMetrics(hub, app.state.edge_counts)  # counted at the edge: service/ws.py
         app.state.reach = ReachRecorder(redis, keys, settings.node_name, latency=app.state.metrics.latency)
@@ -193,6 +195,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         *push_api.routes,
         *sse.routes,
         *feeds.routes,
+        *webhooks.routes,
         Mount("/web", WebAssets(directory=WEB_DIR), name="web"),
     ]
     app = Starlette(

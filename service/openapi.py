@@ -53,7 +53,17 @@ from flashwire.core.push_models import (
     update_model,
 )
 from flashwire.core.settings import Settings
+from flashwire.core.webhook_models import (
+    CreatedEndpoint,
+    DeliveryList,
+    Endpoint,
+    EndpointList,
+    ReplayAccepted,
+    RotatedSecret,
+    webhook_request_models,
+)
 from flashwire.service.audit import AUDIT_ACTIONS, PAGE_MAX
+from flashwire.service.webhooks import DELIVERIES_PAGE_MAX
 
 REF = "#/components/schemas/{model}"
 Schema = dict[str, Any]
@@ -68,7 +78,7 @@ class Operation:
     JSON, or to None for no body; `errors` are the statuses answered with the error body.
     """
 
-    method: Literal["get", "post", "put", "delete", "options"]
+    method: Literal["get", "post", "put", "patch", "delete", "options"]
     path: str
     operation_id: str
     summary: str
@@ -476,6 +486,119 @@ def _operations(settings: Settings) -> list[Operation]:
             public=True,
             tags=("readers",),
         ),
+        *_webhook_operations(settings),
+    ]
+
+
+# -- partner webhooks (service/webhooks.py, docs/webhooks.md) --------------------------------------
+
+_ENDPOINT_ID = _param(
+    "endpoint_id", "path", _STRING, "The endpoint's id, as returned when it was registered."
+)
+
+
+def _webhook_operations(settings: Settings) -> list[Operation]:
+    models = webhook_request_models(settings)
+    one = (_ENDPOINT_ID,)
+    change_errors = (401, 403, 404, 413, 422, 429, 503)
+    return [
+        Operation(
+            "post",
+            "/api/v1/webhooks",
+            "registerWebhook",
+            "Register an endpoint (partner or admin); its signing secret is shown once.",
+            {201: CreatedEndpoint},
+            (401, 403, 409, 413, 422, 429, 503),
+            models.register,
+            tags=("webhooks",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/webhooks",
+            "listWebhooks",
+            "The caller's endpoints (an admin's: all), with their status.",
+            {200: EndpointList},
+            (401, 403, 429, 503),
+            tags=("webhooks",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/webhooks/{endpoint_id}",
+            "getWebhook",
+            "One endpoint: filters, status, why and since when it is disabled.",
+            {200: Endpoint},
+            parameters=one,
+            tags=("webhooks",),
+        ),
+        Operation(
+            "patch",
+            "/api/v1/webhooks/{endpoint_id}",
+            "changeWebhook",
+            "Change an endpoint's URL or filters (only the fields sent).",
+            {200: Endpoint},
+            change_errors,
+            models.update,
+            parameters=one,
+            tags=("webhooks",),
+        ),
+        Operation(
+            "delete",
+            "/api/v1/webhooks/{endpoint_id}",
+            "deleteWebhook",
+            "Delete an endpoint.",
+            {204: None},
+            parameters=one,
+            tags=("webhooks",),
+        ),
+        Operation(
+            "post",
+            "/api/v1/webhooks/{endpoint_id}/rotate-secret",
+            "rotateWebhookSecret",
+            "A new signing secret (shown once); the previous one signs too during the overlap.",
+            {200: RotatedSecret},
+            parameters=one,
+            tags=("webhooks",),
+        ),
+        Operation(
+            "post",
+            "/api/v1/webhooks/{endpoint_id}/enable",
+            "enableWebhook",
+            "Send to a disabled endpoint again, from the message after the one that failed.",
+            {200: Endpoint},
+            (401, 403, 404, 422, 429, 503),
+            parameters=one,
+            tags=("webhooks",),
+        ),
+        Operation(
+            "get",
+            "/api/v1/webhooks/{endpoint_id}/deliveries",
+            "listWebhookDeliveries",
+            "An endpoint's deliveries, newest first, with every attempt (admin).",
+            {200: DeliveryList},
+            (401, 403, 404, 422, 429, 503),
+            parameters=(
+                _ENDPOINT_ID,
+                _param(
+                    "limit",
+                    "query",
+                    {"type": "integer", "minimum": 1, "maximum": DELIVERIES_PAGE_MAX},
+                    "Page size (default 50).",
+                ),
+                _param("before", "query", {"type": "string"}, "`next_before` of the previous page."),
+            ),
+            tags=("webhooks",),
+        ),
+        Operation(
+            "post",
+            "/api/v1/webhooks/{endpoint_id}/replay",
+            "replayWebhookDeliveries",
+            "Send one delivery again, or every delivery since a time, each with its webhook-id (admin).",
+            {201: ReplayAccepted},
+            change_errors,
+            models.replay,
+            parameters=one,
+            tags=("webhooks",),
+        ),
     ]
 
 
@@ -547,7 +670,7 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode],
     responses: Schema = {}
     for status, ok in op.ok.items():
         if ok is None:
-            responses[str(status)] = {"description": "Not modified"}
+            responses[str(status)] = {"description": "No content" if status == 204 else "Not modified"}
         elif isinstance(ok, dict):
             description = "No such file" if status == 404 else op.summary
             responses[str(status)] = {"description": description, "content": _content(ok)}

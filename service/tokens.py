@@ -20,7 +20,7 @@ from flashwire.core.keys import Keys
 from flashwire.core.models import TOKEN_NAME_MAX_CHARS, TokenRecord
 from flashwire.core.text import free_text
 
-ROLES = ("editor", "chief", "admin")
+ROLES = ("editor", "chief", "admin", "partner")
 ALL_EDITIONS = "*"
 # What each role may do, on the editions its token is scoped to.
 EDITOR_ACTIONS = frozenset({"read", "post", "correct", "expiry"})
@@ -29,7 +29,10 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "editor": EDITOR_ACTIONS,
     "chief": CHIEF_ACTIONS,
     # Admins manage tokens; on the editions they hold they may also do what a chief does.
-    "admin": CHIEF_ACTIONS | {"manage-tokens"},
+    "admin": CHIEF_ACTIONS | {"manage-tokens", "manage-webhooks"},
+    # -- partner webhooks (service/webhooks.py): a partner registers and manages its own endpoints
+    # for the editions its token holds, and does nothing on the desk.
+    "partner": frozenset({"webhooks"}),
 }
 
 

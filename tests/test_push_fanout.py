@@ -116,7 +116,9 @@ async def wait_for_count(
 ) -> list[dict[str, Any]]:
     service = service_of(services, platform)
     deadline = time.monotonic() + timeout_s
-    while await asyncio.to_thread(service.count) < count and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(service.count) >= count:
+            break
         await asyncio.sleep(0.5)
     return list(await asyncio.to_thread(service.received))
 

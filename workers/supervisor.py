@@ -40,6 +40,7 @@ from flashwire.workers.push.batch import PushRun, push_batch
 from flashwire.workers.push.planner import PushPlanner
 from flashwire.workers.push.recovery import BatchRevival
 from flashwire.workers.push.senders import build_senders
+from flashwire.workers.webhooks.part import WebhookPart
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,17 @@ class WorkerSupervisor:
         senders = build_senders(self.settings) if self.settings.push_platforms else {}
         if senders:
             tasks += self._push_parts(redis, arq_pool, job_ctx, senders)
+        # -- partner webhooks (workers/webhooks/): dispatcher, delivery queue, watchdog --
+        webhooks = WebhookPart(
+            self.settings,
+            self.keys,
+            name=self.name,
+            redis=redis,
+            pool=arq_pool,
+            outages=self.outages,
+            metrics=self.metrics,
+        )
+        tasks += [asyncio.create_task(coro, name=name) for name, coro in webhooks.tasks().items()]
         log.info("worker %s started", self.name)
         stopping = asyncio.create_task(self._stopping.wait(), name="stop-signal")
         ended: list[str] = []
@@ -198,6 +210,7 @@ class WorkerSupervisor:
                 log.info("could not leave the heartbeat set (%s); health notices within 5 s", exc)
             for sender in senders.values():
                 await sender.aclose()
+            await webhooks.aclose()
             await arq_pool.aclose()
             await redis.aclose()
             for signum in (signal.SIGINT, signal.SIGTERM):

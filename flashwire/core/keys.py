@@ -176,3 +176,35 @@ class Keys:
         """Hash arq job id -> worker name of the push batches running now: a batch whose worker
         died is made runnable again at once instead of after arq's in-progress timeout."""
         return f"{self.prefix}:push:running"
+
+    # -- partner webhooks (docs/webhooks.md; flashwire/core/webhook_store.py) --------------------
+
+    webhook_group: str = "webhooks"
+
+    @property
+    def webhook_endpoints(self) -> str:
+        """Hash endpoint id -> endpoint record (JSON: owner, URL, filters, secrets, status)."""
+        return f"{self.prefix}:wh:endpoints"
+
+    def webhook_log(self, endpoint_id: str) -> str:
+        """An endpoint's own ordered log of messages (stream): delivered in its order, one at a time."""
+        return f"{self.prefix}:wh:log:{endpoint_id}"
+
+    def webhook_state(self, endpoint_id: str) -> str:
+        """Hash: where an endpoint's delivery stands (the log entry in flight, its attempt, when
+        it is due, the worker running it): the attempt record arq's own retries cannot keep."""
+        return f"{self.prefix}:wh:state:{endpoint_id}"
+
+    def webhook_delivery(self, endpoint_id: str, entry_id: str) -> str:
+        """One delivery of one log entry: its outcome and every attempt (JSON, expiring)."""
+        return f"{self.prefix}:wh:delivery:{endpoint_id}:{entry_id}"
+
+    def webhook_dispatched(self, edition: str) -> str:
+        """Id of the last ticker entry of an edition turned into webhook messages (the
+        dispatchers' shared cursor, as `desk_applied` is the appliers')."""
+        return f"{self.prefix}:wh:dispatched:{edition}"
+
+    @property
+    def webhook_queue(self) -> str:
+        """The arq job queue of webhook delivery attempts."""
+        return f"{self.prefix}:arq:webhooks"

@@ -51,7 +51,8 @@ Direction = Literal["ltr", "rtl"]
 # IPTC urgency (1 highest) of flash, urgent, routine (IPTC NewsCodes "urgency").
 IptcUrgency = Literal[1, 3, 5]
 URGENCY_IPTC: dict[str, int] = {"flash": 1, "urgent": 3, "routine": 5}
-Role = Literal["editor", "chief", "admin"]
+# `partner`: registers webhook endpoints (docs/webhooks.md); no desk actions.
+Role = Literal["editor", "chief", "admin", "partner"]
 Timestamp = Annotated[
     str,
     Field(

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from limits import parse_many
 
@@ -125,6 +126,34 @@ def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
             f"{name} must be a rate limit such as '30/minute' or '5/second;100/hour', got {raw!r}"
         ) from None
     return raw
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Comma-separated delays in seconds (each a finite number >= 0), at least one."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be delays in seconds separated by commas, got {raw!r}") from None
+    if not values or any(not math.isfinite(value) or value < 0 for value in values):
+        raise SettingsError(f"{name} must be finite delays >= 0 in seconds, got {raw!r}")
+    return values
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number in [0, 1]."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{name} must be between 0 and 1, got {raw!r}")
+    return value
 
 
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -258,6 +287,27 @@ class Settings:
     # Registrations are anonymous: limited per client address, in rate and in number.
     push_registration_rate_limit: str = "30/minute;1000/day"
     push_max_registrations_per_client: int = 5_000
+    # -- partner webhooks (docs/webhooks.md) --
+    # Unsafe in production: lets endpoints be http:// and on private, loopback, link-local or
+    # multicast addresses (development and tests only; ../shared/PITFALLS.md 2.6).
+    webhook_allow_private: bool = False
+    # Delays before the 2nd, 3rd, ... attempt of a delivery, in seconds: the Standard Webhooks
+    # schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: about 27.6 h in all).
+    webhook_retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Each delay is stretched by a random share of itself up to this fraction.
+    webhook_retry_jitter: float = 0.1
+    webhook_timeout_s: float = 15.0
+    webhook_max_endpoints: int = 10
+    # Seconds a rotated secret keeps signing beside the new one.
+    webhook_secret_overlap_s: int = 24 * 3600
+    webhook_rate_limit: str = "30/minute"
+    # Messages kept in each endpoint's log (approximately), and days a delivery's record is kept.
+    webhook_log_retention: int = 10_000
+    webhook_delivery_retention_days: int = 7
+    # Deliveries one worker runs at once (to different endpoints: one endpoint has one at a time).
+    webhook_max_jobs: int = 50
+    # A PEM file of CA certificates to trust for endpoints instead of the default (certifi's).
+    webhook_ca_file: str = ""
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -348,6 +398,7 @@ class Settings:
             push_max_registrations_per_client=_int(
                 env, "FLASHWIRE_PUSH_MAX_REGISTRATIONS_PER_CLIENT", cls.push_max_registrations_per_client, 1
             ),
+            **_webhook_settings(env, cls),
         )
         _check_push(settings)
         if settings.max_sockets < settings.max_connections:
@@ -383,3 +434,46 @@ class Settings:
     def direction(self, edition: str) -> str:
         """Text direction of an edition: 'rtl' for right-to-left languages."""
         return "rtl" if edition.split("-")[0] in RTL_LANGUAGES else "ltr"
+
+
+class _WebhookSettings(TypedDict):
+    webhook_allow_private: bool
+    webhook_retry_schedule_s: tuple[float, ...]
+    webhook_retry_jitter: float
+    webhook_timeout_s: float
+    webhook_max_endpoints: int
+    webhook_secret_overlap_s: int
+    webhook_rate_limit: str
+    webhook_log_retention: int
+    webhook_delivery_retention_days: int
+    webhook_max_jobs: int
+    webhook_ca_file: str
+
+
+def _webhook_settings(env: Mapping[str, str], cls: type[Settings]) -> _WebhookSettings:
+    """The FLASHWIRE_WEBHOOK_* settings (docs/webhooks.md)."""
+    timeout_s = _float(env, "FLASHWIRE_WEBHOOK_TIMEOUT_S", cls.webhook_timeout_s)
+    if timeout_s > 60:
+        raise SettingsError(f"FLASHWIRE_WEBHOOK_TIMEOUT_S must be at most 60, got {timeout_s}")
+    ca_file = (env.get("FLASHWIRE_WEBHOOK_CA_FILE") or "").strip()
+    if ca_file and not os.path.isfile(ca_file):
+        raise SettingsError(f"FLASHWIRE_WEBHOOK_CA_FILE names no file: {ca_file!r}")
+    return {
+        "webhook_allow_private": _bool(env, "FLASHWIRE_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
+        "webhook_retry_schedule_s": _schedule(
+            env, "FLASHWIRE_WEBHOOK_RETRY_SCHEDULE_S", cls.webhook_retry_schedule_s
+        ),
+        "webhook_retry_jitter": _fraction(env, "FLASHWIRE_WEBHOOK_RETRY_JITTER", cls.webhook_retry_jitter),
+        "webhook_timeout_s": timeout_s,
+        "webhook_max_endpoints": _int(env, "FLASHWIRE_WEBHOOK_MAX_ENDPOINTS", cls.webhook_max_endpoints, 1),
+        "webhook_secret_overlap_s": _int(
+            env, "FLASHWIRE_WEBHOOK_SECRET_OVERLAP_S", cls.webhook_secret_overlap_s, 0
+        ),
+        "webhook_rate_limit": _rate_limit(env, "FLASHWIRE_WEBHOOK_RATE_LIMIT", cls.webhook_rate_limit),
+        "webhook_log_retention": _int(env, "FLASHWIRE_WEBHOOK_LOG_RETENTION", cls.webhook_log_retention, 100),
+        "webhook_delivery_retention_days": _int(
+            env, "FLASHWIRE_WEBHOOK_DELIVERY_RETENTION_DAYS", cls.webhook_delivery_retention_days, 1
+        ),
+        "webhook_max_jobs": _int(env, "FLASHWIRE_WEBHOOK_MAX_JOBS", cls.webhook_max_jobs, 1, 1000),
+        "webhook_ca_file": ca_file,
+    }
