@@ -34,13 +34,20 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import BrowserContext, Page, Playwright, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    async_playwright,
+    expect,
+)
 
 from flashwire.core.vapid import ensure_key_file
 from flashwire.dev.ports import free_port
 from flashwire.dev.redis_server import RedisProcess
 from tests.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
-from tests.conftest import ServiceNode, Stack
+from tests.conftest import ROOT, ServiceNode, Stack
 from tests.notification_bus import NotificationBus
 from tests.partner import PartnerSite
 
@@ -402,3 +409,98 @@ async def test_stop_alerts_deletes_the_registration_on_the_server(
         ".getSubscription()) === null)()"
     )
     await expect(page.get_by_role("button", name=GET_ALERTS["en"])).to_be_visible()
+
+
+IPHONE_SAFARI = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+    " Version/18.1 Mobile/15E148 Safari/604.1"
+)
+# A browser without the Push API (iOS Safari in a tab has service workers but no PushManager).
+NO_PUSH_API = "delete window.PushManager;"
+
+
+async def test_the_control_says_why_alerts_cannot_be_turned_on(
+    chromium: Browser, push_site: PushSite
+) -> None:
+    """Notifications blocked for the site: the control says how to allow them (and still offers
+    the button, to try again after). No Push API: it says the browser cannot receive alerts, with
+    no button. On iOS outside a Home-Screen web app: "Add to Home Screen to get alerts" (PITFALLS
+    1.5), with no button. The site's worker and manifest are served as a browser needs them."""
+    origin = push_site.node.url
+    blocked = await chromium.new_context()
+    page = await blocked.new_page()
+    target = await (await blocked.new_cdp_session(page)).send("Target.getTargetInfo")
+    await (await chromium.new_browser_cdp_session()).send(
+        "Browser.setPermission",
+        {
+            "permission": {"name": "notifications"},
+            "setting": "denied",
+            "origin": origin,
+            "browserContextId": target["targetInfo"]["browserContextId"],
+        },
+    )
+    await page.goto(f"{origin}/?edition=es")
+    await expect(page.locator("#alerts")).to_have_attribute("data-state", "denied")
+    await expect(page.locator("#alerts [role=status]")).to_contain_text("Las notificaciones están bloqueadas")
+    await expect(page.get_by_role("button", name="Recibir alertas de última hora")).to_be_visible()
+
+    without_push = await chromium.new_context()
+    await without_push.add_init_script(NO_PUSH_API)
+    page = await without_push.new_page()
+    await page.goto(f"{origin}/?edition=en")
+    await expect(page.locator("#alerts")).to_have_attribute("data-state", "unsupported")
+    await expect(page.locator("#alerts [role=status]")).to_have_text(
+        "This browser cannot receive alerts (it has no Push API)."
+    )
+    await expect(page.locator("#alerts button")).to_be_hidden()
+
+    iphone = await chromium.new_context(user_agent=IPHONE_SAFARI, viewport={"width": 390, "height": 844})
+    await iphone.add_init_script(NO_PUSH_API)
+    page = await iphone.new_page()
+    await page.goto(f"{origin}/?edition=ar")
+    await expect(page.locator("#alerts")).to_have_attribute("data-state", "install")
+    await expect(page.locator("#alerts [role=status]")).to_contain_text("أضف الموقع إلى الشاشة الرئيسية")
+    await expect(page.locator("#alerts button")).to_be_hidden()
+
+    async with httpx.AsyncClient(base_url=origin) as client:
+        worker = await client.get("/flashwire-sw.js")
+        manifest = await client.get("/web/manifest.webmanifest")
+    assert worker.status_code == 200
+    assert worker.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert worker.headers["cache-control"] == "no-cache"
+    assert worker.headers["service-worker-allowed"] == "/"
+    assert manifest.headers["content-type"].startswith("application/manifest+json")
+    assert (manifest.json()["start_url"], manifest.json()["display"]) == ("/", "standalone")
+
+
+async def test_a_partners_widget_offers_alerts_with_the_service_worker_the_partner_hosts(
+    browser_context: BrowserContext, push_site: PushSite, partner: PartnerSite, request: pytest.FixtureRequest
+) -> None:
+    """`<flash-ticker alerts>` on a partner's own origin loads the control (web/alerts.js, from the
+    Flashwire server) under its bar; the partner hosts the one file web/flashwire-sw.js at its
+    root; a click registers the subscription with the Flashwire server for the widget's edition
+    and language (across origins: the push API's CORS), with the id and secret kept on the
+    partner's origin for its worker."""
+    shutil.copy(ROOT / "web" / "flashwire-sw.js", partner.root / "flashwire-sw.js")
+    url = partner.page(
+        "alerts.html", '<flash-ticker edition="es" alerts></flash-ticker>', push_site.node, lang="es"
+    )
+    await browser_context.grant_permissions(["notifications"], origin=partner.origin)
+    page = await browser_context.new_page()
+    await page.goto(url)
+    alerts = page.locator("flash-ticker flash-alerts")
+    await expect(alerts).to_have_attribute("data-state", "off")
+    await page.get_by_role("button", name="Recibir alertas de última hora").click()
+    await expect(alerts).to_have_attribute("data-state", "on")
+    await push_path(page, request)
+    stored = await page.evaluate(READ_STORED)
+    assert stored["server"] == push_site.node.url
+    scope = await page.evaluate("(async () => (await navigator.serviceWorker.getRegistration('/')).scope)()")
+    assert scope == f"{partner.origin}/"
+    async with httpx.AsyncClient(base_url=push_site.node.url) as client:
+        answer = await client.get(
+            f"/api/v1/push/registrations/{stored['id']}",
+            headers={"Authorization": f"Bearer {stored['secret']}"},
+        )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["editions"], answer.json()["language"]) == (["es"], "es")
