@@ -504,3 +504,42 @@ async def test_a_partners_widget_offers_alerts_with_the_service_worker_the_partn
         )
     assert answer.status_code == 200, answer.text
     assert (answer.json()["editions"], answer.json()["language"]) == (["es"], "es")
+
+
+# A new subscription, as a push service would hand it to the worker with `pushsubscriptionchange`
+# (Chromium never fires that event, so the test calls the worker's handler with it).
+RESUBSCRIBE = """async (endpoint) => {
+  const b64url = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
+    .replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+  const pair = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"]);
+  const keys = { p256dh: b64url(await crypto.subtle.exportKey("raw", pair.publicKey)),
+                 auth: b64url(crypto.getRandomValues(new Uint8Array(16))) };
+  await resubscribe({ newSubscription: { endpoint, toJSON: () => ({ endpoint, keys }) } });
+}"""
+
+
+async def test_a_changed_subscription_is_registered_again_by_the_worker(
+    browser_context: BrowserContext, push_site: PushSite, request: pytest.FixtureRequest
+) -> None:
+    """The worker's `pushsubscriptionchange` handler registers the new subscription with the
+    choices kept in IndexedDB, keeps its new id and secret for the page, and deletes the old
+    registration (its secret reads nothing any more)."""
+    page, old = await turn_alerts_on(browser_context, push_site, "ar")
+    await push_path(page, request)
+    [worker] = [
+        w for w in browser_context.service_workers if w.url == f"{push_site.node.url}/flashwire-sw.js"
+    ]
+    endpoint = f"{push_site.push_origin}/push/renewed"
+    await worker.evaluate(RESUBSCRIBE, endpoint)
+    new = await page.evaluate(READ_STORED)
+    assert new["id"] != old["id"] and new["endpoint"] == endpoint
+    assert (new["editions"], new["language"], new["server"]) == (["ar"], "ar", push_site.node.url)
+    async with httpx.AsyncClient(base_url=push_site.node.url) as client:
+        path = "/api/v1/push/registrations/{}"
+        renewed = await client.get(
+            path.format(new["id"]), headers={"Authorization": f"Bearer {new['secret']}"}
+        )
+        gone = await client.get(path.format(old["id"]), headers={"Authorization": f"Bearer {old['secret']}"})
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["editions"] == ["ar"]
+    assert gone.status_code == 404
