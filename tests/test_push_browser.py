@@ -239,7 +239,8 @@ async def test_the_control_registers_the_subscription_with_the_server(
     """A click on "Get breaking alerts" registers the page's subscription (the browser's, or the
     WebCrypto fallback's: see the module docstring) for the page's edition and language; the
     registration reads back from the server with the secret the control kept, and the control
-    says alerts are on (docs/alerts-en.png is a copy of the screenshot before the click)."""
+    says alerts are on, on this page and on the next one (docs/alerts-en.png is a copy of the
+    screenshot before the click)."""
     page = await browser_context.new_page()
     await page.goto(f"{push_site.node.url}/?edition=en")
     await expect(page.locator("#alerts")).to_have_attribute("data-state", "off")
@@ -271,6 +272,10 @@ async def test_the_control_registers_the_subscription_with_the_server(
     assert registration["urgency"] == "flash"
     await expect(page.locator("#alerts [role=status]")).to_contain_text("Alerts are on")
     await expect(page.get_by_role("button", name=STOP_ALERTS["en"])).to_be_visible()
+    # A page loaded later finds the registration: alerts are on.
+    await page.reload()
+    await expect(page.locator("#alerts")).to_have_attribute("data-state", "on")
+    assert await page.evaluate(READ_STORED) == stored
 
 
 async def test_the_worker_shows_a_pushed_alert_replaces_it_and_opens_the_line_on_a_click(
