@@ -15,13 +15,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Browser tests drive Debian's chromium (Playwright's own browser download is not used).
+# Browser tests drive Debian's chromium (Playwright's own browser download is not used); the push
+# tests read and click its notifications on a private D-Bus bus (dbus-daemon: tests/notification_bus.py).
 chromium:
-	@if [ ! -x "$(CHROMIUM)" ]; then \
-		echo "installing Debian's chromium for the browser tests"; \
+	@if [ ! -x "$(CHROMIUM)" ] || ! command -v dbus-daemon >/dev/null; then \
+		echo "installing Debian's chromium and dbus-daemon for the browser tests"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get install -y --no-install-recommends chromium >/dev/null \
-		|| { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }; \
+		$$SUDO apt-get install -y --no-install-recommends chromium dbus-daemon >/dev/null \
+		|| { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium dbus-daemon >/dev/null; }; \
 	fi
 
 run: $(STAMP)

@@ -43,6 +43,18 @@ async def index(request: Request) -> Response:
     return FileResponse(WEB_DIR / "index.html")
 
 
+async def service_worker(request: Request) -> Response:
+    """The service worker of the site's alerts (web/flashwire-sw.js), at the root so its scope is
+    the whole site (W3C Service Workers, "scope": a worker's scope is at most its script's
+    directory unless `Service-Worker-Allowed` widens it). `no-cache`: a browser checks for a new
+    version on every registration and navigation instead of keeping an old worker for a day."""
+    return FileResponse(
+        WEB_DIR / "flashwire-sw.js",
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
+    )
+
+
 async def live_list(request: Request) -> Response:
     """The plain live list of lines (web/reader.js)."""
     return FileResponse(WEB_DIR / "live.html")
@@ -187,6 +199,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/live", live_list, methods=["GET"]),
+        Route("/flashwire-sw.js", service_worker, methods=["GET"]),
         Route("/desk", desk, methods=["GET"]),
         *health.routes,
         *api.routes,

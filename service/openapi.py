@@ -210,6 +210,17 @@ def _operations(settings: Settings) -> list[Operation]:
         ),
         Operation(
             "get",
+            "/flashwire-sw.js",
+            "serviceWorker",
+            "The site's service worker for breaking-news alerts (scope /; docs/push.md, 'The site as a"
+            " web app').",
+            {200: {"text/javascript": _STRING}},
+            (),
+            public=True,
+            tags=("pages",),
+        ),
+        Operation(
+            "get",
             "/web/{path}",
             "webAsset",
             "Static files of the pages, widget and desk.",

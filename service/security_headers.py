@@ -16,7 +16,8 @@
   the service's own origin only: partners embed the widget by script tag (docs/widget.md), not
   a frame. An HTML answer at any other path (a page added later, the static copies under
   /web/) gets `OTHER_PAGE`, the strictest policy, until it is given its own entry.
-- **The widget script** (`/web/ticker.js`) is loaded by partner pages from another origin:
+- **The widget script** (`/web/ticker.js`, and `/web/alerts.js` that it loads for its alerts
+  control) is loaded by partner pages from another origin:
   `Cross-Origin-Resource-Policy: cross-origin`, so a page that isolates itself
   (`Cross-Origin-Embedder-Policy: require-corp`) may still load it, and
   `Access-Control-Allow-Origin: *`, so it may be loaded with `crossorigin` (for Subresource
@@ -104,6 +105,8 @@ EVERY_RESPONSE = {"X-Content-Type-Options": "nosniff"}
 # Path -> headers of a file that other origins load.
 CROSS_ORIGIN_FILES: Mapping[str, Mapping[str, str]] = {
     "/web/ticker.js": {"Cross-Origin-Resource-Policy": "cross-origin", "Access-Control-Allow-Origin": "*"},
+    # The "Get breaking alerts" control, loaded by the widget on partner pages (docs/widget.md).
+    "/web/alerts.js": {"Cross-Origin-Resource-Policy": "cross-origin", "Access-Control-Allow-Origin": "*"},
 }
 
 

@@ -123,6 +123,10 @@
   const ticker = byId("ticker");
   ticker.setAttribute("edition", edition);
   ticker.id = `ticker-${edition}`;
+  // The "Get breaking alerts" control (web/alerts.js, deferred after this script) for the edition.
+  const alerts = byId("alerts");
+  alerts.setAttribute("editions", edition);
+  alerts.setAttribute("lang", edition);
 
   for (const node of document.querySelectorAll("[data-text]")) node.textContent = page[node.dataset.text];
   byId("editions").setAttribute("aria-label", page.editions);

@@ -743,7 +743,7 @@
 
   class FlashTicker extends HTMLElement {
     static get observedAttributes() {
-      return ["edition", "topics", "min-urgency", "server", "label", "speed", "max-lines", "poll-interval"];
+      return ["edition", "topics", "min-urgency", "server", "label", "speed", "max-lines", "poll-interval", "alerts"];
     }
 
     constructor() {
@@ -854,6 +854,7 @@
       if (name === "label" || name === "speed") { if (this.attached) this.connectedLabels(); return; }
       if (name === "max-lines") { this.select(); if (this.attached) this.paint(); return; }
       if (name === "poll-interval") return;
+      if (name === "alerts") { this.showAlerts(); return; }
       this.removeAttribute("data-error");
       // What the live region last said was about the old subscription's lines.
       clearTimeout(this.newsTimer);
@@ -870,6 +871,30 @@
       this.updatePauseButton();
       this.showConnection();
       this.layout();
+      this.showAlerts();
+    }
+
+    // The "Get breaking alerts" control under the bar, when the embedder asks for it with the
+    // `alerts` attribute (its value: the service worker's URL on the page's origin, by default
+    // /flashwire-sw.js). Its code (web/alerts.js) is loaded then, once a page, not before.
+    showAlerts() {
+      if (!this.hasAttribute("alerts")) { if (this.alertsEl) this.alertsEl.remove(); this.alertsEl = null; return; }
+      if (!customElements.get("flash-alerts") && !document.querySelector("script[data-flash-alerts]")) {
+        const script = document.createElement("script");
+        script.src = `${this.server}/web/alerts.js`;
+        script.dataset.flashAlerts = "";
+        document.head.append(script);
+      }
+      const alerts = this.alertsEl || document.createElement("flash-alerts");
+      const set = (name, value) => { if (value) alerts.setAttribute(name, value); else alerts.removeAttribute(name); };
+      set("editions", this.edition);
+      set("topics", this.getAttribute("topics"));
+      set("lang", this.language);
+      set("server", this.server);
+      set("service-worker", this.getAttribute("alerts"));
+      alerts.setAttribute("part", "alerts");
+      if (!this.alertsEl) this.shadowRoot.append(alerts);
+      this.alertsEl = alerts;
     }
 
     // -- membership of the page's channel (see Channel) ---------------------------
