@@ -374,6 +374,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--control-port", type=int, required=True)
+    # Accepted for a uniform command line (benches pass it to every service): this service's
+    # per-request checks are cheap next to a sender's, so it checks everything anyway.
+    parser.add_argument("--fast", action="store_true", help="no effect here")
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--topic", default="org.flashwire.app")
     parser.add_argument("--max-requests", type=int, default=1_000_000)

@@ -439,6 +439,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--control-port", type=int, required=True)
+    # Accepted for a uniform command line (benches pass it to every service): this service's
+    # per-request checks are cheap next to a sender's, so it checks everything anyway.
+    parser.add_argument("--fast", action="store_true", help="no effect here")
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--token-lifetime-s", type=int, default=3_600, help="access tokens' expires_in")
     return parser.parse_args()

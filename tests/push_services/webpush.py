@@ -98,8 +98,11 @@ class Refused(Exception):
 class PushServiceState:
     """Subscriptions, faults and messages of one push service, in memory."""
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, *, decrypt: bool = True) -> None:
         self.origin = origin
+        # Off with --fast (benches): VAPID and headers are still checked, bodies are not decrypted
+        # (and `payload` is null), so that this stand-in is not what a bench measures.
+        self.decrypt = decrypt
         self.subscriptions: dict[str, Subscription] = {}
         self.received: list[dict[str, Any]] = []
         self.rejected: list[dict[str, Any]] = []
@@ -193,16 +196,21 @@ class PushServiceState:
             raise Refused(413, "payload too large")
         if headers.get("content-encoding", "").lower() != "aes128gcm":
             raise Refused(400, "Content-Encoding must be aes128gcm")
-        try:
-            plain = http_ece.decrypt(
-                body, private_key=subscription.private_key, auth_secret=subscription.auth, version="aes128gcm"
-            )
-        except Exception as error:  # http_ece raises ECEException, cryptography InvalidTag, ValueError
-            raise Refused(400, f"does not decrypt: {type(error).__name__}") from None
-        try:
-            payload: Any = json.loads(plain)
-        except ValueError:
-            payload = plain.decode("utf-8", "replace")
+        payload: Any = None
+        if self.decrypt:
+            try:
+                plain = http_ece.decrypt(
+                    body,
+                    private_key=subscription.private_key,
+                    auth_secret=subscription.auth,
+                    version="aes128gcm",
+                )
+            except Exception as error:  # http_ece raises ECEException, cryptography InvalidTag, ValueError
+                raise Refused(400, f"does not decrypt: {type(error).__name__}") from None
+            try:
+                payload = json.loads(plain)
+            except ValueError:
+                payload = plain.decode("utf-8", "replace")
         kept = {name: headers[name.lower()] for name in _KEPT_HEADERS if name.lower() in headers}
         message = {
             "token": self.endpoint(sid),
@@ -319,8 +327,9 @@ def main() -> None:
     parser.add_argument("--control-port", type=int, required=True)
     parser.add_argument("--state-dir", default=None, help="unused: this service keeps everything in memory")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--fast", action="store_true", help="do not decrypt bodies (benches)")
     args = parser.parse_args()
-    state = PushServiceState(f"http://{args.host}:{args.port}")
+    state = PushServiceState(f"http://{args.host}:{args.port}", decrypt=not args.fast)
     config = uvicorn.Config(
         build_app(state, args.control_port),
         log_level="warning",
