@@ -100,7 +100,7 @@ async def _settled(redis_url: str, keys: Keys, line_id: str) -> tuple[int, int]:
         await redis.aclose()
     fields = {k.decode(): int(v) for k, v in raw.items()}
     done = sum(v for k, v in fields.items() if k.startswith("1:line:") and k.split(":")[2] in (
-        "accepted", "gone", "failed", "capped", "quiet", "expired"))  # fmt: skip
+        "accepted", "gone", "failed", "capped", "quiet", "expired", "superseded"))  # fmt: skip
     return done, fields.get("1:line:accepted", 0)
 
 

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from flashwire.core.clock import now_ms
 from flashwire.core.editions import edition_name
 from flashwire.core.lines import SHORT_TEXT_CHARS, ValidationError, validate
 from flashwire.core.models import (
@@ -25,6 +26,7 @@ from flashwire.core.models import (
 from flashwire.core.settings import Settings
 from flashwire.core.text import URL_MAX_CHARS
 from flashwire.core.topics import topic_names
+from flashwire.core.webhook_store import EndpointStore
 from flashwire.service import audit
 from flashwire.service.errors import ApiError
 from flashwire.service.http import authenticate, invalid, json_body, model_response
@@ -140,6 +142,9 @@ async def revoke_token(request: Request) -> Response:
         raise ApiError(404, "not_found", f"no token {token_id!r}", field="token_id")
     after = next(t for t in await store.list() if t.id == token_id)
     await _audit(request, admin, "token-revoke", before.record(), after.record())
+    # A partner's webhooks stop with its token (docs/webhooks.md, "Disabled endpoints").
+    webhooks = EndpointStore(request.app.state.redis, request.app.state.keys)
+    await webhooks.disable_owned_by(token_id, "its partner token was revoked", now_ms())
     return model_response(after.record())
 
 

@@ -29,7 +29,7 @@ from flashwire.core.push_models import parse_registration
 from flashwire.core.push_registry import PushRegistry
 from flashwire.core.settings import Settings
 from flashwire.workers.push.base import Alert
-from tests.conftest import ServiceNode, Stack, eventually, post_line
+from tests.conftest import ServiceNode, Stack, auth, eventually, post_line
 from tests.push_stack import PushServices, registration_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
@@ -365,3 +365,70 @@ async def test_each_registration_gets_what_it_chose(web_push: PushServices, stac
     assert "quiet" not in got
     # routine-en wants A, B, C, E and end: the hourly cap (4) lets four through.
     assert len(got["routine-en"]) == 4 and set(got["routine-en"]) <= {"A", "B", "C", "E", "end"}
+
+
+async def test_a_line_killed_or_corrected_while_its_batches_wait_reaches_nobody_stale(
+    web_push: PushServices, stack: Stack
+) -> None:
+    """Half the targets answer 429 (Retry-After 2 s) to the new line; the line is killed (or
+    corrected) while their batch waits. When it runs again it must not send the killed line (or
+    the old text): a target would keep an alert nobody withdraws. The others, reached before the
+    kill, show the withdrawal (the correction)."""
+    assert web_push.webpush is not None
+    service = web_push.webpush
+    start_stack(stack, web_push, FLASHWIRE_PUSH_BATCH_SIZE="10")
+    node = stack.processes[-1]
+    assert isinstance(node, ServiceNode)
+    settings = Settings.from_env({**stack.env, **web_push.env})
+    chief = await stack.token("chief", ["en"])
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        for change in ("kill", "correct"):
+            targets = await asyncio.to_thread(service.targets, 40)
+            await register_many(stack, settings, "webpush", targets)
+            late = [t["endpoint"] for t in targets[20:]]
+            await asyncio.to_thread(service.faults, "throttle", late, 2)
+            before = await asyncio.to_thread(service.count)
+            posted = await post_line(client, chief, f"Line to {change}", urgency="flash")
+            await wait_for_count(web_push, "webpush", before + 20, 30)
+            if change == "kill":
+                response = await client.post(
+                    f"/api/v1/lines/{posted['id']}/retraction", json={"reason": "Wrong"}, headers=auth(chief)
+                )
+            else:
+                response = await client.post(
+                    f"/api/v1/lines/{posted['id']}/corrections",
+                    json={"text": "Line corrected"},
+                    headers=auth(chief),
+                )
+            assert response.status_code == 201, response.text
+            await asyncio.sleep(4)  # the 429s' retry (2 s) and any follow-up have run
+            inbox = (await asyncio.to_thread(service.control, "GET", "inbox"))["inbox"]
+            shown = {
+                endpoint: [m["payload"] for m in messages if m["collapse"] == topic_of(posted["id"])]
+                for endpoint, messages in inbox.items()
+            }
+            early = [t["endpoint"] for t in targets[:20]]
+            if change == "kill":
+                assert all([p["kind"] for p in shown[e]] == ["withdrawal"] for e in early)
+                assert all(not shown.get(e) for e in late), "a killed line was pushed after its kill"
+            else:
+                assert all(shown[e][0]["text"] == "Line corrected" for e in early + late)
+                assert all(shown[e][0]["version"] == 2 for e in late)
+            for target_id in [t["endpoint"] for t in targets]:
+                await asyncio.to_thread(service.faults, "gone", [target_id])
+
+
+async def test_a_retried_send_does_not_count_twice_against_the_hourly_cap(
+    web_push: PushServices, stack: Stack
+) -> None:
+    """Cap 1: a target whose first try is refused 429 still gets the line when its batch runs again
+    (the cap counts alerts accepted, not tries)."""
+    assert web_push.webpush is not None
+    node, settings = start_stack(stack, web_push, FLASHWIRE_PUSH_HOURLY_CAP="1")
+    [target] = await asyncio.to_thread(web_push.webpush.targets, 1)
+    await register_many(stack, settings, "webpush", [target])
+    await asyncio.to_thread(web_push.webpush.faults, "throttle", [target["endpoint"]], 1)
+    async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+        posted = await post_line(client, await stack.token("editor", ["en"]), "Capped?", urgency="flash")
+    [received] = await wait_for_count(web_push, "webpush", 1, 20)
+    assert received["payload"]["id"] == posted["id"]

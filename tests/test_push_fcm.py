@@ -88,11 +88,12 @@ def test_priority_and_ttl_per_platform() -> None:
     assert month["android"]["ttl"] == "2419200s" and month["webpush"]["headers"]["TTL"] == "2419200"
 
 
-def _error(status: int, rpc: str, code: str | None) -> bytes:
+def _error(status: int, rpc: str, code: str | None, message: str = "m") -> bytes:
     details = (
         [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}] if code else []
     )
-    return json.dumps({"error": {"code": status, "status": rpc, "message": "m", "details": details}}).encode()
+    body = {"error": {"code": status, "status": rpc, "message": message, "details": details}}
+    return json.dumps(body).encode()
 
 
 @pytest.mark.parametrize(
@@ -112,6 +113,18 @@ def _error(status: int, rpc: str, code: str | None) -> bytes:
             _error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
             None,
             Outcome("failed", detail="INVALID_ARGUMENT"),
+        ),
+        # The one 400 that is about the target, as FCM words it: the token is gone (PITFALLS 1.25).
+        (
+            400,
+            _error(
+                400,
+                "INVALID_ARGUMENT",
+                "INVALID_ARGUMENT",
+                "The registration token is not a valid FCM registration token",
+            ),
+            None,
+            Outcome("gone", detail="INVALID_ARGUMENT"),
         ),
         (
             429,

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from flashwire.core.keys import Keys
+from flashwire.core.push_models import parse_registration
+from flashwire.core.push_registry import PushRegistry, RegistrationLimit
 from flashwire.core.vapid import ensure_key_file, vapid_public_key
 from flashwire.dev.redis_server import RedisProcess
 from tests.conftest import InProcessApp, serve_in_process
@@ -197,6 +199,11 @@ async def test_the_same_target_registered_again_is_one_registration_with_a_new_s
             },
             "subscription.keys.auth",
         ),
+        # The default port only: one that drops packets would hold a send slot for every alert.
+        (
+            {"subscription": {**browser_subscription(), "endpoint": f"https://{PUSH_HOST}:9/x"}},
+            "subscription.endpoint",
+        ),
         ({"subscription": None}, "subscription"),
         ({"token": "abc"}, "token"),
         ({"editions": []}, "editions"),
@@ -297,3 +304,26 @@ async def test_with_no_platform_configured_registrations_are_refused(app: InProc
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "platform"
     assert "none" in response.json()["error"]["message"]
+
+
+async def test_taking_over_a_target_counts_against_the_new_address(push_app: InProcessApp) -> None:
+    """Re-registering another address's target moves it (and its count) to the new address: a
+    client cannot hold more than the bound by taking over targets. Registrations expire unless
+    stored again within 90 days (apps and pages register again when they start)."""
+    redis = push_app.redis()
+    try:
+        registry = PushRegistry(redis, Keys(push_app.settings.key_prefix))
+        bodies = [parse_registration(webpush(), push_app.settings) for _ in range(4)]
+        for body in bodies[:2]:
+            await registry.register(body, client="203.0.113.1", now_ms=1, max_per_client=2)
+        for body in bodies[2:]:
+            await registry.register(body, client="203.0.113.2", now_ms=1, max_per_client=2)
+        with pytest.raises(RegistrationLimit):
+            await registry.register(bodies[0], client="203.0.113.2", now_ms=2, max_per_client=2)
+        # Its own again is no new one; the first address, one below its bound now, may take it back.
+        stored, _ = await registry.register(bodies[2], client="203.0.113.2", now_ms=3, max_per_client=2)
+        assert not stored.created
+        ttl = await redis.ttl(Keys(push_app.settings.key_prefix).push_registration(stored.record["id"]))
+        assert 89 * 86_400 < ttl <= 90 * 86_400
+    finally:
+        await redis.aclose()

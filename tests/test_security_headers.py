@@ -156,6 +156,7 @@ async def test_every_route_and_response_type_carries_its_security_headers(stack:
             "format": ["json", "rss", "atom"],
             # An unknown registration: its routes answer 404 (a wrong secret looks the same).
             "registration_id": ["0123456789abcdef"],
+            "endpoint_id": ["ep_0123456789abcdef"],
         }
         requests = list(_requests(_routes(), samples))
         requests += [("GET", "/no/such/page"), ("GET", "/api/v1/no-such"), ("DELETE", "/desk"), ("POST", "/")]

@@ -110,7 +110,8 @@ def test_during_a_rotation_both_secrets_verify() -> None:
 @pytest.mark.parametrize(
     "address",
     ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-     "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "2002:7f00:1::", "ff02::1"],
+     "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "2002:7f00:1::", "ff02::1",
+     "fec0::1", "192.0.0.8"],
 )  # fmt: skip
 def test_the_address_rule_refuses_internal_addresses(address: str) -> None:
     assert refused_address(ipaddress.ip_address(address)) is not None

@@ -179,3 +179,20 @@ async def test_endpoints_per_partner_and_changes_per_token_are_bounded(limited: 
     assert third.status_code == 409 and "FLASHWIRE_WEBHOOK_MAX_ENDPOINTS" in third.json()["error"]["message"]
     fourth = await _register(limited, partner)
     assert fourth.status_code == 429 and int(fourth.headers["retry-after"]) >= 1
+
+
+async def test_revoking_a_partners_token_disables_its_endpoints(app: InProcessApp) -> None:
+    """Nothing more goes to a partner whose token was revoked (it can no longer even see or delete
+    its endpoints); an admin sees why, and may enable them again."""
+    partner = await app.token("partner", ["en"], name="Wire partner")
+    other = await app.token("partner", ["en"], name="Other partner")
+    admin = await app.token("admin", ["en"], name="Ada")
+    revoked_endpoint = (await _register(app, partner)).json()["id"]
+    kept_endpoint = (await _register(app, other)).json()["id"]
+    token_id = partner.split("_")[1]
+    revoked = await app.client.post(f"/api/v1/tokens/{token_id}/revoke", headers=auth(admin))
+    assert revoked.status_code == 200, revoked.text
+    shown = (await app.client.get(f"/api/v1/webhooks/{revoked_endpoint}", headers=auth(admin))).json()
+    assert (shown["status"], shown["disabled_reason"]) == ("disabled", "its partner token was revoked")
+    kept = (await app.client.get(f"/api/v1/webhooks/{kept_endpoint}", headers=auth(admin))).json()
+    assert kept["status"] == "active"

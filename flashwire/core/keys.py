@@ -159,6 +159,11 @@ class Keys:
         count, and `<version>:<kind>:first_ms` / `last_ms` (when its fan-out started and ended)."""
         return f"{self.prefix}:push:reach:{line_id}"
 
+    def push_latest(self, line_id: str) -> str:
+        """The newest correction or withdrawal planned for a line (JSON: its delivery id and job
+        arguments): what a batch that reached targets after it was planned sends them next."""
+        return f"{self.prefix}:push:latest:{line_id}"
+
     def push_cap(self, registration_id: str, hour: int) -> str:
         """New-line alerts sent to one registration in one hour (since the epoch): its cap."""
         return f"{self.prefix}:push:cap:{registration_id}:{hour}"

@@ -138,7 +138,9 @@ class PushReach(BaseModel):
         ge=0, description="Sends refused, or still failing at the deadline or after the retries."
     )
     skipped: int = Field(
-        ge=0, description="Targets not sent: quiet hours, the hourly cap, the deadline passed."
+        ge=0,
+        description="Targets not sent: quiet hours, the hourly cap, the deadline passed, or the line"
+        " killed before their batch ran.",
     )
     ms: int | None = Field(description="From the desk's acceptance to the end of the last batch, in ms.")
 

@@ -230,8 +230,10 @@ def parse_update(body: object, settings: Settings) -> UpdateBase:
 
 def endpoint_problem(endpoint: str, hosts: tuple[str, ...]) -> str:
     """Why a Web Push endpoint is refused, or "" if it is acceptable: https on an allowed host
-    (or a subdomain of one). A host given with a port in FLASHWIRE_WEBPUSH_HOSTS ("127.0.0.1:8443")
-    allows that port only, and then plain http too: local push services in development and tests."""
+    (or a subdomain of one), on the default port (a port that drops packets would hold a send
+    slot for the whole timeout on every alert). A host given with a port in
+    FLASHWIRE_WEBPUSH_HOSTS ("127.0.0.1:8443") allows that port only, and then plain http too:
+    local push services in development and tests."""
     try:
         parts = urlsplit(endpoint)
         host, port = (parts.hostname or "").lower(), parts.port
@@ -243,7 +245,11 @@ def endpoint_problem(endpoint: str, hosts: tuple[str, ...]) -> str:
         if ":" in allowed:
             if parts.scheme in ("http", "https") and f"{host}:{port}" == allowed:
                 return ""
-        elif parts.scheme == "https" and (host == allowed or host.endswith("." + allowed)):
+        elif (
+            parts.scheme == "https"
+            and port in (None, 443)
+            and (host == allowed or host.endswith("." + allowed))
+        ):
             return ""
     return "must be an https URL of a browser push service (" + ", ".join(hosts) + ")"
 

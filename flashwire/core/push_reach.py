@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from flashwire.core.keys import Keys
 from flashwire.core.models import PushReach
 
-SKIPPED = ("capped", "quiet", "expired")
+SKIPPED = ("capped", "quiet", "expired", "superseded")
 
 
 def parse_push_reach(raw: dict[bytes, bytes]) -> dict[tuple[int, str], PushReach]:

@@ -8,8 +8,9 @@ id that stays); per client address the set of its registration ids (the bound).
 A registration's id is derived from its target (platform and endpoint or token), so the same
 device registering again replaces its registration instead of adding one: registering is
 idempotent. Whoever holds the target can take it over that way (and gets a new secret);
-holding the push token is what owning the device's push channel means. Only the secret's
-SHA-256 is stored.
+holding the push token is what owning the device's push channel means; a takeover counts against
+the new address's bound. Only the secret's SHA-256 is stored. A registration not stored again for
+REGISTRATION_TTL_S (90 days) expires.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,9 @@ from flashwire.core.lines import URGENCY_RANK
 from flashwire.core.push_models import SECRET_PREFIX, RegistrationBase, UpdateBase
 
 URGENCIES = ("flash", "urgent", "routine")
+# A registration not stored again for this long expires: apps and pages register again when they
+# start (it is idempotent), so only targets abandoned for months go (docs/push.md).
+REGISTRATION_TTL_S = 90 * 86_400
 
 
 def registration_id(platform: str, address: str) -> str:
@@ -101,28 +106,43 @@ class PushRegistry:
     async def _store(self, record: dict[str, Any], *, client: str, max_per_client: int | None) -> Stored:
         key = self._keys.push_registration(record["id"])
         client_key = self._keys.push_client(client)
+        now = int(time.time() * 1000)
         async with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(key, client_key)
                     raw = await pipe.get(key)
                     old = orjson.loads(raw) if raw else None
-                    if max_per_client is not None and old is None:
-                        if await pipe.scard(client_key) >= max_per_client:
+                    # A new target, or one taken over from another address, counts against this one.
+                    if max_per_client is not None and (old is None or old["client"] != client):
+                        live = await pipe.zcount(client_key, now - REGISTRATION_TTL_S * 1000, "+inf")
+                        if live >= max_per_client:
                             raise RegistrationLimit
                     pipe.multi()
                     if old is not None:
                         for index in self._index_keys(old):
                             pipe.zrem(index, record["id"])
-                        pipe.srem(self._keys.push_client(old["client"]), record["id"])
+                        pipe.zrem(self._keys.push_client(old["client"]), record["id"])
                     for index in self._index_keys(record):
                         pipe.zadd(index, {record["id"]: 0})
-                    pipe.sadd(self._keys.push_client(record["client"]), record["id"])
-                    pipe.set(key, orjson.dumps(record))
+                    # Scored by when it was last stored: expired ones stop counting (and are pruned).
+                    pipe.zadd(client_key, {record["id"]: now})
+                    pipe.zremrangebyscore(client_key, "-inf", now - REGISTRATION_TTL_S * 1000)
+                    pipe.expire(client_key, REGISTRATION_TTL_S)
+                    pipe.set(key, orjson.dumps(record), ex=REGISTRATION_TTL_S)
                     await pipe.execute()
                     return Stored(record, created=old is None)
                 except WatchError:
                     continue
+
+    async def forget_missing(self, edition: str, ids: list[str]) -> None:
+        """Take ids whose registration has expired out of the edition's index sets (a fan-out
+        found them missing; their client sets prune them by score)."""
+        if ids:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for urgency in URGENCIES:
+                    pipe.zrem(self._keys.push_targets(edition, urgency), *ids)
+                await pipe.execute()
 
     async def get(self, reg_id: str) -> dict[str, Any] | None:
         raw = await self._redis.get(self._keys.push_registration(reg_id))
@@ -167,7 +187,7 @@ class PushRegistry:
                     pipe.multi()
                     for index in self._index_keys(record):
                         pipe.zrem(index, reg_id)
-                    pipe.srem(self._keys.push_client(record["client"]), reg_id)
+                    pipe.zrem(self._keys.push_client(record["client"]), reg_id)
                     pipe.delete(key)
                     await pipe.execute()
                     return True

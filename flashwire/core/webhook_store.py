@@ -166,6 +166,28 @@ class EndpointStore:
                 except WatchError:
                     continue
 
+    async def disable_owned_by(self, owner: str, reason: str, at_ms: int) -> int:
+        """Disable every active endpoint registered by token `owner` (it was revoked: nothing more
+        goes to its endpoints until an admin enables them); returns how many."""
+        disabled = 0
+
+        def disable(current: EndpointRecord) -> EndpointRecord | None:
+            if current.status == "disabled":
+                return None
+            update = {
+                "status": "disabled",
+                "disabled_reason": reason,
+                "disabled_at_ms": at_ms,
+                "updated_at_ms": at_ms,
+            }
+            return current.model_copy(update=update)
+
+        for endpoint in await self.all():
+            if endpoint.owner == owner and endpoint.status != "disabled":
+                await self.change(endpoint.id, disable)
+                disabled += 1
+        return disabled
+
     async def delete(self, endpoint_id: str) -> bool:
         """Forget an endpoint, its log and its state (delivery records expire by themselves)."""
         async with self._redis.pipeline(transaction=True) as pipe:

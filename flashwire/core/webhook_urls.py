@@ -29,6 +29,8 @@ from flashwire.core.text import TextRuleError, http_url
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # 100.64.0.0/10 (RFC 6598, carrier-grade NAT) is neither private nor global in Python's view.
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
+# 192.0.0.0/24 (RFC 6890, IETF protocol assignments): Python calls only parts of it private.
+_IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")
 # A name that takes longer to resolve is refused (at registration) or a failed attempt (sending).
 RESOLVE_TIMEOUT_S = 5.0
 
@@ -51,6 +53,9 @@ def refused_address(address: IpAddress) -> str | None:
         ("multicast", address.is_multicast),
         ("private", address.is_private),
         ("shared", address in _SHARED),
+        ("IETF protocol assignment", address in _IETF_PROTOCOL),
+        # fec0::/10 (RFC 3879 deprecated it, but routers may still route it internally).
+        ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
         ("reserved", address.is_reserved),
         ("not global", not address.is_global),
     )

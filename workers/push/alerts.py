@@ -14,17 +14,19 @@ FLASHWIRE_PUSH_TTL_S, and never past the line's expiry.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import orjson
 
 from flashwire.core.clock import ms_from_iso
 from flashwire.core.settings import Settings
-from flashwire.workers.push.base import Alert
+from flashwire.workers.push.base import PAYLOAD_MAX_BYTES, Alert, AlertKind
 from flashwire.workers.push.words import words_for
 
 Audience = Literal["subscribers", "pushed"]
+# What the platforms add around the payload (APNs' `aps`, FCM's strings): kept free below the limit.
+PLATFORM_OVERHEAD_BYTES = 400
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,21 @@ def plan_alert(
         kind, audience = "withdrawal", "pushed"
     else:
         return None
+    return planned_for_line(edition, cursor, line, kind, str(data.get("note") or ""), settings, audience)  # type: ignore[arg-type]
+
+
+def planned_for_line(
+    edition: str,
+    cursor: str,
+    line: dict[str, Any],
+    kind: AlertKind,
+    note: str,
+    settings: Settings,
+    audience: Audience,
+) -> PlannedAlert:
+    """The alert of `kind` about a line document (as stored and sent to readers), with its audience
+    and deadline. A payload that would not fit the platforms' limits leaves out the url (the app
+    can fetch the line by id): base.PAYLOAD_MAX_BYTES."""
     language = str(line.get("language") or edition)
     words = words_for(language)
     urgency = str(line.get("urgency", "routine"))
@@ -93,10 +110,9 @@ def plan_alert(
     elif kind == "correction":
         title, text = words["correction"], str(line.get("text", ""))
     else:
-        note = str(data.get("note") or "")
         title, text = words["withdrawn"], note or words["withdrawn_text"]
     alert = Alert(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         line_id=str(line["id"]),
         version=int(line.get("version", 1)),
         edition=edition,
@@ -109,9 +125,11 @@ def plan_alert(
         urgency=urgency,
         expires_at_s=min(expires_ms, ttl_end_ms) // 1000,
     )
+    if len(orjson.dumps(alert.payload())) > PAYLOAD_MAX_BYTES - PLATFORM_OVERHEAD_BYTES:
+        alert = replace(alert, url=None)
     return PlannedAlert(
         alert=alert,
-        audience=audience,  # type: ignore[arg-type]
+        audience=audience,
         topics=tuple(line.get("topics") or ()),
         accepted_ms=accepted_ms,
         deadline_ms=accepted_ms + settings.push_deadline_s * 1000,

@@ -6,7 +6,8 @@ An arq job (`push_batch`, on the push queue) runs it. For each target it:
    after a retry, a crash or a second planning sends nothing twice), or if its registration is
    gone or no longer wants the line (editions, topics, minimum urgency changed since planning);
 2. for a new line only: skips it during its quiet hours, and past FLASHWIRE_PUSH_HOURLY_CAP
-   alerts this hour;
+   alerts this hour (reserved before the send, given back unless accepted: a retried send is
+   not counted twice, and the batches of a burst of lines count each other);
 3. sends it, at most FLASHWIRE_PUSH_CONCURRENCY sends in flight per worker process, and records
    the outcome as the answers come (written every RECORD_EVERY answers or RECORD_AFTER_S, so a
    worker killed mid-batch repeats at most the sends of that moment — and a repeated alert has
@@ -15,6 +16,16 @@ An arq job (`push_batch`, on the push queue) runs it. For each target it:
    gone: its registration is removed; retry: the batch is retried with arq's `Retry` after the
    push service's Retry-After (or exponential backoff), until the alert's deadline; failed: kept.
 
+The line may change while its batches wait or run. Before sending, a batch reads the line as it
+is now: a line killed meanwhile is not sent at all (`superseded`), a line corrected meanwhile is
+sent as corrected. After recording what was accepted, it reads the line's latest planned
+correction or withdrawal (`fw:push:latest:<line id>`, set by the planner before it reads who was
+pushed): if one is newer than what this batch sent, the targets this batch reached get it too, as
+a follow-up job. The planner reads `fw:push:sent` after setting `latest`, and a batch records its
+acceptances before reading `latest`, so every target reached gets the newest version one way or
+the other (and a target reached both ways gets it twice under the same collapse id: the platform
+keeps one). A Redis error during a batch makes arq run it again later (../shared/PITFALLS.md 2.7).
+
 The outcomes are counted per line version in `fw:push:reach:<line id>` for the desk, and in the
 worker's metrics.
 """
@@ -22,15 +33,18 @@ worker's metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from arq import Retry
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from flashwire.core.clock import now_ms
@@ -40,7 +54,8 @@ from flashwire.core.push_models import QuietHours
 from flashwire.core.push_registry import PushRegistry
 from flashwire.core.settings import Settings
 from flashwire.workers.metrics import WorkerMetrics
-from flashwire.workers.push.alerts import PlannedAlert
+from flashwire.workers.outage import REDIS_DOWN
+from flashwire.workers.push.alerts import PlannedAlert, planned_for_line
 from flashwire.workers.push.base import Outcome, PushSender, Target
 
 log = logging.getLogger(__name__)
@@ -53,6 +68,9 @@ RETRY_BASE_S = 2.0
 RETRY_MAX_S = 120.0
 CAP_WINDOW_S = 3_600
 DONE_TTL_S = 2 * 86_400
+JOB_NAME = "push_batch"
+# The sender's outcome detail for keys or an endpoint no push service takes (workers/push/webpush.py).
+BAD_SUBSCRIPTION = "bad-subscription"
 
 
 def backoff_s(job_try: int, retry_after_s: float | None) -> float:
@@ -64,10 +82,10 @@ def backoff_s(job_try: int, retry_after_s: float | None) -> float:
 
 def wants(record: dict[str, Any], planned: PlannedAlert, edition: str) -> bool:
     """Does this registration still want this alert? (Its choices may have changed since planning.)"""
+    if planned.audience == "pushed":
+        return True  # it was sent the line: it gets the correction or the withdrawal, whatever it chose since
     if edition not in record["editions"]:
         return False
-    if planned.audience == "pushed":
-        return True  # it was sent the line: it gets the correction or the withdrawal
     if URGENCY_RANK.get(planned.alert.urgency, 2) > URGENCY_RANK.get(record["urgency"], 0):
         return False
     topics = record["topics"]
@@ -109,6 +127,8 @@ class _Recorder:
     pending: list[tuple[str, Outcome]] = field(default_factory=list)
     last_write: float = field(default_factory=time.monotonic)
     counts: Counter[str] = field(default_factory=Counter)
+    # The targets whose push service accepted the alert in this run (for the follow-up).
+    reached: list[str] = field(default_factory=list)
 
     async def add(self, target_id: str, outcome: Outcome) -> None:
         self.pending.append((target_id, outcome))
@@ -142,6 +162,7 @@ class _Recorder:
             counts[name] += 1
             if outcome.status == "accepted":
                 accepted[target_id] = alert.version
+                self.reached.append(target_id)
         self.counts.update(counts)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(done, mapping=settled)
@@ -155,7 +176,7 @@ class _Recorder:
 
 
 # Targets settled without a send, recorded under these names instead of "failed".
-SKIPS = frozenset({"capped", "quiet", "expired"})
+SKIPS = frozenset({"capped", "quiet", "expired", "superseded"})
 
 
 class PushRun:
@@ -177,18 +198,75 @@ class PushRun:
         self.registry = PushRegistry(redis, keys)
         self.in_flight = asyncio.Semaphore(settings.push_concurrency)
 
-    async def _cap(self, ids: list[str], at_s: float) -> set[str]:
-        """The ids over the hourly cap; the others are counted (one INCR per target, pipelined)."""
+    async def _reserve(self, ids: list[str], hour: int) -> set[str]:
+        """Take one of this hour's FLASHWIRE_PUSH_HOURLY_CAP new-line alerts for each id (INCR,
+        pipelined, so concurrent batches of a burst of lines count each other); answer the ids
+        already at the cap (their reservation is given back at once)."""
         if not ids:
             return set()
-        hour = int(at_s // CAP_WINDOW_S)
         async with self.redis.pipeline(transaction=False) as pipe:
             for target_id in ids:
-                key = self.keys.push_cap(target_id, hour)
-                pipe.incr(key)
-                pipe.expire(key, CAP_WINDOW_S + 60)
+                pipe.incr(self.keys.push_cap(target_id, hour))
+                pipe.expire(self.keys.push_cap(target_id, hour), CAP_WINDOW_S + 60)
             counts = (await pipe.execute())[::2]
-        return {t for t, n in zip(ids, counts, strict=True) if int(n) > self.settings.push_hourly_cap}
+        capped = {t for t, n in zip(ids, counts, strict=True) if int(n) > self.settings.push_hourly_cap}
+        await self._release(sorted(capped), hour)
+        return capped
+
+    async def _release(self, ids: list[str], hour: int) -> None:
+        """Give back reservations of alerts not accepted (a retry reserves again: a try that failed
+        does not count against the target)."""
+        if ids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for target_id in ids:
+                    pipe.decr(self.keys.push_cap(target_id, hour))
+                await pipe.execute()
+
+    async def _current(self, planned: PlannedAlert) -> PlannedAlert | None:
+        """The alert as the line is now: None if it was killed or has expired since it was planned
+        (a new line or a correction is not worth sending then), the newer version if corrected."""
+        if planned.alert.kind == "withdrawal":
+            return planned
+        raw = await self.redis.get(self.keys.line(planned.alert.line_id))
+        if raw is None:
+            return planned
+        line = orjson.loads(raw)
+        if line.get("status") == "canceled" or line.get("expired"):
+            return None
+        if int(line.get("version", 0)) <= planned.alert.version:
+            return planned
+        newer = planned_for_line(
+            planned.alert.edition,
+            planned.alert.cursor,
+            line,
+            planned.alert.kind,
+            "",
+            self.settings,
+            planned.audience,
+        )
+        return replace(newer, accepted_ms=planned.accepted_ms, deadline_ms=planned.deadline_ms)
+
+    async def _follow_up(self, pool: ArqRedis | None, planned: PlannedAlert, reached: list[str]) -> None:
+        """Send the line's latest correction or withdrawal, if newer than what was just sent, to the
+        targets this batch reached (see the module docstring)."""
+        if pool is None or not reached or planned.alert.kind == "withdrawal":
+            return
+        raw = await self.redis.get(self.keys.push_latest(planned.alert.line_id))
+        if raw is None:
+            return
+        latest = orjson.loads(raw)
+        kind, version = latest["args"]["alert"]["kind"], int(latest["args"]["alert"]["version"])
+        if kind != "withdrawal" and version <= planned.alert.version:
+            return
+        ordered = sorted(reached)
+        await pool.enqueue_job(
+            JOB_NAME,
+            latest["delivery_id"],
+            latest["args"],
+            ordered,
+            _job_id=f"push:{latest['delivery_id']}:after:{ordered[0]}:{ordered[-1]}",
+            _queue_name=self.keys.push_queue,
+        )
 
     async def _send(self, sender: PushSender, target: Target, planned: PlannedAlert) -> Outcome:
         async with self.in_flight:
@@ -208,10 +286,16 @@ class PushRun:
             return outcome
 
     async def batch(
-        self, delivery_id: str, planned: PlannedAlert, target_ids: list[str], *, job_try: int
+        self,
+        delivery_id: str,
+        planned: PlannedAlert,
+        target_ids: list[str],
+        *,
+        job_try: int,
+        pool: ArqRedis | None = None,
     ) -> dict[str, int]:
         """Run one batch; answer its counts by outcome. Raises arq's Retry while targets are left
-        to retry and the deadline allows."""
+        to retry and the deadline allows. `pool` enqueues the follow-up (module docstring)."""
         edition = planned.alert.edition
         recorder = _Recorder(
             self.redis, self.keys, delivery_id, planned, sent_ttl_s=self.settings.push_ttl_s + 3_600
@@ -222,17 +306,29 @@ class PushRun:
             await recorder.settle(pending, "expired")
             self._count_skips(recorder)
             return dict(recorder.counts)
+        current = await self._current(planned)
+        if current is None:
+            await recorder.settle(pending, "superseded")
+            self._count_skips(recorder)
+            return dict(recorder.counts)
+        planned = recorder.planned = current
         records = await self.registry.load(pending)
+        if planned.audience == "subscribers":
+            await self.registry.forget_missing(
+                edition, [t for t, r in zip(pending, records, strict=True) if r is None]
+            )
         at = datetime.now(UTC)
         live = [
             r
             for r in records
             if r is not None and wants(r, planned, edition) and r["platform"] in self.senders
         ]
+        hour = int(at.timestamp() // CAP_WINDOW_S)
+        not_accepted: list[str] = []
         if planned.alert.kind == "line":
             quiet = [r["id"] for r in live if in_quiet_hours(r, at)]
             live = [r for r in live if r["id"] not in set(quiet)]
-            capped = await self._cap([r["id"] for r in live], at.timestamp())
+            capped = await self._reserve([r["id"] for r in live], hour)
             live = [r for r in live if r["id"] not in capped]
             await recorder.settle(quiet, "quiet")
             await recorder.settle(sorted(capped), "capped")
@@ -242,9 +338,14 @@ class PushRun:
         async def one(record: dict[str, Any]) -> None:
             target = target_of(record)
             outcome = await self._send(self.senders[target.platform], target, planned)
+            if outcome.status != "accepted":
+                not_accepted.append(target.id)
             if outcome.status == "retry":
                 retry_after.append(outcome.retry_after_s)
                 return
+            if outcome.status == "failed" and outcome.detail == BAD_SUBSCRIPTION:
+                # Keys or an endpoint no push service will ever take: as good as gone.
+                outcome = Outcome(status="gone", detail=outcome.detail)
             if outcome.status == "gone":
                 if await self.registry.remove(target.id, registered_before_ms=target.registered_at_ms):
                     removed[target.platform] += 1
@@ -253,18 +354,25 @@ class PushRun:
                 log.info("push to %s %s failed: %s", target.platform, target.id, outcome.detail)
             await recorder.add(target.id, outcome)
 
-        await asyncio.gather(*(one(record) for record in live))
+        results = await asyncio.gather(*(one(record) for record in live), return_exceptions=True)
         await recorder.flush()
+        if planned.alert.kind == "line":
+            await self._release(not_accepted, hour)
+        await self._follow_up(pool, planned, recorder.reached)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # a Redis error (push_batch retries the batch) or a bug
         self._count_skips(recorder)
         finished = now_ms()
         self.metrics.push_fanout_seconds.observe(max(0, finished - planned.accepted_ms) / 1000)
         await self._finished(planned, finished)
         if retry_after:
-            if job_try < MAX_TRIES and now_ms() < planned.deadline_ms:
-                hinted = [r for r in retry_after if r is not None]
-                delay = backoff_s(job_try, max(hinted) if hinted else None)
+            hinted = [r for r in retry_after if r is not None]
+            delay = backoff_s(job_try, max(hinted) if hinted else None)
+            if job_try < MAX_TRIES and now_ms() + delay * 1000 < planned.deadline_ms:
                 log.info("push batch %s: %d targets to retry in %.1f s", delivery_id, len(retry_after), delay)
                 raise Retry(defer=delay)
+            # Out of tries, or the next try would come after the deadline: these are failed now.
             recorder.counts["failed"] += len(retry_after)
             prefix = f"{planned.alert.version}:{planned.alert.kind}"
             await self.redis.hincrby(
@@ -300,8 +408,15 @@ async def push_batch(
     planned = PlannedAlert.from_job_args(args, "pushed" if args["alert"]["kind"] != "line" else "subscribers")
     job_id = str(ctx.get("job_id", ""))
     worker = str(ctx.get("flashwire_worker", ""))
-    await run.redis.hset(run.keys.push_running, job_id, worker)
+    job_try = int(ctx.get("job_try", 1))
     try:
-        return await run.batch(delivery_id, planned, target_ids, job_try=int(ctx.get("job_try", 1)))
+        await run.redis.hset(run.keys.push_running, job_id, worker)
+        return await run.batch(delivery_id, planned, target_ids, job_try=job_try, pool=ctx.get("redis"))
+    except REDIS_DOWN as exc:
+        # arq fails a job for good on any exception but Retry (../shared/PITFALLS.md 2.7); what
+        # was settled is recorded, so the next try sends only the rest.
+        log.warning("push batch %s: Redis unavailable (%s); trying again", delivery_id, exc)
+        raise Retry(defer=backoff_s(job_try, None)) from exc
     finally:
-        await run.redis.hdel(run.keys.push_running, job_id)
+        with contextlib.suppress(*REDIS_DOWN):
+            await run.redis.hdel(run.keys.push_running, job_id)

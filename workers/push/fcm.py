@@ -35,6 +35,7 @@ else the HTTP status.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
 from collections.abc import Mapping
@@ -107,13 +108,23 @@ def error_code(body: bytes) -> str:
         return ""
 
 
+def _names_the_token(body: bytes) -> bool:
+    """A 400 INVALID_ARGUMENT whose message says the registration token is not valid: the target
+    is gone (../shared/PITFALLS.md 1.25: only then; a 400 about the message is our own fault)."""
+    try:
+        message = str(json.loads(body).get("error", {}).get("message", ""))
+    except (ValueError, AttributeError):
+        return False
+    return "registration token" in message.lower() and "not a valid" in message.lower()
+
+
 def outcome_for(status: int, body: bytes, retry_after: str | None, now_s: float) -> Outcome:
     """The Outcome of one messages:send answer (mapping in the module docstring)."""
     if 200 <= status < 300:
         return Outcome("accepted")
     code = error_code(body)
     detail = code or str(status)
-    if code in GONE_CODES:
+    if code in GONE_CODES or (status == 400 and _names_the_token(body)):
         return Outcome("gone", detail=detail)
     if status in RETRY_STATUSES:
         return Outcome("retry", retry_after_seconds(retry_after, now_s), detail)

@@ -8,7 +8,7 @@ planning it is claimed again (XAUTOCLAIM) after FLASHWIRE_CLAIM_IDLE_MS.
 Planning an event (workers/push/alerts.py says which) walks its audience in id order — the
 registrations of the edition whose minimum urgency the line reaches, or the targets the line was
 pushed to — and enqueues one job per FLASHWIRE_PUSH_BATCH_SIZE targets on the push queue, with a
-job id made of the event's cursor and the batch's number. The entry is acknowledged only once
+job id made of the event's cursor and the batch's first and last target. The entry is acknowledged only once
 every batch is enqueued. Planning the same event again (after a crash) makes the same job ids:
 arq drops an enqueue whose job is still queued, and a batch that already ran skips the targets it
 settled (workers/push/batch.py), so no target is sent an alert twice by it.
@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -39,6 +40,18 @@ PART = "push planner"
 READ_COUNT = 50
 READ_BLOCK_MS = 1_000
 JOB_NAME = "push_batch"
+
+
+# SET the latest follow-up (ARGV[1]) unless the one stored has a higher version (ARGV[2]).
+_SET_LATEST = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, stored = pcall(cjson.decode, current)
+  if ok and tonumber(stored['args']['alert']['version']) > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
 
 
 def _text(value: bytes | str) -> str:
@@ -103,14 +116,20 @@ class PushPlanner:
         prefix = f"{alert.version}:{alert.kind}"
         await self._redis.hsetnx(reach, f"{prefix}:first_ms", planned.accepted_ms)
 
+        if planned.audience == "pushed":
+            await self._set_latest(delivery_id, planned, args)
+
         async def flush() -> None:
             nonlocal number, batch
+            # Named by its first and last target: planned again after a crash, a batch whose job
+            # is still queued under that name holds every target between the two that existed
+            # then (a name by number would drop a shifted batch and skip a target).
             await self._pool.enqueue_job(
                 JOB_NAME,
                 delivery_id,
                 args,
                 batch,
-                _job_id=f"push:{delivery_id}:{number}",
+                _job_id=f"push:{delivery_id}:{batch[0]}:{batch[-1]}",
                 _queue_name=self._keys.push_queue,
                 _expires=max(1.0, (planned.deadline_ms - now_ms()) / 1000 + 60),
             )
@@ -136,16 +155,34 @@ class PushPlanner:
         )
         return total
 
+    async def _set_latest(self, delivery_id: str, planned: PlannedAlert, args: dict[str, object]) -> None:
+        """Record this correction or withdrawal as the line's latest, unless a newer one is
+        (workers/push/batch.py reads it after a batch: the follow-up)."""
+        document = orjson.dumps({"delivery_id": delivery_id, "args": args})
+        ttl_s = self._settings.push_ttl_s + 3_600
+        await self._redis.eval(
+            _SET_LATEST,
+            1,
+            self._keys.push_latest(planned.alert.line_id),
+            document,
+            planned.alert.version,
+            ttl_s,
+        )
+
     async def _audience(self, edition: str, planned: PlannedAlert) -> AsyncIterator[str]:
-        """The target ids of an alert, read in pages."""
+        """The target ids of an alert, read in pages, each once."""
         page = max(100, self._settings.push_batch_size)
         if planned.audience == "pushed":
+            # HSCAN may return an entry twice while the hash grows: remember what was given.
+            seen: set[str] = set()
             cursor: int | bytes = 0
             key = self._keys.push_sent(planned.alert.line_id)
             while True:
                 cursor, found = await self._redis.hscan(key, cursor, count=page)
-                for target_id in found:
-                    yield _text(target_id)
+                for target_id in map(_text, found):
+                    if target_id not in seen:
+                        seen.add(target_id)
+                        yield target_id
                 if not cursor or cursor == b"0":
                     return
         for urgency in urgencies_reached(planned.alert.urgency):

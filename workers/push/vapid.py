@@ -14,6 +14,7 @@ the wrong `aud` (PITFALLS 1.3), so claims are built fresh for each origin here.
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -27,6 +28,8 @@ VAPID_MAX_LIFETIME_S = 24 * 3600
 # is never closer than an hour to its expiry (clock skew between us and the push service).
 VAPID_LIFETIME_S = 12 * 3600
 VAPID_RENEW_BEFORE_S = 3600
+# Push-service origins whose signed header is kept.
+MAX_ORIGINS = 256
 
 
 def origin_of(url: str) -> str:
@@ -67,8 +70,9 @@ class VapidSigner:
         self.subject = validate_subject(subject)
         self.lifetime_s = lifetime_s
         self._vapid = Vapid02(load_vapid_key(private_key_pem))
-        # One entry per push-service origin: a handful (FCM, Mozilla, Apple, a few WNS hosts).
-        self._cache: dict[str, _Signed] = {}
+        # One entry per push-service origin: a handful (FCM, Mozilla, Apple, WNS's regional
+        # hosts); bounded all the same, oldest use first out, since registrations pick the host.
+        self._cache: OrderedDict[str, _Signed] = OrderedDict()
         self.signatures = 0
         """How many tokens were signed so far (the cache's misses)."""
 
@@ -83,4 +87,7 @@ class VapidSigner:
             header = str(self._vapid.sign(claims)["Authorization"])
             signed = self._cache[origin] = _Signed(header, exp_s)
             self.signatures += 1
+            if len(self._cache) > MAX_ORIGINS:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(origin)
         return signed.header
