@@ -13,10 +13,11 @@ const NO_RETRY_MS = 1000;
 
 describe("stop codes", { concurrency: true }, () => {
   for (const code of [4400, 4403, 4408, 1009]) {
-    test(`a close with ${code} stops the client after one attempt`, async () => {
+    test(`a close with ${code} stops the client after one attempt`, async (t) => {
       const reason = `refused for the test (${code})`;
       const server = await scripted([HELLO], code, reason);
       const client = new FlashwireClient({ server: server.url, editions: ["en"], WebSocket });
+      t.after(() => Promise.all([client.close(), server.close()])); // even after a failure
       const states = [];
       client.on("state", ({ state }) => states.push(state));
       const refused = next(client, "refused");
@@ -35,9 +36,10 @@ describe("stop codes", { concurrency: true }, () => {
   }
 
   for (const code of [1000, 1001, 1008, 1011, 1012, 4001, 4999]) {
-    test(`a close with ${code} is retried`, async () => {
+    test(`a close with ${code} is retried`, async (t) => {
       const server = await scripted([HELLO, SUBSCRIBED, SNAPSHOT], code, "again");
       const client = new FlashwireClient({ server: server.url, editions: ["en"], WebSocket });
+      t.after(() => Promise.all([client.close(), server.close()])); // even after a failure
       client.start();
       const retry = await next(client, "retry");
       assert.equal(retry.reason, `closed ${code}: again`);
@@ -90,9 +92,10 @@ const RESET = [
 
 describe("the cursor check", () => {
   for (const [name, [events, yielded, shown]] of Object.entries({ passed: PASSED, reset: RESET })) {
-    test(`drops events already passed and follows any snapshot (${name})`, async () => {
+    test(`drops events already passed and follows any snapshot (${name})`, async (t) => {
       const server = await scripted([HELLO, SUBSCRIBED, ...events], 4400, "done");
       const client = new FlashwireClient({ server: server.url, editions: ["en"], WebSocket });
+      t.after(() => Promise.all([client.close(), server.close()])); // even after a failure
       const got = [];
       client.on("event", (message) => got.push([message.type, message.cursor]));
       const refused = next(client, "refused");

@@ -92,9 +92,10 @@ export async function scripted(messages, closeCode, closeReason = "", respond = 
   };
 }
 
-/** A TCP relay to `port` that forwards HTTP but cuts every WebSocket upgrade (a proxy that does not
- * pass WebSocket), recording each request line in `requests`. */
-export async function upgradeBlockingRelay(port) {
+/** A TCP relay to `port` recording each request line in `requests`; `cut()` drops every
+ * connection open now (a network loss); with `blockUpgrades` it drops every WebSocket upgrade (a
+ * proxy that does not pass WebSocket). */
+export async function relay(port, { blockUpgrades = false } = {}) {
   const requests = [];
   const sockets = new Set();
   const server = net.createServer((client) => {
@@ -110,7 +111,7 @@ export async function upgradeBlockingRelay(port) {
       if (end < 0) return;
       const text = head.subarray(0, end).toString("latin1");
       requests.push(text.split("\r\n", 1)[0]);
-      if (/^upgrade:\s*websocket/im.test(text)) {
+      if (blockUpgrades && /^upgrade:\s*websocket/im.test(text)) {
         client.destroy();
         return;
       }
@@ -129,6 +130,10 @@ export async function upgradeBlockingRelay(port) {
   return {
     requests,
     url: `http://127.0.0.1:${server.address().port}`,
+    times: (path) => requests.filter((request) => request.startsWith(`GET ${path}?`) || request.startsWith(`GET ${path} `)).length,
+    cut: () => {
+      for (const socket of sockets) socket.destroy();
+    },
     close: () =>
       new Promise((resolve) => {
         for (const socket of sockets) socket.destroy();
