@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, Stack
+from tests.fault_run import RunConfig, run_fault_model
 
 CLIENT = ROOT / "web" / "client"
 EDITIONS = ["en", "ar", "es"]
@@ -72,3 +75,43 @@ async def test_js_client_passes_its_node_tests_against_a_real_stack(stack: Stack
     status, output = await run_node_tests(node, env, timeout_s=200)
     assert status == 0, output
     assert "# fail 0" in output and "# skipped 0" in output, output
+
+
+# The fault run of tests/test_delivery_model.py (3 nodes, 2 workers, 4 editors; a node, a worker and
+# Redis SIGKILLed at 15, 40 and 60 % of 20 s of editing), with 60 of its readers being the
+# JavaScript client (a third on SSE only) beside 40 of the harness's own (30 WebSocket, 10 SSE), so
+# that a failure of the server shows in both kinds and one of the client only in its own.
+EDIT_S = 20.0
+FAULTS = ((0.15, "node"), (0.4, "worker"), (0.6, "redis"))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
+@pytest.mark.timeout(240)
+async def test_js_client_resumes_under_faults_without_gap_or_duplicate(tmp_path: Path) -> None:
+    """Must-show 5: the JavaScript client passes the resume-under-faults run the Python readers
+    pass: every client got exactly its events (tests/delivery_model.py), in order, over every
+    reconnection it decided on itself, no client stopped, and the lines each holds at the end are
+    the model's live lines for its filter at its cursor. FLASHWIRE_MODEL_SEED=<n> replays a seed."""
+    node_binary()
+    seed = int(os.environ.get("FLASHWIRE_MODEL_SEED") or random.SystemRandom().randrange(1, 10**9))
+    print(f"FLASHWIRE_MODEL_SEED={seed}")
+    config = RunConfig(
+        seed=seed,
+        work_dir=tmp_path,
+        edit_s=EDIT_S,
+        faults=FAULTS,
+        ws_readers=30,
+        sse_readers=10,
+        js_readers=60,
+    )
+    outcome = await run_fault_model(config)
+    print(outcome.summary())
+    assert outcome.ok and outcome.fault_kinds() == {"node", "worker", "redis"}, outcome.failure_text()
+    assert outcome.report is not None and outcome.report.reset_snapshots == 0
+    js = [record for record in outcome.records if record.transport.startswith("js-")]
+    assert len(js) == 60
+    # The faults reached the clients: over each transport, some resumed with their cursors.
+    resumed = {c.transport for record in js for c in record.connections[1:] if c.resume}
+    assert resumed == {"ws", "sse"}, outcome.summary()
+    print(f"JavaScript clients: {sum(len(r.connections) for r in js)} connections; {resumed}")
