@@ -6,8 +6,8 @@ tasks post, correct and retract lines through the API with Idempotency-Keys, ret
 filters record every message exactly as the server sent it and reconnect as real clients do
 (WebSocket with `since=` their last cursors, SSE with the browser's own Last-Event-ID), and,
 if asked, readers that are the JavaScript client (tests/js_readers.py), which reconnect as the
-library decides; node, worker and Redis processes are SIGKILLed and restarted meanwhile. When everything is applied
-and delivered, tests/delivery_model.py checks the recording.
+library decides; node, worker and Redis processes are SIGKILLed and restarted meanwhile. When
+everything is applied and delivered, tests/delivery_model.py checks the recording.
 
 The pytest run (tests/test_delivery_model.py) and the soak (bench/soak.py) use this module
 with different sizes; nothing here asserts: the outcome says what happened.
