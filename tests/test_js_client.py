@@ -2,6 +2,8 @@
 against a real stack: this test starts redis, a worker and a service node, and runs
 `node --test web/client/test/` with the node's URL and two tokens in the environment
 (FLASHWIRE_URL, FLASHWIRE_TOKEN: an editor's, FLASHWIRE_CHIEF_TOKEN: a chief's, for kills).
+Then: the same module in Chromium, imported by a page of another origin from the node, over
+WebSocket and SSE; and the fault run with the client as 60 of its readers (must-show 5).
 
 The Node tests need web/client/node_modules (`npm ci` there; `make test` does it): `ws` for
 WebSocket on Node < 22 and for the scripted servers, and TypeScript for the declarations' check.
@@ -15,10 +17,13 @@ import random
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import ROOT, Stack
+from tests.browser import browser
+from tests.conftest import ROOT, Stack, post_line
 from tests.fault_run import RunConfig, run_fault_model
+from tests.partner import PartnerSite
 
 CLIENT = ROOT / "web" / "client"
 EDITIONS = ["en", "ar", "es"]
@@ -75,6 +80,48 @@ async def test_js_client_passes_its_node_tests_against_a_real_stack(stack: Stack
     status, output = await run_node_tests(node, env, timeout_s=200)
     assert status == 0, output
     assert "# fail 0" in output and "# skipped 0" in output, output
+
+
+# A partner page's module script: one client per transport, each recording its states and lines.
+BROWSER_PAGE = """<!doctype html><meta charset="utf-8"><title>app</title>
+<script type="module">
+import { FlashwireClient } from "%(node)s/web/client/flashwire.js";
+window.__got = { ws: [], sse: [] };
+window.__states = { ws: [], sse: [] };
+for (const transport of ["ws", "sse"]) {
+  const client = new FlashwireClient({ server: "%(node)s", editions: ["en"], transport });
+  client.on("state", ({ state }) => window.__states[transport].push(state));
+  client.on("line", ({ line }) => window.__got[transport].push(line.text));
+  client.start();
+}
+</script>"""
+
+
+@pytest.mark.slow
+async def test_js_client_works_in_chromium_imported_from_another_origin(
+    stack: Stack, partner: PartnerSite
+) -> None:
+    """A page of another origin imports the module from the node (CORS) and follows the ticker over
+    WebSocket and over SSE (read with fetch streaming): both go live and show a line posted then."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en"])
+    (partner.root / "app.html").write_text(BROWSER_PAGE % {"node": node.url})
+    async with browser() as chromium:
+        page = await chromium.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(f"{partner.origin}/app.html")
+        await page.wait_for_function(
+            "window.__states.ws.includes('live') && window.__states.sse.includes('live')"
+        )
+        async with httpx.AsyncClient(base_url=node.url) as api:
+            await post_line(api, editor, "seen in the browser")
+        await page.wait_for_function("window.__got.ws.length > 0 && window.__got.sse.length > 0")
+        got = await page.evaluate("window.__got")
+        assert got == {"ws": ["seen in the browser"], "sse": ["seen in the browser"]}, got
+        assert errors == []
+        await page.close()
 
 
 # The fault run of tests/test_delivery_model.py (3 nodes, 2 workers, 4 editors; a node, a worker and
