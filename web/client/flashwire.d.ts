@@ -294,5 +294,7 @@ export declare class FlashwireClient {
   start(): this;
   close(): void;
   ping(): boolean;
+  /** Try at once if waiting between attempts (the network is back); not after a 1013, 429 or 503. */
+  reconnect(): boolean;
   subscribe(filter?: Filter): void;
 }

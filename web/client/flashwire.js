@@ -256,6 +256,7 @@ export class FlashwireClient {
   #connections = 0;
   #attempt = 0;
   #waitTimer = null;
+  #waitTryLater = false;
   #mode;
   #blocked = 0;
   #fallbackMs = FALLBACK_FIRST_MS;
@@ -402,6 +403,16 @@ export class FlashwireClient {
     const conn = this.#conn;
     if (!conn || conn.transport !== "ws" || !conn.live || conn.socket.readyState !== 1) return false;
     conn.socket.send('{"type":"ping"}');
+    return true;
+  }
+
+  /** Try at once if the client is waiting between attempts, because the network may be back (a
+   * browser's `online` event, an app coming to the foreground, React Native's NetInfo): true if it
+   * did. Not after a 1013, 429 or 503, whose wait the server asked for; on a connection, use ping(). */
+  reconnect() {
+    if (this.#state !== "waiting" || this.#waitTryLater) return false;
+    clearTimeout(this.#waitTimer);
+    this.#connect();
     return true;
   }
 
@@ -624,6 +635,7 @@ export class FlashwireClient {
     }
     if (message === null || typeof message !== "object" || Array.isArray(message)) return;
     this.#emit("message", { message, raw, sseId, connection: this.#info(conn) });
+    if (conn !== this.#conn) return; // a listener closed the client or changed its filter
     const type = message.type;
     if (type === "hello") {
       const heartbeatS = message.heartbeat_s;
@@ -644,6 +656,7 @@ export class FlashwireClient {
         this.#fallbackUntil = 0;
       }
       this.#setState("live", { connection: this.#info(conn), resumed: retried });
+      if (conn !== this.#conn) return;
     }
     if (EVENT_TYPES.has(type)) {
       if (!this.#accept(message)) return;
@@ -731,9 +744,10 @@ export class FlashwireClient {
     this.#serverIndex += 1; // preferably another node (protocol.md 10, 1013)
     const delayMs = backoffDelayMs(this.#attempt, { tryLater, retryAfter, baseMs: this.#options.backoffBaseMs, maxMs: this.#options.backoffMaxMs });
     const retry = { attempt: this.#attempt, delayMs, reason, wasLive, tryLater, retryAfterMs: retryAfter, transport: this.#mode };
-    this.#emit("retry", retry);
-    this.#setState("waiting", retry);
+    this.#waitTryLater = tryLater || retryAfter > 0;
     this.#waitTimer = setTimeout(() => this.#connect(), delayMs);
+    this.#emit("retry", retry);
+    if (this.#conn === null && this.#state !== "closed") this.#setState("waiting", retry);
   }
 
   #updateTransport(conn, blocked) {

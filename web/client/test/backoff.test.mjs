@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { FlashwireClient } from "../flashwire.js";
-import { HELLO, SNAPSHOT, SUBSCRIBED, WebSocket, gaps, scripted, sleep } from "./helpers.mjs";
+import { HELLO, SNAPSHOT, SUBSCRIBED, WebSocket, gaps, next, scripted, sleep } from "./helpers.mjs";
 
 function within(times, windowMs) {
   return times.filter((at) => at - times[0] <= windowMs);
@@ -76,5 +76,33 @@ describe("backoff", { concurrency: true }, () => {
     // Then the first backoff step (at most 0.25 s) and some slack.
     assert.ok(silence >= 1000 && silence <= 1000 + 250 + 300, `${silence} ms`);
     assert.equal(ends[0], "nothing received for 1 s (2.5 x heartbeat_s)");
+  });
+
+  test("reconnect() tries at once while waiting, except after a 1013", async () => {
+    const server = await scripted([HELLO, SUBSCRIBED], 1011, "scripted");
+    const client = new FlashwireClient({ server: server.url, editions: ["en"], WebSocket });
+    const third = next(client, "retry", (retry) => retry.attempt === 3); // a wait of 0.5 to 1 s
+    client.start();
+    const retry = await third;
+    const asked = Date.now();
+    await sleep(0); // the client is waiting now
+    assert.equal(client.state, "waiting");
+    const fourth = next(client, "connection", (info) => info.id === 4); // (emitted within reconnect())
+    assert.equal(client.reconnect(), true);
+    await fourth;
+    const took = Date.now() - asked;
+    assert.ok(took < retry.delayMs / 2, `${took} ms, the wait was ${retry.delayMs} ms`);
+    client.close();
+    await server.close();
+
+    const busy = await scripted([HELLO], 1013, "busy");
+    const polite = new FlashwireClient({ server: busy.url, editions: ["en"], WebSocket });
+    const refused = next(polite, "retry");
+    polite.start();
+    await refused;
+    await sleep(0);
+    assert.equal(polite.reconnect(), false);
+    polite.close();
+    await busy.close();
   });
 });

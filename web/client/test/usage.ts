@@ -59,7 +59,7 @@ client.once("refused", (refused: SubscriptionRefused) => console.log(refused.cod
 client.start().subscribe({ topics: [], minUrgency: null });
 const saved: Record<string, string> = client.cursors;
 const lines: Line[] = client.lines("en");
-const sent: boolean = client.ping();
+const sent: boolean = client.ping() || client.reconnect();
 console.log(saved, lines, sent, client.state, client.transport, client.attempt, client.connections, client.refusal, client.filter);
 client.close();
 
