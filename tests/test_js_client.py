@@ -164,4 +164,10 @@ async def test_js_client_resumes_under_faults_without_gap_or_duplicate(tmp_path:
     # The faults reached the clients: over each transport, some resumed with their cursors.
     resumed = {c.transport for record in js for c in record.connections[1:] if c.resume}
     assert resumed == {"ws", "sse"}, outcome.summary()
+    # Nothing blocks WebSocket here: no fault made a default client take a failure for a blocked
+    # WebSocket and fall back to SSE.
+    fallbacks = [
+        r.name for r in js if r.transport == "js-auto" and any(c.transport != "ws" for c in r.connections)
+    ]
+    assert not fallbacks, fallbacks
     print(f"JavaScript clients: {sum(len(r.connections) for r in js)} connections; {resumed}")
