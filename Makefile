@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint bench widget-size chromium clean
+.PHONY: run test lint bench widget-size chromium nodejs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,22 @@ chromium:
 		|| { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium dbus-daemon >/dev/null; }; \
 	fi
 
+# The JavaScript client's tests (web/client, run by tests/test_js_client.py) use Node.js 18 or later;
+# on a machine without it, Debian's nodejs and npm are installed (as chromium is above).
+nodejs:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "installing Debian's nodejs and npm for the JavaScript client's tests"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get install -y --no-install-recommends nodejs npm >/dev/null \
+		|| { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends nodejs npm >/dev/null; }; \
+	fi
+
+# Its dev dependencies (ws, typescript, their types), exactly as locked, into web/client/node_modules.
+NODE_STAMP := web/client/node_modules/.installed
+$(NODE_STAMP): web/client/package.json web/client/package-lock.json | nodejs
+	cd web/client && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/flashwire dev
 
@@ -32,7 +48,7 @@ run: $(STAMP)
 # on two test processes (the tests marked xdist_group("heavy") one after another on one of them)
 # with coverage of every process it starts (pyproject.toml [tool.coverage.*]; below the floor
 # `fail_under` the run fails).
-test: $(STAMP) chromium
+test: $(STAMP) chromium $(NODE_STAMP)
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
@@ -58,4 +74,4 @@ widget-size:
 		"$$(wc -c < web/ticker.js)" "$$(wc -c < /tmp/flashwire-ticker.min.js)" "$$(gzip -9 -c /tmp/flashwire-ticker.min.js | wc -c)"
 
 clean:
-	rm -rf $(VENV) .flashwire build *.egg-info test-artifacts .coverage .coverage.*
+	rm -rf $(VENV) web/client/node_modules .flashwire build *.egg-info test-artifacts .coverage .coverage.*

@@ -69,13 +69,20 @@ WEB_ASSET_SUFFIXES = frozenset(
 )
 
 
+# Of web/client/ (the JavaScript client, docs/client.md) only the module itself is served: its tests
+# and its dev dependencies (web/client/node_modules, after `npm ci`) are not assets.
+WEB_CLIENT_ASSETS = frozenset({"client/flashwire.js"})
+
+
 class WebAssets(StaticFiles):
     """The web assets under web/ (WEB_ASSET_SUFFIXES, 404 for any other file), except the desk page
     itself: it is served only at /desk, with its headers (service/security_headers.py; a copy
-    without them could be framed or cached)."""
+    without them could be framed or cached), and anything of web/client/ but the client module."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         if PurePosixPath(path).suffix.lower() not in WEB_ASSET_SUFFIXES:
+            return PlainTextResponse("Not Found", status_code=404)
+        if path.startswith("client/") and path not in WEB_CLIENT_ASSETS:
             return PlainTextResponse("Not Found", status_code=404)
         if path.startswith("desk") and path.endswith(".html"):
             return PlainTextResponse("Not Found", status_code=404)

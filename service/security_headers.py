@@ -22,7 +22,8 @@
   (`Cross-Origin-Embedder-Policy: require-corp`) may still load it, and
   `Access-Control-Allow-Origin: *`, so it may be loaded with `crossorigin` (for Subresource
   Integrity). It is public code; who may *use* the ticker is decided on /ws, /sse and the
-  feeds (service/origins.py).
+  feeds (service/origins.py). So is the JavaScript client (`/web/client/flashwire.js`), an ES
+  module that another origin's page can `import` only with CORS.
 
 - **An answer to a request that carried credentials** (a non-blank `Authorization` header,
   whatever its scheme or validity) gets `Cache-Control: no-store`, replacing any other value: it
@@ -107,6 +108,12 @@ CROSS_ORIGIN_FILES: Mapping[str, Mapping[str, str]] = {
     "/web/ticker.js": {"Cross-Origin-Resource-Policy": "cross-origin", "Access-Control-Allow-Origin": "*"},
     # The "Get breaking alerts" control, loaded by the widget on partner pages (docs/widget.md).
     "/web/alerts.js": {"Cross-Origin-Resource-Policy": "cross-origin", "Access-Control-Allow-Origin": "*"},
+    # The JavaScript client (docs/client.md): a module script, which another origin's page can
+    # import only with CORS.
+    "/web/client/flashwire.js": {
+        "Cross-Origin-Resource-Policy": "cross-origin",
+        "Access-Control-Allow-Origin": "*",
+    },
 }
 
 

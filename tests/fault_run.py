@@ -4,9 +4,10 @@ One Redis (append-only), several `flashwire serve` nodes and two `flashwire work
 tasks post, correct and retract lines through the API with Idempotency-Keys, retrying until
 201, so every action ends acknowledged with its desk id; WebSocket and SSE readers with random
 filters record every message exactly as the server sent it and reconnect as real clients do
-(WebSocket with `since=` their last cursors, SSE with the browser's own Last-Event-ID); node,
-worker and Redis processes are SIGKILLed and restarted meanwhile. When everything is applied
-and delivered, tests/delivery_model.py checks the recording.
+(WebSocket with `since=` their last cursors, SSE with the browser's own Last-Event-ID), and,
+if asked, readers that are the JavaScript client (tests/js_readers.py), which reconnect as the
+library decides; node, worker and Redis processes are SIGKILLed and restarted meanwhile. When
+everything is applied and delivered, tests/delivery_model.py checks the recording.
 
 The pytest run (tests/test_delivery_model.py) and the soak (bench/soak.py) use this module
 with different sizes; nothing here asserts: the outcome says what happened.
@@ -101,6 +102,10 @@ class RunConfig:
     workers: int = 2
     ws_readers: int = 150
     sse_readers: int = 60
+    # Readers that are the JavaScript client (tests/js_readers.py): one Node process runs them all;
+    # a share of them uses SSE only, the others the default transport (WebSocket, SSE if blocked).
+    js_readers: int = 0
+    js_sse_share: float = 0.3
     editors: int = 4
     # Lines each editor posts to `seed_edition` before readers connect: more than 200 live lines
     # in one edition makes every snapshot exercise the cap-after-filter rule.
@@ -130,6 +135,11 @@ class RunConfig:
     grace_s: float = 1.0
     snapshot_max_lines: int = 500
 
+    @property
+    def readers(self) -> int:
+        """Readers of every kind."""
+        return self.ws_readers + self.sse_readers + self.js_readers
+
 
 @dataclass(frozen=True)
 class FaultRecord:
@@ -158,11 +168,20 @@ class RunOutcome:
     quiet: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     log_tails: dict[str, str] = field(default_factory=dict)
+    # JavaScript readers whose own store of lines differs from the model, or that stopped.
+    js_store: list[str] = field(default_factory=list)
+    records: list[ReaderRecord] = field(default_factory=list)  # every reader's, as checked
 
     @property
     def ok(self) -> bool:
         """The checker found nothing and the harness did everything it set out to."""
-        return self.report is not None and self.report.ok and not self.harness_errors and self.quiet
+        return (
+            self.report is not None
+            and self.report.ok
+            and not self.harness_errors
+            and self.quiet
+            and not self.js_store
+        )
 
     def fault_kinds(self) -> set[str]:
         """The kinds of fault injected."""
@@ -175,7 +194,8 @@ class RunOutcome:
         parts = [
             f"seed {self.config.seed} (FLASHWIRE_MODEL_SEED={self.config.seed})",
             f"{self.config.nodes} nodes, {self.config.workers} workers, {self.config.ws_readers} WebSocket + "
-            f"{self.config.sse_readers} SSE readers, {self.config.editors} editors; {timings}",
+            f"{self.config.sse_readers} SSE readers, {self.config.js_readers} JavaScript client readers, "
+            f"{self.config.editors} editors; {timings}",
             f"faults: {dict(faults)}; restarts after unplanned exits: workers {len(self.worker_revivals)}, "
             f"nodes {len(self.node_revivals)}",
             f"API attempts: {dict(self.api_attempts)}",
@@ -189,6 +209,8 @@ class RunOutcome:
             parts.append("node exits: " + "; ".join(self.node_revivals[:5]))
         if self.harness_errors:
             parts.append("harness errors: " + "; ".join(self.harness_errors[:10]))
+        if self.js_store:
+            parts.append("JavaScript client stores: " + "; ".join(self.js_store[:10]))
         if self.notes:
             parts.append("notes: " + "; ".join(self.notes[:10]))
         return "\n".join(parts)
@@ -226,8 +248,8 @@ class Cluster:
             # node: the per-address cap must hold them all twice over (a dropped connection may
             # count for a moment after its reader is back), and the socket cap them and the
             # editors' and checks' requests.
-            "FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT": str(2 * (config.ws_readers + config.sse_readers)),
-            "FLASHWIRE_MAX_SOCKETS": str(max(19_000, config.ws_readers + config.sse_readers + 1_000)),
+            "FLASHWIRE_MAX_CONNECTIONS_PER_CLIENT": str(2 * config.readers),
+            "FLASHWIRE_MAX_SOCKETS": str(max(19_000, config.readers + 1_000)),
         }
         self.env.pop("FLASHWIRE_DATA_DIR", None)
         self.nodes: list[ServiceNode] = []
@@ -899,6 +921,9 @@ async def _report_progress(
 async def run_fault_model(config: RunConfig, progress: Callable[[str], None] | None = None) -> RunOutcome:
     """Run the whole scenario and check it; see the module docstring. `progress`, if given, is
     told of each fault and, every 30 s, of the figures so far."""
+    # Here, not at the top: tests/js_readers.py builds on this module's reader and cluster.
+    from tests.js_readers import JsFleet, JsReader, store_mismatches
+
     outcome = RunOutcome(config)
     rng = random.Random(config.seed)
     config.work_dir.mkdir(parents=True, exist_ok=True)
@@ -908,6 +933,8 @@ async def run_fault_model(config: RunConfig, progress: Callable[[str], None] | N
     acks: list[Action] = []
     readers: list[_Reader] = []
     tickers: dict[str, list[TickerEvent]] = {}
+    timelines: dict[str, Timeline] = {}
+    fleet: JsFleet | None = None
     began = time.monotonic()
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     try:
@@ -933,6 +960,18 @@ async def run_fault_model(config: RunConfig, progress: Callable[[str], None] | N
                 else:
                     readers.append(SseReader(f"sse{index}", flt, cluster, reader_rng, sse_client))
             rng.shuffle(readers)
+            # After the shuffle, from the run's random numbers only when there are any: a seed without
+            # JavaScript readers replays as it did before they existed.
+            js_readers = [
+                JsReader(
+                    f"js{index}",
+                    random_filter(r),
+                    cluster,
+                    r,
+                    "sse" if r.random() < config.js_sse_share else "auto",
+                )
+                for index, r in ((i, random.Random(rng.getrandbits(64))) for i in range(config.js_readers))
+            ]
             tasks: list[asyncio.Task[None]] = []
             supervisor = asyncio.create_task(cluster.supervise())
             if progress is not None:
@@ -944,6 +983,14 @@ async def run_fault_model(config: RunConfig, progress: Callable[[str], None] | N
                     tasks += [asyncio.create_task(reader.run()) for reader in batch]
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in batch)), 10)
+                if js_readers:
+                    readers += js_readers
+                    fleet = JsFleet(js_readers, cluster)
+                    await fleet.start()
+                    assert fleet.task is not None
+                    tasks += [fleet.task, *(asyncio.create_task(reader.run()) for reader in js_readers)]
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.gather(*(r.ready.wait() for r in js_readers)), 20)
                 outcome.timings["readers"] = time.monotonic() - mark
                 mark = time.monotonic()
                 edit_until = mark + config.edit_s
@@ -967,11 +1014,14 @@ async def run_fault_model(config: RunConfig, progress: Callable[[str], None] | N
                     tickers = await _read_tickers(redis, cluster.keys)
                 finally:
                     await redis.aclose()
-                timelines = {edition: Timeline(edition, events) for edition, events in tickers.items()}
+                timelines.update((edition, Timeline(edition, events)) for edition, events in tickers.items())
                 outcome.quiet = await _wait_delivered(readers, timelines, deadline)
                 await asyncio.sleep(config.grace_s)  # anything late (a duplicate) still arrives
                 outcome.timings["quiet"] = time.monotonic() - mark
             finally:
+                if fleet is not None:
+                    await fleet.stop()
+                    outcome.notes += fleet.errors[:10]
                 outcome.notes += await _stop(readers, [*tasks, supervisor])
     finally:
         cluster.close()
@@ -979,10 +1029,12 @@ async def run_fault_model(config: RunConfig, progress: Callable[[str], None] | N
         outcome.node_revivals = cluster.node_revivals
         outcome.log_tails = {name: _tail(text, 60) for name, text in cluster.log_tails().items()}
     mark = time.monotonic()
-    records = [reader.record for reader in readers]
+    records = outcome.records = [reader.record for reader in readers]
     outcome.actions = desk_order(acks)
     outcome.connection_ends = _connection_ends(records)
     outcome.report = check(outcome.actions, tickers, records, snapshot_max_lines=config.snapshot_max_lines)
+    if fleet is not None:
+        outcome.js_store = store_mismatches(list(fleet.readers.values()), timelines)
     outcome.timings["check"] = time.monotonic() - mark
     outcome.timings["total"] = time.monotonic() - began
     return outcome

@@ -221,12 +221,21 @@ async def test_the_static_mount_serves_web_assets_and_nothing_else(stack: Stack,
     is anything else (Python, dotfiles, text, data, archives, no extension), in any letter case."""
     node = stack.service()
     async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
-        for path in ("/web/__init__.py", "/web/desk/index.html"):
+        # web/client/: only the client module, never its tests or dev dependencies.
+        hidden = [
+            "/web/client/test/helpers.mjs",
+            "/web/client/node_modules/ws/index.js",
+            "/web/client/x/../test/unit.test.mjs",
+        ]
+        for path in ("/web/__init__.py", "/web/desk/index.html", *hidden):
             response = await client.get(path)
             assert response.status_code == 404 and response.text == "Not Found", (path, response.text)
             assert response.headers["x-content-type-options"] == "nosniff"
         for path in ("/web/ticker.js", "/web/desk/desk.js", "/web/desk/desk.css", "/web/index.js"):
             assert (await client.get(path)).status_code == 200, path
+        module = await client.get("/web/client/flashwire.js")
+        assert module.status_code == 200 and "javascript" in module.headers["content-type"]
+        assert module.headers["access-control-allow-origin"] == "*", module.headers
 
     from flashwire.service.app import WebAssets
 

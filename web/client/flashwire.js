@@ -1,0 +1,768 @@
+// Flashwire reader client: one ES module, no dependencies, for browsers, Node 18+ and React Native.
+//
+//   import { FlashwireClient } from "./flashwire.js";
+//   const client = new FlashwireClient({ server: "https://news.example", editions: ["en"] });
+//   client.on("line", (event) => console.log(event.line.text));
+//   client.start();
+//
+// It implements the reader protocol of docs/protocol.md (version 1) as flashwire/client.py and
+// web/ticker.js do, with the same numbers: the cursor check of 8.2 (per edition, compared as
+// numbers; any snapshot replaces and sets the cursor), the dead-connection rule of 9 (nothing for
+// 2.5 x heartbeat_s, 15 s until `hello`, counted from the start of each attempt), the close codes
+// of 10 and the backoff of 11 (d = min(15 s, 0.25 s x 2^(n-1)), at least 5 s after a 1013, 429 or
+// 503, a uniform wait in [d/2, d], never sooner than a Retry-After (capped at 5 minutes) plus up to
+// a fifth; n reset by the first message that is not `hello` or `subscribed`), resuming with
+// `since=` its cursors. Transports: WebSocket (`/ws`), and SSE (`/sse`, section 15) read with
+// `fetch` streaming, so that it works where EventSource is missing and can read error answers.
+//
+// What it keeps in memory (docs/client.md, "Memory"): one cursor per subscribed edition; unless
+// `keepLines` is false, the live lines of each edition, at most `maxLinesPerEdition` (500, a
+// snapshot's cap) per edition, the oldest unpinned dropped first; one connection at a time; for
+// SSE, one partial event of at most `maxMessageBytes` (4 MiB, protocol.md 12).
+
+export const PROTOCOL_VERSION = 1;
+export const DEFAULT_HEARTBEAT_S = 15;
+export const DEAD_AFTER_HEARTBEATS = 2.5;
+export const BACKOFF_BASE_MS = 250;
+export const BACKOFF_MAX_MS = 15000;
+export const TRY_LATER_MIN_MS = 5000;
+export const RETRY_AFTER_MAX_MS = 300000;
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+export const MAX_LINES_PER_EDITION = 500;
+
+/** Close codes of protocol.md section 10. */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  ABNORMAL: 1006,
+  POLICY_VIOLATION: 1008,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  SERVICE_RESTART: 1012,
+  TRY_AGAIN_LATER: 1013,
+  SLOW_CONSUMER: 4001,
+  BAD_REQUEST: 4400,
+  FORBIDDEN_ORIGIN: 4403,
+  SUBSCRIBE_TIMEOUT: 4408,
+});
+/** Closes and HTTP answers after which asking again cannot help (protocol.md 11): stop. */
+export const STOP_CLOSE_CODES = Object.freeze([1009, 4400, 4403, 4408]);
+export const STOP_STATUSES = Object.freeze([400, 403, 404, 414, 431]);
+/** Answers after which the wait is at least TRY_LATER_MIN_MS's ceiling (protocol.md 11). */
+export const TRY_LATER_STATUSES = Object.freeze([429, 503]);
+
+const EVENT_TYPES = new Set(["snapshot", "line", "update", "retract"]);
+const LIVE_TYPES = new Set(["line", "update", "retract"]);
+const GREETINGS = new Set(["hello", "subscribed"]);
+const URGENCIES = ["flash", "urgent", "routine"];
+const CURSOR = /^([0-9]{1,20})(?:-([0-9]{1,20}))?$/;
+const U64_MAX = "18446744073709551615";
+// After two WebSocket attempts that fail to open while /sse answers 200, the client uses SSE; it
+// tries WebSocket again 4-8 s later, then twice as long after each try that fails, up to 5 minutes
+// (as web/ticker.js does, protocol.md 13).
+const BLOCKED_BEFORE_FALLBACK = 2;
+const FALLBACK_FIRST_MS = 4000;
+const FALLBACK_MAX_MS = 300000;
+const PROBE_TIMEOUT_MS = 10000;
+
+// -- cursors (protocol.md 8.1) ---------------------------------------------------------------
+
+function u64(digits) {
+  const plain = digits.replace(/^0+(?=.)/, "");
+  return plain.length < 20 || (plain.length === 20 && plain <= U64_MAX) ? plain : null;
+}
+
+/** Does `value` follow the cursor rule: `<digits>` or `<digits>-<digits>`, each part < 2^64? */
+export function isCursor(value) {
+  if (typeof value !== "string") return false;
+  const match = CURSOR.exec(value);
+  return match !== null && u64(match[1]) !== null && u64(match[2] ?? "0") !== null;
+}
+
+function numberCompare(a, b) {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** -1, 0 or 1 as cursor `a` is before, at or after `b`, comparing the milliseconds and then the
+ * sequence as integers (exactly, beyond 2^53 too). Throws TypeError for a malformed cursor. */
+export function compareCursors(a, b) {
+  if (!isCursor(a) || !isCursor(b)) throw new TypeError(`malformed cursor ${JSON.stringify(isCursor(a) ? b : a)}`);
+  const [ams, aseq] = CURSOR.exec(a).slice(1);
+  const [bms, bseq] = CURSOR.exec(b).slice(1);
+  return Math.sign(numberCompare(u64(ams), u64(bms)) || numberCompare(u64(aseq ?? "0"), u64(bseq ?? "0")));
+}
+
+// -- backoff (protocol.md 11) ----------------------------------------------------------------
+
+/** The ceiling d of the n-th wait in a row, in ms; raised to 5 s after a 1013, 429 or 503. */
+export function backoffCeilingMs(attempt, tryLater, baseMs = BACKOFF_BASE_MS, maxMs = BACKOFF_MAX_MS) {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(Math.max(attempt, 1) - 1, 30));
+  return tryLater ? Math.max(ceiling, TRY_LATER_MIN_MS) : ceiling;
+}
+
+/** Milliseconds a Retry-After value asks for (RFC 9110 10.2.3: delay-seconds or an HTTP-date),
+ * at most 5 minutes; 0 for none or a value that is neither. */
+export function retryAfterMs(value, now = Date.now()) {
+  if (value == null) return 0;
+  const text = String(value).trim();
+  if (text === "") return 0;
+  const ms = /^[0-9]+$/.test(text) ? Number(text) * 1000 : Date.parse(text) - now;
+  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), RETRY_AFTER_MAX_MS) : 0;
+}
+
+/** The wait before the n-th attempt in a row: uniform in [d/2, d], and at least the Retry-After
+ * times 1 to 1.2 (so that the clients a node refused do not all come back at once). */
+export function backoffDelayMs(attempt, { tryLater = false, retryAfter = 0, baseMs, maxMs, random = Math.random } = {}) {
+  const ceiling = backoffCeilingMs(attempt, tryLater, baseMs, maxMs);
+  let delay = ceiling / 2 + random() * (ceiling / 2);
+  if (retryAfter > 0) delay = Math.max(delay, retryAfter * (1 + 0.2 * random()));
+  return delay;
+}
+
+// -- the error a client stops with -----------------------------------------------------------
+
+/** The server refused the subscription in a way that asking again cannot help (protocol.md 11):
+ * `code` is the close code (4400, 4403, 4408, 1009) or the HTTP status (400, 403, 404, 414, 431),
+ * `kind` says which ("close" or "http"), `reason` the close reason or the error body's
+ * `field: message`. */
+export class SubscriptionRefused extends Error {
+  constructor(code, reason, kind = "close") {
+    super(`server refused the subscription (${code}): ${reason}`);
+    this.name = "SubscriptionRefused";
+    this.code = code;
+    this.reason = reason;
+    this.kind = kind;
+  }
+}
+
+async function refusalReason(response) {
+  let text = "";
+  try {
+    text = await response.text();
+    const error = JSON.parse(text).error;
+    if (error && typeof error.message === "string") {
+      return typeof error.field === "string" && error.field ? `${error.field}: ${error.message}` : error.message;
+    }
+  } catch {
+    // not the API's JSON error: the status line says it
+  }
+  return response.statusText || `HTTP ${response.status}`;
+}
+
+// -- URLs ------------------------------------------------------------------------------------
+
+// No URL class: React Native's is incomplete.
+function baseOf(server) {
+  const match = /^(https?|wss?):\/\/([^?#]*?)\/*(?:\/(?:ws|sse))?$/i.exec(String(server).trim());
+  if (!match) throw new TypeError(`server must be an http(s) or ws(s) URL, got ${JSON.stringify(server)}`);
+  const scheme = match[1].toLowerCase();
+  const secure = scheme === "https" || scheme === "wss";
+  return { http: `${secure ? "https" : "http"}://${match[2]}`, ws: `${secure ? "wss" : "ws"}://${match[2]}` };
+}
+
+function encode(value) {
+  return encodeURIComponent(value).replace(/%2C/gi, ",").replace(/%3A/gi, ":");
+}
+
+// -- SSE parsing (the HTML standard's event stream, as EventSource parses it) ----------------
+
+class EventStreamParser {
+  constructor(maxBytes) {
+    this.maxBytes = maxBytes;
+    this.buffer = "";
+    this.data = null;
+    this.id = null;
+  }
+
+  /** Complete events in `text`: [data, the event's own id field or null]; throws RangeError when
+   * an event grows over maxBytes. */
+  feed(text) {
+    this.buffer += text;
+    const out = [];
+    for (;;) {
+      const match = /\r\n|\r|\n/.exec(this.buffer);
+      if (match === null || (match[0] === "\r" && match.index === this.buffer.length - 1)) break;
+      const line = this.buffer.slice(0, match.index);
+      this.buffer = this.buffer.slice(match.index + match[0].length);
+      if (line === "") {
+        if (this.data !== null || this.id !== null) out.push([this.data ?? "", this.id]);
+        this.data = null;
+        this.id = null;
+        continue;
+      }
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const name = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (name === "data") this.data = this.data === null ? value : `${this.data}\n${value}`;
+      else if (name === "id" && !value.includes("\0")) this.id = value;
+    }
+    if (this.buffer.length + (this.data?.length ?? 0) > this.maxBytes) {
+      throw new RangeError(`an event is larger than ${this.maxBytes} bytes`);
+    }
+    return out;
+  }
+}
+
+// -- the client ------------------------------------------------------------------------------
+
+function listOf(value, name) {
+  if (value == null) return [];
+  if (!Array.isArray(value) || value.some((item) => typeof item !== "string" || item === "")) {
+    throw new TypeError(`${name} must be an array of non-empty strings`);
+  }
+  return [...new Set(value)];
+}
+
+function checkFilter({ editions, topics, minUrgency }) {
+  const filter = { editions: listOf(editions, "editions"), topics: listOf(topics, "topics"), minUrgency: minUrgency ?? null };
+  if (filter.minUrgency !== null && !URGENCIES.includes(filter.minUrgency)) {
+    throw new TypeError(`minUrgency must be one of ${URGENCIES.join(", ")}`);
+  }
+  return filter;
+}
+
+function checkSince(since) {
+  const cursors = new Map();
+  for (const [edition, cursor] of Object.entries(since ?? {})) {
+    if (!isCursor(cursor)) throw new TypeError(`since: malformed cursor ${JSON.stringify(cursor)} for ${JSON.stringify(edition)}`);
+    cursors.set(edition, cursor);
+  }
+  return cursors;
+}
+
+function rethrowLater(error) {
+  setTimeout(() => {
+    throw error;
+  }, 0);
+}
+
+/**
+ * A Flashwire reader: one subscription, resumed across drops, on one connection at a time.
+ * See docs/client.md for the options, events and states; web/client/flashwire.d.ts for types.
+ */
+export class FlashwireClient {
+  #options;
+  #servers;
+  #serverIndex;
+  #filter;
+  #cursors;
+  #lines = new Map(); // edition -> Map(line id -> { line, rank })
+  #rank = 0;
+  #listeners = new Map();
+  #state = "idle";
+  #conn = null;
+  #connections = 0;
+  #attempt = 0;
+  #waitTimer = null;
+  #waitTryLater = false;
+  #mode;
+  #blocked = 0;
+  #fallbackMs = FALLBACK_FIRST_MS;
+  #fallbackUntil = 0;
+  #refusal = null;
+  #WebSocket;
+  #fetch;
+
+  constructor(options = {}) {
+    const servers = Array.isArray(options.server) ? options.server : [options.server];
+    if (servers.length === 0 || servers.some((server) => typeof server !== "string")) {
+      throw new TypeError("server must be a URL or a non-empty array of URLs");
+    }
+    this.#servers = servers.map(baseOf);
+    this.#serverIndex = Math.floor(Math.random() * servers.length);
+    this.#filter = checkFilter(options);
+    this.#cursors = checkSince(options.since);
+    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    const transport = options.transport ?? "auto";
+    if (!["auto", "ws", "sse"].includes(transport)) throw new TypeError("transport must be auto, ws or sse");
+    if (transport === "ws" && typeof this.#WebSocket !== "function") {
+      throw new TypeError("transport ws needs a WebSocket: globalThis.WebSocket or the WebSocket option (Node < 22: the ws package)");
+    }
+    if (transport === "sse" && typeof this.#fetch !== "function") throw new TypeError("transport sse needs fetch");
+    this.#mode = transport === "sse" || typeof this.#WebSocket !== "function" ? "sse" : "ws";
+    this.#options = {
+      transport,
+      keepLines: options.keepLines ?? true,
+      maxLinesPerEdition: options.maxLinesPerEdition ?? MAX_LINES_PER_EDITION,
+      maxMessageBytes: options.maxMessageBytes ?? MAX_MESSAGE_BYTES,
+      backoffBaseMs: options.backoffBaseMs ?? BACKOFF_BASE_MS,
+      backoffMaxMs: options.backoffMaxMs ?? BACKOFF_MAX_MS,
+      role: options.role ?? null,
+    };
+  }
+
+  // -- public state ------------------------------------------------------------------------
+
+  /** "idle", "connecting", "open" (greeted), "live" (catch-up delivered), "waiting", "stopped", "closed". */
+  get state() {
+    return this.#state;
+  }
+
+  /** The transport in use or about to be used: "ws" or "sse". */
+  get transport() {
+    return this.#conn?.transport ?? this.#mode;
+  }
+
+  /** Consecutive failed connections (protocol.md 11's n). */
+  get attempt() {
+    return this.#attempt;
+  }
+
+  /** Connections opened so far. */
+  get connections() {
+    return this.#connections;
+  }
+
+  /** Why the client stopped (a SubscriptionRefused), or null. */
+  get refusal() {
+    return this.#refusal;
+  }
+
+  /** The subscription's filter: { editions, topics, minUrgency } (copies). */
+  get filter() {
+    return { editions: [...this.#filter.editions], topics: [...this.#filter.topics], minUrgency: this.#filter.minUrgency };
+  }
+
+  /** The cursor of the last snapshot or event processed, per edition (persist it to resume later). */
+  get cursors() {
+    return Object.fromEntries(this.#cursors);
+  }
+
+  /** The live lines held for `edition` (or every edition), pinned first, then newest first. */
+  lines(edition) {
+    const held = edition === undefined ? [...this.#lines.values()].flatMap((m) => [...m.values()]) : [...(this.#lines.get(edition)?.values() ?? [])];
+    return held.sort((a, b) => Number(b.line.pinned === true) - Number(a.line.pinned === true) || b.rank - a.rank).map((held) => held.line);
+  }
+
+  // -- events ------------------------------------------------------------------------------
+
+  /** Call `listener` for each event of `type`; returns a function that removes it. */
+  on(type, listener) {
+    if (typeof listener !== "function") throw new TypeError("listener must be a function");
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+    this.#listeners.get(type).add(listener);
+    return () => this.off(type, listener);
+  }
+
+  off(type, listener) {
+    this.#listeners.get(type)?.delete(listener);
+  }
+
+  /** Call `listener` for the next event of `type` only. */
+  once(type, listener) {
+    const off = this.on(type, (event) => {
+      off();
+      listener(event);
+    });
+    return off;
+  }
+
+  #emit(type, event) {
+    const listeners = this.#listeners.get(type);
+    if (!listeners) return;
+    for (const listener of [...listeners]) {
+      try {
+        listener(event);
+      } catch (error) {
+        rethrowLater(error); // a listener's bug must not break the connection's state machine
+      }
+    }
+  }
+
+  #setState(state, detail = {}) {
+    const previous = this.#state;
+    this.#state = state;
+    if (previous !== state) this.#emit("state", { state, previous, transport: this.transport, attempt: this.#attempt, ...detail });
+  }
+
+  // -- control -----------------------------------------------------------------------------
+
+  /** Connect (once; later calls do nothing until close()). Returns the client. */
+  start() {
+    if (this.#state === "idle") this.#connect();
+    return this;
+  }
+
+  /** Close the connection and stop for good (idempotent). */
+  close() {
+    if (this.#state === "closed") return;
+    clearTimeout(this.#waitTimer);
+    this.#waitTimer = null;
+    const conn = this.#conn;
+    this.#conn = null;
+    if (conn) this.#drop(conn, true);
+    this.#setState("closed");
+  }
+
+  /** Send `{"type":"ping"}` (WebSocket only; the `pong` counts as something arriving, protocol.md 9):
+   * true if sent. Use it when a device wakes or changes network, not in a loop (1 a second at most). */
+  ping() {
+    const conn = this.#conn;
+    if (!conn || conn.transport !== "ws" || !conn.live || conn.socket.readyState !== 1) return false;
+    conn.socket.send('{"type":"ping"}');
+    return true;
+  }
+
+  /** Try at once if the client is waiting between attempts, because the network may be back (a
+   * browser's `online` event, an app coming to the foreground, React Native's NetInfo): true if it
+   * did. Not after a 1013, 429 or 503, whose wait the server asked for; on a connection, use ping(). */
+  reconnect() {
+    if (this.#state !== "waiting" || this.#waitTryLater) return false;
+    clearTimeout(this.#waitTimer);
+    this.#connect();
+    return true;
+  }
+
+  /** Change the filter: a new connection (protocol.md 7), at once. Editions, topics and minUrgency
+   * not given keep their values. A new topic or urgency filter takes fresh snapshots (what is held
+   * was chosen by the old one); a change of editions alone keeps the cursors and lines of the
+   * editions still subscribed. Restarts a stopped client. */
+  subscribe(filter = {}) {
+    if (this.#state === "closed") throw new Error("the client is closed");
+    const next = checkFilter({
+      editions: filter.editions ?? this.#filter.editions,
+      topics: filter.topics ?? this.#filter.topics,
+      minUrgency: filter.minUrgency === undefined ? this.#filter.minUrgency : filter.minUrgency,
+    });
+    const sameFilter =
+      next.minUrgency === this.#filter.minUrgency && next.topics.length === this.#filter.topics.length && next.topics.every((t) => this.#filter.topics.includes(t));
+    for (const edition of [...this.#cursors.keys(), ...this.#lines.keys()]) {
+      if (!sameFilter || (next.editions.length > 0 && !next.editions.includes(edition))) {
+        this.#cursors.delete(edition);
+        this.#lines.delete(edition);
+      }
+    }
+    this.#filter = next;
+    this.#refusal = null;
+    this.#attempt = 0;
+    clearTimeout(this.#waitTimer);
+    this.#waitTimer = null;
+    const conn = this.#conn;
+    this.#conn = null;
+    if (conn) this.#drop(conn, true);
+    if (this.#state !== "idle") this.#connect();
+  }
+
+  // -- connections -------------------------------------------------------------------------
+
+  #query() {
+    const parts = [];
+    const { editions, topics, minUrgency } = this.#filter;
+    if (editions.length) parts.push(`editions=${encode(editions.join(","))}`);
+    if (topics.length) parts.push(`topics=${encode(topics.join(","))}`);
+    if (minUrgency) parts.push(`min_urgency=${minUrgency}`);
+    const since = [...this.#cursors].filter(([edition]) => !editions.length || editions.includes(edition)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    if (since.length) parts.push(`since=${encode(since.map(([e, c]) => `${e}:${c}`).join(","))}`);
+    if (this.#options.role) parts.push(`role=${encode(this.#options.role)}`);
+    return parts.length ? parts.join("&") : "editions=";
+  }
+
+  #connect() {
+    this.#waitTimer = null;
+    let transport = this.#mode;
+    if (transport === "sse" && this.#options.transport === "auto" && typeof this.#WebSocket === "function" && Date.now() >= this.#fallbackUntil && this.#fallbackUntil > 0) {
+      transport = "ws"; // the fallback's time is up: try WebSocket again
+    }
+    const server = this.#servers[this.#serverIndex % this.#servers.length];
+    const query = this.#query();
+    const conn = {
+      id: ++this.#connections,
+      transport,
+      server: server.http,
+      url: transport === "ws" ? `${server.ws}/ws?${query}` : `${server.http}/sse?${query}`,
+      probeUrl: `${server.http}/sse?${query}`,
+      since: this.cursors,
+      started: Date.now(),
+      lastArrival: Date.now(),
+      heartbeatMs: DEFAULT_HEARTBEAT_S * 1000,
+      opened: false, // the transport opened (WebSocket `open`, SSE 200)
+      greeted: false, // something arrived
+      live: false, // the catch-up was delivered (a message other than hello and subscribed)
+      deadTimer: null,
+      socket: null,
+      abort: null,
+    };
+    this.#conn = conn;
+    this.#setState("connecting", { connection: this.#info(conn) });
+    this.#emit("connection", this.#info(conn));
+    this.#armDeadTimer(conn);
+    if (transport === "ws") this.#openWebSocket(conn);
+    else this.#openEventStream(conn);
+  }
+
+  #info(conn) {
+    return { id: conn.id, transport: conn.transport, server: conn.server, url: conn.url, since: conn.since };
+  }
+
+  #armDeadTimer(conn) {
+    clearTimeout(conn.deadTimer);
+    const deadMs = DEAD_AFTER_HEARTBEATS * conn.heartbeatMs;
+    const dueIn = conn.lastArrival + deadMs - Date.now();
+    conn.deadTimer = setTimeout(() => {
+      if (conn !== this.#conn) return;
+      if (Date.now() - conn.lastArrival >= deadMs) {
+        this.#ended(conn, { reason: `nothing received for ${deadMs / 1000} s (2.5 x heartbeat_s)` });
+      } else {
+        this.#armDeadTimer(conn);
+      }
+    }, Math.max(dueIn, 0));
+  }
+
+  #openWebSocket(conn) {
+    let socket;
+    try {
+      socket = new this.#WebSocket(conn.url);
+    } catch (error) {
+      queueMicrotask(() => this.#ended(conn, { reason: `cannot connect: ${error?.message ?? error}` }));
+      return;
+    }
+    conn.socket = socket;
+    socket.onopen = () => {
+      conn.opened = true;
+    };
+    socket.onmessage = (frame) => {
+      if (typeof frame.data !== "string") return; // the server never sends binary frames
+      if (frame.data.length > this.#options.maxMessageBytes) {
+        this.#ended(conn, { stop: new SubscriptionRefused(1009, `a message is larger than ${this.#options.maxMessageBytes} bytes`) });
+        return;
+      }
+      this.#received(conn, frame.data, null);
+    };
+    socket.onerror = () => {}; // the close event follows and says more
+    socket.onclose = (close) => {
+      if (conn !== this.#conn) return;
+      if (!conn.opened && !conn.greeted) {
+        this.#probe(conn); // why did the WebSocket not open? (a browser does not say)
+        return;
+      }
+      const code = close.code;
+      const reason = close.reason ?? "";
+      if (STOP_CLOSE_CODES.includes(code)) {
+        this.#ended(conn, { code, stop: new SubscriptionRefused(code, reason) });
+      } else {
+        this.#ended(conn, { code, reason: `closed ${code}${reason ? `: ${reason}` : ""}`, tryLater: code === CloseCode.TRY_AGAIN_LATER });
+      }
+    };
+  }
+
+  // A WebSocket that did not open: ask /sse with the same query, with fetch, which can read the
+  // answer (protocol.md 13, as web/ticker.js does). A stop status stops; 429 and 503 are waited
+  // out; a 200 means WebSocket is blocked on the way (two in a row: SSE); no answer: the node is down.
+  async #probe(conn) {
+    if (typeof this.#fetch !== "function") {
+      this.#ended(conn, { reason: "the WebSocket did not open" });
+      return;
+    }
+    const abort = typeof AbortController === "function" ? new AbortController() : null;
+    conn.abort = abort;
+    const timer = setTimeout(() => abort?.abort(), PROBE_TIMEOUT_MS);
+    let outcome;
+    try {
+      const response = await this.#fetch(conn.probeUrl, { headers: { Accept: "text/event-stream" }, cache: "no-store", signal: abort?.signal });
+      const status = response.status;
+      if (STOP_STATUSES.includes(status)) {
+        outcome = { status, stop: new SubscriptionRefused(status, await refusalReason(response), "http") };
+      } else if (TRY_LATER_STATUSES.includes(status)) {
+        outcome = { status, reason: `the WebSocket did not open; /sse answered ${status}`, tryLater: true, retryAfter: retryAfterMs(response.headers.get("Retry-After")) };
+      } else if (status === 200) {
+        outcome = { status, reason: "the WebSocket did not open but /sse answers: WebSocket blocked", blocked: true };
+      } else {
+        outcome = { status, reason: `the WebSocket did not open; /sse answered ${status}` };
+      }
+    } catch (error) {
+      outcome = { reason: `cannot connect: ${error?.message ?? error}` };
+    } finally {
+      clearTimeout(timer);
+      abort?.abort(); // an answered /sse would stream on
+    }
+    if (conn !== this.#conn) return;
+    this.#ended(conn, outcome);
+  }
+
+  async #openEventStream(conn) {
+    const abort = typeof AbortController === "function" ? new AbortController() : null;
+    conn.abort = abort;
+    let ended;
+    try {
+      const response = await this.#fetch(conn.url, { headers: { Accept: "text/event-stream" }, cache: "no-store", signal: abort?.signal });
+      if (conn !== this.#conn) return;
+      const status = response.status;
+      if (status !== 200) {
+        if (STOP_STATUSES.includes(status)) {
+          ended = { status, stop: new SubscriptionRefused(status, await refusalReason(response), "http") };
+        } else {
+          const retryAfter = retryAfterMs(response.headers.get("Retry-After"));
+          await response.body?.cancel?.().catch(() => {});
+          ended = { status, reason: `/sse answered ${status}`, tryLater: TRY_LATER_STATUSES.includes(status), retryAfter };
+        }
+      } else if (!response.body || typeof response.body.getReader !== "function") {
+        ended = { stop: new SubscriptionRefused(0, "this fetch cannot stream a response body (React Native: pass a streaming fetch, docs/client.md)", "client") };
+      } else {
+        conn.opened = true;
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        const parser = new EventStreamParser(this.#options.maxMessageBytes);
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (conn !== this.#conn) return;
+          if (done) break;
+          for (const [data, id] of parser.feed(decoder.decode(value, { stream: true }))) {
+            this.#received(conn, data, id);
+            if (conn !== this.#conn) return;
+          }
+        }
+        ended = { reason: "the stream ended" };
+      }
+    } catch (error) {
+      if (conn !== this.#conn) return;
+      ended = error instanceof RangeError ? { stop: new SubscriptionRefused(1009, error.message, "client") } : { reason: `cannot connect: ${error?.message ?? error}` };
+    }
+    this.#ended(conn, ended);
+  }
+
+  #received(conn, raw, sseId) {
+    if (conn !== this.#conn) return;
+    conn.lastArrival = Date.now();
+    conn.greeted = true;
+    let message;
+    try {
+      message = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if (message === null || typeof message !== "object" || Array.isArray(message)) return;
+    this.#emit("message", { message, raw, sseId, connection: this.#info(conn) });
+    if (conn !== this.#conn) return; // a listener closed the client or changed its filter
+    const type = message.type;
+    if (type === "hello") {
+      const heartbeatS = message.heartbeat_s;
+      if (typeof heartbeatS === "number" && heartbeatS > 0) {
+        conn.heartbeatMs = heartbeatS * 1000;
+        this.#armDeadTimer(conn);
+      }
+      this.#setState("open", { connection: this.#info(conn) });
+    } else if (!conn.live && type !== "subscribed") {
+      // The catch-up was delivered: the node can serve us (protocol.md 11, when the count resets).
+      conn.live = true;
+      const retried = this.#attempt > 0;
+      this.#attempt = 0;
+      this.#blocked = 0;
+      if (conn.transport === "ws") {
+        this.#mode = "ws";
+        this.#fallbackMs = FALLBACK_FIRST_MS;
+        this.#fallbackUntil = 0;
+      }
+      this.#setState("live", { connection: this.#info(conn), resumed: retried });
+      if (conn !== this.#conn) return;
+    }
+    if (EVENT_TYPES.has(type)) {
+      if (!this.#accept(message)) return;
+      this.#apply(message);
+      this.#emit(type, message);
+      this.#emit("event", message);
+    } else if (typeof type === "string") {
+      this.#emit(type, message); // hello, subscribed, heartbeat, pong, or a type added later
+    }
+  }
+
+  // The cursor check (protocol.md 8.2): false for an event already passed, or whose cursor breaks
+  // the cursor rule (it can be neither placed in order nor resumed from).
+  #accept(message) {
+    const { edition, cursor } = message;
+    if (typeof edition !== "string" || !isCursor(cursor)) return false;
+    if (LIVE_TYPES.has(message.type)) {
+      const known = this.#cursors.get(edition);
+      if (known !== undefined && compareCursors(cursor, known) <= 0) return false;
+    }
+    this.#cursors.set(edition, cursor);
+    return true;
+  }
+
+  #apply(message) {
+    if (!this.#options.keepLines) return;
+    const edition = message.edition;
+    if (message.type === "snapshot") {
+      const held = new Map();
+      const lines = Array.isArray(message.lines) ? message.lines : [];
+      for (let index = lines.length - 1; index >= 0; index -= 1) {
+        const line = lines[index];
+        if (line && typeof line.id === "string") held.set(line.id, { line, rank: ++this.#rank });
+      }
+      this.#lines.set(edition, held);
+    } else if (message.type === "retract") {
+      this.#lines.get(edition)?.delete(message.id);
+    } else if (message.line && typeof message.line.id === "string") {
+      if (!this.#lines.has(edition)) this.#lines.set(edition, new Map());
+      const held = this.#lines.get(edition);
+      const known = held.get(message.line.id);
+      held.set(message.line.id, { line: message.line, rank: known && message.type === "update" ? known.rank : ++this.#rank });
+    }
+    this.#bound(edition);
+  }
+
+  #bound(edition) {
+    const held = this.#lines.get(edition);
+    if (!held || held.size <= this.#options.maxLinesPerEdition) return;
+    const byAge = [...held.entries()].sort(([, a], [, b]) => Number(a.line.pinned === true) - Number(b.line.pinned === true) || a.rank - b.rank);
+    for (const [id] of byAge.slice(0, held.size - this.#options.maxLinesPerEdition)) held.delete(id);
+  }
+
+  #drop(conn, polite) {
+    clearTimeout(conn.deadTimer);
+    conn.abort?.abort();
+    const socket = conn.socket;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      socket.onerror = () => {};
+      try {
+        if (!polite && typeof socket.terminate === "function") socket.terminate(); // ws: no closing handshake
+        else if (socket.readyState === 0 || socket.readyState === 1) socket.close(1000);
+      } catch {
+        // closing a socket that is already going away
+      }
+    }
+  }
+
+  #ended(conn, { reason = "", code, status, stop, tryLater = false, retryAfter = 0, blocked = false } = {}) {
+    if (conn !== this.#conn) return;
+    this.#conn = null;
+    const wasLive = conn.live;
+    // A silent connection is dropped without a handshake (a dead peer never completes one).
+    this.#drop(conn, stop !== undefined || code !== undefined);
+    this.#emit("disconnect", { connection: this.#info(conn), code: code ?? null, status: status ?? null, reason: stop ? stop.reason : reason, wasLive });
+    if (stop) {
+      this.#refusal = stop;
+      this.#setState("stopped", { refusal: stop });
+      this.#emit("refused", stop);
+      return;
+    }
+    this.#updateTransport(conn, blocked);
+    this.#attempt += 1;
+    this.#serverIndex += 1; // preferably another node (protocol.md 10, 1013)
+    const delayMs = backoffDelayMs(this.#attempt, { tryLater, retryAfter, baseMs: this.#options.backoffBaseMs, maxMs: this.#options.backoffMaxMs });
+    const retry = { attempt: this.#attempt, delayMs, reason, wasLive, tryLater, retryAfterMs: retryAfter, transport: this.#mode };
+    this.#waitTryLater = tryLater || retryAfter > 0;
+    this.#waitTimer = setTimeout(() => this.#connect(), delayMs);
+    this.#emit("retry", retry);
+    if (this.#conn === null && this.#state !== "closed") this.#setState("waiting", retry);
+  }
+
+  #updateTransport(conn, blocked) {
+    if (this.#options.transport !== "auto" || conn.transport !== "ws") return;
+    if (!blocked) {
+      this.#blocked = 0; // "in a row"
+      return;
+    }
+    this.#blocked += 1;
+    if (this.#mode === "sse" || this.#blocked >= BLOCKED_BEFORE_FALLBACK) {
+      // A try of WebSocket from the fallback doubles the next wait before trying again.
+      if (this.#mode === "sse") this.#fallbackMs = Math.min(this.#fallbackMs * 2, FALLBACK_MAX_MS);
+      this.#mode = "sse";
+      this.#blocked = 0;
+      this.#fallbackUntil = Date.now() + this.#fallbackMs * (1 + Math.random());
+    }
+  }
+}
