@@ -17,7 +17,7 @@ from tests.browser import sign_in_desk
 from tests.conftest import Stack
 from tests.push_stack import PushServices, registration_body
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 
 @pytest.fixture

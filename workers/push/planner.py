@@ -114,7 +114,6 @@ class PushPlanner:
         args = planned.job_args()
         reach = self._keys.push_reach(alert.line_id)
         prefix = f"{alert.version}:{alert.kind}"
-        await self._redis.hsetnx(reach, f"{prefix}:first_ms", planned.accepted_ms)
 
         if planned.audience == "pushed":
             await self._set_latest(delivery_id, planned, args)
@@ -143,8 +142,13 @@ class PushPlanner:
                 await flush()
         if batch:
             await flush()
-        await self._redis.hset(reach, f"{prefix}:targets", total)
-        await self._redis.expire(reach, self._settings.push_ttl_s + 86_400)
+        if total:
+            # Nothing is recorded for an alert nobody wanted: the desk shows no push for it.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(reach, f"{prefix}:first_ms", planned.accepted_ms)
+                pipe.hset(reach, f"{prefix}:targets", total)
+                pipe.expire(reach, self._settings.push_ttl_s + 86_400)
+                await pipe.execute()
         log.info(
             "push of %s v%d (%s): %d targets in %d batches",
             alert.line_id,
