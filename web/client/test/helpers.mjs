@@ -94,10 +94,11 @@ export async function scripted(messages, closeCode, closeReason = "", respond = 
 
 /** A TCP relay to `port` recording each request line in `requests`; `cut()` drops every
  * connection open now (a network loss); with `blockUpgrades` it drops every WebSocket upgrade (a
- * proxy that does not pass WebSocket). */
-export async function relay(port, { blockUpgrades = false } = {}) {
+ * proxy that does not pass WebSocket), with `blockSse` every request for /sse (nor streams). */
+export async function relay(port, { blockUpgrades = false, blockSse = false } = {}) {
   const requests = [];
   const sockets = new Set();
+  const blocked = { upgrades: blockUpgrades, sse: blockSse }; // may be changed while it runs
   const server = net.createServer((client) => {
     sockets.add(client);
     client.on("close", () => sockets.delete(client));
@@ -111,7 +112,7 @@ export async function relay(port, { blockUpgrades = false } = {}) {
       if (end < 0) return;
       const text = head.subarray(0, end).toString("latin1");
       requests.push(text.split("\r\n", 1)[0]);
-      if (blockUpgrades && /^upgrade:\s*websocket/im.test(text)) {
+      if ((blocked.upgrades && /^upgrade:\s*websocket/im.test(text)) || (blocked.sse && /^GET \/sse[? ]/.test(text))) {
         client.destroy();
         return;
       }
@@ -129,6 +130,7 @@ export async function relay(port, { blockUpgrades = false } = {}) {
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     requests,
+    blocked,
     url: `http://127.0.0.1:${server.address().port}`,
     times: (path) => requests.filter((request) => request.startsWith(`GET ${path}?`) || request.startsWith(`GET ${path} `)).length,
     cut: () => {
