@@ -106,7 +106,15 @@ export async function relay(port, { blockUpgrades = false, blockSse = false } = 
     let head = Buffer.alloc(0);
     client.on("error", () => upstream?.destroy());
     client.on("data", (chunk) => {
-      if (upstream) return void upstream.write(chunk);
+      if (upstream) {
+        // A later request on a kept-alive connection (fetch reuses them): blocked too, if it asks for /sse.
+        if (blocked.sse && /^GET \/sse[? ]/.test(chunk.toString("latin1", 0, 9))) {
+          requests.push(chunk.toString("latin1").split("\r\n", 1)[0]);
+          client.destroy();
+          return;
+        }
+        return void upstream.write(chunk);
+      }
       head = Buffer.concat([head, chunk]);
       const end = head.indexOf("\r\n\r\n");
       if (end < 0) return;
