@@ -506,7 +506,7 @@ export class FlashwireClient {
   /** Change the filter: a new connection (protocol.md 7), at once. Editions, topics and minUrgency
    * not given keep their values. A new topic or urgency filter takes fresh snapshots (what is held
    * was chosen by the old one); a change of editions alone keeps the cursors and lines of the
-   * editions still subscribed. Restarts a stopped client. */
+   * editions still subscribed. Restarts a stopped client; an offline one connects at reconnect(). */
   subscribe(filter = {}) {
     if (this.#state === "closed") throw new Error("the client is closed");
     const next = checkFilter({
@@ -530,7 +530,7 @@ export class FlashwireClient {
     const conn = this.#conn;
     this.#conn = null;
     if (conn) this.#drop(conn, true);
-    if (this.#state !== "idle") this.#connect();
+    if (this.#state !== "idle" && this.#state !== "offline") this.#connect(); // offline: at reconnect()
   }
 
   // -- connections -------------------------------------------------------------------------
