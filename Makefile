@@ -68,10 +68,17 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fanout --subscribers 10000 --lines 50 --record
 
 # Size of the embeddable widget, minified (terser from the npm registry) and gzipped.
+# The widget and what it loads first: web/ticker.js imports its connection, the client library.
 widget-size:
 	@npx --yes terser@5 web/ticker.js --compress --mangle --comments false -o /tmp/flashwire-ticker.min.js
+	@npx --yes terser@5 web/client/flashwire.js --module --compress --mangle --comments false -o /tmp/flashwire-client.min.js
 	@printf 'web/ticker.js: %s bytes; minified %s; minified+gzip -9 %s\n' \
 		"$$(wc -c < web/ticker.js)" "$$(wc -c < /tmp/flashwire-ticker.min.js)" "$$(gzip -9 -c /tmp/flashwire-ticker.min.js | wc -c)"
+	@printf 'web/client/flashwire.js: %s bytes; minified %s; minified+gzip -9 %s\n' \
+		"$$(wc -c < web/client/flashwire.js)" "$$(wc -c < /tmp/flashwire-client.min.js)" "$$(gzip -9 -c /tmp/flashwire-client.min.js | wc -c)"
+	@printf 'together: %s bytes; minified %s; minified+gzip -9 %s (two files)\n' \
+		"$$(cat web/ticker.js web/client/flashwire.js | wc -c)" "$$(cat /tmp/flashwire-ticker.min.js /tmp/flashwire-client.min.js | wc -c)" \
+		"$$(( $$(gzip -9 -c /tmp/flashwire-ticker.min.js | wc -c) + $$(gzip -9 -c /tmp/flashwire-client.min.js | wc -c) ))"
 
 clean:
 	rm -rf $(VENV) web/client/node_modules .flashwire build *.egg-info test-artifacts .coverage .coverage.*

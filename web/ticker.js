@@ -5,9 +5,10 @@
  *
  * Renders a BREAKING bar in Shadow DOM (the host page's CSS cannot reach in, and ours cannot
  * leak out), themeable with CSS custom properties (--flash-ticker-*). Lines are inserted as
- * text, never as HTML. Connects over WebSocket, falls back to server-sent events and then to
- * polling the JSON feed; reconnects with jittered exponential backoff and resumes from its
- * last cursor. A visible Pause button stops the motion (WCAG 2.2.2), reduced-motion users get
+ * text, never as HTML. The connection is the Flashwire client library's (web/client/flashwire.js,
+ * loaded from beside this script): WebSocket, falling back to server-sent events and then to
+ * polling the JSON feeds, reconnecting with jittered exponential backoff and resuming from its
+ * last cursors. A visible Pause button stops the motion (WCAG 2.2.2), reduced-motion users get
  * a still bar, and new lines are announced in a polite live region.
  */
 (() => {
@@ -78,44 +79,11 @@
     .still .pause { display: none; }
   `;
 
-  // The client rules of docs/protocol.md (sections 8 to 11), the same as web/reader.js and
-  // flashwire/client.py: nothing for 2.5 heartbeat periods is a dead connection; the n-th retry
-  // waits a random time in [d/2, d], d = min(15 s, 0.25 s × 2^(n−1)), raised to 5 s after a 1013
-  // (or an answer 429 or 503), and no sooner than such an answer's Retry-After; only a message past
-  // the greeting resets n; these close codes and answers mean "stop" (flashwire/core/protocol.py).
-  const DEAD_AFTER_HEARTBEATS = 2.5;
-  const STOP_CODES = [1009, 4400, 4403, 4408];
-  const STOP_STATUSES = [400, 403, 404, 414, 431];
-  const TRY_LATER_STATUSES = [429, 503];
-  const RETRY_AFTER_MAX_MS = 300000;
-  const GREETINGS = ["hello", "subscribed"];
-  function backoffCeilingMs(attempt, tryLater) {
-    const ceiling = Math.min(15000, 250 * 2 ** Math.min(attempt - 1, 30));
-    return tryLater ? Math.max(ceiling, 5000) : ceiling;
-  }
-  // Milliseconds a Retry-After header asks for (RFC 9110 §10.2.3: seconds or an HTTP-date), at
-  // most 5 minutes (a wrong header must not park the widget for hours); 0 for none.
-  function retryAfterMs(value) {
-    if (!value) return 0;
-    const seconds = Number(value);
-    const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(value) - Date.now();
-    return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), RETRY_AFTER_MAX_MS) : 0;
-  }
-
   // A ticker shows at most `max-lines` lines (docs/widget.md): 20 by default (a busy hour's lines,
   // or a burst; a loop of about two and a half minutes at 70 px/s with headlines of 500 px), 50 at most.
   const MAX_LINES_DEFAULT = 20;
   const MAX_LINES_LIMIT = 50;
   const CLOCK_MS = 30000;
-
-  function cursorKey(cursor) {
-    const [ms, seq] = String(cursor).split("-");
-    return [Number(ms) || 0, Number(seq) || 0];
-  }
-  function newer(a, b) {
-    const x = cursorKey(a), y = cursorKey(b);
-    return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
-  }
 
   // -- filters ------------------------------------------------------------------
   //
@@ -156,21 +124,42 @@
 
   // -- the page's connection to a server ------------------------------------------
   //
-  // One Channel per server origin holds the page's one connection (WebSocket, else SSE, else the
-  // feed) for all its widgets, and the lines and cursor of each edition they show. Widgets join
-  // and leave it; any change of the set of filters (a widget added, removed, or an attribute
-  // changed, also while detached) is gathered into one reconnection (in the next task, so that a
-  // page's widgets, or an element moved in the DOM, make one change), with `since=` the cursor of
-  // each edition whose filter did not change and a snapshot for the others.
+  // The reader protocol (its transports and their fallbacks, cursors, the dead-connection rule,
+  // backoff and close codes) is the JavaScript client library's (web/client/flashwire.js,
+  // docs/client.md), the one implementation of it in JavaScript: loaded once a page, with
+  // `import()`, from beside this script (a module served with CORS headers, so a page of any
+  // origin may load it). What stays here is the page's side of it.
   //
-  // States (data-state on every widget): "connecting" (a transport opening, until the server
-  // confirms the subscription), "live", "waiting" (the backoff before the next attempt), "polling" (the JSON
-  // feed), "offline" (the browser says so; the `online` event brings an attempt at once),
-  // "stopped" (refused, or no widget left). `this.timer` is the only timer of the connection: the
-  // watchdog while connecting or live, the next attempt while waiting, the next read while
-  // polling. `enter()` clears it on every transition, and `drop()` closes the one connection, so
-  // no path can leave a second one open. Each connection's handlers act only while it is still
-  // `this.conn`.
+  // One Channel per server origin holds the page's one client (so one connection: WebSocket, else
+  // SSE, else the feeds) for all its widgets, and the lines of each edition they show. Widgets join
+  // and leave it; any change of the set of filters (a widget added, removed, or an attribute
+  // changed, also while detached) is gathered into one change of the client's subscription (in the
+  // next task, so that a page's widgets, or an element moved in the DOM, make one change), which
+  // resumes each edition whose filter did not change and takes a snapshot of the others. With no
+  // widget left the client is closed; its cursors are kept for a widget that comes back.
+  //
+  // States (data-state on every widget): "connecting" (until the server confirms the
+  // subscription), "live", "waiting" (the backoff before the next attempt), "polling" (the JSON
+  // feeds), "offline" (the browser says so; `online` brings an attempt at once), "stopped"
+  // (refused, or no widget left).
+
+  const LIBRARY = new URL("client/flashwire.js", SCRIPT && SCRIPT.src ? SCRIPT.src : `${DEFAULT_SERVER}/web/`).href;
+  let library = null; // the import's promise
+  let FlashwireClient = null; // the library's client class, once loaded
+  function loadLibrary() {
+    if (!library) library = import(LIBRARY).then((module) => { FlashwireClient = module.FlashwireClient; });
+    return library;
+  }
+
+  // The transports this browser offers, best first. The library reads SSE with fetch; a browser
+  // without EventSource is taken for one whose fetch cannot stream either.
+  function transports() {
+    const offered = [];
+    if (typeof WebSocket === "function") offered.push("ws");
+    if (typeof EventSource === "function") offered.push("sse");
+    offered.push("poll");
+    return offered;
+  }
 
   const CHANNELS = new Map();
   function channelFor(server) {
@@ -183,38 +172,33 @@
     constructor(server) {
       this.server = server;
       this.members = new Set();
-      this.editions = new Map(); // edition -> { lines: Map(id -> line), cursor }
+      this.editions = new Map(); // edition -> { lines: Map(id -> line), polled }
       // Each line's place in the order the lines went live (a snapshot's order, then the order of
       // the `line` events): the protocol's order, which published_at may not follow.
       this.ranks = new Map();
       this.lastRank = 0;
       this.subscription = null;
+      this.client = null;
+      this.saved = null; // { cursors, filterKey } of the last client closed
       this.known = null; // the server's editions and topics, from its last hello
       this.refusedKey = "";
       this.refusal = "";
       this.state = "stopped";
       this.transport = "";
-      this.timer = null;
-      this.conn = null;
-      this.run = null;
       this.trouble = "";
       this.announced = "";
       this.pending = null;
       this.listening = false;
-      this.onTick = () => this.tick();
-      this.onRetry = () => this.open();
-      this.onOpen = () => this.open();
-      // `online`: try at once (from the best transport's backoff start); `offline`: say so at once.
+      // `online`: try at once (the backoff count reset); `offline`: say so at once, no attempts.
       this.onOnline = () => {
-        if (!this.run || this.state === "live" || this.state === "connecting") return;
-        this.attempt = 0;
+        if (!this.client) return;
         if (this.trouble === "offline") this.trouble = "reconnecting";
-        this.open();
+        this.client.reconnect();
       };
-      this.onOffline = () => { if (this.run) this.goOffline(); };
+      this.onOffline = () => { if (this.client) this.client.offline(); };
       // Back from a frozen tab (the Page Lifecycle `resume` event): probe the connection at once.
-      this.onResume = () => { if (this.conn && this.conn.ping) this.conn.ping(); };
-      this.onChange = () => this.reconcile();
+      this.onResume = () => { if (this.client) this.client.ping(); };
+      this.onChange = () => loadLibrary().then(() => this.reconcile(), (error) => this.unloadable(error));
     }
 
     // -- members ----------------------------------------------------------------
@@ -257,7 +241,16 @@
       document[method]("resume", this.onResume);
     }
 
-    // Brings the connection to the subscription the widgets need now (see above).
+    // The library could not be loaded (the page's Content-Security-Policy, the network): every
+    // widget says so, and a change of attributes tries again.
+    unloadable(error) {
+      this.pending = null;
+      library = null;
+      this.state = "stopped";
+      for (const member of this.members) member.refuse(`cannot load ${LIBRARY}: ${error && error.message ? error.message : error}`, true);
+    }
+
+    // Brings the client to the subscription the widgets need now (see above).
     reconcile() {
       clearTimeout(this.pending);
       this.pending = null;
@@ -266,7 +259,8 @@
       this.listen(true);
       const wanted = unionOf([...this.members].map((member) => member.filter));
       const current = this.subscription;
-      if (current && current.key === wanted.key && this.run) {
+      const running = this.client && this.client.state !== "stopped";
+      if (current && current.key === wanted.key && running) {
         for (const member of this.members) member.refresh(false);
         return;
       }
@@ -275,32 +269,103 @@
         return;
       }
       this.refusedKey = "";
+      // The lines held for an edition no widget shows any more go; those chosen by another filter
+      // stay on screen until the snapshot that replaces them comes, so the bar does not flicker.
       for (const [edition, store] of this.editions) {
         if (!wanted.editions.includes(edition)) {
           for (const id of store.lines.keys()) this.ranks.delete(id);
           this.editions.delete(edition);
-        } else if (!current || current.filterKey !== wanted.filterKey) {
-          // The lines held were chosen by the old filter: a snapshot replaces them (they stay on
-          // screen until it comes, so the bar does not flicker).
-          store.cursor = null;
         }
       }
       for (const edition of wanted.editions) {
-        if (!this.editions.has(edition)) this.editions.set(edition, { lines: new Map(), cursor: null });
+        if (!this.editions.has(edition)) this.editions.set(edition, { lines: new Map(), polled: false });
       }
       this.subscription = wanted;
       // Each element keeps its place in its loop: only its own change (join) starts it again.
       for (const member of this.members) { member.removeAttribute("data-error"); member.refresh(false); }
-      this.stop();
-      this.start();
+      const filter = { editions: wanted.editions, topics: wanted.topics, minUrgency: wanted.minUrgency === "routine" ? null : wanted.minUrgency };
+      if (this.client) { this.client.subscribe(filter); return; }
+      this.open(filter, wanted);
+    }
+
+    // A client for `filter`, resuming from the cursors of the last one where the filter is the same.
+    open(filter, wanted) {
+      const since = {};
+      if (this.saved && this.saved.filterKey === wanted.filterKey) {
+        for (const edition of wanted.editions) if (this.saved.cursors[edition]) since[edition] = this.saved.cursors[edition];
+      }
+      this.saved = null;
+      this.trouble = "";
+      this.announced = "";
+      const client = new FlashwireClient({
+        server: this.server, ...filter, since, keepLines: false, transports: transports(),
+        // The feeds are read every `poll-interval` seconds, the shortest any widget asks for.
+        pollIntervalMs: () => {
+          const asked = [...this.members].map((m) => Number(m.getAttribute("poll-interval")) || 15);
+          return Math.max(1, asked.length ? Math.min(...asked) : 15) * 1000;
+        },
+      });
+      this.client = client;
+      const mine = (handler) => (event) => { if (this.client === client) handler(event); };
+      client.on("connection", mine((info) => { this.transport = info.transport; this.show(); }));
+      client.on("state", mine((change) => this.stateChanged(change)));
+      client.on("hello", mine((hello) => this.checkFilters(hello)));
+      client.on("subscribed", mine(() => this.confirmed()));
+      client.on("event", mine((message) => this.handle(message)));
+      client.on("retry", mine((retry) => this.retrying(retry)));
+      client.on("refused", mine((refusal) => this.refused(refusal.reason || `closed ${refusal.code}`)));
+      if (navigator.onLine === false) client.offline(); else client.start();
+    }
+
+    stop() {
+      const client = this.client;
+      this.client = null;
+      if (client) {
+        this.saved = { cursors: client.cursors, filterKey: this.subscription ? this.subscription.filterKey : "" };
+        client.close();
+      }
+      this.trouble = "";
+      this.state = "stopped";
+      this.show();
+    }
+
+    show() {
+      for (const member of this.members) member.showConnection();
+    }
+
+    // The client's state on the widgets: "open" is still connecting until the server confirms
+    // the subscription; "live" on the feeds is polling.
+    stateChanged({ state }) {
+      if (state === "offline") {
+        this.trouble = "offline";
+        this.state = "offline";
+        this.announceStatus();
+        return;
+      }
+      if (state === "live") { this.recovered(); this.state = this.transport === "poll" ? "polling" : "live"; }
+      else if (state === "open") { if (this.state !== "live") this.state = "connecting"; }
+      else this.state = state === "closed" || state === "idle" ? "stopped" : state;
+      this.show();
+    }
+
+    // The subscription confirmed: the page is live on this transport.
+    confirmed() {
+      this.recovered();
+      this.state = "live";
+      this.show();
+    }
+
+    // The bar says it is reconnecting once the dead-connection rule trips, or a second attempt
+    // in a row is needed.
+    retrying(retry) {
+      if ((retry.silent || retry.attempt >= 2) && !this.trouble) this.trouble = "reconnecting";
+      if (this.trouble) this.announceStatus();
     }
 
     // A refusal names the field at fault and its value (docs/protocol.md 2.3): the widgets whose
     // own filter holds that value are refused, and the others go on without them. A refusal that
     // names no widget's value (or every widget's) stops them all until one's attributes change.
     refused(reason) {
-      this.drop();
-      this.run = null;
       this.trouble = "";
       const named = /^(editions|topics): [^']*'([^']*)'/.exec(reason || "");
       const culprits = named ? [...this.members].filter((member) =>
@@ -312,7 +377,7 @@
       }
       this.refusedKey = this.subscription ? this.subscription.key : "";
       this.refusal = reason;
-      this.enter("stopped");
+      this.state = "stopped";
       for (const member of this.members) member.refuse(reason, true);
     }
 
@@ -342,339 +407,41 @@
       return any;
     }
 
-    // -- the connection -----------------------------------------------------------
-
-    enter(state, delayMs, next) {
-      clearTimeout(this.timer);
-      this.timer = null;
-      this.state = state;
-      if (next) this.timer = setTimeout(next, delayMs);
-      for (const member of this.members) member.showConnection();
-    }
-
-    drop() {
-      const conn = this.conn;
-      this.conn = null;
-      if (conn) conn.close();
-    }
-
-    start() {
-      this.run = {}; // identifies this run: an answer for an older one (a probe in flight) is ignored
-      this.attempt = 0;
-      this.failures = 0;
-      this.upgrades = 0;
-      this.upgradeAt = 0;
-      this.upgrading = false;
-      this.trouble = "";
-      this.announced = "";
-      this.best = typeof WebSocket === "function" ? "ws" : typeof EventSource === "function" ? "sse" : "poll";
-      this.mode = this.best;
-      if (navigator.onLine === false) this.goOffline(); else this.open();
-    }
-
-    stop() {
-      this.run = null;
-      this.drop();
-      this.enter("stopped");
-    }
-
-    query() {
-      const sub = this.subscription;
-      const params = new URLSearchParams({ editions: sub.editions.join(",") });
-      if (sub.topics.length) params.set("topics", sub.topics.join(","));
-      if (sub.minUrgency !== "routine") params.set("min_urgency", sub.minUrgency);
-      const since = sub.editions.filter((e) => this.editions.get(e).cursor)
-        .map((e) => `${e}:${this.editions.get(e).cursor}`);
-      if (since.length) params.set("since", since.join(","));
-      return params.toString();
-    }
-
-    // Opens the current transport (or the best one, when a downgrade is due to be probed back).
-    open() {
-      if (!this.run) return;
-      this.drop();
-      if (!this.upgrading && this.mode !== this.best && Date.now() >= this.upgradeAt) {
-        this.mode = this.best;
-        this.upgrading = true;
-      }
-      this.transport = this.mode;
-      if (this.mode === "poll") { this.poll(); return; }
-      // Until this connection's hello says otherwise, the period is 15 s; the dead-connection
-      // clock starts now, so it also bounds the opening.
-      this.heartbeatMs = 15000;
-      this.lastMessage = Date.now();
-      this.conn = this.mode === "ws" ? this.openWebSocket() : this.openEventSource();
-      this.enter("connecting", this.checkEveryMs(), this.onTick);
-    }
-
-    checkEveryMs() { return Math.min(1000, this.heartbeatMs / 4); }
-
-    // The watchdog (the dead-connection rule), and the time to probe a downgraded transport back.
-    tick() {
-      if (Date.now() - this.lastMessage > this.heartbeatMs * DEAD_AFTER_HEARTBEATS) {
-        this.trouble = "reconnecting";
-        this.announceStatus();
-        this.retry(false);
-      } else if (this.state === "live" && this.mode !== this.best && Date.now() >= this.upgradeAt) {
-        this.open();
-      } else {
-        this.enter(this.state, this.checkEveryMs(), this.onTick);
-      }
-    }
-
-    // The next attempt, after the backoff of protocol.md section 11. `atLeastMs`: a Retry-After,
-    // waited plus up to a fifth more, so that the readers a node refused at once spread out.
-    retry(tryLater, atLeastMs = 0) {
-      if (!this.run) return;
-      this.drop();
-      this.attempt += 1;
-      if (this.attempt >= 2 && !this.trouble) this.trouble = "reconnecting";
-      const ceiling = backoffCeilingMs(this.attempt, tryLater);
-      const delay = Math.max(ceiling / 2 + Math.random() * ceiling / 2, atLeastMs * (1 + Math.random() / 5));
-      this.enter("waiting", delay, this.onRetry);
-      if (this.trouble) this.announceStatus();
-    }
-
-    goOffline() {
-      this.drop();
-      this.trouble = "offline";
-      this.enter("offline");
-      this.announceStatus();
-    }
-
-    // A downgraded transport (SSE, the feed) is temporary: the best one is tried again after a
-    // random wait in [d/2, d], d = 8 s, doubled after each such try that fails, at most 5 minutes
-    // (docs/widget.md); `upgrades` counts the failed tries until the best transport delivers.
-    downgrade(to, failedTry) {
-      this.upgrading = false;
-      this.mode = to;
-      this.downgradedTo = to;
-      if (failedTry) this.upgrades += 1;
-      const ceiling = Math.min(RETRY_AFTER_MAX_MS, 8000 * 2 ** Math.min(this.upgrades, 10));
-      this.upgradeAt = Date.now() + ceiling / 2 + Math.random() * ceiling / 2;
-    }
-
-    // Why did a transport fail to even open? "down": the server does not answer (a restart);
-    // "unavailable" (or { unavailable, retryAfterMs }): it answers but cannot serve the ticker (its
-    // store is down, it is full, or this address holds its share of connections: 429/503);
-    // "blocked": it serves the ticker, so something between us blocks this transport (a proxy, or
-    // the page's Content-Security-Policy); or { refused }: it refused this subscription
-    // (400/403/404, or 414/431 for a URL or request too large), which neither a browser's
-    // EventSource nor its WebSocket reveals, so the widget asks /sse again with fetch, with the
-    // same query: the service answers an allowed page's /sse with CORS headers, refusals too, so
-    // a partner page reads why. A feed that is not there (404) names an edition the server does
-    // not offer.
-    async probe(mode) {
-      const get = async (path, fetchMode, read) => {
-        const abort = new AbortController();
-        const timer = setTimeout(() => abort.abort(), 5000);
-        try {
-          const response = await fetch(`${this.server}${path}`,
-            { mode: fetchMode, cache: "no-store", credentials: "omit", signal: abort.signal });
-          const body = read && !response.ok ? await response.json().catch(() => ({})) : null;
-          const retryAfter = response.headers.get("Retry-After");
-          return { status: response.status, opaque: response.type === "opaque", body, retryAfter };
-        } finally {
-          clearTimeout(timer);
-          abort.abort(); // an answered /sse would otherwise stream on
-        }
-      };
-      try {
-        const health = await get("/healthz", "no-cors", false);
-        if (!health.opaque && health.status === 503) return "unavailable";
-      } catch (error) {
-        return "down";
-      }
-      if (mode !== "poll") {
-        try {
-          const answer = await get(`/sse?${this.query()}`, "cors", true);
-          if (STOP_STATUSES.includes(answer.status)) {
-            const error = (answer.body && answer.body.error) || {};
-            const reason = error.field ? `${error.field}: ${error.message}` : error.message;
-            return { refused: reason || `refused: ${answer.status}` };
-          }
-          if (TRY_LATER_STATUSES.includes(answer.status)) {
-            return { unavailable: true, retryAfterMs: retryAfterMs(answer.retryAfter) };
-          }
-        } catch (error) {
-          // No answer to read: ask the feed.
-        }
-      }
-      try {
-        // The feeds are read from the store, with CORS headers: a 200 proves the store is up.
-        const editions = this.subscription.editions;
-        const feeds = await Promise.all(editions.map((e) => get(`/feeds/${encodeURIComponent(e)}.json`, "cors", false)));
-        const missing = feeds.findIndex((feed) => feed.status === 404);
-        if (missing >= 0) return { refused: `editions: unknown edition '${editions[missing]}'` };
-        return feeds.every((feed) => feed.status === 200) ? "blocked" : "unavailable";
-      } catch (error) {
-        return "unavailable";
-      }
-    }
-
-    // A transport that failed to open (no message at all): while the probe is asked, the channel
-    // waits (no connection, no timer). A probe of the best transport back falls back at once;
-    // otherwise a transport is given up after two "blocked" verdicts in a row. A server that is
-    // down or unavailable is just retried (after at least 2.5 s if unavailable).
-    async failedToOpen(mode) {
-      const run = this.run;
-      this.drop();
-      this.enter("waiting");
-      if (this.upgrading) {
-        // Back from the feed: WebSocket failed, so SSE is tried before the feed again.
-        if (mode === "ws" && this.downgradedTo === "poll" && typeof EventSource === "function") {
-          this.mode = "sse";
-          this.open();
-          return;
-        }
-        this.downgrade(this.downgradedTo, true);
-        this.retry(false);
-        return;
-      }
-      const verdict = await this.probe(mode);
-      if (!run || this.run !== run || this.state !== "waiting" || this.timer) return;
-      if (verdict.refused) { this.refused(verdict.refused); return; }
-      if (verdict.unavailable) { this.failures = 0; this.retry(true, verdict.retryAfterMs); return; }
-      if (verdict === "blocked") {
-        this.failures += 1;
-        if (this.failures >= 2) {
-          this.failures = 0;
-          this.attempt = 0;
-          this.downgrade(mode === "ws" && typeof EventSource === "function" ? "sse" : "poll", false);
-        }
-      } else {
-        this.failures = 0;
-      }
-      this.retry(verdict === "unavailable");
-    }
-
-    received(conn, message) {
-      if (this.conn !== conn) return;
-      this.lastMessage = Date.now();
-      // The subscription confirmed (`subscribed`, or anything after it): the page is live on this
-      // transport. Only a message past the greeting resets the backoff, though: a node that
-      // greets and then refuses (1013, its store is down) must not be retried at once.
-      const delivered = !GREETINGS.includes(message.type);
-      if (delivered || message.type === "subscribed") {
-        if (this.mode === this.best) { this.upgrades = 0; this.upgradeAt = 0; this.upgrading = false; }
-        else if (this.upgrading) this.downgrade(this.mode, false); // up from the feed to SSE: WebSocket later
-        this.recovered();
-        if (this.state === "connecting") this.enter("live", this.checkEveryMs(), this.onTick);
-      }
-      if (delivered) {
-        this.attempt = 0;
-        this.failures = 0;
-      }
-      this.handle(message);
-    }
-
-    // A connection that fails: before any message, a failure to open; after, a retry.
-    failed(conn, opened, tryLater) {
-      if (this.conn !== conn) return;
-      if (opened) this.retry(tryLater); else this.failedToOpen(this.mode);
-    }
-
-    openWebSocket() {
-      let opened = false;
-      const socket = new WebSocket(`${this.server.replace(/^http/, "ws")}/ws?${this.query()}`);
-      const conn = { close: () => socket.close() };
-      socket.onopen = () => { opened = true; };
-      socket.onmessage = (frame) => this.received(conn, JSON.parse(frame.data));
-      socket.onclose = (event) => {
-        if (this.conn !== conn) return;
-        if (STOP_CODES.includes(event.code)) { this.refused(event.reason || `closed ${event.code}`); return; }
-        this.failed(conn, opened, event.code === 1013);
-      };
-      // A WebSocket blocked by the page's Content-Security-Policy fires only `error`, never `close`.
-      socket.onerror = () => this.failed(conn, opened, false);
-      conn.ping = () => { if (socket.readyState === 1) socket.send('{"type":"ping"}'); };
-      return conn;
-    }
-
-    openEventSource() {
-      let opened = false;
-      const source = new EventSource(`${this.server}/sse?${this.query()}`);
-      const conn = { close: () => source.close() };
-      source.onmessage = (frame) => { opened = true; this.received(conn, JSON.parse(frame.data)); };
-      // Reconnect ourselves, so the URL carries our latest cursors and our backoff applies.
-      source.onerror = () => { source.close(); this.failed(conn, opened, false); };
-      return conn;
-    }
-
-    // The feed of each subscribed edition, read every `poll-interval` seconds (the shortest any
-    // widget asks for, 15 by default).
-    async poll() {
-      const run = this.run;
-      const asked = [...this.members].map((m) => Number(m.getAttribute("poll-interval")) || 15);
-      const interval = Math.max(1, asked.length ? Math.min(...asked) : 15) * 1000;
-      this.enter("polling");
-      const still = () => this.run === run && this.state === "polling" && !this.timer;
-      try {
-        const editions = this.subscription.editions;
-        const responses = await Promise.all(editions.map((edition) => fetch(
-          `${this.server}/feeds/${encodeURIComponent(edition)}.json`,
-          { cache: "no-cache", mode: "cors", credentials: "omit" })));
-        if (!still()) return;
-        for (const [i, response] of responses.entries()) {
-          if (response.status === 404) { this.refused(`editions: unknown edition '${editions[i]}'`); return; }
-          if (STOP_STATUSES.includes(response.status)) { this.refused(`feed refused: ${response.status}`); return; }
-          if (TRY_LATER_STATUSES.includes(response.status)) {
-            this.retry(true, retryAfterMs(response.headers.get("Retry-After")));
-            return;
-          }
-          if (!response.ok) throw new Error(String(response.status));
-        }
-        const feeds = await Promise.all(responses.map((response) => response.json()));
-        if (!still()) return;
-        editions.forEach((edition, i) => this.applyFeed(edition, feeds[i]));
-        this.attempt = 0;
-        this.recovered();
-        const probeBackMs = this.mode === this.best ? interval : Math.max(0, this.upgradeAt - Date.now());
-        this.enter("polling", Math.min(interval, probeBackMs), this.onOpen);
-      } catch (error) {
-        if (still()) this.retry(error.message === "503");
-      }
-    }
-
     // The bar shows (and the speaker announces once) that it is offline or reconnecting; a
     // connection that delivers clears it.
     recovered() {
       if (!this.trouble) return;
       this.trouble = "";
       this.announced = "";
-      for (const member of this.members) member.showConnection();
+      this.show();
     }
 
     announceStatus() {
-      for (const member of this.members) member.showConnection();
+      this.show();
       if (this.announced === this.trouble || !this.speaker) return;
       this.announced = this.trouble;
       this.speaker.say(this.speaker.words[this.trouble]);
     }
 
-    // -- protocol -------------------------------------------------------------
+    // -- what the subscription delivers (cursor-checked by the library) -------------------
 
     handle(message) {
       const type = message.type;
-      this.lastMessage = Date.now();
-      if (type === "hello") {
-        if (message.heartbeat_s > 0) this.heartbeatMs = message.heartbeat_s * 1000;
-        this.checkFilters(message);
-        return;
-      }
       const store = this.editions.get(message.edition);
       if (!store) return;
       if (type === "snapshot") {
+        // A read of the feed after the first: its new lines are news (announced); the first
+        // read's, like a stream's snapshot, are not.
+        const fresh = message.feed && store.polled ? message.lines.filter((line) => !store.lines.has(line.id)) : [];
+        if (message.feed) store.polled = true;
         for (const id of store.lines.keys()) this.ranks.delete(id);
         store.lines = new Map(message.lines.map((line) => [line.id, line]));
         this.rankAll(message.lines);
-        store.cursor = message.cursor;
-        for (const member of this.membersOf(message.edition)) member.refresh(false);
+        const members = this.membersOf(message.edition);
+        this.announce(fresh, members);
+        for (const member of members) member.refresh(false);
         return;
       }
-      if (type !== "line" && type !== "update" && type !== "retract") return;
-      if (store.cursor && !newer(message.cursor, store.cursor)) return;
-      store.cursor = message.cursor;
       const members = this.membersOf(message.edition);
       if (type === "retract") {
         store.lines.delete(message.id);
@@ -693,42 +460,6 @@
     // Ranks `lines`, given newest first (a snapshot, the feed), after every line ranked so far.
     rankAll(lines) {
       for (let i = lines.length - 1; i >= 0; i -= 1) this.ranks.set(lines[i].id, ++this.lastRank);
-    }
-
-    // The feed carries the whole edition: the channel keeps what its subscription would give.
-    applyFeed(edition, feed) {
-      const store = this.editions.get(edition);
-      if (!store) return;
-      const first = store.polled !== true;
-      store.polled = true;
-      const sub = { topics: this.subscription.topics, minUrgency: this.subscription.minUrgency };
-      const next = new Map();
-      const fresh = [];
-      for (const item of feed.items || []) {
-        const extra = item._flashwire || {};
-        // A line killed in the last 24 hours stays in the feed as a withdrawn item (docs/feeds.md):
-        // for the bar it is gone.
-        if (extra.retracted) continue;
-        const line = {
-          id: extra.line_id || item.id, text: item.content_text || item.title || "", url: item.url || null,
-          urgency: extra.urgency || "routine", version: extra.version || 1, pinned: Boolean(extra.pinned),
-          direction: extra.direction, language: item.language || edition, topics: item.tags || [],
-          published_at: item.date_published,
-        };
-        if (!matches(sub, line)) continue;
-        next.set(line.id, line);
-        if (!first && !store.lines.has(line.id)) fresh.push(line);
-      }
-      for (const id of store.lines.keys()) this.ranks.delete(id);
-      store.lines = next;
-      this.rankAll([...next.values()]);
-      // The ticker cursor the feed stands at (docs/feeds.md): back on a stream, resume from it, so
-      // nothing the feed gave is delivered (and announced) again.
-      const cursor = feed._flashwire && feed._flashwire.cursor;
-      if (typeof cursor === "string" && /^\d+-\d+$/.test(cursor)) store.cursor = cursor;
-      const members = this.membersOf(edition);
-      this.announce(fresh, members);
-      for (const member of members) member.refresh(first);
     }
 
     // Each new line is announced by the first widget that shows it, so a line shown by several

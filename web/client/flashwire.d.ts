@@ -11,6 +11,10 @@ export declare const TRY_LATER_MIN_MS: 5000;
 export declare const RETRY_AFTER_MAX_MS: 300000;
 export declare const MAX_MESSAGE_BYTES: number;
 export declare const MAX_LINES_PER_EDITION: 500;
+export declare const POLL_INTERVAL_MS: 15000;
+export type Transport = "ws" | "sse" | "poll";
+/** The transports, best first. */
+export declare const TRANSPORTS: readonly Transport[];
 
 /** Close codes of protocol.md section 10. */
 export declare const CloseCode: Readonly<{
@@ -87,6 +91,8 @@ export interface SnapshotMessage {
   lines: Line[];
   /** Present only when `reset` is true. */
   reason?: string;
+  /** Made from the edition's JSON feed (transport "poll"): then `cursor` is null if the feed names none. */
+  feed?: true;
 }
 export interface LineMessage {
   type: "line";
@@ -163,7 +169,7 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 export type FetchLike = (
   url: string,
-  init: { headers: Record<string, string>; cache: "no-store"; signal?: AbortSignal },
+  init: { headers?: Record<string, string>; cache: "no-store" | "no-cache"; mode?: "no-cors"; signal?: AbortSignal },
 ) => Promise<Response>;
 
 export interface Filter {
@@ -181,8 +187,13 @@ export interface ClientOptions extends Filter {
   server: string | string[];
   /** Resume cursors per edition, e.g. saved from `client.cursors`. */
   since?: Record<string, Cursor>;
-  /** "auto" (WebSocket, SSE when WebSocket is missing or blocked), "ws" or "sse". */
-  transport?: "auto" | "ws" | "sse";
+  /** "auto" (WebSocket, SSE when WebSocket is missing or blocked), "ws", "sse" or "poll" (the feeds). */
+  transport?: "auto" | Transport;
+  /** Instead of `transport`: the transports to use, best first, e.g. ["ws", "sse", "poll"]; each is
+   * given up for the next after two attempts in a row that the way to the node blocks. */
+  transports?: Transport[];
+  /** Between two reads of the feeds (transport "poll"), in ms (default 15000); a function is asked before each wait. */
+  pollIntervalMs?: number | (() => number);
   /** A WebSocket constructor; default globalThis.WebSocket (Node < 22: `import { WebSocket } from "ws"`). */
   WebSocket?: WebSocketConstructor;
   /** A fetch that can stream a response body; default globalThis.fetch. */
@@ -200,12 +211,12 @@ export interface ClientOptions extends Filter {
   role?: "reader" | "desk";
 }
 
-export type ClientState = "idle" | "connecting" | "open" | "live" | "waiting" | "stopped" | "closed";
+export type ClientState = "idle" | "connecting" | "open" | "live" | "waiting" | "offline" | "stopped" | "closed";
 
 export interface ConnectionInfo {
   /** 1 for the first connection of this client, then 2, ... */
   id: number;
-  transport: "ws" | "sse";
+  transport: Transport;
   /** The node's http(s) base URL. */
   server: string;
   url: string;
@@ -223,13 +234,15 @@ export interface RetryInfo {
   /** It ended with a 1013, 429 or 503. */
   tryLater: boolean;
   retryAfterMs: number;
-  /** The transport of the next attempt (before a fallback's WebSocket try). */
-  transport: "ws" | "sse";
+  /** The transport of the next attempt (before a fallback's try of the best one). */
+  transport: Transport;
+  /** The connection was dropped because nothing arrived for 2.5 x heartbeat_s. */
+  silent: boolean;
 }
 export interface StateChange extends Partial<RetryInfo> {
   state: ClientState;
   previous: ClientState;
-  transport: "ws" | "sse";
+  transport: Transport;
   attempt: number;
   connection?: ConnectionInfo;
   /** On "live": the connection came after a retry. */
@@ -239,8 +252,8 @@ export interface StateChange extends Partial<RetryInfo> {
 }
 export interface RawMessage {
   message: ServerMessage | { type?: unknown; [field: string]: unknown };
-  /** The frame, or the SSE event's data, exactly as received. */
-  raw: string;
+  /** The frame, or the SSE event's data, exactly as received; null for a snapshot made from a feed. */
+  raw: string | null;
   /** The SSE event's own `id` field (null if it had none, and over WebSocket). */
   sseId: string | null;
   connection: ConnectionInfo;
@@ -279,7 +292,9 @@ export interface ClientEvents {
 export declare class FlashwireClient {
   constructor(options: ClientOptions);
   readonly state: ClientState;
-  readonly transport: "ws" | "sse";
+  readonly transport: Transport;
+  /** The transports it may use, best first. */
+  readonly transports: Transport[];
   readonly attempt: number;
   readonly connections: number;
   readonly refusal: SubscriptionRefused | null;
@@ -294,7 +309,10 @@ export declare class FlashwireClient {
   start(): this;
   close(): void;
   ping(): boolean;
-  /** Try at once if waiting between attempts (the network is back); not after a 1013, 429 or 503. */
+  /** Try at once if waiting between attempts (the network is back; not after a 1013, 429 or 503),
+   * or if offline (with the backoff count reset). */
   reconnect(): boolean;
+  /** The network is gone: close the connection, no attempt until reconnect() (state "offline"). */
+  offline(): boolean;
   subscribe(filter?: Filter): void;
 }

@@ -12,8 +12,11 @@
 // of 10 and the backoff of 11 (d = min(15 s, 0.25 s x 2^(n-1)), at least 5 s after a 1013, 429 or
 // 503, a uniform wait in [d/2, d], never sooner than a Retry-After (capped at 5 minutes) plus up to
 // a fifth; n reset by the first message that is not `hello` or `subscribed`), resuming with
-// `since=` its cursors. Transports: WebSocket (`/ws`), and SSE (`/sse`, section 15) read with
-// `fetch` streaming, so that it works where EventSource is missing and can read error answers.
+// `since=` its cursors. Transports: WebSocket (`/ws`), SSE (`/sse`, section 15) read with
+// `fetch` streaming, so that it works where EventSource is missing and can read error answers, and
+// on request the JSON feeds (`/feeds/{edition}.json`, section 16) read every `pollIntervalMs`. A
+// transport that the way to the node blocks is given up for the next one of `transports` after
+// two failures in a row, and the best one is tried again later (docs/client.md, "Transports").
 //
 // What it keeps in memory (docs/client.md, "Memory"): one cursor per subscribed edition; unless
 // `keepLines` is false, the live lines of each edition, at most `maxLinesPerEdition` (500, a
@@ -29,6 +32,9 @@ export const TRY_LATER_MIN_MS = 5000;
 export const RETRY_AFTER_MAX_MS = 300000;
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 export const MAX_LINES_PER_EDITION = 500;
+export const POLL_INTERVAL_MS = 15000;
+/** The transports, best first. */
+export const TRANSPORTS = Object.freeze(["ws", "sse", "poll"]);
 
 /** Close codes of protocol.md section 10. */
 export const CloseCode = Object.freeze({
@@ -55,11 +61,13 @@ const EVENT_TYPES = new Set(["snapshot", "line", "update", "retract"]);
 const LIVE_TYPES = new Set(["line", "update", "retract"]);
 const GREETINGS = new Set(["hello", "subscribed"]);
 const URGENCIES = ["flash", "urgent", "routine"];
+const URGENCY_RANK = { flash: 0, urgent: 1, routine: 2 };
 const CURSOR = /^([0-9]{1,20})(?:-([0-9]{1,20}))?$/;
 const U64_MAX = "18446744073709551615";
-// After two WebSocket attempts that fail to open while /sse answers 200, the client uses SSE; it
-// tries WebSocket again 4-8 s later, then twice as long after each try that fails, up to 5 minutes
-// (as web/ticker.js does, protocol.md 13).
+// After two attempts in a row whose transport fails to open while the node serves (/sse answers
+// 200, or its health and feeds do), the client uses the next transport of its list; it tries the
+// best one again 4-8 s later, then twice as long after each try that fails, up to 5 minutes
+// (protocol.md 13). A try from the feeds that fails goes on to SSE at once.
 const BLOCKED_BEFORE_FALLBACK = 2;
 const FALLBACK_FIRST_MS = 4000;
 const FALLBACK_MAX_MS = 300000;
@@ -205,6 +213,42 @@ class EventStreamParser {
   }
 }
 
+// -- the feeds (protocol.md 16, docs/feeds.md) ------------------------------------------------
+
+// Does `line` pass the filter (protocol.md 7): its urgency at least minUrgency, and any of the topics?
+function matches(filter, line) {
+  if ((URGENCY_RANK[line.urgency] ?? 2) > URGENCY_RANK[filter.minUrgency ?? "routine"]) return false;
+  return !filter.topics.length || (line.topics ?? []).some((topic) => filter.topics.includes(topic));
+}
+
+// An edition's JSON feed as the snapshot a stream would give for `filter`: its live lines, newest
+// first, without the items withdrawn in the last 24 hours, marked `feed: true`, with the cursor the
+// feed stands at (null if it names none).
+function feedSnapshot(edition, feed, filter) {
+  const lines = [];
+  for (const item of Array.isArray(feed?.items) ? feed.items : []) {
+    const extra = item._flashwire ?? {};
+    if (extra.retracted) continue;
+    const line = {
+      id: extra.line_id ?? item.id,
+      version: extra.version ?? 1,
+      edition,
+      language: item.language ?? edition,
+      direction: extra.direction,
+      text: item.content_text ?? item.title ?? "",
+      urgency: extra.urgency ?? "routine",
+      topics: Array.isArray(item.tags) ? item.tags : [],
+      url: item.url ?? null,
+      pinned: extra.pinned === true,
+      published_at: item.date_published,
+      updated_at: item.date_modified ?? item.date_published,
+    };
+    if (typeof line.id === "string" && matches(filter, line)) lines.push(line);
+  }
+  const cursor = feed?._flashwire?.cursor;
+  return { type: "snapshot", edition, cursor: isCursor(cursor) ? cursor : null, reset: false, lines, feed: true };
+}
+
 // -- the client ------------------------------------------------------------------------------
 
 function listOf(value, name) {
@@ -257,7 +301,9 @@ export class FlashwireClient {
   #attempt = 0;
   #waitTimer = null;
   #waitTryLater = false;
-  #mode;
+  #transports; // the transports to use, best first
+  #level = 0; // the index in #transports of the one in use
+  #nextLevel = null; // a transport to try at once (from the feeds: SSE after a failed WebSocket)
   #blocked = 0;
   #fallbackMs = FALLBACK_FIRST_MS;
   #fallbackUntil = 0;
@@ -277,14 +323,31 @@ export class FlashwireClient {
     this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
     const transport = options.transport ?? "auto";
-    if (!["auto", "ws", "sse"].includes(transport)) throw new TypeError("transport must be auto, ws or sse");
+    if (!["auto", ...TRANSPORTS].includes(transport)) throw new TypeError("transport must be auto, ws, sse or poll");
     if (transport === "ws" && typeof this.#WebSocket !== "function") {
       throw new TypeError("transport ws needs a WebSocket: globalThis.WebSocket or the WebSocket option (Node < 22: the ws package)");
     }
-    if (transport === "sse" && typeof this.#fetch !== "function") throw new TypeError("transport sse needs fetch");
-    this.#mode = transport === "sse" || typeof this.#WebSocket !== "function" ? "sse" : "ws";
+    if ((transport === "sse" || transport === "poll") && typeof this.#fetch !== "function") throw new TypeError(`transport ${transport} needs fetch`);
+    let transports = transport === "auto" ? ["ws", "sse"] : [transport];
+    if (options.transports !== undefined) {
+      const list = options.transports;
+      if (transport !== "auto") throw new TypeError("give transport or transports, not both");
+      if (!Array.isArray(list) || list.length === 0 || list.some((t) => !TRANSPORTS.includes(t)) || new Set(list).size !== list.length) {
+        throw new TypeError("transports must be a non-empty list of ws, sse and poll, best first");
+      }
+      transports = [...list];
+    }
+    if (transport === "auto") {
+      // What this environment cannot do is left out: no WebSocket, or no fetch for SSE and the feeds.
+      transports = transports.filter((t) => (t === "ws" ? typeof this.#WebSocket === "function" : typeof this.#fetch === "function"));
+      if (transports.length === 0) throw new TypeError("no transport: needs a WebSocket or fetch");
+    }
+    this.#transports = transports;
+    const pollIntervalMs = options.pollIntervalMs ?? POLL_INTERVAL_MS;
+    if (typeof pollIntervalMs !== "function" && !(pollIntervalMs > 0)) throw new TypeError("pollIntervalMs must be a positive number or a function");
     this.#options = {
       transport,
+      pollIntervalMs,
       keepLines: options.keepLines ?? true,
       maxLinesPerEdition: options.maxLinesPerEdition ?? MAX_LINES_PER_EDITION,
       maxMessageBytes: options.maxMessageBytes ?? MAX_MESSAGE_BYTES,
@@ -296,14 +359,19 @@ export class FlashwireClient {
 
   // -- public state ------------------------------------------------------------------------
 
-  /** "idle", "connecting", "open" (greeted), "live" (catch-up delivered), "waiting", "stopped", "closed". */
+  /** "idle", "connecting", "open" (greeted), "live" (catch-up delivered), "waiting", "offline", "stopped", "closed". */
   get state() {
     return this.#state;
   }
 
-  /** The transport in use or about to be used: "ws" or "sse". */
+  /** The transport in use or about to be used: "ws", "sse" or "poll". */
   get transport() {
-    return this.#conn?.transport ?? this.#mode;
+    return this.#conn?.transport ?? this.#transports[this.#level];
+  }
+
+  /** The transports this client may use, best first. */
+  get transports() {
+    return [...this.#transports];
   }
 
   /** Consecutive failed connections (protocol.md 11's n). */
@@ -410,16 +478,35 @@ export class FlashwireClient {
    * browser's `online` event, an app coming to the foreground, React Native's NetInfo): true if it
    * did. Not after a 1013, 429 or 503, whose wait the server asked for; on a connection, use ping(). */
   reconnect() {
+    if (this.#state === "offline") {
+      this.#attempt = 0; // a new network: the backoff starts again
+      this.#connect();
+      return true;
+    }
     if (this.#state !== "waiting" || this.#waitTryLater) return false;
     clearTimeout(this.#waitTimer);
     this.#connect();
     return true;
   }
 
+  /** The network is gone (a browser's `offline` event, React Native's NetInfo): close the
+   * connection and make no attempt until reconnect() (state "offline"). True if it did; false for a
+   * stopped or closed client. Also before start(): then reconnect() starts it. */
+  offline() {
+    if (this.#state === "closed" || this.#state === "stopped") return false;
+    clearTimeout(this.#waitTimer);
+    this.#waitTimer = null;
+    const conn = this.#conn;
+    this.#conn = null;
+    if (conn) this.#drop(conn, true);
+    this.#setState("offline");
+    return true;
+  }
+
   /** Change the filter: a new connection (protocol.md 7), at once. Editions, topics and minUrgency
    * not given keep their values. A new topic or urgency filter takes fresh snapshots (what is held
    * was chosen by the old one); a change of editions alone keeps the cursors and lines of the
-   * editions still subscribed. Restarts a stopped client. */
+   * editions still subscribed. Restarts a stopped client; an offline one connects at reconnect(). */
   subscribe(filter = {}) {
     if (this.#state === "closed") throw new Error("the client is closed");
     const next = checkFilter({
@@ -443,7 +530,7 @@ export class FlashwireClient {
     const conn = this.#conn;
     this.#conn = null;
     if (conn) this.#drop(conn, true);
-    if (this.#state !== "idle") this.#connect();
+    if (this.#state !== "idle" && this.#state !== "offline") this.#connect(); // offline: at reconnect()
   }
 
   // -- connections -------------------------------------------------------------------------
@@ -462,32 +549,51 @@ export class FlashwireClient {
 
   #connect() {
     this.#waitTimer = null;
-    let transport = this.#mode;
-    if (transport === "sse" && this.#options.transport === "auto" && typeof this.#WebSocket === "function" && Date.now() >= this.#fallbackUntil && this.#fallbackUntil > 0) {
-      transport = "ws"; // the fallback's time is up: try WebSocket again
+    let level = this.#level;
+    if (this.#nextLevel !== null) {
+      level = this.#nextLevel;
+      this.#nextLevel = null;
+    } else if (level > 0 && Date.now() >= this.#fallbackUntil) {
+      level = 0; // the fallback's time is up: try the best transport again
     }
+    const transport = this.#transports[level];
     const server = this.#servers[this.#serverIndex % this.#servers.length];
     const query = this.#query();
+    const editions = this.#filter.editions;
     const conn = {
       id: ++this.#connections,
       transport,
+      level,
+      upgrade: level < this.#level, // a try of a better transport than the fallback in use
       server: server.http,
-      url: transport === "ws" ? `${server.ws}/ws?${query}` : `${server.http}/sse?${query}`,
+      url:
+        transport === "ws"
+          ? `${server.ws}/ws?${query}`
+          : transport === "sse"
+            ? `${server.http}/sse?${query}`
+            : editions.map((edition) => `${server.http}/feeds/${encodeURIComponent(edition)}.json`).join(" "),
       probeUrl: `${server.http}/sse?${query}`,
       since: this.cursors,
       started: Date.now(),
       lastArrival: Date.now(),
       heartbeatMs: DEFAULT_HEARTBEAT_S * 1000,
-      opened: false, // the transport opened (WebSocket `open`, SSE 200)
+      opened: false, // the transport opened (WebSocket `open`, SSE 200, the feeds read)
       greeted: false, // something arrived
       live: false, // the catch-up was delivered (a message other than hello and subscribed)
+      probing: false,
       deadTimer: null,
+      timer: null, // the next read of the feeds, or the end of a fallback on a live SSE stream
       socket: null,
       abort: null,
     };
     this.#conn = conn;
     this.#setState("connecting", { connection: this.#info(conn) });
     this.#emit("connection", this.#info(conn));
+    if (conn !== this.#conn) return; // a listener closed the client or changed its filter
+    if (transport === "poll") {
+      this.#poll(conn);
+      return;
+    }
     this.#armDeadTimer(conn);
     if (transport === "ws") this.#openWebSocket(conn);
     else this.#openEventStream(conn);
@@ -504,7 +610,7 @@ export class FlashwireClient {
     conn.deadTimer = setTimeout(() => {
       if (conn !== this.#conn) return;
       if (Date.now() - conn.lastArrival >= deadMs) {
-        this.#ended(conn, { reason: `nothing received for ${deadMs / 1000} s (2.5 x heartbeat_s)` });
+        this.#ended(conn, { reason: `nothing received for ${deadMs / 1000} s (2.5 x heartbeat_s)`, silent: true });
       } else {
         this.#armDeadTimer(conn);
       }
@@ -531,11 +637,16 @@ export class FlashwireClient {
       }
       this.#received(conn, frame.data, null);
     };
-    socket.onerror = () => {}; // the close event follows and says more
+    // A WebSocket that did not open: why? (a browser does not say). One refused by the page's
+    // Content-Security-Policy fires only `error` in Chromium, never `close`; otherwise the close
+    // event follows and says more.
+    socket.onerror = () => {
+      if (conn === this.#conn && !conn.opened && !conn.greeted) this.#probe(conn, true);
+    };
     socket.onclose = (close) => {
       if (conn !== this.#conn) return;
       if (!conn.opened && !conn.greeted) {
-        this.#probe(conn); // why did the WebSocket not open? (a browser does not say)
+        this.#probe(conn, true);
         return;
       }
       const code = close.code;
@@ -548,38 +659,72 @@ export class FlashwireClient {
     };
   }
 
-  // A WebSocket that did not open: ask /sse with the same query, with fetch, which can read the
-  // answer (protocol.md 13, as web/ticker.js does). A stop status stops; 429 and 503 are waited
-  // out; a 200 means WebSocket is blocked on the way (two in a row: SSE); no answer: the node is down.
-  async #probe(conn) {
-    if (typeof this.#fetch !== "function") {
-      this.#ended(conn, { reason: "the WebSocket did not open" });
-      return;
-    }
+  // One GET for a probe: its Response, its body left unread and cancelled after PROBE_TIMEOUT_MS.
+  async #get(conn, url, init = {}) {
     const abort = typeof AbortController === "function" ? new AbortController() : null;
-    conn.abort = abort;
     const timer = setTimeout(() => abort?.abort(), PROBE_TIMEOUT_MS);
-    let outcome;
+    conn.aborts.push(abort);
     try {
-      const response = await this.#fetch(conn.probeUrl, { headers: { Accept: "text/event-stream" }, cache: "no-store", signal: abort?.signal });
-      const status = response.status;
-      if (STOP_STATUSES.includes(status)) {
-        outcome = { status, stop: new SubscriptionRefused(status, await refusalReason(response), "http") };
-      } else if (TRY_LATER_STATUSES.includes(status)) {
-        outcome = { status, reason: `the WebSocket did not open; /sse answered ${status}`, tryLater: true, retryAfter: retryAfterMs(response.headers.get("Retry-After")) };
-      } else if (status === 200) {
-        outcome = { status, reason: "the WebSocket did not open but /sse answers: WebSocket blocked", blocked: true };
-      } else {
-        outcome = { status, reason: `the WebSocket did not open; /sse answered ${status}` };
-      }
-    } catch (error) {
-      outcome = { reason: `cannot connect: ${error?.message ?? error}` };
+      return await this.#fetch(url, { cache: "no-store", signal: abort?.signal, ...init });
     } finally {
       clearTimeout(timer);
-      abort?.abort(); // an answered /sse would stream on
     }
+  }
+
+  // A transport that did not open (a WebSocket, or a /sse fetch without an answer it could read):
+  // why? `askSse`: ask /sse with the same query first, with fetch, which can read the answer
+  // (protocol.md 13, docs/client.md): a stop status stops; 429 and 503 are waited out; a 200 means
+  // the transport is blocked on the way. No answer it can read (none, or another origin's without
+  // CORS headers: a proxy's): is the node up and serving? /healthz not answering means it is down
+  // (a restart: plain retry); answering 503, or its feeds not answering 200, that it cannot serve
+  // now (the longer wait); its feeds answering 200, that the transport is blocked on the way; a
+  // feed answering 404 names an edition the node does not offer: refused.
+  async #probe(conn, askSse) {
+    if (conn.probing) return;
+    conn.probing = true;
+    conn.aborts = [];
+    const outcome = await this.#why(conn, askSse);
+    for (const abort of conn.aborts) abort?.abort(); // an answered /sse would stream on
     if (conn !== this.#conn) return;
     this.#ended(conn, outcome);
+  }
+
+  async #why(conn, askSse) {
+    const what = conn.transport === "ws" ? "the WebSocket" : "/sse";
+    if (typeof this.#fetch !== "function") return { reason: `${what} did not open` };
+    if (askSse) {
+      try {
+        const response = await this.#get(conn, conn.probeUrl, { headers: { Accept: "text/event-stream" } });
+        const status = response.status;
+        if (STOP_STATUSES.includes(status)) return { status, stop: new SubscriptionRefused(status, await refusalReason(response), "http") };
+        if (TRY_LATER_STATUSES.includes(status)) {
+          return { status, reason: `${what} did not open; /sse answered ${status}`, tryLater: true, retryAfter: retryAfterMs(response.headers.get("Retry-After")) };
+        }
+        if (status === 200) return { status, reason: `${what} did not open but /sse answers: WebSocket blocked`, blocked: true };
+        return { status, reason: `${what} did not open; /sse answered ${status}` };
+      } catch {
+        // no answer it can read: ask the node's health and feeds
+      }
+    }
+    try {
+      const health = await this.#get(conn, `${conn.server}/healthz`, { mode: "no-cors" });
+      if (health.type !== "opaque" && health.status === 503) return { status: 503, reason: `${what} did not open; /healthz answered 503`, tryLater: true };
+    } catch (error) {
+      return { reason: `cannot connect: ${error?.message ?? error}` };
+    }
+    const editions = this.#filter.editions;
+    if (editions.length === 0) return { reason: `${what} did not open; no answer it can read` };
+    try {
+      const feeds = await Promise.all(editions.map((edition) => this.#get(conn, `${conn.server}/feeds/${encodeURIComponent(edition)}.json`)));
+      const missing = feeds.findIndex((feed) => feed.status === 404);
+      if (missing >= 0) return { status: 404, stop: new SubscriptionRefused(404, `editions: unknown edition '${editions[missing]}'`, "http") };
+      if (feeds.every((feed) => feed.status === 200)) {
+        return { reason: `${what} did not open but the node serves its feeds: ${conn.transport === "ws" ? "WebSocket" : "SSE"} blocked`, blocked: true };
+      }
+      return { reason: `${what} did not open; the feeds answered ${feeds.map((feed) => feed.status).join(", ")}`, tryLater: true };
+    } catch (error) {
+      return { reason: `${what} did not open; the feeds did not answer: ${error?.message ?? error}`, tryLater: true };
+    }
   }
 
   async #openEventStream(conn) {
@@ -587,7 +732,14 @@ export class FlashwireClient {
     conn.abort = abort;
     let ended;
     try {
-      const response = await this.#fetch(conn.url, { headers: { Accept: "text/event-stream" }, cache: "no-store", signal: abort?.signal });
+      let response;
+      try {
+        response = await this.#fetch(conn.url, { headers: { Accept: "text/event-stream" }, cache: "no-store", signal: abort?.signal });
+      } catch {
+        if (conn !== this.#conn) return;
+        this.#probe(conn, false); // no answer it can read: why?
+        return;
+      }
       if (conn !== this.#conn) return;
       const status = response.status;
       if (status !== 200) {
@@ -623,6 +775,59 @@ export class FlashwireClient {
     this.#ended(conn, ended);
   }
 
+  // The feeds of the subscribed editions, read together every pollIntervalMs: each read gives one
+  // snapshot per edition (`feed: true`), filtered by topics and minUrgency as a stream would be.
+  // A fallback's time up ends the connection after a read, to try the best transport again.
+  async #poll(conn) {
+    const editions = this.#filter.editions;
+    if (editions.length === 0) {
+      this.#ended(conn, { stop: new SubscriptionRefused(0, "reading the feeds needs the editions named", "client") });
+      return;
+    }
+    conn.aborts = [];
+    let outcome = null;
+    try {
+      const responses = await Promise.all(
+        editions.map((edition) => this.#get(conn, `${conn.server}/feeds/${encodeURIComponent(edition)}.json`, { cache: "no-cache" })),
+      );
+      if (conn !== this.#conn) return;
+      for (const [index, response] of responses.entries()) {
+        const status = response.status;
+        if (status === 404) outcome = { status, stop: new SubscriptionRefused(404, `editions: unknown edition '${editions[index]}'`, "http") };
+        else if (STOP_STATUSES.includes(status)) outcome = { status, stop: new SubscriptionRefused(status, await refusalReason(response), "http") };
+        else if (TRY_LATER_STATUSES.includes(status)) {
+          outcome = { status, reason: `/feeds answered ${status}`, tryLater: true, retryAfter: retryAfterMs(response.headers.get("Retry-After")) };
+        } else if (status !== 200) outcome = { status, reason: `/feeds answered ${status}` };
+        if (outcome) break;
+      }
+      if (!outcome) {
+        const feeds = await Promise.all(responses.map((response) => response.json()));
+        if (conn !== this.#conn) return;
+        conn.opened = true;
+        for (const [index, edition] of editions.entries()) {
+          conn.lastArrival = Date.now();
+          conn.greeted = true;
+          this.#handle(conn, feedSnapshot(edition, feeds[index], this.#filter), null, null);
+          if (conn !== this.#conn) return;
+        }
+      }
+    } catch (error) {
+      if (conn !== this.#conn) return;
+      outcome = { reason: `cannot read the feeds: ${error?.message ?? error}` };
+    }
+    if (outcome) {
+      this.#ended(conn, outcome);
+      return;
+    }
+    const intervalMs = typeof this.#options.pollIntervalMs === "function" ? this.#options.pollIntervalMs() : this.#options.pollIntervalMs;
+    const upgradeInMs = conn.level > 0 ? this.#fallbackUntil - Date.now() : Infinity;
+    conn.timer = setTimeout(() => {
+      if (conn !== this.#conn) return;
+      if (conn.level > 0 && Date.now() >= this.#fallbackUntil) this.#ended(conn, { upgrade: true, reason: "the fallback's time is up" });
+      else this.#poll(conn);
+    }, Math.max(0, Math.min(Number(intervalMs) || POLL_INTERVAL_MS, upgradeInMs)));
+  }
+
   #received(conn, raw, sseId) {
     if (conn !== this.#conn) return;
     conn.lastArrival = Date.now();
@@ -634,6 +839,11 @@ export class FlashwireClient {
       return;
     }
     if (message === null || typeof message !== "object" || Array.isArray(message)) return;
+    this.#handle(conn, message, raw, sseId);
+  }
+
+  // A message of `conn` (from a stream, or a snapshot made from a feed: raw null).
+  #handle(conn, message, raw, sseId) {
     this.#emit("message", { message, raw, sseId, connection: this.#info(conn) });
     if (conn !== this.#conn) return; // a listener closed the client or changed its filter
     const type = message.type;
@@ -650,10 +860,20 @@ export class FlashwireClient {
       const retried = this.#attempt > 0;
       this.#attempt = 0;
       this.#blocked = 0;
-      if (conn.transport === "ws") {
-        this.#mode = "ws";
+      if (conn.level === 0) {
+        this.#level = 0;
         this.#fallbackMs = FALLBACK_FIRST_MS;
         this.#fallbackUntil = 0;
+      } else if (conn.upgrade) {
+        // Up from the feeds to SSE: the best transport is tried again later.
+        this.#level = conn.level;
+        this.#fallbackUntil = Date.now() + this.#fallbackMs * (1 + Math.random());
+      }
+      if (conn.level > 0 && conn.transport === "sse") {
+        // A live stream on a fallback is ended when its time is up, to try the best transport again.
+        conn.timer = setTimeout(() => {
+          if (conn === this.#conn) this.#ended(conn, { upgrade: true, reason: "the fallback's time is up" });
+        }, Math.max(0, this.#fallbackUntil - Date.now()));
       }
       this.#setState("live", { connection: this.#info(conn), resumed: retried });
       if (conn !== this.#conn) return;
@@ -672,7 +892,9 @@ export class FlashwireClient {
   // the cursor rule (it can be neither placed in order nor resumed from).
   #accept(message) {
     const { edition, cursor } = message;
-    if (typeof edition !== "string" || !isCursor(cursor)) return false;
+    if (typeof edition !== "string") return false;
+    if (message.feed === true && cursor === null) return true; // a feed that names no cursor: keep ours
+    if (!isCursor(cursor)) return false;
     if (LIVE_TYPES.has(message.type)) {
       const known = this.#cursors.get(edition);
       if (known !== undefined && compareCursors(cursor, known) <= 0) return false;
@@ -712,7 +934,9 @@ export class FlashwireClient {
 
   #drop(conn, polite) {
     clearTimeout(conn.deadTimer);
+    clearTimeout(conn.timer);
     conn.abort?.abort();
+    for (const abort of conn.aborts ?? []) abort?.abort();
     const socket = conn.socket;
     if (socket) {
       socket.onopen = socket.onmessage = socket.onclose = null;
@@ -726,12 +950,12 @@ export class FlashwireClient {
     }
   }
 
-  #ended(conn, { reason = "", code, status, stop, tryLater = false, retryAfter = 0, blocked = false } = {}) {
+  #ended(conn, { reason = "", code, status, stop, tryLater = false, retryAfter = 0, blocked = false, silent = false, upgrade = false } = {}) {
     if (conn !== this.#conn) return;
     this.#conn = null;
     const wasLive = conn.live;
     // A silent connection is dropped without a handshake (a dead peer never completes one).
-    this.#drop(conn, stop !== undefined || code !== undefined);
+    this.#drop(conn, stop !== undefined || code !== undefined || upgrade);
     this.#emit("disconnect", { connection: this.#info(conn), code: code ?? null, status: status ?? null, reason: stop ? stop.reason : reason, wasLive });
     if (stop) {
       this.#refusal = stop;
@@ -739,29 +963,44 @@ export class FlashwireClient {
       this.#emit("refused", stop);
       return;
     }
-    this.#updateTransport(conn, blocked);
+    if (upgrade) {
+      this.#connect(); // a fallback's time is up: the best transport, at once
+      return;
+    }
+    if (conn.upgrade && !conn.live) {
+      if (conn.level + 1 < this.#level) {
+        this.#nextLevel = conn.level + 1; // from the feeds, WebSocket failed: SSE, at once
+        this.#connect();
+        return;
+      }
+      // A failed try of a better transport: back to the fallback, and twice as long before the next.
+      this.#fallbackMs = Math.min(this.#fallbackMs * 2, FALLBACK_MAX_MS);
+      this.#fallbackUntil = Date.now() + this.#fallbackMs * (1 + Math.random());
+    } else {
+      this.#updateTransport(conn, blocked);
+    }
     this.#attempt += 1;
     this.#serverIndex += 1; // preferably another node (protocol.md 10, 1013)
     const delayMs = backoffDelayMs(this.#attempt, { tryLater, retryAfter, baseMs: this.#options.backoffBaseMs, maxMs: this.#options.backoffMaxMs });
-    const retry = { attempt: this.#attempt, delayMs, reason, wasLive, tryLater, retryAfterMs: retryAfter, transport: this.#mode };
+    const retry = { attempt: this.#attempt, delayMs, reason, wasLive, tryLater, retryAfterMs: retryAfter, transport: this.#transports[this.#level], silent };
     this.#waitTryLater = tryLater || retryAfter > 0;
     this.#waitTimer = setTimeout(() => this.#connect(), delayMs);
     this.#emit("retry", retry);
     if (this.#conn === null && this.#state !== "closed") this.#setState("waiting", retry);
   }
 
+  // Two attempts in a row whose transport the way to the node blocks: the next transport.
   #updateTransport(conn, blocked) {
-    if (this.#options.transport !== "auto" || conn.transport !== "ws") return;
+    if (conn.level !== this.#level) return;
     if (!blocked) {
       this.#blocked = 0; // "in a row"
       return;
     }
     this.#blocked += 1;
-    if (this.#mode === "sse" || this.#blocked >= BLOCKED_BEFORE_FALLBACK) {
-      // A try of WebSocket from the fallback doubles the next wait before trying again.
-      if (this.#mode === "sse") this.#fallbackMs = Math.min(this.#fallbackMs * 2, FALLBACK_MAX_MS);
-      this.#mode = "sse";
+    if (this.#blocked >= BLOCKED_BEFORE_FALLBACK && this.#level + 1 < this.#transports.length) {
+      this.#level += 1;
       this.#blocked = 0;
+      this.#attempt = 0; // a new transport: its backoff starts again
       this.#fallbackUntil = Date.now() + this.#fallbackMs * (1 + Math.random());
     }
   }

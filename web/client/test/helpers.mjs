@@ -94,10 +94,11 @@ export async function scripted(messages, closeCode, closeReason = "", respond = 
 
 /** A TCP relay to `port` recording each request line in `requests`; `cut()` drops every
  * connection open now (a network loss); with `blockUpgrades` it drops every WebSocket upgrade (a
- * proxy that does not pass WebSocket). */
-export async function relay(port, { blockUpgrades = false } = {}) {
+ * proxy that does not pass WebSocket), with `blockSse` every request for /sse (nor streams). */
+export async function relay(port, { blockUpgrades = false, blockSse = false } = {}) {
   const requests = [];
   const sockets = new Set();
+  const blocked = { upgrades: blockUpgrades, sse: blockSse }; // may be changed while it runs
   const server = net.createServer((client) => {
     sockets.add(client);
     client.on("close", () => sockets.delete(client));
@@ -105,13 +106,21 @@ export async function relay(port, { blockUpgrades = false } = {}) {
     let head = Buffer.alloc(0);
     client.on("error", () => upstream?.destroy());
     client.on("data", (chunk) => {
-      if (upstream) return void upstream.write(chunk);
+      if (upstream) {
+        // A later request on a kept-alive connection (fetch reuses them): blocked too, if it asks for /sse.
+        if (blocked.sse && /^GET \/sse[? ]/.test(chunk.toString("latin1", 0, 9))) {
+          requests.push(chunk.toString("latin1").split("\r\n", 1)[0]);
+          client.destroy();
+          return;
+        }
+        return void upstream.write(chunk);
+      }
       head = Buffer.concat([head, chunk]);
       const end = head.indexOf("\r\n\r\n");
       if (end < 0) return;
       const text = head.subarray(0, end).toString("latin1");
       requests.push(text.split("\r\n", 1)[0]);
-      if (blockUpgrades && /^upgrade:\s*websocket/im.test(text)) {
+      if ((blocked.upgrades && /^upgrade:\s*websocket/im.test(text)) || (blocked.sse && /^GET \/sse[? ]/.test(text))) {
         client.destroy();
         return;
       }
@@ -129,6 +138,7 @@ export async function relay(port, { blockUpgrades = false } = {}) {
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     requests,
+    blocked,
     url: `http://127.0.0.1:${server.address().port}`,
     times: (path) => requests.filter((request) => request.startsWith(`GET ${path}?`) || request.startsWith(`GET ${path} `)).length,
     cut: () => {

@@ -1,8 +1,9 @@
 // The client against a real Flashwire stack (redis, worker, service; started by
 // tests/test_js_client.py, which gives FLASHWIRE_URL and the tokens): live lines and kills, resume
 // from a cursor without gap or duplicate (after a cut connection, over WebSocket and SSE, and from
-// saved cursors), a reset snapshot, filters and changing them, a real node's 4400 and 414, and SSE,
-// chosen or as the fallback when a proxy refuses WebSocket.
+// saved cursors), a reset snapshot, filters and changing them, a real node's 4400 and 414, SSE,
+// chosen or as the fallback when a proxy refuses WebSocket, the feeds as the last fallback and the
+// way back, and offline().
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { afterEach, describe, test } from "node:test";
@@ -184,6 +185,59 @@ describe("against a real server", { skip: NEEDS_SERVER }, () => {
     assert.deepEqual([counting.times("/ws"), counting.times("/sse")], [1, 1]);
     client.close();
     await counting.close();
+  });
+
+  test("the feeds, read together, are the last fallback; the client goes back to WebSocket when it can", async () => {
+    const blocking = await relay(PORT, { blockUpgrades: true, blockSse: true });
+    const client = new FlashwireClient({ server: blocking.url, editions: ["en"], WebSocket, transports: ["ws", "sse", "poll"], pollIntervalMs: 300 });
+    const events = [];
+    client.on("event", (event) => events.push(event));
+    const retries = [];
+    client.on("retry", (retry) => retries.push(retry));
+    const polled = next(client, "snapshot", (event) => event.feed === true, 20000);
+    client.start();
+    await polled;
+    assert.equal(client.transport, "poll");
+    assert.equal(client.state, "live");
+    // Two of each blocked (each probed through the node's health and feeds), then the feeds.
+    assert.deepEqual(retries.map((retry) => retry.transport), ["ws", "sse", "sse", "poll"]);
+    assert.match(retries[1].reason, /WebSocket blocked/);
+    assert.match(retries[3].reason, /SSE blocked/);
+    const text = unique("from the feed");
+    const read = next(client, "snapshot", (event) => event.feed === true && event.lines.some((line) => line.text === text), 5000);
+    await postLine(text);
+    const snapshot = await read;
+    assert.equal(client.lines("en").filter((line) => line.text === text).length, 1);
+    assert.equal(client.cursors.en, snapshot.cursor); // the cursor the feed stands at
+    // The way is open again: the next try of WebSocket (4 to 8 s after the fallback) holds.
+    blocking.blocked.upgrades = false;
+    blocking.blocked.sse = false;
+    await next(client, "state", (change) => change.state === "live" && client.transport === "ws", 15000);
+    const after = unique("back on WebSocket");
+    const arrived = next(client, "line", (event) => event.line.text === after);
+    await postLine(after);
+    await arrived;
+    // Resumed from the feed's cursor: what the feed gave is not delivered again as a line.
+    assert.deepEqual(texts(events).filter((seen) => seen === text), []);
+    client.close();
+  });
+
+  test("offline() closes the connection and waits for reconnect(), which resumes", async () => {
+    const { client, ready } = open({});
+    await ready;
+    assert.equal(client.offline(), true);
+    assert.equal(client.state, "offline");
+    const text = unique("while offline");
+    await postLine(text);
+    await sleep(500);
+    assert.equal(client.state, "offline");
+    assert.equal(client.connections, 1);
+    const arrived = next(client, "line", (event) => event.line.text === text);
+    assert.equal(client.reconnect(), true);
+    await arrived;
+    assert.equal(client.connections, 2);
+    client.close();
+    assert.equal(client.offline(), false);
   });
 
   test("SSE is the fallback when a proxy refuses WebSocket", async () => {

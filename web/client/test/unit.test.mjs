@@ -58,6 +58,12 @@ test("options are checked when the client is made", () => {
   assert.throws(() => new FlashwireClient({ server: "http://x", editions: "en" }), /editions/);
   assert.throws(() => new FlashwireClient({ server: "http://x", since: { en: "1-0\n" } }), /malformed cursor/);
   assert.throws(() => new FlashwireClient({ server: "http://x", transport: "ws", WebSocket: null }), /WebSocket/);
+  assert.throws(() => new FlashwireClient({ server: "http://x", transports: ["ws", "long-polling"] }), /transports/);
+  assert.throws(() => new FlashwireClient({ server: "http://x", transports: [] }), /transports/);
+  assert.throws(() => new FlashwireClient({ server: "http://x", transport: "sse", transports: ["sse"] }), /not both/);
+  assert.throws(() => new FlashwireClient({ server: "http://x", pollIntervalMs: 0 }), /pollIntervalMs/);
+  assert.deepEqual(new FlashwireClient({ server: "http://x", WebSocket: null }).transports, ["sse"]);
+  assert.deepEqual(new FlashwireClient({ server: "http://x", WebSocket: class {}, transports: ["ws", "sse", "poll"] }).transports, ["ws", "sse", "poll"]);
   const client = new FlashwireClient({ server: "https://news.example/ws", editions: ["en", "en", "ar"], since: { en: "5-1" } });
   assert.equal(client.state, "idle");
   assert.deepEqual(client.filter, { editions: ["en", "ar"], topics: [], minUrgency: null });

@@ -13,6 +13,7 @@ import {
   type ClientState,
   type Line,
   type TickerEvent,
+  type Transport,
 } from "../flashwire.js";
 
 const client = new FlashwireClient({
@@ -46,7 +47,7 @@ client.on("hello", (hello) => console.log(hello.heartbeat_s, hello.topics));
 client.on("subscribed", (subscribed) => console.log(subscribed.resuming, subscribed.min_urgency));
 client.on("heartbeat", () => undefined);
 client.on("pong", () => undefined);
-client.on("message", ({ raw, sseId, connection }) => console.log(raw.length, sseId, connection.transport, connection.since));
+client.on("message", ({ raw, sseId, connection }) => console.log(raw?.length, sseId, connection.transport, connection.since));
 client.on("connection", (connection) => console.log(connection.id, connection.url));
 client.on("disconnect", ({ code, status, reason, wasLive }) => console.log(code, status, reason, wasLive));
 client.on("retry", ({ attempt, delayMs, tryLater, retryAfterMs: after }) => console.log(attempt, delayMs, tryLater, after));
@@ -77,3 +78,17 @@ client.on("lines", () => undefined);
 client.on("line", (event) => event.lines);
 // @ts-expect-error: cursors are read-only
 client.cursors = {};
+
+// The widget's options: every transport, the feeds read as often as its tickers ask.
+const widgetLike = new FlashwireClient({
+  server: "https://flashwire.example",
+  editions: ["en", "ar"],
+  transports: ["ws", "sse", "poll"],
+  pollIntervalMs: () => 15000,
+  keepLines: false,
+});
+widgetLike.on("snapshot", (snapshot) => console.log(snapshot.feed === true, snapshot.cursor));
+widgetLike.on("retry", ({ silent, transport }) => console.log(silent, transport satisfies Transport));
+console.log(widgetLike.transports, widgetLike.offline(), widgetLike.reconnect());
+// @ts-expect-error: not a transport
+new FlashwireClient({ server: "http://x", transports: ["long-polling"] });
