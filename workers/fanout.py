@@ -12,10 +12,8 @@ its own commits applied.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import time
 
 import orjson
 from redis.asyncio import Redis
@@ -24,8 +22,9 @@ from redis.exceptions import ResponseError
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.workers.apply import Applier, ScheduleHook, stream_id_key
+from flashwire.workers.consumer_loop import run_consumer
 from flashwire.workers.metrics import UNKNOWN_ACTION, WorkerMetrics
-from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
+from flashwire.workers.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -143,39 +142,28 @@ class DeskConsumer:
             for entry_id, entries in zip(ids, found, strict=True)
         }
 
+    async def _prepare(self) -> None:
+        """Make the group if missing and apply what is already on the desk (start-up, or after an
+        outage: a full catch-up)."""
+        await self.ensure_group()
+        applied = await self.catch_up()
+        log.info("desk consumer %s ready (caught up %d entries)", self.name, applied)
+
+    async def _claim(self) -> None:
+        await self._settle(await self._claim_abandoned())
+
+    async def _step(self) -> None:
+        await self._settle(await self._read_new())
+
     async def run(self) -> None:
-        """Consume until cancelled, waiting out Redis outages of any length and other errors."""
-        backoff = Backoff()
-        next_claim = 0.0
-        ready = False
-        while True:
-            try:
-                if not ready:
-                    await self.ensure_group()
-                    applied = await self.catch_up()
-                    log.info("desk consumer %s ready (caught up %d entries)", self.name, applied)
-                    ready = True
-                if time.monotonic() >= next_claim:
-                    await self._settle(await self._claim_abandoned())
-                    next_claim = time.monotonic() + self._settings.claim_idle_ms / 2000
-                await self._settle(await self._read_new())
-                self._outages.regained("desk consumer")
-                backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except REDIS_DOWN as exc:
-                # Logged once per outage (OutageLog); after it, start again with a full catch-up.
-                self._outages.lost("desk consumer", exc)
-                ready = False
-                await asyncio.sleep(backoff.next_delay())
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    ready = False
-                    continue
-                self._metrics.error("redis_refused")
-                log.exception("desk consumer: Redis refused a command; retrying")
-                await asyncio.sleep(1.0)
-            except Exception:
-                self._metrics.error("unexpected")
-                log.exception("desk consumer: unexpected error; retrying")
-                await asyncio.sleep(1.0)
+        """Consume until cancelled, waiting out Redis outages of any length and other errors
+        (workers/consumer_loop.py)."""
+        await run_consumer(
+            "desk consumer",
+            prepare=self._prepare,
+            claim=self._claim,
+            step=self._step,
+            claim_every_s=self._settings.claim_idle_ms / 2000,
+            outages=self._outages,
+            metrics=self._metrics,
+        )

@@ -16,9 +16,7 @@ settled (workers/push/batch.py), so no target is sent an alert twice by it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -30,8 +28,9 @@ from flashwire.core.clock import now_ms
 from flashwire.core.keys import Keys
 from flashwire.core.push_registry import PushRegistry, urgencies_reached
 from flashwire.core.settings import Settings
+from flashwire.workers.consumer_loop import run_consumer
 from flashwire.workers.metrics import WorkerMetrics
-from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
+from flashwire.workers.outage import OutageLog
 from flashwire.workers.push.alerts import PlannedAlert, plan_alert
 
 log = logging.getLogger(__name__)
@@ -212,44 +211,25 @@ class PushPlanner:
             entries = result[1] if len(result) > 1 else []
             await self._handle(stream, [(entry_id, fields or {}) for entry_id, fields in entries])
 
+    async def _read(self) -> None:
+        response = await self._redis.xreadgroup(
+            self._keys.push_group,
+            self.name,
+            dict.fromkeys(self._streams, ">"),
+            count=READ_COUNT,
+            block=READ_BLOCK_MS,
+        )
+        for stream, entries in response or []:
+            await self._handle(_text(stream), entries)
+
     async def run(self) -> None:
-        """Plan until cancelled, waiting out Redis outages."""
-        backoff = Backoff()
-        ready = False
-        next_claim = 0.0
-        while True:
-            try:
-                if not ready:
-                    await self.ensure_groups()
-                    ready = True
-                if time.monotonic() >= next_claim:
-                    await self._claim()
-                    next_claim = time.monotonic() + self._settings.claim_idle_ms / 2000
-                response = await self._redis.xreadgroup(
-                    self._keys.push_group,
-                    self.name,
-                    dict.fromkeys(self._streams, ">"),
-                    count=READ_COUNT,
-                    block=READ_BLOCK_MS,
-                )
-                for stream, entries in response or []:
-                    await self._handle(_text(stream), entries)
-                self._outages.regained(PART)
-                backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except REDIS_DOWN as exc:
-                self._outages.lost(PART, exc)
-                ready = False
-                await asyncio.sleep(backoff.next_delay())
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    ready = False
-                    continue
-                self._metrics.error("redis_refused")
-                log.exception("push planner: Redis refused a command; retrying")
-                await asyncio.sleep(1.0)
-            except Exception:
-                self._metrics.error("unexpected")
-                log.exception("push planner: unexpected error; retrying")
-                await asyncio.sleep(1.0)
+        """Plan until cancelled, waiting out Redis outages (workers/consumer_loop.py)."""
+        await run_consumer(
+            PART,
+            prepare=self.ensure_groups,
+            claim=self._claim,
+            step=self._read,
+            claim_every_s=self._settings.claim_idle_ms / 2000,
+            outages=self._outages,
+            metrics=self._metrics,
+        )

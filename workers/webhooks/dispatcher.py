@@ -20,9 +20,7 @@ reader gets as a `retract` "filtered"). Disabled endpoints are not recorded for.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -35,8 +33,9 @@ from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.core.webhook_models import EndpointRecord, Message, message_of, withdrawn
 from flashwire.core.webhook_store import APPEND_LUA, EndpointStore
+from flashwire.workers.consumer_loop import run_consumer
 from flashwire.workers.metrics import WorkerMetrics
-from flashwire.workers.outage import REDIS_DOWN, Backoff, OutageLog
+from flashwire.workers.outage import OutageLog
 from flashwire.workers.webhooks.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
@@ -204,36 +203,21 @@ class Dispatcher:
             claimed[stream] = [_text(entry_id) for entry_id in result]
         return claimed
 
+    async def _claim(self) -> None:
+        await self._settle(await self._claim_abandoned())
+
+    async def _step(self) -> None:
+        await self._settle(await self._read_new())
+
     async def run(self) -> None:
-        """Dispatch until cancelled, waiting out Redis outages of any length and other errors."""
-        backoff = Backoff()
-        next_claim = 0.0
-        ready = False
-        while True:
-            try:
-                if not ready:
-                    await self.ensure_groups()
-                    ready = True
-                if time.monotonic() >= next_claim:
-                    await self._settle(await self._claim_abandoned())
-                    next_claim = time.monotonic() + self._settings.claim_idle_ms / 2000
-                await self._settle(await self._read_new())
-                self._outages.regained(PART)
-                backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except REDIS_DOWN as exc:
-                self._outages.lost(PART, exc)
-                ready = False
-                await asyncio.sleep(backoff.next_delay())
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    ready = False
-                    continue
-                self._worker_metrics.error("redis_refused")
-                log.exception("webhook dispatcher: Redis refused a command; retrying")
-                await asyncio.sleep(1.0)
-            except Exception:
-                self._worker_metrics.error("unexpected")
-                log.exception("webhook dispatcher: unexpected error; retrying")
-                await asyncio.sleep(1.0)
+        """Dispatch until cancelled, waiting out Redis outages of any length and other errors
+        (workers/consumer_loop.py)."""
+        await run_consumer(
+            PART,
+            prepare=self.ensure_groups,
+            claim=self._claim,
+            step=self._step,
+            claim_every_s=self._settings.claim_idle_ms / 2000,
+            outages=self._outages,
+            metrics=self._worker_metrics,
+        )
