@@ -302,15 +302,16 @@ async def send_all(sender: ApnsSender, tokens: list[str], concurrency: int = 100
 
 
 @pytest.mark.slow
-async def test_2000_sends_one_token_one_connection(tmp_path: Path) -> None:
-    """2,000 concurrent sends (100 at a time): all accepted, each once, one provider token, one
-    connection (PITFALLS 1.12: never a token or a client per send)."""
+async def test_500_sends_one_token_one_connection(tmp_path: Path) -> None:
+    """500 concurrent sends (100 at a time): all accepted, each once, one provider token, one
+    connection (PITFALLS 1.12: never a token or a client per send). The fan-out at scale (2,000
+    APNs targets beside 12,000 others) is tests/test_push_fanout.py's."""
     service = start_service(tmp_path)
     sender = build_sender(service)
     try:
-        tokens = [device["token"] for device in service.targets(2_000)]
+        tokens = [device["token"] for device in service.targets(500)]
         outcomes = await send_all(sender, tokens)
-        assert Counter(outcomes) == {Outcome("accepted"): 2_000}
+        assert Counter(outcomes) == {Outcome("accepted"): 500}
         assert Counter(message["token"] for message in service.received()) == Counter(tokens)
         assert service.control("GET", "stats") == {"provider_tokens": 1, "connections": 1}
     finally:
@@ -320,19 +321,19 @@ async def test_2000_sends_one_token_one_connection(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_goaway_mid_fanout(tmp_path: Path) -> None:
-    """The service sends GOAWAY after every 300 requests on a connection (PITFALLS 1.21): every
+    """The service sends GOAWAY after every 150 requests on a connection (PITFALLS 1.21): every
     send still ends accepted, on new connections, with one provider token.
 
     httpcore 1.0.9 fails the streams APNs had already taken (id <= GOAWAY's last_stream_id) with
     RemoteProtocolError instead of reading their answers (encode/httpcore PR #1054, open), so
     the one repeat can deliver some alerts twice: at most twice, with the same collapse id, so
     the device shows one."""
-    service = start_service(tmp_path, "--max-requests", "300")
+    service = start_service(tmp_path, "--max-requests", "150")
     sender = build_sender(service)
     try:
-        tokens = [device["token"] for device in service.targets(2_000)]
+        tokens = [device["token"] for device in service.targets(600)]
         outcomes = await send_all(sender, tokens)
-        assert Counter(outcomes) == {Outcome("accepted"): 2_000}
+        assert Counter(outcomes) == {Outcome("accepted"): 600}
         received = service.received()
         copies = Counter(message["token"] for message in received)
         assert set(copies) == set(tokens)
@@ -340,7 +341,7 @@ async def test_goaway_mid_fanout(tmp_path: Path) -> None:
         assert {message["collapse"] for message in received} == {LINE_ID}
         stats = service.control("GET", "stats")
         assert stats["provider_tokens"] == 1
-        assert stats["connections"] >= 2_000 // 300
+        assert stats["connections"] >= 600 // 150
     finally:
         await sender.aclose()
         service.stop()

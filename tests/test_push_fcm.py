@@ -347,11 +347,11 @@ async def test_refused_credentials_fail_without_a_request_each(fcm: PushService,
 
 
 @pytest.mark.slow
-async def test_2000_concurrent_sends_share_one_token(fcm: PushService) -> None:
-    """2,000 sends through one sender, 100 at a time: all accepted, each received once, and one
+async def test_500_concurrent_sends_share_one_token(fcm: PushService) -> None:
+    """500 sends through one sender, 100 at a time: all accepted, each received once, and one
     access token serves them all (the refresh is shared, not per send)."""
     sender = new_sender(fcm)
-    targets = tokens(fcm, 2_000)
+    targets = tokens(fcm, 500)
     issued = tokens_issued(fcm)
     limit = asyncio.Semaphore(100)
 
@@ -363,7 +363,7 @@ async def test_2000_concurrent_sends_share_one_token(fcm: PushService) -> None:
         outcomes = await asyncio.gather(*(send(t) for t in targets))
     finally:
         await sender.aclose()
-    assert Counter(outcomes) == Counter({Outcome("accepted"): 2_000})
+    assert Counter(outcomes) == Counter({Outcome("accepted"): 500})
     wanted = set(targets)
     assert Counter(m["token"] for m in fcm.received() if m["token"] in wanted) == Counter(wanted)
     assert tokens_issued(fcm) == issued + 1
