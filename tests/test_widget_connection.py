@@ -2,9 +2,11 @@
 
 A partner page on another origin, in a real headless chromium, against a real node and worker,
 often through tests/proxy.py (which answers chosen requests with 502/503, resets connections, and
-lists the open streams). Each test runs twice: on a phone (390 px) in an Arabic page and on a desktop
-(1366 px) in an English page, each page holding an English and an Arabic ticker, which share the
-page's one connection; so every finding is seen at both widths with both languages' tickers. After
+lists the open streams), on a phone (390 px) in an Arabic page or on a desktop (1366 px) in an
+English page, each page holding an English and an Arabic ticker, which share the
+page's one connection; so every finding is seen with both languages' tickers. The two tests whose
+tickers show a state (reconnecting, offline) run at both widths and check that the bar still fits;
+the others, where only the connection differs, run once each, at one width or the other. After
 each fault the node's own count of open readers (`flashwire_connections` on /metrics) shows the page
 holding exactly one connection. The node runs with a 1 s heartbeat, so the dead-connection rule
 (2.5 heartbeats) trips within seconds.
@@ -38,7 +40,8 @@ OFFLINE = {"en": "Offline", "ar": "غير متصل"}
 
 @pytest.fixture(params=list(LOOKS))
 def look(request: pytest.FixtureRequest) -> Look:
-    """The viewport and the page's language of one run."""
+    """The viewport and the page's language of one run (both by default; a test naming one with
+    `parametrize("look", [...], indirect=True)` runs in that one only)."""
     return LOOKS[request.param]
 
 
@@ -87,6 +90,7 @@ async def _fits(page: Page) -> None:
         assert room >= width * 0.25, (ticker, room, width)
 
 
+@pytest.mark.parametrize("look", ["phone-ar"], indirect=True)
 async def test_freeze_and_resume_leaves_one_connection(
     stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
@@ -161,6 +165,7 @@ async def test_outage_shows_reconnecting_then_recovers_on_one_connection(
         await proxy.stop()
 
 
+@pytest.mark.parametrize("look", ["desktop-en"], indirect=True)
 async def test_websocket_blocked_by_csp_falls_back_to_sse(
     stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
@@ -181,6 +186,7 @@ async def test_websocket_blocked_by_csp_falls_back_to_sse(
     await one_connection(node)
 
 
+@pytest.mark.parametrize("look", ["phone-ar"], indirect=True)
 async def test_after_503s_the_widget_returns_to_websocket(
     stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
@@ -227,6 +233,7 @@ async def test_after_503s_the_widget_returns_to_websocket(
         await proxy.stop()
 
 
+@pytest.mark.parametrize("look", ["desktop-en"], indirect=True)
 async def test_a_restart_behind_a_load_balancer_answering_502_recovers_on_websocket(
     stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
@@ -293,6 +300,7 @@ async def _zero(node: ServiceNode) -> bool:
     return await connections(node) == 0
 
 
+@pytest.mark.parametrize("look", ["phone-ar"], indirect=True)
 async def test_attribute_change_while_detached_starts_a_fresh_subscription(
     stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
@@ -336,6 +344,7 @@ async def test_attribute_change_while_detached_starts_a_fresh_subscription(
         await proxy.stop()
 
 
+@pytest.mark.parametrize("look", ["desktop-en"], indirect=True)
 async def test_a_corrected_filter_clears_data_error(
     stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
@@ -360,6 +369,7 @@ async def test_a_corrected_filter_clears_data_error(
     await one_connection(node)
 
 
+@pytest.mark.parametrize("look", ["phone-ar"], indirect=True)
 async def test_a_burst_is_announced_once(
     stack: Stack, partner: PartnerSite, chromium: Browser, look: Look
 ) -> None:
