@@ -15,6 +15,7 @@ import time
 import httpx
 import psutil
 import pytest
+import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -29,7 +30,24 @@ def start_node(stack: Stack, workers: int, **env: str) -> ServiceNode:
     node.args += ["--workers", str(workers)]
     node.start()
     stack.processes.append(node)
-    return node.wait_ready()
+    node.wait_ready()
+    # /healthz answered by one process says nothing of the others: wait until every process
+    # publishes its readers-online count, which it starts doing just before it accepts.
+    client = redis.Redis.from_url(stack.redis_server.url)
+    try:
+        deadline = time.monotonic() + 20
+        while len(published(client, stack)) < workers:
+            assert time.monotonic() < deadline, f"not all {workers} processes started:\n{node.log()}"
+            time.sleep(0.05)
+    finally:
+        client.close()
+    return node
+
+
+def published(client: redis.Redis, stack: Stack) -> set[str]:
+    """The node names whose readers-online counts are in Redis now (service/reach.py)."""
+    names = [name.decode() for name in client.zrange(stack.keys.readers_nodes, 0, -1)]
+    return {name for name in names if client.exists(stack.keys.readers(name))}
 
 
 def serving_processes(node: ServiceNode) -> list[psutil.Process]:
@@ -52,16 +70,6 @@ def node_names(node: ServiceNode, tries: int = 40) -> set[str]:
     return names
 
 
-async def published_nodes(stack: Stack) -> set[str]:
-    """The node names whose readers-online counts are in Redis now (service/reach.py)."""
-    redis = stack.redis()
-    try:
-        names = await redis.zrange(stack.keys.readers_nodes, 0, -1)
-        return {name.decode() for name in names if await redis.exists(stack.keys.readers(name.decode()))}
-    finally:
-        await redis.aclose()
-
-
 async def test_each_process_is_a_node_of_its_own(stack: Stack) -> None:
     """Two processes answer on one port under distinct names, `<node>.<pid>`, and each publishes
     its own readers-online count: the API sums both processes' readers."""
@@ -71,7 +79,9 @@ async def test_each_process_is_a_node_of_its_own(stack: Stack) -> None:
     names = node_names(node)
     assert {name.rsplit(".", 1)[1] for name in names} == {str(p.pid) for p in processes}, names
     assert {name.rsplit(".", 1)[0] for name in names} == {f"{os.uname().nodename}-{node.pid}"}
-    assert await eventually(lambda: _equal(published_nodes(stack), names))
+    client = redis.Redis.from_url(stack.redis_server.url)
+    assert published(client, stack) == names
+    client.close()
     readers: list[Reader] = []
     try:
         seen: dict[str, int] = {}
@@ -96,11 +106,6 @@ async def test_each_process_is_a_node_of_its_own(stack: Stack) -> None:
         await close_promptly(readers)
 
 
-async def _equal(probe: object, expected: set[str]) -> bool | None:
-    assert asyncio.iscoroutine(probe)
-    return True if await probe == expected else None
-
-
 async def test_a_dead_process_is_replaced_and_a_dead_supervisor_takes_its_processes(stack: Stack) -> None:
     """SIGKILL one process: the supervisor starts another (a new name) and the port keeps serving.
     SIGKILL the supervisor: its processes stop too (PR_SET_PDEATHSIG), leaving the port free."""
@@ -118,6 +123,8 @@ async def test_a_dead_process_is_replaced_and_a_dead_supervisor_takes_its_proces
     node.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     node.process.wait()  # type: ignore[union-attr]
     _gone, alive = psutil.wait_procs(now, timeout=10)
+    for orphan in alive:
+        orphan.kill()  # ours: started by this test's node
     assert alive == [], f"processes outlived their supervisor: {alive}"
 
 
