@@ -204,3 +204,41 @@ def test_bad_worker_counts_are_refused(stack: Stack, value: str) -> None:
         capture_output=True, text=True, cwd=ROOT, timeout=30,
     )  # fmt: skip
     assert by_setting.returncode == 2 and "FLASHWIRE_SERVE_WORKERS" in by_setting.stderr, by_setting.stderr
+
+
+async def test_sighup_replaces_every_process_while_the_port_keeps_answering(stack: Stack) -> None:
+    """SIGHUP: uvicorn replaces the processes one at a time, each new one ready before the old
+    one stops, so the node answers throughout; the new processes publish under new names."""
+    node = start_node(stack, 2)
+    before = {process.pid for process in serving_processes(node)}
+    node.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    failures: list[str] = []
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient(timeout=5) as client:
+        while True:
+            try:
+                answer = await client.get(f"{node.url}/healthz", headers={"Connection": "close"})
+                if answer.status_code != 200:
+                    failures.append(f"status {answer.status_code}")
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+            now = {process.pid for process in serving_processes(node)}
+            if len(now) == 2 and not now & before:
+                break
+            assert time.monotonic() < deadline, f"not replaced: {before} -> {now}"
+            await asyncio.sleep(0.02)
+    assert failures == []
+    client_ = redis.Redis.from_url(stack.redis_server.url)
+    try:
+        assert await eventually(
+            lambda: _async(
+                {name.rsplit(".", 1)[1] for name in published(client_, stack)} >= {str(p) for p in now}
+            ),
+            timeout_s=5,
+        )
+    finally:
+        client_.close()
+
+
+async def _async(value: bool) -> bool | None:
+    return value or None
