@@ -25,6 +25,8 @@ What this module adds:
 - **No orphans**: if the parent dies without stopping them (SIGKILL, OOM killer), the kernel
   sends each process SIGTERM (Linux PR_SET_PDEATHSIG, prctl(2)), so a node is never left with
   processes nobody supervises, holding the port that a new parent would then fail to bind.
+  (The signal comes when the thread that started the process ends: uvicorn's supervisor starts
+  and replaces processes from its main thread.)
 
 Limits, health and metrics stay per process (docs/operations.md "Several processes per node").
 """

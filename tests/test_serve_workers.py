@@ -106,6 +106,7 @@ async def test_each_process_is_a_node_of_its_own(stack: Stack) -> None:
         await close_promptly(readers)
 
 
+@pytest.mark.slow
 async def test_a_dead_process_is_replaced_and_a_dead_supervisor_takes_its_processes(stack: Stack) -> None:
     """SIGKILL one process: the supervisor starts another (a new name) and the port keeps serving.
     SIGKILL the supervisor: its processes stop too (PR_SET_PDEATHSIG), leaving the port free."""
@@ -206,6 +207,7 @@ def test_bad_worker_counts_are_refused(stack: Stack, value: str) -> None:
     assert by_setting.returncode == 2 and "FLASHWIRE_SERVE_WORKERS" in by_setting.stderr, by_setting.stderr
 
 
+@pytest.mark.slow
 async def test_sighup_replaces_every_process_while_the_port_keeps_answering(stack: Stack) -> None:
     """SIGHUP: uvicorn replaces the processes one at a time, each new one ready before the old
     one stops, so the node answers throughout; the new processes publish under new names."""
