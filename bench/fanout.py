@@ -3,6 +3,7 @@
     python -m bench.fanout --subscribers 10000 --lines 50
     python -m bench.fanout --subscribers 30000 --services 2 --lines 20 --no-reference
     python -m bench.fanout --subscribers 10000 --stalled 0.1 --lines 50
+    python -m bench.fanout --subscribers 10000 --workers 1,2 --lines 30 --no-reference
 
 Starts a private redis-server, the worker, K `flashwire serve` processes and
 the reference server (bench.reference: websockets' broadcast() on uvloop);
@@ -78,6 +79,8 @@ class Result:
     cpu_s: float | None = None
     rss_per_conn_kib: float | None = None
     connect_s: float = 0.0
+    # Readers per process of a `serve --workers N` node, from its processes' readers-online counts.
+    per_process: list[int] = field(default_factory=list)
     rss_after_mib: float | None = None
     samples: list[tuple[float, float, int]] = field(default_factory=list)
 
@@ -262,6 +265,49 @@ class Run:
         )  # fmt: skip
 
 
+def _readers_per_process(redis_url: str) -> list[int]:
+    """Readers of `en` each live process publishes (service/reach.py), largest first."""
+    import redis
+
+    from flashwire.core.keys import Keys
+
+    keys, client = Keys("fw"), redis.Redis.from_url(redis_url)
+    try:
+        counts = [
+            client.hget(keys.readers(node.decode()), "en")
+            for node in client.zrange(keys.readers_nodes, 0, -1)
+        ]
+        return sorted((int(count) for count in counts if count is not None), reverse=True)
+    finally:
+        client.close()
+
+
+def _measure_workers(run: Run, count: int) -> Result:
+    """One `serve --workers count` node on a port of its own: measured like one service, then stopped."""
+    port = free_port()
+    node = run.start([PYTHON, "-m", "flashwire.cli", "serve", "--port", str(port), "--workers", str(count)],
+                     stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+    _wait_http(f"http://127.0.0.1:{port}/healthz")
+    time.sleep(2.0)  # every process up (the first to answer may be alone yet) and its count published
+    supervisor = psutil.Process(node.pid)
+    watched = [supervisor, *supervisor.children()]
+    per_process: list[int] = []
+
+    def on_post(i: int) -> None:
+        if i == 1:
+            per_process.extend(_readers_per_process(run.redis.url))
+
+    label = f"flashwire (serve --workers {count})"
+    url = [f"ws://127.0.0.1:{port}/ws?editions=en"]
+    result = run.measure(
+        label, url, f"http://127.0.0.1:{port}", watched, f"workers-{count}", 0.0, on_post=on_post
+    )
+    result.per_process = per_process
+    node.terminate()
+    node.wait(30)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -283,9 +329,16 @@ def main() -> None:
         help="restart the subscribers' service process a third of the way through (needs --services 2: "
         "the second one takes the posts)",
     )
+    parser.add_argument(
+        "--workers",
+        help="comma-separated process counts, e.g. 1,2: one `serve --workers N` node per count, one after"
+        " the other, instead of --services",
+    )
     parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
     args = parser.parse_args()
     command = "python -m bench.fanout " + " ".join(sys.argv[1:])
+    if args.workers:
+        args.no_reference = True  # the comparison is between the process counts
     if args.storm:
         args.services = max(args.services, 2)
         args.no_reference = True
@@ -342,6 +395,12 @@ def main() -> None:
                 results.append(run.measure(f"{label}, {args.stalled:.0%} stalled", urls, api, watched,
                                            "stalled", args.stalled))  # fmt: skip
                 results[-1].rss_after_mib = sum(p.memory_info().rss for p in watched) / 2**20
+            elif args.workers:
+                for process in services:
+                    process.terminate()
+                    process.wait(30)
+                for count in [int(n) for n in args.workers.split(",")]:
+                    results.append(_measure_workers(run, count))
             else:
                 results.append(run.measure(label, urls, api, watched, "service", 0.0))
             if not args.no_reference:
@@ -416,6 +475,17 @@ def report(args: argparse.Namespace, command: str, results: list[Result]) -> lis
             f"POST→last median of the reading subscribers with {args.stalled:.0%} stalled vs none: "
             f"**{growth:+.1%}**; service RSS after the stalled run: {results[1].rss_after_mib:.0f} MiB",
         ]
+    for r in results:
+        if r.per_process:
+            lines += ["", f"{r.name}: readers per process {' / '.join(f'{n:,}' for n in r.per_process)}"]
+    if args.workers and len(results) >= 2:
+        base = results[0]
+        for r in results[1:]:
+            lines += [
+                "",
+                f"{r.name} vs {base.name}: POST→50% median {r.median_ms / base.median_ms:.2f}×, "
+                f"POST→last median {r.last_ms / base.last_ms:.2f}×",
+            ]
     if not args.no_reference and len(results) >= 2:
         ratio = results[0].last_ms / results[-1].last_ms
         lines += ["", f"POST→last median, Flashwire / reference: **{ratio:.2f}×**"]

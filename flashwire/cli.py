@@ -51,51 +51,31 @@ def _settings() -> Settings:
 
 
 def server_config(settings: Settings, host: str, port: int, *, access_log: bool = True) -> uvicorn.Config:
-    """uvicorn's configuration for one service node: the node's own HTTP protocol, which bounds
-    sockets, request heads and the time to send them, and its WebSocket protocol, uvicorn's
-    websockets-sansio one (what the direct frame writes rely on, docs/architecture.md) with a send
-    budget for pongs (service/server_limits.py, service/ws_protocol.py); uvicorn's own limits and
-    the trusted proxies (`edge_options`, which explains each); protocol pings every heartbeat, no
-    compression, 64 KiB messages at most, our logging (log_config=None). Also used by bench/."""
-    import uvicorn
+    """uvicorn's configuration for one service process (service/processes.py). Also used by bench/."""
+    from flashwire.service.processes import server_config as config
 
-    from flashwire.service.app import create_app
-    from flashwire.service.server_limits import edge_options, protocol_classes
-
-    http_protocol, ws_protocol = protocol_classes(settings)
-    return uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        http=http_protocol,
-        ws=ws_protocol,
-        **edge_options(settings),
-        ws_ping_interval=settings.heartbeat_s,
-        ws_ping_timeout=settings.heartbeat_s,
-        ws_per_message_deflate=False,
-        ws_max_size=64 * 1024,
-        lifespan="on",
-        log_config=None,
-        access_log=access_log,
-        timeout_graceful_shutdown=5,
-    )
+    return config(settings, host, port, access_log=access_log)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run one service node under uvicorn."""
+    """Run one service node under uvicorn: one process, or --workers N on one port."""
     import uvicorn
 
     from flashwire.core.logs import configure_logging
     from flashwire.service.connection_log import silence_server_lines
+    from flashwire.service.processes import run_processes
 
     settings = Settings.from_env()
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
+    workers = settings.serve_workers if args.workers is None else args.workers
     # Our handler for every logger, uvicorn's included (log_config=None below): one format, text
     # or JSON. Reader connections get one line each from the reader endpoints (service/ws.py, sse.py);
     # uvicorn's access and handshake lines for them are dropped, other requests keep theirs.
     configure_logging("service", settings.log_format)
     silence_server_lines()
+    if workers > 1:
+        return run_processes(settings, host, port, workers)
     config = server_config(settings, host, port)
     uvicorn.Server(config).run()
     return 0
@@ -630,6 +610,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a service node (uvicorn)")
     serve.add_argument("--host", default=None, help="default $FLASHWIRE_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default $FLASHWIRE_PORT or 8000")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="processes on the port, each with its own hub (default $FLASHWIRE_SERVE_WORKERS or 1)",
+    )
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("worker", help="run the fan-out worker (arq)").set_defaults(func=cmd_worker)
 

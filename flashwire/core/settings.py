@@ -201,6 +201,8 @@ class Settings:
     key_prefix: str = "fw"
     host: str = "127.0.0.1"
     port: int = 8000
+    # Processes `flashwire serve` runs on the port, each with its own hub (service/processes.py).
+    serve_workers: int = 1
     editions: tuple[str, ...] = DEFAULT_EDITIONS
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     regions: tuple[str, ...] = DEFAULT_REGIONS
@@ -338,6 +340,7 @@ class Settings:
             key_prefix=env.get("FLASHWIRE_KEY_PREFIX") or cls.key_prefix,
             host=env.get("FLASHWIRE_HOST") or cls.host,
             port=_int(env, "FLASHWIRE_PORT", cls.port, 0, 65535),
+            serve_workers=_int(env, "FLASHWIRE_SERVE_WORKERS", cls.serve_workers, 1, 256),
             editions=editions,
             sections=sections,
             regions=regions,
