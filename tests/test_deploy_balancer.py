@@ -269,6 +269,7 @@ async def logged(nodes: list[ServiceNode], pattern: str, timeout_s: float = 5.0)
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_idle_readers_stay_open_on_heartbeats(stack: Stack, tmp_path: Path) -> None:
     """With the nodes' heartbeat at 1 s and the balancer's reader timeouts lowered to 3 s, a
     WebSocket and an SSE reader stay open through 7 s without a line, and then get one: the
