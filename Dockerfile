@@ -1,4 +1,5 @@
-# One image for every Flashwire process; docker-compose.yml picks the command.
+# One image for every Flashwire process; docker-compose.yml builds it once (service `worker`, tag
+# flashwire:local) and picks each container's command.
 #   service node:  flashwire serve --host 0.0.0.0   (the default below, port 8000)
 #   worker:        flashwire worker
 # Configure with REDIS_URL and the FLASHWIRE_* variables (see docs/configuration.md).

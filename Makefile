@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test lint bench widget-size chromium nodejs clean
+.PHONY: run test lint bench widget-size chromium haproxy nodejs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ chromium:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get install -y --no-install-recommends chromium dbus-daemon >/dev/null \
 		|| { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium dbus-daemon >/dev/null; }; \
+	fi
+
+# tests/test_deploy_balancer.py runs docker-compose.yml's load balancer config (deploy/haproxy/) with
+# Debian's haproxy, installed here as chromium is above.
+haproxy:
+	@if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then \
+		echo "installing Debian's haproxy for the load balancer's tests"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get install -y --no-install-recommends haproxy >/dev/null \
+		|| { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends haproxy >/dev/null; }; \
 	fi
 
 # The JavaScript client's tests (web/client, run by tests/test_js_client.py) use Node.js 18 or later;
@@ -48,7 +58,7 @@ run: $(STAMP)
 # on two test processes (the tests marked xdist_group("heavy") one after another on one of them)
 # with coverage of every process it starts (pyproject.toml [tool.coverage.*]; below the floor
 # `fail_under` the run fails).
-test: $(STAMP) chromium $(NODE_STAMP)
+test: $(STAMP) chromium haproxy $(NODE_STAMP)
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
