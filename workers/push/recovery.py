@@ -28,35 +28,53 @@ CHECK_EVERY_S = 1.0
 # in a 100,000-target bench (73 targets sent twice). 15 missed beats mean the worker is dead.
 DEAD_AFTER_MS = 15_000
 
+# Every key is declared (a Redis Cluster routes and checks a script by its KEYS; PITFALLS 3.9):
+# KEYS = the running hash, the heartbeats, then the arq in-progress mark of each job in ARGV[2..]
+# (the jobs listed by a read just before; one no longer running is left alone).
 _REVIVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local running = redis.call('HGETALL', KEYS[1])
 local revived = {}
-for i = 1, #running, 2 do
-  local job, worker = running[i], running[i + 1]
-  local beat = redis.call('ZSCORE', KEYS[2], worker)
-  if not beat or now - tonumber(beat) > tonumber(ARGV[2]) then
-    redis.call('DEL', ARGV[1] .. job)
-    redis.call('HDEL', KEYS[1], job)
-    table.insert(revived, job)
+for i = 2, #ARGV do
+  local job = ARGV[i]
+  local worker = redis.call('HGET', KEYS[1], job)
+  if worker then
+    local beat = redis.call('ZSCORE', KEYS[2], worker)
+    if not beat or now - tonumber(beat) > tonumber(ARGV[1]) then
+      redis.call('DEL', KEYS[i + 1])
+      redis.call('HDEL', KEYS[1], job)
+      table.insert(revived, job)
+    end
   end
 end
 return revived
 """
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 class BatchRevival:
     """Frees the push batches of dead workers (see the module docstring)."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
         self._keys = keys
         self._revive = redis.register_script(_REVIVE)
 
     async def check(self) -> list[str]:
         """Free the batches of dead workers now; answer their job ids."""
+        running = [_text(job) for job in await self._redis.hkeys(self._keys.push_running)]
+        if not running:
+            return []
         revived = await self._revive(
-            keys=[self._keys.push_running, self._keys.workers], args=[in_progress_key_prefix, DEAD_AFTER_MS]
+            keys=[
+                self._keys.push_running,
+                self._keys.workers,
+                *(in_progress_key_prefix + job for job in running),
+            ],
+            args=[DEAD_AFTER_MS, *running],
         )
         jobs = [job.decode() if isinstance(job, bytes) else str(job) for job in revived]
         if jobs:
