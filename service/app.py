@@ -18,6 +18,7 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from flashwire.core.key_layout import refuse_old_layout
 from flashwire.core.keys import Keys
 from flashwire.core.push_registry import PushRegistry
 from flashwire.core.settings import Settings
@@ -169,6 +170,10 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_keepalive=True)
         # The hub's blocking XREAD (at most READ_BLOCK_MS, 1 s: service/hub.py) gets a connection of its own.
         reader_redis = Redis.from_url(settings.redis_url, socket_timeout=15, socket_keepalive=True)
+        # Cluster key layout: refuse to start beside data in the old layout (a Redis that is down
+        # now is waited out by the hub, and checked at the next start).
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            await refuse_old_layout(redis, keys)
         hub = Hub(redis, reader_redis, keys, settings)
         app.state.settings = settings
         app.state.keys = keys

@@ -17,6 +17,7 @@ worker at start-up, as a bad setting does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from arq.connections import ArqRedis
 from arq.worker import func
 from redis.asyncio import Redis
 
+from flashwire.core.key_layout import refuse_old_layout
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.core.tasks import cancel_until_done
@@ -158,6 +160,10 @@ class WorkerSupervisor:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop)
         redis = self._client(Redis)
+        # Cluster key layout: refuse to start beside data in the old layout (a Redis that is down
+        # now is waited out below, and checked at the next start).
+        with contextlib.suppress(*REDIS_DOWN):
+            await refuse_old_layout(redis, self.keys)
         arq_pool = self._client(ArqRedis)
         assert isinstance(arq_pool, ArqRedis)
         job_ctx = {"flashwire_settings": self.settings, "flashwire_redis": redis, "flashwire_keys": self.keys}

@@ -3,7 +3,7 @@
 arq marks a started job "in progress" for its timeout plus 10 s and no other worker takes it
 until the mark expires (../shared/PITFALLS.md 2.10): a worker SIGKILLed in the middle of a
 fan-out would leave its batches unsent for that long. Each running batch is therefore recorded
-with its worker's name (`fw:push:running`, workers/push/batch.py), and every worker checks that
+with its worker's name (`{fw}:push:running`, workers/push/batch.py), and every worker checks that
 record every CHECK_EVERY_S: a batch whose worker's heartbeat (workers/heartbeat.py) is older
 than DEAD_AFTER_MS, or gone, has its in-progress mark deleted, so the next poll of any worker
 runs it again — and it skips the targets already settled.
