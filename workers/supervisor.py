@@ -93,9 +93,9 @@ class WorkerSupervisor:
         if self._stopping is not None:
             self._stopping.set()
 
-    def _client(self, cls: type[Redis]) -> Redis:
+    def _client(self, cls: type[Redis], url: str) -> Redis:
         return cls.from_url(
-            self.settings.redis_url,
+            url,
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_keepalive=True,
@@ -148,7 +148,7 @@ class WorkerSupervisor:
         return [
             asyncio.create_task(planner.run(), name="push-planner"),
             asyncio.create_task(runner.run(), name="push-arq"),
-            asyncio.create_task(BatchRevival(redis, self.keys).run(), name="push-revival"),
+            asyncio.create_task(BatchRevival(redis, arq_pool, self.keys).run(), name="push-revival"),
         ]
 
     async def run(self) -> None:
@@ -159,12 +159,14 @@ class WorkerSupervisor:
         loop.set_exception_handler(quiet_orphaned_outage_errors)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop)
-        redis = self._client(Redis)
+        redis = self._client(Redis, self.settings.redis_url)
         # Cluster key layout: refuse to start beside data in the old layout (a Redis that is down
         # now is waited out below, and checked at the next start).
         with contextlib.suppress(*REDIS_DOWN):
             await refuse_old_layout(redis, self.keys)
-        arq_pool = self._client(ArqRedis)
+        # arq's queues and job keys only (FLASHWIRE_ARQ_REDIS_URL; docs/architecture.md, "arq on a
+        # Redis of its own"): the jobs read and write everything else through `redis`.
+        arq_pool = self._client(ArqRedis, self.settings.arq_url)
         assert isinstance(arq_pool, ArqRedis)
         job_ctx = {"flashwire_settings": self.settings, "flashwire_redis": redis, "flashwire_keys": self.keys}
         runner = ArqRunner(arq_pool, self.settings, self.keys, job_ctx=job_ctx, outages=self.outages)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
@@ -28,23 +29,21 @@ CHECK_EVERY_S = 1.0
 # in a 100,000-target bench (73 targets sent twice). 15 missed beats mean the worker is dead.
 DEAD_AFTER_MS = 15_000
 
-# Every key is declared (a Redis Cluster routes and checks a script by its KEYS; PITFALLS 3.9):
-# KEYS = the running hash, the heartbeats, then the arq in-progress mark of each job in ARGV[2..]
-# (the jobs listed by a read just before; one no longer running is left alone).
+# On the main Redis: the running hash and the heartbeats (both `{fw}`); the dead workers' jobs
+# are taken out of the hash here, and their arq in-progress marks then deleted on arq's Redis
+# (FLASHWIRE_ARQ_REDIS_URL: a separate server on a Cluster). A crash in between leaves a mark to
+# expire on its own (arq's timeout): the batch runs late, never twice and never lost.
 _REVIVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local running = redis.call('HGETALL', KEYS[1])
 local revived = {}
-for i = 2, #ARGV do
-  local job = ARGV[i]
-  local worker = redis.call('HGET', KEYS[1], job)
-  if worker then
-    local beat = redis.call('ZSCORE', KEYS[2], worker)
-    if not beat or now - tonumber(beat) > tonumber(ARGV[1]) then
-      redis.call('DEL', KEYS[i + 1])
-      redis.call('HDEL', KEYS[1], job)
-      table.insert(revived, job)
-    end
+for i = 1, #running, 2 do
+  local job, worker = running[i], running[i + 1]
+  local beat = redis.call('ZSCORE', KEYS[2], worker)
+  if not beat or now - tonumber(beat) > tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], job)
+    table.insert(revived, job)
   end
 end
 return revived
@@ -58,26 +57,18 @@ def _text(raw: bytes | str) -> str:
 class BatchRevival:
     """Frees the push batches of dead workers (see the module docstring)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self._redis = redis
+    def __init__(self, redis: Redis, pool: ArqRedis, keys: Keys) -> None:
+        """`redis`: the main Redis; `pool`: arq's (FLASHWIRE_ARQ_REDIS_URL)."""
+        self._pool = pool
         self._keys = keys
         self._revive = redis.register_script(_REVIVE)
 
     async def check(self) -> list[str]:
         """Free the batches of dead workers now; answer their job ids."""
-        running = [_text(job) for job in await self._redis.hkeys(self._keys.push_running)]
-        if not running:
-            return []
-        revived = await self._revive(
-            keys=[
-                self._keys.push_running,
-                self._keys.workers,
-                *(in_progress_key_prefix + job for job in running),
-            ],
-            args=[DEAD_AFTER_MS, *running],
-        )
-        jobs = [job.decode() if isinstance(job, bytes) else str(job) for job in revived]
+        revived = await self._revive(keys=[self._keys.push_running, self._keys.workers], args=[DEAD_AFTER_MS])
+        jobs = [_text(job) for job in revived]
         if jobs:
+            await self._pool.delete(*(in_progress_key_prefix + job for job in jobs))
             log.warning("push batches of a dead worker run again: %s", ", ".join(jobs))
         return jobs
 
