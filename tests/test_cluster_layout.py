@@ -17,8 +17,11 @@ from redis.exceptions import RedisClusterException, ResponseError
 
 from flashwire.core.clock import now_ms
 from flashwire.core.keys import Keys
+from flashwire.core.push_models import RegistrationBase, UpdateBase
+from flashwire.core.push_registry import PushRegistry, RegistrationLimit
 from flashwire.core.redis_cluster import prepare
 from flashwire.core.settings import Settings
+from flashwire.core.webhook_store import EndpointStore, TooManyEndpoints
 from flashwire.workers.apply import Applier
 from tests.redis_cluster import RedisCluster3
 
@@ -85,3 +88,43 @@ async def test_the_same_step_without_hash_tags_is_refused_crossslot(cluster_clie
             await direct.eval("return 1", 2, keys.desk_applied, keys.ticker("en"))
     finally:
         await direct.aclose()
+
+
+async def test_push_registrations_are_stored_changed_and_removed_on_a_cluster(cluster_client: Redis) -> None:
+    """The registry's compare-and-set scripts (no WATCH/MULTI, which redis-py 5's Cluster client
+    lacks) keep a registration, its index sets and its client set together, and hold the bound."""
+    registry = PushRegistry(cluster_client, Keys("fw"))
+    keys = Keys("fw")
+    request = RegistrationBase(platform="fcm", token="t" * 40, editions=["en"], urgency="urgent")
+    stored, _ = await registry.register(request, client="10.0.0.1", now_ms=now_ms(), max_per_client=1)
+    reg_id = stored.record["id"]
+    assert stored.created
+    assert await cluster_client.zrange(keys.push_targets("en", "urgent"), 0, -1) == [reg_id.encode()]
+    other = RegistrationBase(platform="fcm", token="u" * 40, editions=["en"])
+    with pytest.raises(RegistrationLimit):
+        await registry.register(other, client="10.0.0.1", now_ms=now_ms(), max_per_client=1)
+    choices = UpdateBase(editions=["es"], urgency="flash")
+    await registry.update(stored.record, choices)
+    assert await cluster_client.zcard(keys.push_targets("en", "urgent")) == 0
+    assert await cluster_client.zrange(keys.push_targets("es", "flash"), 0, -1) == [reg_id.encode()]
+    assert await registry.remove(reg_id)
+    assert await cluster_client.zcard(keys.push_targets("es", "flash")) == 0
+    assert await cluster_client.zcard(keys.push_client("10.0.0.1")) == 0
+    assert await registry.get(reg_id) is None
+
+
+async def test_webhook_endpoints_are_created_changed_and_deleted_on_a_cluster(cluster_client: Redis) -> None:
+    store = EndpointStore(cluster_client, Keys("fw"))
+    fields = {
+        "owner_name": "Partner",
+        "url": "https://partner.example/hook",
+        "editions": ["en"],
+        "topics": [],
+    }
+    _, record = await store.create(owner="p1", min_urgency="flash", max_per_owner=1, **fields)
+    with pytest.raises(TooManyEndpoints):
+        await store.create(owner="p1", min_urgency="flash", max_per_owner=1, **fields)
+    changed = await store.change(record.id, lambda current: current.model_copy(update={"topics": ["sports"]}))
+    assert changed is not None and (await store.get(record.id)) == changed
+    assert await store.delete(record.id)
+    assert await store.get(record.id) is None
