@@ -22,6 +22,8 @@ from flashwire.core.push_registry import PushRegistry, RegistrationLimit
 from flashwire.core.redis_cluster import prepare
 from flashwire.core.settings import Settings
 from flashwire.core.webhook_store import EndpointStore, TooManyEndpoints
+from flashwire.service.events import Event
+from flashwire.service.reach import ReachRecorder
 from flashwire.workers.apply import Applier
 from tests.redis_cluster import RedisCluster3
 
@@ -128,3 +130,19 @@ async def test_webhook_endpoints_are_created_changed_and_deleted_on_a_cluster(cl
     assert changed is not None and (await store.get(record.id)) == changed
     assert await store.delete(record.id)
     assert await store.get(record.id) is None
+
+
+async def test_reach_of_several_lines_is_flushed_on_a_cluster(cluster_client: Redis) -> None:
+    """Reach hashes are untagged (spread over the shards): one flush over lines in different slots
+    is one script call per line, not one call over all of them (CROSSSLOT)."""
+    keys = Keys("fw")
+    line_ids = [f"en-{n}" for n in range(8)]
+    assert len({await cluster_client.cluster_keyslot(keys.reach(i)) for i in line_ids}) > 1
+    recorder = ReachRecorder(cluster_client, keys, "node-1")
+    now = now_ms()
+    for line_id in line_ids:
+        entry = {b"t": b"line", b"d": orjson.dumps({"line": {"id": line_id, "version": 1}})}
+        recorder.delivered(Event.from_entry("en", f"{now}-0", entry), now, count=3)
+    await recorder.flush()
+    for line_id in line_ids:
+        assert await cluster_client.hget(keys.reach(line_id), "1:node-1:n") == b"3"
