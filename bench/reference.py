@@ -52,7 +52,7 @@ async def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
     async with serve(handler, "127.0.0.1", args.port, compression=None, ping_interval=None, max_queue=1):
         print("ready", flush=True)
-        await reader(args.redis, f"fw:ticker:{args.edition}", args.edition)
+        await reader(args.redis, f"{{fw}}:ticker:{args.edition}", args.edition)
 
 
 if __name__ == "__main__":

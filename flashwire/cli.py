@@ -511,6 +511,30 @@ async def _token_command(args: argparse.Namespace) -> int:
         await redis.aclose()
 
 
+async def _migrate_keys() -> int:
+    from redis.asyncio import Redis
+
+    from flashwire.core.key_layout import migrate_key_layout
+    from flashwire.core.keys import Keys
+
+    settings = _settings()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        done = await migrate_key_layout(redis, Keys(settings.key_prefix))
+    finally:
+        await redis.aclose()
+    print(f"renamed {done.renamed} key(s) to the hash-tagged layout")
+    for old in done.conflicts:
+        print(f"flashwire: left {old!r}: its new name exists already (resolve by hand)", file=sys.stderr)
+    return 1 if done.conflicts else 0
+
+
+def cmd_migrate_keys(args: argparse.Namespace) -> int:
+    """Rename the keys of the untagged layout to the hash-tagged one, once, with every node and
+    worker stopped (flashwire/core/key_layout.py; docs/operations.md, "Redis Cluster")."""
+    return asyncio.run(_migrate_keys())
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     """Manage editor tokens directly in Redis (an operator's tool)."""
     try:
@@ -676,6 +700,11 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_sub.add_parser("revoke")
     revoke.add_argument("id")
     token.set_defaults(func=cmd_token)
+
+    sub.add_parser(
+        "migrate-keys",
+        help="rename keys of the untagged layout to the hash-tagged one (run once, all stopped)",
+    ).set_defaults(func=cmd_migrate_keys)
     return parser
 
 

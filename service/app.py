@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
@@ -18,8 +17,10 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from flashwire.core.key_layout import refuse_old_layout
 from flashwire.core.keys import Keys
 from flashwire.core.push_registry import PushRegistry
+from flashwire.core.redis_cluster import main_redis, prepare
 from flashwire.core.settings import Settings
 from flashwire.service import account, api, audit, feeds, health, push_api, sse, webhooks
 from flashwire.service.desk import Desk
@@ -166,9 +167,17 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Timeouts and keepalive, so a half-open connection (a partition, a failover) is noticed
         # instead of blocking forever.
-        redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_keepalive=True)
+        redis = main_redis(settings, socket_timeout=10, socket_keepalive=True)
         # The hub's blocking XREAD (at most READ_BLOCK_MS, 1 s: service/hub.py) gets a connection of its own.
-        reader_redis = Redis.from_url(settings.redis_url, socket_timeout=15, socket_keepalive=True)
+        reader_redis = main_redis(settings, socket_timeout=15, socket_keepalive=True)
+        # Redis Cluster: learn the slot map before scripts run concurrently (flashwire/core/redis_cluster.py).
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            await prepare(redis)
+            await prepare(reader_redis)
+        # Cluster key layout: refuse to start beside data in the old layout (a Redis that is down
+        # now is waited out by the hub, and checked at the next start).
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            await refuse_old_layout(redis, keys)
         hub = Hub(redis, reader_redis, keys, settings)
         app.state.settings = settings
         app.state.keys = keys

@@ -68,12 +68,13 @@ def _decode(value: bytes | str) -> str:
 
 async def read_publishing(redis: Redis, keys: Keys) -> Publishing:
     """Count the live workers and measure the age of the oldest unapplied desk entry."""
+    # TIME outside the pipeline: a Cluster client refuses a keyless command in one (redis-py 5).
+    seconds, micros = await redis.time()
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         pipe.zrevrangebyscore(keys.workers, "+inf", "-inf", start=0, num=HEARTBEATS_READ, withscores=True)
         pipe.get(keys.desk_applied)
         pipe.xrevrange(keys.desk, count=1)
-        (seconds, micros), beats, applied_raw, newest = await pipe.execute()
+        beats, applied_raw, newest = await pipe.execute()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     alive = sum(1 for _, score in beats if now_ms - score <= WORKER_STALE_MS)
     applied = "" if applied_raw is None else _decode(applied_raw)

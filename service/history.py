@@ -46,16 +46,27 @@ SNAPSHOT_SCAN_MAX = 10_000
 SNAPSHOT_FRAMES_MAX_CHARS = 32 * 1024 * 1024
 
 # The newest entry id of the ticker and the live lines, newest first, in one atomic step.
+# Every key is declared (a Redis Cluster routes and checks a script by its KEYS; PITFALLS 3.9), so
+# the live ids are read first and passed in with their line keys: KEYS = ticker, live set, then the
+# line of each id in ARGV[2..]. If the live set changed in between, the script answers {} and the
+# read is made again (it changes only when a desk entry is applied).
 _SNAPSHOT_SCRIPT = """
+local ids = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)
+if #ids ~= #ARGV - 1 then return {} end
+for i, line_id in ipairs(ids) do
+  if ARGV[i + 1] ~= line_id then return {} end
+end
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local out = {newest[1] and newest[1][1] or '0-0'}
-local ids = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
-for _, line_id in ipairs(ids) do
-  local doc = redis.call('GET', ARGV[1] .. line_id)
+for i = 3, #KEYS do
+  local doc = redis.call('GET', KEYS[i])
   if doc then out[#out + 1] = doc end
 end
 return out
 """
+# A snapshot read whose live set changes under it this many times running fails (never seen:
+# the set changes once per applied desk entry).
+SNAPSHOT_ATTEMPTS = 20
 
 # (cursor, live lines: pinned first, then newest first).
 Snapshot = tuple[str, list[dict[str, Any]]]
@@ -210,10 +221,7 @@ class TickerHistory:
 
     async def _read_snapshot(self, edition: str, generation: int) -> Snapshot:
         self._stats.snapshot_reads += 1
-        result = await self._snapshot_script(
-            keys=[self._keys.ticker(edition), self._keys.live(edition)],
-            args=[self._keys.line(""), SNAPSHOT_SCAN_MAX],
-        )
+        result = await self._read_snapshot_entries(edition)
         cursor = result[0].decode()
         lines = [orjson.loads(doc) for doc in result[1:]]
         # Pinned lines lead; otherwise newest first (the sort is stable).
@@ -227,6 +235,21 @@ class TickerHistory:
         ):
             self._snapshots[edition] = snapshot
         return snapshot
+
+    async def _read_snapshot_entries(self, edition: str) -> list[bytes]:
+        """[newest ticker id, line documents of the live lines, newest first] in one atomic step."""
+        live = self._keys.live(edition)
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            ids = [_text(raw) or "" for raw in await self._redis.zrevrange(live, 0, SNAPSHOT_SCAN_MAX - 1)]
+            result: list[bytes] = await self._snapshot_script(
+                keys=[self._keys.ticker(edition), live, *(self._keys.line(i) for i in ids)],
+                args=[SNAPSHOT_SCAN_MAX, *ids],
+            )
+            if result:
+                return result
+        raise RuntimeError(
+            f"the live lines of {edition} kept changing during {SNAPSHOT_ATTEMPTS} snapshot reads"
+        )
 
     # -- resuming --------------------------------------------------------------
 

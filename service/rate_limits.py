@@ -45,9 +45,10 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import Redis
@@ -109,14 +110,25 @@ class RateLimits:
     def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
         # The service's own pool, so one redis-py client (its timeouts, keepalive) serves both; with
         # a pool given, limits' redis-py bridge ignores the URI (it needs one that parses).
-        options: dict[str, Any] = {"connection_pool": redis.connection_pool}
-        storage = RedisStorage(
-            "async+redis://",
-            implementation="redispy",
-            wrap_exceptions=True,
-            key_prefix=keys.rate_limits,
-            **options,
-        )
+        storage: RedisStorage | RedisClusterStorage
+        if settings.redis_cluster:
+            # A Cluster client has no single pool to share: limits opens its own redis-py Cluster
+            # client from the seed node REDIS_URL names (its keys carry their own hash tags).
+            storage = RedisClusterStorage(
+                "async+redis+cluster://" + urlsplit(settings.redis_url).netloc,
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix=keys.rate_limits,
+            )
+        else:
+            options: dict[str, Any] = {"connection_pool": redis.connection_pool}
+            storage = RedisStorage(
+                "async+redis://",
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix=keys.rate_limits,
+                **options,
+            )
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._failing: set[str] = set()
         self.desk_actions = RateLimit.parse(

@@ -126,20 +126,27 @@ class ReachRecorder:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        keys: list[str] = []
-        args: list[str | int] = []
-        for (line_id, version), (count, latency_ms) in pending.items():
-            keys.append(self._keys.reach(line_id))
-            args += [f"{version}:{self._node}:n", count, f"{version}:{self._node}:ms", latency_ms]
-        args.append(REACH_KEEP_S)
-        try:
-            await self._script(keys=keys, args=args)
-        except Exception:
-            for key, (count, latency_ms) in pending.items():
-                entry = self._pending.setdefault(key, [0, -1])
-                entry[0] += count
-                entry[1] = max(entry[1], latency_ms)
-            raise
+        # One script call per line: a line's reach hash is its own key, untagged, so a Redis
+        # Cluster spreads lines over its shards; one call over several lines would be refused
+        # there (CROSSSLOT). A failed call keeps its counts, and those not sent yet, for next time.
+        by_line: dict[str, list[tuple[tuple[str, int], list[int]]]] = {}
+        for key, counts in pending.items():
+            by_line.setdefault(key[0], []).append((key, counts))
+        groups = list(by_line.items())
+        for done, (line_id, entries) in enumerate(groups):
+            args: list[str | int] = []
+            for (_, version), (count, latency_ms) in entries:
+                args += [f"{version}:{self._node}:n", count, f"{version}:{self._node}:ms", latency_ms]
+            args.append(REACH_KEEP_S)
+            try:
+                await self._script(keys=[self._keys.reach(line_id)] * len(entries), args=args)
+            except Exception:
+                for _, unsent in groups[done:]:
+                    for key, (count, latency_ms) in unsent:
+                        entry = self._pending.setdefault(key, [0, -1])
+                        entry[0] += count
+                        entry[1] = max(entry[1], latency_ms)
+                raise
 
 
 def parse_reach(raw: dict[bytes, bytes]) -> dict[int, Reach]:

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import orjson
@@ -34,6 +34,7 @@ import pytest_asyncio
 from asgi_lifespan import LifespanManager
 from playwright.async_api import Browser
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -45,6 +46,7 @@ from flashwire.dev.redis_server import RedisProcess
 from flashwire.service.tokens import TokenStore
 from tests.browser import browser
 from tests.partner import PartnerSite
+from tests.redis_cluster import RedisCluster3
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -343,10 +345,45 @@ def module_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sta
         server.kill()
 
 
+class ClusterStack(Stack):
+    """A Stack whose main Redis is a 3-primary Redis Cluster (tests/redis_cluster.py) and whose arq
+    queues are on `redis_server`, a Redis of their own (FLASHWIRE_ARQ_REDIS_URL)."""
+
+    def __init__(self, redis_server: RedisProcess, tmp_path: Path, cluster: RedisCluster3) -> None:
+        super().__init__(redis_server, tmp_path)
+        self.cluster = cluster
+        self.env |= {
+            "REDIS_URL": cluster.url,
+            "FLASHWIRE_REDIS_CLUSTER": "true",
+            "FLASHWIRE_ARQ_REDIS_URL": redis_server.url,
+        }
+
+    def redis(self) -> Redis:
+        """A new Cluster client of the test's Cluster; the caller closes it."""
+        return cast(Redis, AsyncRedisCluster.from_url(self.cluster.url))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster3]:
+    """One 3-primary Redis Cluster for the session's `cluster` stacks (emptied before each)."""
+    cluster = RedisCluster3(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.kill()
+
+
 @pytest.fixture
-def stack(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Stack]:
-    """Start worker and service processes on demand against the test's Redis."""
-    created = Stack(redis_server, tmp_path)
+def stack(request: pytest.FixtureRequest, redis_server: RedisProcess, tmp_path: Path) -> Iterator[Stack]:
+    """Start worker and service processes on demand against the test's Redis.
+
+    A test parametrized with `@pytest.mark.parametrize("stack", ["single", "cluster"], indirect=True)`
+    also runs against a real Redis Cluster, with arq on `redis_server` (see ClusterStack)."""
+    created: Stack
+    if getattr(request, "param", "single") == "cluster":
+        cluster: RedisCluster3 = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        created = ClusterStack(redis_server, tmp_path, cluster)
+    else:
+        created = Stack(redis_server, tmp_path)
     yield created
     created.close()
 

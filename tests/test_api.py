@@ -59,7 +59,7 @@ async def assert_nothing_reached_the_streams(store: RedisBacked) -> None:
     redis = store.redis()
     try:
         assert await redis.hlen(KEYS.line_index) == 0
-        assert [key async for key in redis.scan_iter(match=f"{KEYS.prefix}:idem:*")] == []
+        assert [key async for key in redis.scan_iter(match=f"{KEYS.tag}:idem:*")] == []
     finally:
         await redis.aclose()
 

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 
 from flashwire.dev.ports import free_port
+from flashwire.dev.redis_server import RedisProcess
 from tests.conftest import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +167,28 @@ def test_dev_starts_embedded_redis_worker_service_and_stops_without_orphans(tmp_
         assert "stopped." in rest
         assert dev.returncode == 0
         _assert_gone(children, timeout_s=5)
+    finally:
+        _reap(dev)
+
+
+@pytest.mark.slow
+def test_dev_renames_its_embedded_redis_data_of_the_old_key_layout(tmp_path: Path) -> None:
+    """Data kept by a version before the hash-tagged layout (`fw:lines`, `fw:epoch`) is renamed by
+    `flashwire dev` itself, before its worker and service start (they would refuse to run beside it)."""
+    old = RedisProcess(tmp_path / "data" / "redis").start()
+    try:
+        client = SyncRedis(port=old.port)
+        client.hset("fw:lines", "en-1", "en")
+        client.set("fw:epoch", "e1")
+        client.close()
+    finally:
+        old.stop()
+    dev, _, _ = _start_dev(tmp_path)
+    try:
+        output = _read_until(dev, "Press Ctrl-C to stop.")
+        assert "renamed 2 key(s) of the embedded Redis to the hash-tagged layout" in output
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
     finally:
         _reap(dev)
 

@@ -41,6 +41,7 @@ async def _assert_all_once_in_order(readers: list[Reader], ids: list[str]) -> No
 
 
 @pytest.mark.parametrize("recovery", ["restart", "second-worker"])
+@pytest.mark.parametrize("stack", ["single", "cluster"], indirect=True)
 async def test_worker_sigkill_mid_burst_loses_and_duplicates_nothing(
     stack: Stack, readers: list[Reader], recovery: str
 ) -> None:

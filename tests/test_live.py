@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import Reader, Stack, auth, metric, open_reader, post_line
 
 
+@pytest.mark.parametrize("stack", ["single", "cluster"], indirect=True)
 async def test_posted_line_reaches_subscriber_then_update_and_retract_for_same_id(
     stack: Stack, readers: list[Reader]
 ) -> None:
@@ -120,6 +121,7 @@ async def test_snapshot_holds_live_lines_newest_first_and_subscribe_message_work
 
 
 @pytest.mark.parametrize("direct_writes", ["1", "0"])
+@pytest.mark.parametrize("stack", ["single", "cluster"], indirect=True)
 async def test_resume_after_missing_50_lines_gets_exactly_those_then_live_ones(
     stack: Stack, readers: list[Reader], direct_writes: str
 ) -> None:
@@ -173,6 +175,7 @@ async def test_two_service_processes_each_deliver_every_line(stack: Stack, reade
         assert [e["line"]["id"] for e in await reader.events(30)] == expected
 
 
+@pytest.mark.parametrize("stack", ["single", "cluster"], indirect=True)
 async def test_service_restart_readers_resume_with_cursors_and_lose_nothing(stack: Stack) -> None:
     """Lines posted while the only service node restarts reach the reconnecting clients, once, in order."""
     from flashwire.client import TickerClient

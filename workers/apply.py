@@ -57,10 +57,17 @@ DAY_MS = 24 * 3600 * 1000
 
 # The ticker epoch is created (if missing) in the same script as the ticker write, so an entry of
 # a new generation is never visible before its epoch (flashwire/core/epoch.py).
+#
+# Every key the script touches is in KEYS (a Redis Cluster routes and checks a script by its
+# declared keys; PITFALLS 3.9): KEYS[1..4] are fixed, and each op in ARGV[3] names its key by its
+# index in KEYS (`["SET", "5", ...]`), never by name.
 _COMMIT = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return false end
 redis.call('SET', KEYS[1], ARGV[2])
-for _, op in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(op)) end
+for _, op in ipairs(cjson.decode(ARGV[3])) do
+  op[2] = KEYS[tonumber(op[2])]
+  redis.call(unpack(op))
+end
 if ARGV[4] ~= '' then
   redis.call('SET', KEYS[3], ARGV[7], 'NX')
   local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 't', ARGV[4], 'd', ARGV[5])
@@ -90,6 +97,20 @@ class Plan:
     event_type: str = ""
     event: dict[str, Any] | None = None
     scheduled_at_ms: int | None = None
+
+
+def declared_keys(fixed: list[str], ops: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The commit script's KEYS (`fixed`, then each op's key once, in order of appearance) and
+    its ops with the key (every op's second element) replaced by its 1-based index in KEYS."""
+    keys = list(fixed)
+    index = {key: i for i, key in enumerate(keys, start=1)}
+    indexed = []
+    for command, key, *rest in ops:
+        if key not in index:
+            keys.append(key)
+            index[key] = len(keys)
+        indexed.append([command, str(index[key]), *rest])
+    return keys, indexed
 
 
 def stream_id_key(entry_id: str) -> tuple[int, int]:
@@ -158,17 +179,21 @@ class Applier:
                     await self._on_schedule(plan.line_id, plan.edition, plan.scheduled_at_ms)
 
     async def _apply(self, expected: str, entry_id: str, plan: Plan) -> bool:
-        result = await self._commit(
-            keys=[
+        keys, ops = declared_keys(
+            [
                 self._keys.desk_applied,
                 self._keys.ticker(plan.edition),
                 self._keys.epoch,
                 self._keys.ticker_origin(plan.edition),
             ],
+            plan.ops,
+        )
+        result = await self._commit(
+            keys=keys,
             args=[
                 expected,
                 entry_id,
-                orjson.dumps(plan.ops),
+                orjson.dumps(ops),
                 plan.event_type,
                 orjson.dumps(plan.event) if plan.event is not None else b"",
                 self._settings.ticker_retention,

@@ -17,6 +17,7 @@ worker at start-up, as a bad setting does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -27,7 +28,9 @@ from arq.connections import ArqRedis
 from arq.worker import func
 from redis.asyncio import Redis
 
+from flashwire.core.key_layout import refuse_old_layout
 from flashwire.core.keys import Keys
+from flashwire.core.redis_cluster import main_redis, prepare
 from flashwire.core.settings import Settings
 from flashwire.core.tasks import cancel_until_done
 from flashwire.workers.arq_runner import ArqQueue, ArqRunner
@@ -91,13 +94,16 @@ class WorkerSupervisor:
         if self._stopping is not None:
             self._stopping.set()
 
-    def _client(self, cls: type[Redis]) -> Redis:
-        return cls.from_url(
-            self.settings.redis_url,
+    def _arq_client(self) -> ArqRedis:
+        """arq's Redis (FLASHWIRE_ARQ_REDIS_URL): never a Cluster (../shared/PITFALLS.md 3.15)."""
+        pool = ArqRedis.from_url(
+            self.settings.arq_url,
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_keepalive=True,
         )
+        assert isinstance(pool, ArqRedis)
+        return pool
 
     def _serve_metrics(self) -> MetricsServer | None:
         """Start the metrics endpoint if a port is set; SystemExit if it cannot listen."""
@@ -146,7 +152,7 @@ class WorkerSupervisor:
         return [
             asyncio.create_task(planner.run(), name="push-planner"),
             asyncio.create_task(runner.run(), name="push-arq"),
-            asyncio.create_task(BatchRevival(redis, self.keys).run(), name="push-revival"),
+            asyncio.create_task(BatchRevival(redis, arq_pool, self.keys).run(), name="push-revival"),
         ]
 
     async def run(self) -> None:
@@ -157,9 +163,22 @@ class WorkerSupervisor:
         loop.set_exception_handler(quiet_orphaned_outage_errors)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop)
-        redis = self._client(Redis)
-        arq_pool = self._client(ArqRedis)
-        assert isinstance(arq_pool, ArqRedis)
+        # The main Redis: a Cluster client with FLASHWIRE_REDIS_CLUSTER (flashwire/core/redis_cluster.py).
+        redis = main_redis(
+            self.settings,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_keepalive=True,
+        )
+        with contextlib.suppress(*REDIS_DOWN):
+            await prepare(redis)
+        # Cluster key layout: refuse to start beside data in the old layout (a Redis that is down
+        # now is waited out below, and checked at the next start).
+        with contextlib.suppress(*REDIS_DOWN):
+            await refuse_old_layout(redis, self.keys)
+        # arq's queues and job keys only (FLASHWIRE_ARQ_REDIS_URL; docs/architecture.md, "arq on a
+        # Redis of its own"): the jobs read and write everything else through `redis`.
+        arq_pool = self._arq_client()
         job_ctx = {"flashwire_settings": self.settings, "flashwire_redis": redis, "flashwire_keys": self.keys}
         runner = ArqRunner(arq_pool, self.settings, self.keys, job_ctx=job_ctx, outages=self.outages)
         consumer = DeskConsumer(

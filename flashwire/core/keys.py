@@ -7,66 +7,91 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names under one prefix, so several deployments can share a Redis."""
+    """Key names under one prefix, so several deployments can share a Redis.
+
+    The layout runs on Redis Cluster (docs/architecture.md, "Redis key layout"): keys that one
+    Lua script, one MGET or one multi-stream read touches together carry one hash tag, so they
+    hash to one slot (a Cluster refuses a command over several slots with CROSSSLOT; PITFALLS 3.9):
+
+    - `{fw}` (`tag`): the desk, its applied cursor, the tickers, lines, histories, the live /
+      scheduled / killed / expiry sets, the audit stream, the epoch, idempotency records, worker
+      heartbeats, the push batches running and the webhook endpoints and logs. The desk apply
+      step is one atomic script over all of these, so they cannot be spread over shards;
+    - `{fw:push}` (`push_tag`): push registrations, their target sets and per-client sets
+      (written together when a device registers);
+    - no tag: families touched one key at a time (reach, readers, per-line push bookkeeping,
+      tokens, arq queues), which a Cluster spreads over every shard; the rate-limit counters,
+      which `limits` tags itself.
+    """
 
     prefix: str = "fw"
 
     @property
+    def tag(self) -> str:
+        """The hash tag of everything the desk apply step and the readers' reads touch together."""
+        return "{" + self.prefix + "}"
+
+    @property
+    def push_tag(self) -> str:
+        """The hash tag of the push registry (a registration, its target sets and its client set)."""
+        return "{" + self.prefix + ":push}"
+
+    @property
     def desk(self) -> str:
         """The desk stream: every accepted editorial action, in order."""
-        return f"{self.prefix}:desk"
+        return f"{self.tag}:desk"
 
     desk_group: str = "fanout"
 
     @property
     def desk_applied(self) -> str:
         """Id of the last desk entry applied to the tickers (the workers' shared cursor)."""
-        return f"{self.prefix}:desk:applied"
+        return f"{self.tag}:desk:applied"
 
     def ticker(self, edition: str) -> str:
         """An edition's ticker stream: the order every reader sees; ids are cursors."""
-        return f"{self.prefix}:ticker:{edition}"
+        return f"{self.tag}:ticker:{edition}"
 
     def ticker_origin(self, edition: str) -> str:
         """Id of the first entry written to an edition's ticker (set with it, so it vanishes with
         the data): a log that no longer starts there was trimmed, and `since=0-0` cannot replay it."""
-        return f"{self.prefix}:ticker-origin:{edition}"
+        return f"{self.tag}:ticker-origin:{edition}"
 
     def line(self, line_id: str) -> str:
         """A line's current state (JSON)."""
-        return f"{self.prefix}:line:{line_id}"
+        return f"{self.tag}:line:{line_id}"
 
     def history(self, line_id: str) -> str:
         """Every version of a line (list of JSON documents, oldest first)."""
-        return f"{self.prefix}:history:{line_id}"
+        return f"{self.tag}:history:{line_id}"
 
     @property
     def line_index(self) -> str:
         """Hash line id -> edition, written with the post so follow-up actions validate."""
-        return f"{self.prefix}:lines"
+        return f"{self.tag}:lines"
 
     @property
     def revisions(self) -> str:
         """Hash line id -> the revision its last accepted change produces (service/desk.py): what
         If-Match is compared with, atomically with appending the change to the desk."""
-        return f"{self.prefix}:revisions"
+        return f"{self.tag}:revisions"
 
     def live(self, edition: str) -> str:
         """Sorted set of an edition's live line ids, scored by first publication (ms)."""
-        return f"{self.prefix}:live:{edition}"
+        return f"{self.tag}:live:{edition}"
 
     def scheduled(self, edition: str) -> str:
         """Sorted set of an edition's embargoed line ids, scored by release time (ms)."""
-        return f"{self.prefix}:scheduled:{edition}"
+        return f"{self.tag}:scheduled:{edition}"
 
     def killed(self, edition: str) -> str:
         """Sorted set of an edition's retracted line ids (score: when), for feed tombstones."""
-        return f"{self.prefix}:killed:{edition}"
+        return f"{self.tag}:killed:{edition}"
 
     @property
     def audit(self) -> str:
         """The audit stream: every applied editorial action with actor, before and after."""
-        return f"{self.prefix}:audit"
+        return f"{self.tag}:audit"
 
     def reach(self, line_id: str) -> str:
         """Hash of per-node delivery counts and times of a line's versions."""
@@ -87,11 +112,11 @@ class Keys:
     @property
     def expiry(self) -> str:
         """Sorted set of line ids scored by their expiry time (ms)."""
-        return f"{self.prefix}:expiry"
+        return f"{self.tag}:expiry"
 
     def idempotency(self, token_id: str, key: str) -> str:
         """Stored first response of a POST made with an Idempotency-Key."""
-        return f"{self.prefix}:idem:{token_id}:{key}"
+        return f"{self.tag}:idem:{token_id}:{key}"
 
     @property
     def rate_limits(self) -> str:
@@ -116,12 +141,12 @@ class Keys:
         A node that finds it changed (or missing) knows the history it holds in memory is gone
         and sends reset snapshots; see docs/protocol.md, "Ticker epochs".
         """
-        return f"{self.prefix}:epoch"
+        return f"{self.tag}:epoch"
 
     @property
     def workers(self) -> str:
         """Sorted set of worker names scored by their last heartbeat (ms): who is alive."""
-        return f"{self.prefix}:workers"
+        return f"{self.tag}:workers"
 
     @property
     def arq_queue(self) -> str:
@@ -132,17 +157,17 @@ class Keys:
 
     def push_registration(self, registration_id: str) -> str:
         """A push registration (JSON): the target, its filters, the hash of its secret."""
-        return f"{self.prefix}:push:reg:{registration_id}"
+        return f"{self.push_tag}:reg:{registration_id}"
 
     def push_targets(self, edition: str, urgency: str) -> str:
         """Sorted set (all scores 0, walked by id with ZRANGEBYLEX) of the registrations of an
         edition whose minimum urgency is `urgency`: a flash line goes to the three sets of its
         edition, an urgent one to the urgent and routine sets, a routine one to the routine set."""
-        return f"{self.prefix}:push:targets:{edition}:{urgency}"
+        return f"{self.push_tag}:targets:{edition}:{urgency}"
 
     def push_client(self, address: str) -> str:
         """Set of the registration ids made from one client address (its bound)."""
-        return f"{self.prefix}:push:client:{address}"
+        return f"{self.push_tag}:client:{address}"
 
     def push_sent(self, line_id: str) -> str:
         """Hash registration id -> the version of a line last accepted for it by its push
@@ -180,7 +205,7 @@ class Keys:
     def push_running(self) -> str:
         """Hash arq job id -> worker name of the push batches running now: a batch whose worker
         died is made runnable again at once instead of after arq's in-progress timeout."""
-        return f"{self.prefix}:push:running"
+        return f"{self.tag}:push:running"
 
     # -- partner webhooks (docs/webhooks.md; flashwire/core/webhook_store.py) --------------------
 
@@ -189,25 +214,25 @@ class Keys:
     @property
     def webhook_endpoints(self) -> str:
         """Hash endpoint id -> endpoint record (JSON: owner, URL, filters, secrets, status)."""
-        return f"{self.prefix}:wh:endpoints"
+        return f"{self.tag}:wh:endpoints"
 
     def webhook_log(self, endpoint_id: str) -> str:
         """An endpoint's own ordered log of messages (stream): delivered in its order, one at a time."""
-        return f"{self.prefix}:wh:log:{endpoint_id}"
+        return f"{self.tag}:wh:log:{endpoint_id}"
 
     def webhook_state(self, endpoint_id: str) -> str:
         """Hash: where an endpoint's delivery stands (the log entry in flight, its attempt, when
         it is due, the worker running it): the attempt record arq's own retries cannot keep."""
-        return f"{self.prefix}:wh:state:{endpoint_id}"
+        return f"{self.tag}:wh:state:{endpoint_id}"
 
     def webhook_delivery(self, endpoint_id: str, entry_id: str) -> str:
         """One delivery of one log entry: its outcome and every attempt (JSON, expiring)."""
-        return f"{self.prefix}:wh:delivery:{endpoint_id}:{entry_id}"
+        return f"{self.tag}:wh:delivery:{endpoint_id}:{entry_id}"
 
     def webhook_dispatched(self, edition: str) -> str:
         """Id of the last ticker entry of an edition turned into webhook messages (the
         dispatchers' shared cursor, as `desk_applied` is the appliers')."""
-        return f"{self.prefix}:wh:dispatched:{edition}"
+        return f"{self.tag}:wh:dispatched:{edition}"
 
     @property
     def webhook_queue(self) -> str:

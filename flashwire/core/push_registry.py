@@ -25,13 +25,47 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from flashwire.core.keys import Keys
 from flashwire.core.lines import URGENCY_RANK
 from flashwire.core.push_models import SECRET_PREFIX, RegistrationBase, UpdateBase
 
 URGENCIES = ("flash", "urgent", "routine")
+
+# Storing and removing are compare-and-set scripts, not WATCH/MULTI: redis-py 5's Cluster client
+# has no transactions (../shared/PITFALLS.md 0.1). The caller reads the registration, computes every
+# key (all `{fw:push}`, so one slot), and the script goes ahead only if the registration is still
+# what was read ('retry' otherwise).
+# KEYS: registration, its client set, the old client set, the old index sets, the new index sets.
+# ARGV: the registration read ('' for none), id, now (ms), TTL (s), oldest score still counted,
+# the bound, '1' to check the bound, the new document, how many old index sets.
+_STORE = """
+local raw = redis.call('GET', KEYS[1]) or ''
+if raw ~= ARGV[1] then return 'retry' end
+if ARGV[7] == '1' and redis.call('ZCOUNT', KEYS[2], ARGV[5], '+inf') >= tonumber(ARGV[6]) then
+  return 'limit'
+end
+local old = tonumber(ARGV[9])
+if raw ~= '' then
+  for i = 4, 3 + old do redis.call('ZREM', KEYS[i], ARGV[2]) end
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+for i = 4 + old, #KEYS do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[8], 'EX', ARGV[4])
+return 'ok'
+"""
+
+# KEYS: registration, its client set, its index sets. ARGV: the registration read, its id.
+_REMOVE = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 'retry' end
+for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1])
+return 'ok'
+"""
 # A registration not stored again for this long expires: apps and pages register again when they
 # start (it is idempotent), so only targets abandoned for months go (docs/push.md).
 REGISTRATION_TTL_S = 90 * 86_400
@@ -71,6 +105,8 @@ class PushRegistry:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._store_script = redis.register_script(_STORE)
+        self._remove_script = redis.register_script(_REMOVE)
 
     def _index_keys(self, record: dict[str, Any]) -> list[str]:
         return [self._keys.push_targets(edition, record["urgency"]) for edition in record["editions"]]
@@ -107,33 +143,32 @@ class PushRegistry:
         key = self._keys.push_registration(record["id"])
         client_key = self._keys.push_client(client)
         now = int(time.time() * 1000)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key, client_key)
-                    raw = await pipe.get(key)
-                    old = orjson.loads(raw) if raw else None
-                    # A new target, or one taken over from another address, counts against this one.
-                    if max_per_client is not None and (old is None or old["client"] != client):
-                        live = await pipe.zcount(client_key, now - REGISTRATION_TTL_S * 1000, "+inf")
-                        if live >= max_per_client:
-                            raise RegistrationLimit
-                    pipe.multi()
-                    if old is not None:
-                        for index in self._index_keys(old):
-                            pipe.zrem(index, record["id"])
-                        pipe.zrem(self._keys.push_client(old["client"]), record["id"])
-                    for index in self._index_keys(record):
-                        pipe.zadd(index, {record["id"]: 0})
-                    # Scored by when it was last stored: expired ones stop counting (and are pruned).
-                    pipe.zadd(client_key, {record["id"]: now})
-                    pipe.zremrangebyscore(client_key, "-inf", now - REGISTRATION_TTL_S * 1000)
-                    pipe.expire(client_key, REGISTRATION_TTL_S)
-                    pipe.set(key, orjson.dumps(record), ex=REGISTRATION_TTL_S)
-                    await pipe.execute()
-                    return Stored(record, created=old is None)
-                except WatchError:
-                    continue
+        oldest = now - REGISTRATION_TTL_S * 1000
+        while True:
+            raw = await self._redis.get(key)
+            old = orjson.loads(raw) if raw else None
+            # A new target, or one taken over from another address, counts against this one.
+            check = max_per_client is not None and (old is None or old["client"] != client)
+            old_indexes = self._index_keys(old) if old is not None else []
+            old_client = self._keys.push_client(old["client"]) if old is not None else client_key
+            outcome = await self._store_script(
+                keys=[key, client_key, old_client, *old_indexes, *self._index_keys(record)],
+                args=[
+                    raw or b"",
+                    record["id"],
+                    now,
+                    REGISTRATION_TTL_S,
+                    oldest,
+                    max_per_client or 0,
+                    "1" if check else "0",
+                    orjson.dumps(record),
+                    len(old_indexes),
+                ],
+            )
+            if outcome == b"limit":
+                raise RegistrationLimit
+            if outcome == b"ok":
+                return Stored(record, created=old is None)
 
     async def forget_missing(self, edition: str, ids: list[str]) -> None:
         """Take ids whose registration has expired out of the edition's index sets (a fan-out
@@ -174,25 +209,19 @@ class PushRegistry:
         service's "gone" about a token registered again since then is about the old registration
         (APNs 410 `timestamp`, ../shared/PITFALLS.md 1.16)."""
         key = self._keys.push_registration(reg_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if not raw:
-                        return False
-                    record = orjson.loads(raw)
-                    if registered_before_ms is not None and record["registered_at_ms"] > registered_before_ms:
-                        return False
-                    pipe.multi()
-                    for index in self._index_keys(record):
-                        pipe.zrem(index, reg_id)
-                    pipe.zrem(self._keys.push_client(record["client"]), reg_id)
-                    pipe.delete(key)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+        while True:
+            raw = await self._redis.get(key)
+            if not raw:
+                return False
+            record = orjson.loads(raw)
+            if registered_before_ms is not None and record["registered_at_ms"] > registered_before_ms:
+                return False
+            outcome = await self._remove_script(
+                keys=[key, self._keys.push_client(record["client"]), *self._index_keys(record)],
+                args=[raw, reg_id],
+            )
+            if outcome == b"ok":
+                return True
 
     async def page(self, edition: str, urgency: str, after: str, count: int) -> list[str]:
         """Up to `count` registration ids of one index set, in id order, after id `after` ("" first)."""

@@ -198,6 +198,11 @@ class Settings:
     """Everything a Flashwire process needs to know, with documented defaults."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Cluster (docs/operations.md, "Redis Cluster"): REDIS_URL names one seed node, and arq's
+    # queues need a Redis of their own (arq cannot run on a Cluster: ../shared/PITFALLS.md 3.15).
+    redis_cluster: bool = False
+    # arq's queues and job keys only (docs/architecture.md, "arq on a Redis of its own"); "" = REDIS_URL.
+    arq_redis_url: str = ""
     key_prefix: str = "fw"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -337,6 +342,8 @@ class Settings:
                     )
         settings = cls(
             redis_url=env.get("REDIS_URL") or cls.redis_url,
+            redis_cluster=_bool(env, "FLASHWIRE_REDIS_CLUSTER", cls.redis_cluster),
+            arq_redis_url=env.get("FLASHWIRE_ARQ_REDIS_URL") or cls.arq_redis_url,
             key_prefix=env.get("FLASHWIRE_KEY_PREFIX") or cls.key_prefix,
             host=env.get("FLASHWIRE_HOST") or cls.host,
             port=_int(env, "FLASHWIRE_PORT", cls.port, 0, 65535),
@@ -422,7 +429,25 @@ class Settings:
             raise SettingsError(
                 f"REDIS_URL must be redis://, rediss:// or unix://, got {settings.redis_url!r}"
             )
+        if settings.arq_redis_url and not settings.arq_redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError(
+                "FLASHWIRE_ARQ_REDIS_URL must be redis://, rediss:// or unix://,"
+                f" got {settings.arq_redis_url!r}"
+            )
+        if settings.redis_cluster and settings.arq_url == settings.redis_url:
+            raise SettingsError(
+                "FLASHWIRE_REDIS_CLUSTER is on: set FLASHWIRE_ARQ_REDIS_URL to a Redis that is not part"
+                " of the Cluster (arq's queues cannot run on a Redis Cluster; docs/operations.md,"
+                " 'Redis Cluster')"
+            )
         return settings
+
+    @property
+    def arq_url(self) -> str:
+        """The Redis of arq's queues and job keys: FLASHWIRE_ARQ_REDIS_URL, or REDIS_URL."""
+        return self.arq_redis_url or self.redis_url
 
     @property
     def push_platforms(self) -> tuple[str, ...]:

@@ -2,9 +2,10 @@
 
 Layout (docs/operations.md, keys table):
 
-- `Keys.webhook_endpoints`: hash endpoint id -> `EndpointRecord` JSON. Changes are made with
-  WATCH/MULTI (`EndpointStore.change`), so the worker disabling an endpoint and its owner
-  changing a filter never overwrite each other.
+- `Keys.webhook_endpoints`: hash endpoint id -> `EndpointRecord` JSON. Changes are made with a
+  compare-and-set script (`EndpointStore.change`), so the worker disabling an endpoint and its
+  owner changing a filter never overwrite each other. Scripts, not WATCH/MULTI: redis-py 5's
+  Cluster client has no transactions (../shared/PITFALLS.md 0.1), and every key here is `{fw}`.
 - `Keys.webhook_log(id)`: the endpoint's own stream of messages, fields `m` (webhook-id), `t`
   (type), `b` (the body, serialised once), `r` ("1" for a replay). Its order is the delivery order.
 - `Keys.webhook_state(id)`: hash `current` (the log entry being delivered, "" when idle),
@@ -23,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from flashwire.core.clock import iso_from_ms, now_ms
 from flashwire.core.keys import Keys
@@ -47,6 +47,31 @@ local function append(log, state, maxlen, now, mid, kind, body, replay)
   end
   return id
 end
+"""
+
+# Lua: record a new endpoint unless its owner has ARGV[4] already (owners counted in the records).
+_CREATE = """
+local count = 0
+for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
+  if cjson.decode(raw)['owner'] == ARGV[1] then count = count + 1 end
+end
+if count >= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+return 1
+"""
+
+# Lua: replace an endpoint's record only if it is still the one read (compare-and-set).
+_SWAP = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# Lua: forget an endpoint with its log and state, together.
+_DELETE = """
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+return removed
 """
 
 _REPLAY = (
@@ -88,6 +113,9 @@ class EndpointStore:
         self._keys = keys
         self._log_retention = log_retention
         self._replay = redis.register_script(_REPLAY)
+        self._create = redis.register_script(_CREATE)
+        self._swap = redis.register_script(_SWAP)
+        self._delete = redis.register_script(_DELETE)
 
     async def create(
         self,
@@ -101,7 +129,7 @@ class EndpointStore:
         max_per_owner: int,
     ) -> tuple[str, EndpointRecord]:
         """Record a new endpoint; (its secret, shown once, and the record). TooManyEndpoints if the
-        owner has `max_per_owner` already (checked and written in one transaction)."""
+        owner has `max_per_owner` already (checked and written in one script)."""
         secret = new_secret()
         now = now_ms()
         record = EndpointRecord(
@@ -116,19 +144,13 @@ class EndpointStore:
             created_at_ms=now,
             updated_at_ms=now,
         )
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(self._keys.webhook_endpoints)
-                    existing = [_load(raw) for raw in (await pipe.hvals(self._keys.webhook_endpoints))]
-                    if sum(1 for e in existing if e.owner == owner) >= max_per_owner:
-                        raise TooManyEndpoints(f"at most {max_per_owner} endpoints per partner token")
-                    pipe.multi()
-                    pipe.hset(self._keys.webhook_endpoints, record.id, record.model_dump_json())
-                    await pipe.execute()
-                    return secret, record
-                except WatchError:
-                    continue
+        created = await self._create(
+            keys=[self._keys.webhook_endpoints],
+            args=[owner, record.id, record.model_dump_json(), max_per_owner],
+        )
+        if not created:
+            raise TooManyEndpoints(f"at most {max_per_owner} endpoints per partner token")
+        return secret, record
 
     async def get(self, endpoint_id: str) -> EndpointRecord | None:
         """The endpoint's record, or None."""
@@ -143,28 +165,20 @@ class EndpointStore:
     async def change(
         self, endpoint_id: str, edit: Callable[[EndpointRecord], EndpointRecord | None]
     ) -> EndpointRecord | None:
-        """Apply `edit` to the current record and store what it returns, atomically (WATCH/MULTI,
+        """Apply `edit` to the current record and store what it returns, atomically (compare-and-set,
         again if the record changed meanwhile). `edit` returning None changes nothing. Returns the
         stored record, or None if there is no such endpoint."""
         key = self._keys.webhook_endpoints
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.hget(key, endpoint_id)
-                    if raw is None:
-                        return None
-                    current = _load(raw)
-                    changed = edit(current)
-                    if changed is None:
-                        await pipe.reset()
-                        return current
-                    pipe.multi()
-                    pipe.hset(key, endpoint_id, changed.model_dump_json())
-                    await pipe.execute()
-                    return changed
-                except WatchError:
-                    continue
+        while True:
+            raw = await self._redis.hget(key, endpoint_id)
+            if raw is None:
+                return None
+            current = _load(raw)
+            changed = edit(current)
+            if changed is None:
+                return current
+            if await self._swap(keys=[key], args=[endpoint_id, raw, changed.model_dump_json()]):
+                return changed
 
     async def disable_owned_by(self, owner: str, reason: str, at_ms: int) -> int:
         """Disable every active endpoint registered by token `owner` (it was revoked: nothing more
@@ -190,10 +204,14 @@ class EndpointStore:
 
     async def delete(self, endpoint_id: str) -> bool:
         """Forget an endpoint, its log and its state (delivery records expire by themselves)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self._keys.webhook_endpoints, endpoint_id)
-            pipe.delete(self._keys.webhook_log(endpoint_id), self._keys.webhook_state(endpoint_id))
-            removed, _ = await pipe.execute()
+        removed = await self._delete(
+            keys=[
+                self._keys.webhook_endpoints,
+                self._keys.webhook_log(endpoint_id),
+                self._keys.webhook_state(endpoint_id),
+            ],
+            args=[endpoint_id],
+        )
         return bool(removed)
 
     async def state(self, endpoint_id: str) -> dict[str, str]:

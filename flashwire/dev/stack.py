@@ -21,6 +21,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from flashwire.core.key_layout import migrate_key_layout
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.core.vapid import ensure_key_file
@@ -57,6 +58,16 @@ async def _dev_token(settings: Settings, folder: Path) -> str:
         return token
     finally:
         await redis.aclose()
+
+
+async def _migrate_embedded(settings: Settings) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        done = await migrate_key_layout(redis, Keys(settings.key_prefix))
+    finally:
+        await redis.aclose()
+    if done.renamed:
+        print(f"renamed {done.renamed} key(s) of the embedded Redis to the hash-tagged layout", flush=True)
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -135,6 +146,10 @@ def run_dev() -> int:
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     exit_code = 0
     try:
+        if redis_process is not None:
+            # The embedded Redis is dev's own: data kept from a version before the hash-tagged key
+            # layout is renamed here, before the worker and service start (flashwire/core/key_layout.py).
+            asyncio.run(_migrate_embedded(settings))
         token = asyncio.run(_dev_token(settings, folder))
         python = sys.executable
         children.append(_spawn([python, "-m", "flashwire.cli", "worker"], env))

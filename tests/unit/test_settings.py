@@ -89,3 +89,26 @@ def test_regional_editions_are_accepted() -> None:
         "pt-br",
         "zh-hant",
     )
+
+
+def test_a_cluster_needs_arq_on_a_redis_of_its_own() -> None:
+    """arq cannot run on a Redis Cluster (PITFALLS 3.15): FLASHWIRE_REDIS_CLUSTER without a separate
+    FLASHWIRE_ARQ_REDIS_URL fails at start-up naming the variable; without a Cluster, arq's Redis
+    defaults to REDIS_URL."""
+    for env in (
+        {"FLASHWIRE_REDIS_CLUSTER": "true"},
+        {"FLASHWIRE_REDIS_CLUSTER": "true", "FLASHWIRE_ARQ_REDIS_URL": "redis://127.0.0.1:6379/0"},
+    ):
+        with pytest.raises(SettingsError, match="FLASHWIRE_ARQ_REDIS_URL"):
+            Settings.from_env(env)
+    with pytest.raises(SettingsError, match="FLASHWIRE_ARQ_REDIS_URL"):
+        Settings.from_env({"FLASHWIRE_ARQ_REDIS_URL": "http://queue"})
+    assert Settings.from_env({}).arq_url == "redis://127.0.0.1:6379/0"
+    cluster = Settings.from_env(
+        {
+            "FLASHWIRE_REDIS_CLUSTER": "yes",
+            "REDIS_URL": "redis://node1:7000",
+            "FLASHWIRE_ARQ_REDIS_URL": "redis://q:6380",
+        }
+    )
+    assert (cluster.redis_cluster, cluster.arq_url) == (True, "redis://q:6380")

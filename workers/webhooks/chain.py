@@ -61,10 +61,12 @@ return ''
 
 # Free a job held by a dead worker, only if the state still names that worker as its runner: two
 # watchdogs seeing the same dead worker free it once, never a job a live worker took meanwhile.
+# The state is on the main Redis; the job's in-progress mark, deleted next, on arq's
+# (FLASHWIRE_ARQ_REDIS_URL). A crash in between leaves the mark to expire (arq's timeout): the
+# attempt runs late, once.
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'runner') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'runner', '')
-redis.call('DEL', KEYS[2])
 return 1
 """
 
@@ -92,6 +94,11 @@ class Chain:
         self._begin = redis.register_script(_BEGIN)
         self._advance = redis.register_script(_ADVANCE)
         self._retry = redis.register_script(_RETRY)
+
+    @property
+    def pool(self) -> ArqRedis:
+        """arq's Redis (FLASHWIRE_ARQ_REDIS_URL): its queue and job keys."""
+        return self._pool
 
     async def begin(self, endpoint_id: str, entry_id: str, attempt: int, runner: str) -> bool:
         """Claim an attempt for this worker (`runner`); False if the state has moved on (a stale job)."""
@@ -183,11 +190,12 @@ class Watchdog:
             if not current or not attempt:
                 continue
             jid = job_id(endpoint.id, current, attempt)
-            async with self._redis.pipeline(transaction=False) as pipe:
+            # The job's keys are on arq's Redis, the heartbeats on the main one.
+            async with self._chain.pool.pipeline(transaction=False) as pipe:
                 pipe.exists(job_key_prefix + jid)
                 pipe.exists(in_progress_key_prefix + jid)
-                pipe.zscore(self._keys.workers, state.get("runner") or "-")
-                queued, running, beat = await pipe.execute()
+                queued, running = await pipe.execute()
+            beat = await self._redis.zscore(self._keys.workers, state.get("runner") or "-")
             if not queued:
                 if await self._chain.enqueue(endpoint.id, current, attempt, int(state.get("due_ms") or 0)):
                     log.info(
@@ -198,11 +206,11 @@ class Watchdog:
                 # The worker running it is gone: let arq run the job again now rather than when the
                 # mark expires; its stale `runner` is cleared in the same step, so this happens once.
                 released = await self._release(
-                    keys=[self._keys.webhook_state(endpoint.id), in_progress_key_prefix + jid],
-                    args=[state["runner"]],
+                    keys=[self._keys.webhook_state(endpoint.id)], args=[state["runner"]]
                 )
                 if not released:
                     continue
+                await self._chain.pool.delete(in_progress_key_prefix + jid)
                 log.warning(
                     "webhook %s: worker %s died during attempt %d of %s; running it again",
                     endpoint.id,

@@ -1,10 +1,10 @@
 """The webhook dispatcher: ticker events into each matching endpoint's own ordered log.
 
-It reads every edition's ticker (`fw:ticker:{edition}`) through the consumer group `webhooks`
+It reads every edition's ticker (`{fw}:ticker:{edition}`) through the consumer group `webhooks`
 (beside the readers' plain XREAD and push's group `push`), blocking on XREADGROUP, as the desk
 consumer reads the desk (workers/fanout.py). The group only says what is new and who holds what;
 the order comes from a cursor all workers share per edition, `Keys.webhook_dispatched`, as the
-appliers share `fw:desk:applied` (workers/apply.py): whatever entry a worker is handed, it
+appliers share `{fw}:desk:applied` (workers/apply.py): whatever entry a worker is handed, it
 records every entry of that edition from the shared cursor up to it, in ticker order, and moves
 the cursor in the same script that appends the messages (compare-and-set: a worker that lost the
 race reads the cursor again). So each event is recorded exactly once per endpoint and in ticker
