@@ -129,8 +129,9 @@ async def test_js_client_works_in_chromium_imported_from_another_origin(
 
 # The fault run of tests/test_delivery_model.py (3 nodes, 2 workers, 4 editors; a node, a worker and
 # Redis SIGKILLed at 15, 40 and 60 % of 14 s of editing, where the model's own run edits for 20 s),
-# with 60 of its readers being the JavaScript client (a third on SSE only) beside 40 of the harness's own (30 WebSocket, 10 SSE), so
-# that a failure of the server shows in both kinds and one of the client only in its own.
+# with 60 of its readers being the JavaScript client (a third on SSE only) beside 40 of the
+# harness's own (30 WebSocket, 10 SSE), so that a failure of the server shows in both kinds and one
+# of the client only in its own.
 EDIT_S = 14.0
 FAULTS = ((0.15, "node"), (0.4, "worker"), (0.6, "redis"))
 
