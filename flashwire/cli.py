@@ -490,10 +490,12 @@ async def _token_command(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
     from flashwire.core.keys import Keys
+    from flashwire.core.redis_connect import RedisConnector
     from flashwire.service.tokens import TokenStore
 
     settings = _settings()
-    redis = Redis.from_url(settings.redis_url)
+    connector = RedisConnector(settings)
+    redis = connector.primary(Redis)
     store = TokenStore(redis, Keys(settings.key_prefix))
     try:
         if args.token_command == "create":
@@ -528,7 +530,7 @@ async def _token_command(args: argparse.Namespace) -> int:
             print(f"revoked {args.id}")
         return 0
     finally:
-        await redis.aclose()
+        await connector.aclose()
 
 
 def cmd_token(args: argparse.Namespace) -> int:

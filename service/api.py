@@ -55,7 +55,14 @@ from flashwire.core.models import (
 from flashwire.core.push_reach import current_push, read_push_reach
 from flashwire.core.settings import Settings
 from flashwire.service.asyncapi import asyncapi_document
-from flashwire.service.desk import Desk, IdempotencyConflict, StaleRevision, UnknownLine
+from flashwire.service.desk import (
+    Accepted,
+    Desk,
+    IdempotencyConflict,
+    NotEnoughReplicas,
+    StaleRevision,
+    UnknownLine,
+)
 from flashwire.service.errors import ApiError
 from flashwire.service.http import (
     LINE_ID_RE,
@@ -166,11 +173,25 @@ def _actor(token: Token) -> Actor:
     return Actor(token=token.id, name=token.name, role=token.role)
 
 
-def _accepted(body: AcceptedResponse, *, replayed: bool) -> Response:
+def _accepted(accepted: Accepted) -> Response:
+    """201, or 202 when fewer replicas than FLASHWIRE_WAIT_REPLICAS acknowledged the write in time: the
+    action is on the primary and will be published, but would be lost with the primary before it
+    replicates (docs/api.md "Replicated or not"); the body's `replicas` says how many had it."""
+    body = accepted.body
     headers = {"Location": f"/api/v1/lines/{body.id}"} if body.action == "post" else {}
-    if replayed:
+    if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return model_response(body, status_code=201, headers=headers)
+    status = 201 if accepted.replicated else 202
+    if body.replicas is None:  # absent, not null, without WAIT
+        return Response(body.model_dump_json(exclude={"replicas"}), status, headers, "application/json")
+    return model_response(body, status_code=status, headers=headers)
+
+
+def _no_replicas(exc: NotEnoughReplicas) -> ApiError:
+    """503: the primary refuses writes while it has fewer replicas than its `min-replicas-to-write`;
+    nothing was recorded, and the same request (same Idempotency-Key) may be sent again."""
+    message = "the store has too few replicas to accept writes; nothing was recorded, retry shortly"
+    return ApiError(503, "unavailable", message, headers={"Retry-After": "1"})
 
 
 async def _submit(
@@ -189,7 +210,9 @@ async def _submit(
         raise PreconditionFailed(exc.revision, await _current_line(request, action.id)) from None
     except UnknownLine:
         raise ApiError(404, "not_found", f"no line {action.id!r}", field="id") from None
-    return _accepted(accepted.body, replayed=accepted.replayed)
+    except NotEnoughReplicas as exc:
+        raise _no_replicas(exc) from None
+    return _accepted(accepted)
 
 
 async def _replay(desk: Desk, idempotency: Idempotency | None) -> Response | None:
@@ -199,7 +222,9 @@ async def _replay(desk: Desk, idempotency: Idempotency | None) -> Response | Non
         earlier = await desk.replayed(idempotency)
     except IdempotencyConflict as exc:
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
-    return None if earlier is None else _accepted(earlier.body, replayed=True)
+    except NotEnoughReplicas as exc:
+        raise _no_replicas(exc) from None
+    return None if earlier is None else _accepted(earlier)
 
 
 async def _count_desk_action(request: Request, token: Token) -> None:

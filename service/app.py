@@ -20,6 +20,7 @@ from starlette.types import Scope
 
 from flashwire.core.keys import Keys
 from flashwire.core.push_registry import PushRegistry
+from flashwire.core.redis_connect import RedisConnector
 from flashwire.core.settings import Settings
 from flashwire.service import account, api, audit, feeds, health, push_api, sse, webhooks
 from flashwire.service.desk import Desk
@@ -165,17 +166,25 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Timeouts and keepalive, so a half-open connection (a partition, a failover) is noticed
-        # instead of blocking forever.
-        redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_keepalive=True)
+        # instead of blocking forever; through the sentinels when configured (core/redis_connect.py).
+        connector = RedisConnector(settings)
+        redis = connector.primary(Redis)
         # The hub's blocking XREAD (at most READ_BLOCK_MS, 1 s: service/hub.py) gets a connection of its own.
-        reader_redis = Redis.from_url(settings.redis_url, socket_timeout=15, socket_keepalive=True)
+        reader_redis = connector.primary(Redis, socket_timeout_s=15)
         hub = Hub(redis, reader_redis, keys, settings)
         app.state.settings = settings
         app.state.keys = keys
         app.state.redis = redis
         app.state.hub = hub
         app.state.desk = Desk(
-            redis, keys, maxlen=settings.desk_retention, idempotency_ttl_s=settings.idempotency_ttl_s
+            redis,
+            keys,
+            maxlen=settings.desk_retention,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_ms=settings.wait_timeout_ms,
+            # Retried through a failover only with Sentinel: a lone server that fails is a 503 at once.
+            failover_retry_s=settings.redis_failover_retry_s if connector.uses_sentinel else 0.0,
         )
         app.state.tokens = TokenStore(redis, keys)
         app.state.push_registry = PushRegistry(redis, keys)
@@ -200,8 +209,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
             await online.stop()
             await app.state.reach.stop()
             await hub.stop()
-            await reader_redis.aclose()
-            await redis.aclose()
+            await connector.aclose()
 
     routes = [
         Route("/", index, methods=["GET"]),

@@ -28,6 +28,7 @@ from arq.worker import func
 from redis.asyncio import Redis
 
 from flashwire.core.keys import Keys
+from flashwire.core.redis_connect import RedisConnector
 from flashwire.core.settings import Settings
 from flashwire.core.tasks import cancel_until_done
 from flashwire.workers.arq_runner import ArqQueue, ArqRunner
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 # Blocking reads are 1 s at a time: a 15 s socket timeout notices a half-open connection.
 SOCKET_TIMEOUT_S = 15
-CONNECT_TIMEOUT_S = 2
 FORGET_TIMEOUT_S = 2.0
 # Stopping: cancel the parts again every CANCEL_AGAIN_S until they end, for at most STOP_TIMEOUT_S.
 CANCEL_AGAIN_S = 0.5
@@ -90,14 +90,6 @@ class WorkerSupervisor:
         """Ask the worker to stop (what SIGINT and SIGTERM do)."""
         if self._stopping is not None:
             self._stopping.set()
-
-    def _client(self, cls: type[Redis]) -> Redis:
-        return cls.from_url(
-            self.settings.redis_url,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_keepalive=True,
-        )
 
     def _serve_metrics(self) -> MetricsServer | None:
         """Start the metrics endpoint if a port is set; SystemExit if it cannot listen."""
@@ -157,9 +149,11 @@ class WorkerSupervisor:
         loop.set_exception_handler(quiet_orphaned_outage_errors)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop)
-        redis = self._client(Redis)
-        arq_pool = self._client(ArqRedis)
-        assert isinstance(arq_pool, ArqRedis)
+        # Both through the sentinels when configured: arq gets a pool built here, never its own
+        # RedisSettings (core/redis_connect.py; ../shared/PITFALLS.md 3.13).
+        connector = RedisConnector(self.settings)
+        redis = connector.primary(Redis, socket_timeout_s=SOCKET_TIMEOUT_S)
+        arq_pool = connector.primary(ArqRedis, socket_timeout_s=SOCKET_TIMEOUT_S)
         job_ctx = {"flashwire_settings": self.settings, "flashwire_redis": redis, "flashwire_keys": self.keys}
         runner = ArqRunner(arq_pool, self.settings, self.keys, job_ctx=job_ctx, outages=self.outages)
         consumer = DeskConsumer(
@@ -211,8 +205,7 @@ class WorkerSupervisor:
             for sender in senders.values():
                 await sender.aclose()
             await webhooks.aclose()
-            await arq_pool.aclose()
-            await redis.aclose()
+            await connector.aclose()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             if metrics_server is not None:

@@ -308,6 +308,19 @@ class Settings:
     webhook_max_jobs: int = 50
     # A PEM file of CA certificates to trust for endpoints instead of the default (certifi's).
     webhook_ca_file: str = ""
+    # -- Redis Sentinel and WAIT (docs/operations.md "Redis Sentinel") --
+    # (host, port) of each sentinel and the name they know the primary by; empty: REDIS_URL's server.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    # The sentinels' own password (`requirepass` of the sentinels), if they have one.
+    redis_sentinel_password: str = ""
+    # Seconds a desk write keeps retrying while the primary moves (Sentinel only): longer than
+    # the sentinels' down-after-milliseconds plus the failover itself.
+    redis_failover_retry_s: float = 15.0
+    # Replicas that must acknowledge a desk write (WAIT) before it is answered 201 (0: no WAIT),
+    # and how long to wait for them, in milliseconds.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 500
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -399,6 +412,7 @@ class Settings:
                 env, "FLASHWIRE_PUSH_MAX_REGISTRATIONS_PER_CLIENT", cls.push_max_registrations_per_client, 1
             ),
             **_webhook_settings(env, cls),
+            **_redis_ha_settings(env, cls),
         )
         _check_push(settings)
         if settings.max_sockets < settings.max_connections:
@@ -476,4 +490,45 @@ def _webhook_settings(env: Mapping[str, str], cls: type[Settings]) -> _WebhookSe
         ),
         "webhook_max_jobs": _int(env, "FLASHWIRE_WEBHOOK_MAX_JOBS", cls.webhook_max_jobs, 1, 1000),
         "webhook_ca_file": ca_file,
+    }
+
+
+class _RedisHaSettings(TypedDict):
+    redis_sentinels: tuple[tuple[str, int], ...]
+    redis_sentinel_master: str
+    redis_sentinel_password: str
+    redis_failover_retry_s: float
+    wait_replicas: int
+    wait_timeout_ms: int
+
+
+def _sentinel_address(raw: str) -> tuple[str, int]:
+    host, _, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(
+            f"FLASHWIRE_REDIS_SENTINELS must be host:port entries separated by commas, got {raw!r}"
+        )
+    return host, int(port)
+
+
+def _redis_ha_settings(env: Mapping[str, str], cls: type[Settings]) -> _RedisHaSettings:
+    """The Sentinel and WAIT settings (docs/operations.md "Redis Sentinel"): sentinels and a master
+    name go together, since a client needs both to ask where the primary is."""
+    sentinels = tuple(_sentinel_address(raw) for raw in _list(env, "FLASHWIRE_REDIS_SENTINELS", ()))
+    master = (env.get("FLASHWIRE_REDIS_SENTINEL_MASTER") or "").strip()
+    if sentinels and not master:
+        raise SettingsError(
+            "FLASHWIRE_REDIS_SENTINELS is set but FLASHWIRE_REDIS_SENTINEL_MASTER is not: name the primary"
+            " as the sentinels know it (their `sentinel monitor <name> ...`)"
+        )
+    if master and not sentinels:
+        raise SettingsError("FLASHWIRE_REDIS_SENTINEL_MASTER is set but FLASHWIRE_REDIS_SENTINELS is not")
+    return {
+        "redis_sentinels": sentinels,
+        "redis_sentinel_master": master,
+        "redis_sentinel_password": env.get("FLASHWIRE_REDIS_SENTINEL_PASSWORD") or "",
+        "redis_failover_retry_s": _float(env, "FLASHWIRE_REDIS_FAILOVER_RETRY_S", cls.redis_failover_retry_s),
+        "wait_replicas": _int(env, "FLASHWIRE_WAIT_REPLICAS", cls.wait_replicas, 0, 100),
+        "wait_timeout_ms": _int(env, "FLASHWIRE_WAIT_TIMEOUT_MS", cls.wait_timeout_ms, 1, 60_000),
     }

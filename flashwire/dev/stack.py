@@ -22,6 +22,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from flashwire.core.keys import Keys
+from flashwire.core.redis_connect import RedisConnector
 from flashwire.core.settings import Settings
 from flashwire.core.vapid import ensure_key_file
 from flashwire.dev.redis_server import RedisProcess, die_with_parent
@@ -44,7 +45,8 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 async def _dev_token(settings: Settings, folder: Path) -> str:
     """Reuse the dev token kept in `folder` if Redis still knows it; else make a new one."""
     path = folder / "dev-token"
-    redis = Redis.from_url(settings.redis_url)
+    connector = RedisConnector(settings)
+    redis = connector.primary(Redis)
     try:
         store = TokenStore(redis, Keys(settings.key_prefix))
         if path.exists():
@@ -56,7 +58,7 @@ async def _dev_token(settings: Settings, folder: Path) -> str:
         path.chmod(0o600)
         return token
     finally:
-        await redis.aclose()
+        await connector.aclose()
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
