@@ -169,9 +169,13 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         # instead of blocking forever; through the sentinels when configured (core/redis_connect.py).
         connector = RedisConnector(settings)
         redis = connector.primary(Redis)
-        # The hub's blocking XREAD (at most READ_BLOCK_MS, 1 s: service/hub.py) gets a connection of its own.
-        reader_redis = connector.primary(Redis, socket_timeout_s=15)
-        hub = Hub(redis, reader_redis, keys, settings)
+        # The hub's blocking XREAD (at most READ_BLOCK_MS, 1 s: service/hub.py) gets a client of its own,
+        # a replica's with FLASHWIRE_REDIS_READ_FROM_REPLICAS; then the snapshots and replays read the
+        # same replica (one client), so a reader never mixes two servers' views of a ticker.
+        reader_redis = connector.reader(Redis, socket_timeout_s=15)
+        history_redis = reader_redis if settings.redis_read_from_replicas else redis
+        primary = redis if settings.redis_read_from_replicas else None
+        hub = Hub(history_redis, reader_redis, keys, settings, primary=primary)
         app.state.settings = settings
         app.state.keys = keys
         app.state.redis = redis

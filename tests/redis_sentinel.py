@@ -70,6 +70,13 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
 
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM: a clean shutdown (the append-only file flushed), as for a restart."""
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()
+            self.process.wait(timeout_s)
+
     def freeze(self) -> None:
         """SIGSTOP: the process holds its connections but answers nothing (a stalled machine)."""
         assert self.process is not None
@@ -95,7 +102,10 @@ def data_node(folder: Path, *, replica_of: int | None = None, port: int | None =
         "--repl-backlog-size", "16mb",
     ]  # fmt: skip
     if replica_of is not None:
-        args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        # A replica that lost its primary, or is still loading or syncing after a restart, refuses
+        # reads (MASTERDOWN) rather than serve a history older than one a node has already read
+        # (docs/operations.md "Reading from replicas").
+        args += ["--replicaof", "127.0.0.1", str(replica_of), "--replica-serve-stale-data", "no"]
     return ServerProcess(args, port, folder)
 
 

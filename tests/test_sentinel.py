@@ -41,6 +41,24 @@ def replicated(tmp_path: Path) -> Iterator[Replicated]:
             "'b:99999'",
         ),
         ({"FLASHWIRE_WAIT_TIMEOUT_MS": "0"}, "FLASHWIRE_WAIT_TIMEOUT_MS must be >= 1"),
+        (
+            {"FLASHWIRE_REDIS_READ_FROM_REPLICAS": "1"},
+            "needs FLASHWIRE_REDIS_SENTINELS .* or FLASHWIRE_REDIS_REPLICA_URL",
+        ),
+        ({"FLASHWIRE_REDIS_REPLICA_URL": "redis://r:6380/0"}, "FLASHWIRE_REDIS_READ_FROM_REPLICAS is off"),
+        (
+            {"FLASHWIRE_REDIS_READ_FROM_REPLICAS": "1", "FLASHWIRE_REDIS_REPLICA_URL": "r:6380"},
+            "must be redis://",
+        ),
+        (
+            {
+                "FLASHWIRE_REDIS_SENTINELS": "a:1",
+                "FLASHWIRE_REDIS_SENTINEL_MASTER": "fw",
+                "FLASHWIRE_REDIS_READ_FROM_REPLICAS": "1",
+                "FLASHWIRE_REDIS_REPLICA_URL": "redis://r:6380/0",
+            },
+            "without Sentinel",
+        ),
     ],
 )
 def test_bad_sentinel_settings_are_refused(env: dict[str, str], message: str) -> None:

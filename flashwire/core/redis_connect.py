@@ -75,7 +75,39 @@ class RedisConnector:
     def primary(self, cls: type[R], *, socket_timeout_s: float = COMMAND_TIMEOUT_S) -> R:
         """A client of the primary, of class `cls` (Redis, or arq's ArqRedis). `socket_timeout_s` must
         exceed any blocking read's block time on this client (PITFALLS 3.8)."""
-        options: dict[str, Any] = {
+        client: R
+        if self._sentinel is not None:
+            client = self._sentinel.master_for(
+                self._settings.redis_sentinel_master,
+                redis_class=cls,
+                check_connection=True,
+                **self._options(socket_timeout_s),
+            )
+        else:
+            client = cls.from_url(self._settings.redis_url, **self._options(socket_timeout_s))
+        self._clients.append(client)
+        return client
+
+    def reader(self, cls: type[R], *, socket_timeout_s: float = COMMAND_TIMEOUT_S) -> R:
+        """A client for reads that may come from a replica: with FLASHWIRE_REDIS_READ_FROM_REPLICAS, a
+        replica the sentinels name (redis-py's Sentinel pool rotates among them, and falls back to
+        the primary when none answers) or the one at FLASHWIRE_REDIS_REPLICA_URL; else the primary.
+        Only for reads: a replica refuses writes (READONLY)."""
+        if not self._settings.redis_read_from_replicas:
+            return self.primary(cls, socket_timeout_s=socket_timeout_s)
+        client: R
+        if self._sentinel is not None:
+            client = self._sentinel.slave_for(
+                self._settings.redis_sentinel_master, redis_class=cls, **self._options(socket_timeout_s)
+            )
+        else:
+            client = cls.from_url(self._settings.redis_replica_url, **self._options(socket_timeout_s))
+        self._clients.append(client)
+        return client
+
+    @staticmethod
+    def _options(socket_timeout_s: float) -> dict[str, Any]:
+        return {
             "socket_timeout": socket_timeout_s,
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "socket_keepalive": True,
@@ -83,15 +115,6 @@ class RedisConnector:
             "retry": Retry(NoBackoff(), 0),
             "protocol": 2,
         }
-        client: R
-        if self._sentinel is not None:
-            client = self._sentinel.master_for(
-                self._settings.redis_sentinel_master, redis_class=cls, check_connection=True, **options
-            )
-        else:
-            client = cls.from_url(self._settings.redis_url, **options)
-        self._clients.append(client)
-        return client
 
     async def aclose(self) -> None:
         """Close every client opened here, then the connections to the sentinels."""

@@ -321,6 +321,10 @@ class Settings:
     # and how long to wait for them, in milliseconds.
     wait_replicas: int = 0
     wait_timeout_ms: int = 500
+    # Service nodes read the tickers (live reads, replays, snapshots) from a replica: one the
+    # sentinels name, or, without Sentinel, the one at redis_replica_url. Writes stay on the primary.
+    redis_read_from_replicas: bool = False
+    redis_replica_url: str = ""
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -500,6 +504,8 @@ class _RedisHaSettings(TypedDict):
     redis_failover_retry_s: float
     wait_replicas: int
     wait_timeout_ms: int
+    redis_read_from_replicas: bool
+    redis_replica_url: str
 
 
 def _sentinel_address(raw: str) -> tuple[str, int]:
@@ -524,6 +530,26 @@ def _redis_ha_settings(env: Mapping[str, str], cls: type[Settings]) -> _RedisHaS
         )
     if master and not sentinels:
         raise SettingsError("FLASHWIRE_REDIS_SENTINEL_MASTER is set but FLASHWIRE_REDIS_SENTINELS is not")
+    from_replicas = _bool(env, "FLASHWIRE_REDIS_READ_FROM_REPLICAS", cls.redis_read_from_replicas)
+    replica_url = (env.get("FLASHWIRE_REDIS_REPLICA_URL") or "").strip()
+    if replica_url and sentinels:
+        raise SettingsError(
+            "FLASHWIRE_REDIS_REPLICA_URL is for a deployment without Sentinel: with FLASHWIRE_REDIS_SENTINELS"
+            " the sentinels name the replicas"
+        )
+    if replica_url and not replica_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(
+            f"FLASHWIRE_REDIS_REPLICA_URL must be redis://, rediss:// or unix://, got {replica_url!r}"
+        )
+    if from_replicas and not (sentinels or replica_url):
+        raise SettingsError(
+            "FLASHWIRE_REDIS_READ_FROM_REPLICAS needs FLASHWIRE_REDIS_SENTINELS (replicas found by the"
+            " sentinels) or FLASHWIRE_REDIS_REPLICA_URL (one replica)"
+        )
+    if replica_url and not from_replicas:
+        raise SettingsError(
+            "FLASHWIRE_REDIS_REPLICA_URL is set but FLASHWIRE_REDIS_READ_FROM_REPLICAS is off"
+        )
     return {
         "redis_sentinels": sentinels,
         "redis_sentinel_master": master,
@@ -531,4 +557,6 @@ def _redis_ha_settings(env: Mapping[str, str], cls: type[Settings]) -> _RedisHaS
         "redis_failover_retry_s": _float(env, "FLASHWIRE_REDIS_FAILOVER_RETRY_S", cls.redis_failover_retry_s),
         "wait_replicas": _int(env, "FLASHWIRE_WAIT_REPLICAS", cls.wait_replicas, 0, 100),
         "wait_timeout_ms": _int(env, "FLASHWIRE_WAIT_TIMEOUT_MS", cls.wait_timeout_ms, 1, 60_000),
+        "redis_read_from_replicas": from_replicas,
+        "redis_replica_url": replica_url,
     }
