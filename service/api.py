@@ -78,6 +78,7 @@ from flashwire.service.openapi import openapi_document
 from flashwire.service.rate_limits import RateLimits
 from flashwire.service.reach import read_online, read_reach
 from flashwire.service.tokens import Token
+from flashwire.service.write_retry import NODE_KEY, riding_failover
 
 Idempotency = tuple[str, str, str]
 
@@ -203,7 +204,10 @@ async def _submit(
 ) -> Response:
     desk: Desk = request.app.state.desk
     try:
-        accepted = await desk.submit(action, response, idempotency=idempotency, if_match=if_match)
+        node_key = request.scope.get(NODE_KEY)  # service/write_retry.py
+        accepted = await desk.submit(
+            action, response, idempotency=idempotency, if_match=if_match, node_key=node_key
+        )
     except IdempotencyConflict as exc:
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
     except StaleRevision as exc:
@@ -545,14 +549,14 @@ async def asyncapi(request: Request) -> Response:
 routes = [
     Route("/api/v1/asyncapi.json", asyncapi, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
-    Route("/api/v1/lines", post_line, methods=["POST"]),
+    Route("/api/v1/lines", riding_failover(post_line), methods=["POST"]),
     Route("/api/v1/lines/{line_id}", get_line, methods=["GET"]),
-    Route("/api/v1/lines/{line_id}/corrections", _follow_up("correct"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/retraction", _follow_up("retract"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/pin", _follow_up("pin"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/unpin", _follow_up("unpin"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/expiry", _follow_up("expiry"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/cancellation", _follow_up("cancel"), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/corrections", riding_failover(_follow_up("correct")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/retraction", riding_failover(_follow_up("retract")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/pin", riding_failover(_follow_up("pin")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/unpin", riding_failover(_follow_up("unpin")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/expiry", riding_failover(_follow_up("expiry")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/cancellation", riding_failover(_follow_up("cancel")), methods=["POST"]),
     Route("/api/v1/editions/{edition}/lines", live_lines, methods=["GET"]),
     Route("/api/v1/editions/{edition}/scheduled", scheduled_lines, methods=["GET"]),
     Route("/api/v1/editions/{edition}/readers", edition_readers, methods=["GET"]),

@@ -187,9 +187,10 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
             idempotency_ttl_s=settings.idempotency_ttl_s,
             wait_replicas=settings.wait_replicas,
             wait_timeout_ms=settings.wait_timeout_ms,
-            # Retried through a failover only with Sentinel: a lone server that fails is a 503 at once.
-            failover_retry_s=settings.redis_failover_retry_s if connector.uses_sentinel else 0.0,
         )
+        # Desk writes ride a failover out only with Sentinel (service/write_retry.py): a lone server
+        # that fails is a 503 at once.
+        app.state.failover_retry_s = settings.redis_failover_retry_s if connector.uses_sentinel else 0.0
         app.state.tokens = TokenStore(redis, keys)
         app.state.push_registry = PushRegistry(redis, keys)
         # Rate limits counted in Redis, so every node shares them (service/rate_limits.py).

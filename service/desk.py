@@ -26,22 +26,21 @@ the stored answer and the action before it. A primary that refuses writes for wa
 of replicas (`min-replicas-to-write`) fails the script at its first write, with
 nothing written: NotEnoughReplicas.
 
-Failover (with Sentinel). Every request's script carries an idempotency key: the
-client's, or one this node makes for a request that came without one. So the call
-is retried through a failover (core/failover.py) and a repeat of a script whose
-reply was lost returns the stored answer instead of appending the action twice.
+Failover (with Sentinel). The request is run again while the primary moves
+(service/write_retry.py), so every script carries an idempotency key: the
+client's, or `node_key`, made once per request for one that came without one. A
+repeat of a script whose reply was lost returns the stored answer instead of
+appending the action twice.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from flashwire.core.failover import through_failover
 from flashwire.core.keys import Keys
 from flashwire.core.models import ACCEPTED_ADAPTER, AcceptedResponse, DeskAction, Replicas
 
@@ -143,17 +142,14 @@ class Desk:
         idempotency_ttl_s: int,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
-        failover_retry_s: float = 0.0,
     ) -> None:
-        """`wait_replicas` 0: no WAIT. `failover_retry_s` 0: no retry (a single server: an error
-        is answered 503 at once and the client retries with its Idempotency-Key)."""
+        """`wait_replicas` 0: no WAIT."""
         self._redis = redis
         self._keys = keys
         self._maxlen = maxlen
         self._idempotency_ttl_s = idempotency_ttl_s
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = wait_timeout_ms
-        self._failover_retry_s = failover_retry_s
         self._script = redis.register_script(_SUBMIT)
 
     async def _wait(self, write: tuple[str, ...] | None, script: dict[str, Any] | None) -> list[Any]:
@@ -197,21 +193,18 @@ class Desk:
         token_id, key, fingerprint = idempotency
         idem_key = self._keys.idempotency(token_id, key)
 
-        async def attempt() -> Accepted | None:
-            raw = await self._redis.get(idem_key)
-            if raw is None:
-                return None
-            stored = _stored(raw.decode(), fingerprint)
-            if not self._wait_replicas:
-                return stored
-            # Rewritten as it is (a write that propagates), so this connection's WAIT covers it.
-            _, acknowledged = await self._wait(("SET", idem_key, raw, "KEEPTTL", "XX"), None)
-            return Accepted(
-                body=stored.body.model_copy(update={"replicas": self._replicas(int(acknowledged))}),
-                replayed=True,
-            )
-
-        return await through_failover(attempt, window_s=self._failover_retry_s, what="desk replay")
+        raw = await self._redis.get(idem_key)
+        if raw is None:
+            return None
+        stored = _stored(raw.decode(), fingerprint)
+        if not self._wait_replicas:
+            return stored
+        # Rewritten as it is (a write that propagates), so this connection's WAIT covers it.
+        _, acknowledged = await self._wait(("SET", idem_key, raw, "KEEPTTL", "XX"), None)
+        return Accepted(
+            body=stored.body.model_copy(update={"replicas": self._replicas(int(acknowledged))}),
+            replayed=True,
+        )
 
     async def submit(
         self,
@@ -220,6 +213,7 @@ class Desk:
         *,
         idempotency: tuple[str, str, str] | None = None,
         if_match: frozenset[int] | Literal["*"] | None = None,
+        node_key: str | None = None,
     ) -> Accepted:
         """Append `action`; `response` is what the client gets, plus `desk_id`.
 
@@ -232,11 +226,14 @@ class Desk:
         checked in the same script that appends the action, after a replay, so
         of two changes made against one revision only the first is accepted;
         the other raises StaleRevision with the revision now current.
+
+        `node_key` is the key made for a request without `idempotency` that may be run again
+        through a failover (service/write_retry.py); its stored answer is kept NODE_KEY_TTL_S.
         """
-        node_key = idempotency is None and self._failover_retry_s > 0
-        if node_key:
+        made_here = idempotency is None and node_key is not None
+        if made_here:
             # The node's own key, so a retry through a failover cannot append twice (see above).
-            idempotency = ("node", secrets.token_hex(16), "node")
+            idempotency = ("node", f"{node_key}", "node")
         token_id, key, fingerprint = idempotency or ("", "", "")
         idem_key = self._keys.idempotency(token_id, key) if key else self._keys.desk + ":noidem"
         mode = "post" if action.action == "post" else "follow-up"
@@ -245,7 +242,7 @@ class Desk:
             "args": [
                 action.model_dump_json(),
                 fingerprint,
-                NODE_KEY_TTL_S if node_key else self._idempotency_ttl_s,
+                NODE_KEY_TTL_S if made_here else self._idempotency_ttl_s,
                 action.id,
                 action.edition,
                 mode,
@@ -256,24 +253,20 @@ class Desk:
             ],
         }
 
-        async def attempt() -> tuple[list[bytes], int]:
-            if not self._wait_replicas:
-                try:
-                    return await self._script(**script), 0
-                except ResponseError as exc:
-                    if _refused_for_replicas(exc):
-                        raise NotEnoughReplicas(str(exc)) from None
-                    raise
-            result, acknowledged = await self._wait(None, script)
-            return result, int(acknowledged)
-
-        (status_raw, payload), acknowledged = await through_failover(
-            attempt, window_s=self._failover_retry_s, what="desk submit"
-        )
+        if self._wait_replicas:
+            (status_raw, payload), acknowledged = await self._wait(None, script)
+        else:
+            try:
+                status_raw, payload = await self._script(**script)
+            except ResponseError as exc:
+                if _refused_for_replicas(exc):
+                    raise NotEnoughReplicas(str(exc)) from None
+                raise
+            acknowledged = 0
         status = status_raw.decode()
-        replicas = {"replicas": self._replicas(acknowledged)}
+        replicas = {"replicas": self._replicas(int(acknowledged))}
         if status == "replay":
-            stored = _stored(payload.decode(), fingerprint, replayed=not node_key)
+            stored = _stored(payload.decode(), fingerprint, replayed=not made_here)
             return Accepted(body=stored.body.model_copy(update=replicas), replayed=stored.replayed)
         if status == "stale":
             raise StaleRevision(int(payload))

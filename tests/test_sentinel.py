@@ -10,13 +10,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from flashwire.core.keys import Keys
 from flashwire.core.redis_connect import RedisConnector
 from flashwire.core.settings import Settings, SettingsError
+from flashwire.service.desk import NODE_KEY_TTL_S
+from tests.conftest import auth, serve_in_process
 from tests.redis_sentinel import Replicated
+
+KEYS = Keys("fw")
 
 
 @pytest.fixture
@@ -101,3 +107,37 @@ async def test_a_client_follows_the_primary_to_the_promoted_replica(replicated: 
         assert await redis.get("before") == b"1"
     finally:
         await connector.aclose()
+
+
+async def test_desk_writes_ride_out_a_failover_without_503_or_a_double_append(replicated: Replicated) -> None:
+    """Posts without an Idempotency-Key sent while the primary is SIGKILLed are each answered 201/202
+    (the node runs the request again until the new primary takes it, service/write_retry.py), never
+    503, and each is in the new primary's desk stream exactly once (the node's own key)."""
+    env = {**replicated.env(), "FLASHWIRE_WAIT_REPLICAS": "1", "FLASHWIRE_WAIT_TIMEOUT_MS": "100"}
+    async with serve_in_process(replicated.primary, **env) as app:  # type: ignore[arg-type]
+        token = await app.token()
+        answers: list[tuple[int, str]] = []
+
+        async def poster(name: str) -> None:
+            for number in range(12):
+                response = await app.client.post(
+                    "/api/v1/lines", json={"edition": "en", "text": f"{name} {number}"}, headers=auth(token)
+                )
+                answers.append((response.status_code, response.text))
+                await asyncio.sleep(0.2)
+
+        posting = [asyncio.create_task(poster(f"poster {i}")) for i in range(2)]
+        await asyncio.sleep(0.5)
+        replicated.primary.kill()
+        await asyncio.gather(*posting)
+    assert {status for status, _ in answers} <= {201, 202}, [a for a in answers if a[0] not in (201, 202)]
+    new_primary = Redis(port=replicated.replicas[0].port)
+    try:
+        entries = await new_primary.xrange(KEYS.desk)
+        posted = [orjson.loads(fields[b"a"])["id"] for _, fields in entries]
+        ids = [orjson.loads(text)["id"] for _, text in answers]
+        assert sorted(posted) == sorted(ids)  # every answered post once, none twice
+        node_keys = [key async for key in new_primary.scan_iter(match=KEYS.idempotency("node", "*"))]
+        assert node_keys and 0 < await new_primary.ttl(node_keys[0]) <= NODE_KEY_TTL_S
+    finally:
+        await new_primary.aclose()

@@ -54,7 +54,7 @@ class Poster:
     def __init__(self, name: str, url: str, token: str) -> None:
         self.name, self.url, self.token = name, url, token
         self.accepted: dict[str, int] = {}  # line id -> status (201 or 202)
-        self.first_after: dict[float, float] = {}
+        self.refusals = 0  # 503s and lost answers, each followed by the same request again
 
     async def run(self, client: httpx.AsyncClient, until: float, accepted_at: list[float]) -> None:
         number = 0
@@ -72,6 +72,7 @@ class Poster:
                         headers={**auth(self.token), "Idempotency-Key": key},
                     )
                 except httpx.HTTPError:
+                    self.refusals += 1
                     await asyncio.sleep(0.1)
                     continue
                 if response.status_code in (201, 202):
@@ -79,6 +80,7 @@ class Poster:
                     accepted_at.append(time.monotonic())
                     break
                 assert response.status_code == 503, response.text
+                self.refusals += 1
                 await asyncio.sleep(0.1)
             await asyncio.sleep(max(0.0, POSTERS / POSTS_PER_S - (time.monotonic() - started)))
 
@@ -148,7 +150,8 @@ async def test_a_failover_under_load_loses_no_acknowledged_post(
             cursors = [cursor_key(e["cursor"]) for e in events if e["type"] != "snapshot"]
             assert cursors == sorted(cursors) and len(cursors) == len(set(cursors)), reader.record.name
         print(
-            f"accepted {len(accepted)} posts ({sum(s == 202 for s in accepted.values())} answered 202),"
+            f"accepted {len(accepted)} posts ({sum(s == 202 for s in accepted.values())} answered 202,"
+            f" {sum(p.refusals for p in posters)} answers 503 or lost, each sent again),"
             f" {len(readers)} readers, {sum(len(r.record.connections) for r in readers)} connections"
         )
     finally:
