@@ -470,10 +470,12 @@ async def _token_command(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
     from flashwire.core.keys import Keys
+    from flashwire.core.redis_connect import RedisConnector
     from flashwire.service.tokens import TokenStore
 
     settings = _settings()
-    redis = Redis.from_url(settings.redis_url)
+    connector = RedisConnector(settings)
+    redis = connector.primary(Redis)
     store = TokenStore(redis, Keys(settings.key_prefix))
     try:
         if args.token_command == "create":
@@ -508,7 +510,7 @@ async def _token_command(args: argparse.Namespace) -> int:
             print(f"revoked {args.id}")
         return 0
     finally:
-        await redis.aclose()
+        await connector.aclose()
 
 
 async def _migrate_keys() -> int:
@@ -516,13 +518,14 @@ async def _migrate_keys() -> int:
 
     from flashwire.core.key_layout import migrate_key_layout
     from flashwire.core.keys import Keys
+    from flashwire.core.redis_connect import RedisConnector
 
     settings = _settings()
-    redis = Redis.from_url(settings.redis_url)
+    connector = RedisConnector(settings)
     try:
-        done = await migrate_key_layout(redis, Keys(settings.key_prefix))
+        done = await migrate_key_layout(connector.primary(Redis), Keys(settings.key_prefix))
     finally:
-        await redis.aclose()
+        await connector.aclose()
     print(f"renamed {done.renamed} key(s) to the hash-tagged layout")
     for old in done.conflicts:
         print(f"flashwire: left {old!r}: its new name exists already (resolve by hand)", file=sys.stderr)

@@ -55,7 +55,14 @@ from flashwire.core.models import (
 from flashwire.core.push_reach import current_push, read_push_reach
 from flashwire.core.settings import Settings
 from flashwire.service.asyncapi import asyncapi_document
-from flashwire.service.desk import Desk, IdempotencyConflict, StaleRevision, UnknownLine
+from flashwire.service.desk import (
+    Accepted,
+    Desk,
+    IdempotencyConflict,
+    NotEnoughReplicas,
+    StaleRevision,
+    UnknownLine,
+)
 from flashwire.service.errors import ApiError
 from flashwire.service.http import (
     LINE_ID_RE,
@@ -71,6 +78,7 @@ from flashwire.service.openapi import openapi_document
 from flashwire.service.rate_limits import RateLimits
 from flashwire.service.reach import read_online, read_reach
 from flashwire.service.tokens import Token
+from flashwire.service.write_retry import NODE_KEY, riding_failover
 
 Idempotency = tuple[str, str, str]
 
@@ -166,11 +174,25 @@ def _actor(token: Token) -> Actor:
     return Actor(token=token.id, name=token.name, role=token.role)
 
 
-def _accepted(body: AcceptedResponse, *, replayed: bool) -> Response:
+def _accepted(accepted: Accepted) -> Response:
+    """201, or 202 when fewer replicas than FLASHWIRE_WAIT_REPLICAS acknowledged the write in time: the
+    action is on the primary and will be published, but would be lost with the primary before it
+    replicates (docs/api.md "Replicated or not"); the body's `replicas` says how many had it."""
+    body = accepted.body
     headers = {"Location": f"/api/v1/lines/{body.id}"} if body.action == "post" else {}
-    if replayed:
+    if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return model_response(body, status_code=201, headers=headers)
+    status = 201 if accepted.replicated else 202
+    if body.replicas is None:  # absent, not null, without WAIT
+        return Response(body.model_dump_json(exclude={"replicas"}), status, headers, "application/json")
+    return model_response(body, status_code=status, headers=headers)
+
+
+def _no_replicas(exc: NotEnoughReplicas) -> ApiError:
+    """503: the primary refuses writes while it has fewer replicas than its `min-replicas-to-write`;
+    nothing was recorded, and the same request (same Idempotency-Key) may be sent again."""
+    message = "the store has too few replicas to accept writes; nothing was recorded, retry shortly"
+    return ApiError(503, "unavailable", message, headers={"Retry-After": "1"})
 
 
 async def _submit(
@@ -182,14 +204,19 @@ async def _submit(
 ) -> Response:
     desk: Desk = request.app.state.desk
     try:
-        accepted = await desk.submit(action, response, idempotency=idempotency, if_match=if_match)
+        node_key = request.scope.get(NODE_KEY)  # service/write_retry.py
+        accepted = await desk.submit(
+            action, response, idempotency=idempotency, if_match=if_match, node_key=node_key
+        )
     except IdempotencyConflict as exc:
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
     except StaleRevision as exc:
         raise PreconditionFailed(exc.revision, await _current_line(request, action.id)) from None
     except UnknownLine:
         raise ApiError(404, "not_found", f"no line {action.id!r}", field="id") from None
-    return _accepted(accepted.body, replayed=accepted.replayed)
+    except NotEnoughReplicas as exc:
+        raise _no_replicas(exc) from None
+    return _accepted(accepted)
 
 
 async def _replay(desk: Desk, idempotency: Idempotency | None) -> Response | None:
@@ -199,7 +226,9 @@ async def _replay(desk: Desk, idempotency: Idempotency | None) -> Response | Non
         earlier = await desk.replayed(idempotency)
     except IdempotencyConflict as exc:
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
-    return None if earlier is None else _accepted(earlier.body, replayed=True)
+    except NotEnoughReplicas as exc:
+        raise _no_replicas(exc) from None
+    return None if earlier is None else _accepted(earlier)
 
 
 async def _count_desk_action(request: Request, token: Token) -> None:
@@ -520,14 +549,14 @@ async def asyncapi(request: Request) -> Response:
 routes = [
     Route("/api/v1/asyncapi.json", asyncapi, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
-    Route("/api/v1/lines", post_line, methods=["POST"]),
+    Route("/api/v1/lines", riding_failover(post_line), methods=["POST"]),
     Route("/api/v1/lines/{line_id}", get_line, methods=["GET"]),
-    Route("/api/v1/lines/{line_id}/corrections", _follow_up("correct"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/retraction", _follow_up("retract"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/pin", _follow_up("pin"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/unpin", _follow_up("unpin"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/expiry", _follow_up("expiry"), methods=["POST"]),
-    Route("/api/v1/lines/{line_id}/cancellation", _follow_up("cancel"), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/corrections", riding_failover(_follow_up("correct")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/retraction", riding_failover(_follow_up("retract")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/pin", riding_failover(_follow_up("pin")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/unpin", riding_failover(_follow_up("unpin")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/expiry", riding_failover(_follow_up("expiry")), methods=["POST"]),
+    Route("/api/v1/lines/{line_id}/cancellation", riding_failover(_follow_up("cancel")), methods=["POST"]),
     Route("/api/v1/editions/{edition}/lines", live_lines, methods=["GET"]),
     Route("/api/v1/editions/{edition}/scheduled", scheduled_lines, methods=["GET"]),
     Route("/api/v1/editions/{edition}/readers", edition_readers, methods=["GET"]),

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
@@ -20,7 +21,8 @@ from starlette.types import Scope
 from flashwire.core.key_layout import refuse_old_layout
 from flashwire.core.keys import Keys
 from flashwire.core.push_registry import PushRegistry
-from flashwire.core.redis_cluster import main_redis, prepare
+from flashwire.core.redis_cluster import prepare
+from flashwire.core.redis_connect import RedisConnector
 from flashwire.core.settings import Settings
 from flashwire.service import account, api, audit, feeds, health, push_api, sse, webhooks
 from flashwire.service.desk import Desk
@@ -166,10 +168,14 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Timeouts and keepalive, so a half-open connection (a partition, a failover) is noticed
-        # instead of blocking forever.
-        redis = main_redis(settings, socket_timeout=10, socket_keepalive=True)
-        # The hub's blocking XREAD (at most READ_BLOCK_MS, 1 s: service/hub.py) gets a connection of its own.
-        reader_redis = main_redis(settings, socket_timeout=15, socket_keepalive=True)
+        # instead of blocking forever; through the sentinels, or a Cluster client, when configured
+        # (core/redis_connect.py).
+        connector = RedisConnector(settings)
+        redis = connector.primary(Redis)
+        # The hub's blocking XREAD (at most READ_BLOCK_MS, 1 s: service/hub.py) gets a client of its own,
+        # a replica's with FLASHWIRE_REDIS_READ_FROM_REPLICAS; then the snapshots and replays read the
+        # same replica (one client), so a reader never mixes two servers' views of a ticker.
+        reader_redis = connector.reader(Redis, socket_timeout_s=15)
         # Redis Cluster: learn the slot map before scripts run concurrently (flashwire/core/redis_cluster.py).
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
             await prepare(redis)
@@ -178,14 +184,24 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         # now is waited out by the hub, and checked at the next start).
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
             await refuse_old_layout(redis, keys)
-        hub = Hub(redis, reader_redis, keys, settings)
+        history_redis = reader_redis if settings.redis_read_from_replicas else redis
+        primary = redis if settings.redis_read_from_replicas else None
+        hub = Hub(history_redis, reader_redis, keys, settings, primary=primary)
         app.state.settings = settings
         app.state.keys = keys
         app.state.redis = redis
         app.state.hub = hub
         app.state.desk = Desk(
-            redis, keys, maxlen=settings.desk_retention, idempotency_ttl_s=settings.idempotency_ttl_s
+            redis,
+            keys,
+            maxlen=settings.desk_retention,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_ms=settings.wait_timeout_ms,
         )
+        # Desk writes ride a failover out only with Sentinel (service/write_retry.py): a lone server
+        # that fails is a 503 at once.
+        app.state.failover_retry_s = settings.redis_failover_retry_s if connector.uses_sentinel else 0.0
         app.state.tokens = TokenStore(redis, keys)
         app.state.push_registry = PushRegistry(redis, keys)
         # Rate limits counted in Redis, so every node shares them (service/rate_limits.py).
@@ -209,8 +225,7 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
             await online.stop()
             await app.state.reach.stop()
             await hub.stop()
-            await reader_redis.aclose()
-            await redis.aclose()
+            await connector.aclose()
 
     routes = [
         Route("/", index, methods=["GET"]),

@@ -16,17 +16,33 @@ change nothing, so the applied line's `revision` catches up with this counter
 as soon as the desk is applied. The schedule's releases and expiries
 (workers/schedule.py) are not counted: a release publishes the line as it
 stands, and an expired line takes no more changes.
+
+Replication (FLASHWIRE_WAIT_REPLICAS). The script and a `WAIT n timeout` go in one
+non-transactional pipeline, so they share a connection: WAIT counts the replicas
+that have this connection's last write (../shared/PITFALLS.md 3.5; inside MULTI or
+a script it would not block). A replayed answer is re-written to the same value
+(`SET ... KEEPTTL XX`, a write that propagates) before its WAIT, so the count covers
+the stored answer and the action before it. A primary that refuses writes for want
+of replicas (`min-replicas-to-write`) fails the script at its first write, with
+nothing written: NotEnoughReplicas.
+
+Failover (with Sentinel). The request is run again while the primary moves
+(service/write_retry.py), so every script carries an idempotency key: the
+client's, or `node_key`, made once per request for one that came without one. A
+repeat of a script whose reply was lost returns the stored answer instead of
+appending the action twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from flashwire.core.keys import Keys
-from flashwire.core.models import ACCEPTED_ADAPTER, AcceptedResponse, DeskAction
+from flashwire.core.models import ACCEPTED_ADAPTER, AcceptedResponse, DeskAction, Replicas
 
 _SUBMIT = """
 local desk, idem, index, revisions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -75,6 +91,16 @@ class IdempotencyConflict(ValueError):
     """An Idempotency-Key was reused with a different request."""
 
 
+class NotEnoughReplicas(RuntimeError):
+    """The primary refused the write (NOREPLICAS: fewer good replicas than `min-replicas-to-write`);
+    nothing was recorded."""
+
+
+# Seconds a key this node made for a request without Idempotency-Key is kept: it only has to
+# outlive the node's own retries through a failover (FLASHWIRE_REDIS_FAILOVER_RETRY_S).
+NODE_KEY_TTL_S = 300
+
+
 @dataclass(frozen=True)
 class Accepted:
     """The result of an accepted action: the response body (with its `desk_id`), and whether it is
@@ -83,25 +109,71 @@ class Accepted:
     body: AcceptedResponse
     replayed: bool
 
+    @property
+    def replicated(self) -> bool:
+        """Whether as many replicas as required acknowledged it (always, without WAIT)."""
+        replicas = self.body.replicas
+        return replicas is None or replicas.acknowledged >= replicas.required
 
-def _stored(raw: str, fingerprint: str) -> Accepted:
+
+def _stored(raw: str, fingerprint: str, *, replayed: bool = True) -> Accepted:
     """The stored first answer, `<fingerprint>\\n<desk id>\\n<response JSON>`, for a retry."""
     stored_fingerprint, desk_id, stored = raw.split("\n", 2)
     if stored_fingerprint != fingerprint:
         raise IdempotencyConflict("Idempotency-Key was used for a different request")
     body = ACCEPTED_ADAPTER.validate_json(stored).model_copy(update={"desk_id": desk_id})
-    return Accepted(body=body, replayed=True)
+    return Accepted(body=body, replayed=replayed)
+
+
+def _refused_for_replicas(exc: ResponseError) -> bool:
+    # Inside a script Redis 6.2 reports "... NOREPLICAS Not enough good replicas to write ...".
+    return "NOREPLICAS" in str(exc)
 
 
 class Desk:
     """Appends validated actions to the desk stream."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, maxlen: int, idempotency_ttl_s: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        maxlen: int,
+        idempotency_ttl_s: int,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
+    ) -> None:
+        """`wait_replicas` 0: no WAIT."""
         self._redis = redis
         self._keys = keys
         self._maxlen = maxlen
         self._idempotency_ttl_s = idempotency_ttl_s
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._script = redis.register_script(_SUBMIT)
+
+    async def _wait(self, write: tuple[str, ...] | None, script: dict[str, Any] | None) -> list[Any]:
+        """Run the script (or the write) and WAIT on one connection; [its result, replicas]."""
+        pipe = self._redis.pipeline(transaction=False)
+        if script is not None:
+            await self._script(**script, client=pipe)
+        elif write is not None:
+            pipe.execute_command(*write)
+        pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        try:
+            result: list[Any] = await pipe.execute()
+        except ResponseError as exc:
+            if _refused_for_replicas(exc):
+                raise NotEnoughReplicas(str(exc)) from None
+            raise
+        return result
+
+    def _replicas(self, acknowledged: int) -> Replicas | None:
+        return (
+            None
+            if not self._wait_replicas
+            else Replicas(acknowledged=acknowledged, required=self._wait_replicas)
+        )
 
     async def line_edition(self, line_id: str) -> str | None:
         """The edition a line was posted in, or None if there is no such line."""
@@ -119,10 +191,20 @@ class Desk:
         if idempotency is None:
             return None
         token_id, key, fingerprint = idempotency
-        raw = await self._redis.get(self._keys.idempotency(token_id, key))
+        idem_key = self._keys.idempotency(token_id, key)
+
+        raw = await self._redis.get(idem_key)
         if raw is None:
             return None
-        return _stored(raw.decode(), fingerprint)
+        stored = _stored(raw.decode(), fingerprint)
+        if not self._wait_replicas:
+            return stored
+        # Rewritten as it is (a write that propagates), so this connection's WAIT covers it.
+        _, acknowledged = await self._wait(("SET", idem_key, raw, "KEEPTTL", "XX"), None)
+        return Accepted(
+            body=stored.body.model_copy(update={"replicas": self._replicas(int(acknowledged))}),
+            replayed=True,
+        )
 
     async def submit(
         self,
@@ -131,6 +213,7 @@ class Desk:
         *,
         idempotency: tuple[str, str, str] | None = None,
         if_match: frozenset[int] | Literal["*"] | None = None,
+        node_key: str | None = None,
     ) -> Accepted:
         """Append `action`; `response` is what the client gets, plus `desk_id`.
 
@@ -143,16 +226,23 @@ class Desk:
         checked in the same script that appends the action, after a replay, so
         of two changes made against one revision only the first is accepted;
         the other raises StaleRevision with the revision now current.
+
+        `node_key` is the key made for a request without `idempotency` that may be run again
+        through a failover (service/write_retry.py); its stored answer is kept NODE_KEY_TTL_S.
         """
+        made_here = idempotency is None and node_key is not None
+        if made_here:
+            # The node's own key, so a retry through a failover cannot append twice (see above).
+            idempotency = ("node", f"{node_key}", "node")
         token_id, key, fingerprint = idempotency or ("", "", "")
         idem_key = self._keys.idempotency(token_id, key) if key else self._keys.desk + ":noidem"
         mode = "post" if action.action == "post" else "follow-up"
-        status, payload = await self._script(
-            keys=[self._keys.desk, idem_key, self._keys.line_index, self._keys.revisions],
-            args=[
+        script: dict[str, Any] = {
+            "keys": [self._keys.desk, idem_key, self._keys.line_index, self._keys.revisions],
+            "args": [
                 action.model_dump_json(),
                 fingerprint,
-                self._idempotency_ttl_s,
+                NODE_KEY_TTL_S if made_here else self._idempotency_ttl_s,
                 action.id,
                 action.edition,
                 mode,
@@ -161,12 +251,26 @@ class Desk:
                 "" if if_match is None or if_match == "*" else "tags",
                 "".join(f" {tag} " for tag in sorted(if_match)) if isinstance(if_match, frozenset) else "",
             ],
-        )
-        status = status.decode()
+        }
+
+        if self._wait_replicas:
+            (status_raw, payload), acknowledged = await self._wait(None, script)
+        else:
+            try:
+                status_raw, payload = await self._script(**script)
+            except ResponseError as exc:
+                if _refused_for_replicas(exc):
+                    raise NotEnoughReplicas(str(exc)) from None
+                raise
+            acknowledged = 0
+        status = status_raw.decode()
+        replicas = {"replicas": self._replicas(int(acknowledged))}
         if status == "replay":
-            return _stored(payload.decode(), fingerprint)
+            stored = _stored(payload.decode(), fingerprint, replayed=not made_here)
+            return Accepted(body=stored.body.model_copy(update=replicas), replayed=stored.replayed)
         if status == "stale":
             raise StaleRevision(int(payload))
         if status in {"missing", "exists"}:
             raise UnknownLine(action.id)
-        return Accepted(body=response.model_copy(update={"desk_id": payload.decode()}), replayed=False)
+        body = response.model_copy(update={"desk_id": payload.decode(), **replicas})
+        return Accepted(body=body, replayed=False)

@@ -66,19 +66,26 @@ def authorise(token: Token, action: str, edition: str) -> None:
         )
 
 
+BODY_READ = "flashwire.body"
+
+
 async def json_body(request: Request, *, optional: bool = False) -> tuple[Any, bytes]:
     """The parsed JSON body and its raw bytes; 413 beyond the size limit, 422 if malformed."""
     settings: Settings = request.app.state.settings
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise ApiError(413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes", field="body")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > settings.max_body_bytes:
-            raise ApiError(
-                413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes", field="body"
-            )
+    # Kept in the request's scope: a desk write run again through a failover (service/write_retry.py)
+    # reads the body it already received.
+    raw: bytes = request.scope.get(BODY_READ, b"")
+    if BODY_READ not in request.scope:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > settings.max_body_bytes:
+                raise ApiError(
+                    413, "too_large", f"the body exceeds {settings.max_body_bytes} bytes", field="body"
+                )
+        request.scope[BODY_READ] = raw
     if not raw.strip():
         if optional:
             return None, raw

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flashwire.core.clock import now_ms
@@ -51,6 +52,25 @@ STOP_TIMEOUT_S = 5.0
 
 # The reader blocks at most this long, so its history checks (_read_once) run at least once a second.
 READ_BLOCK_MS = 1_000
+# What a replica answers while it has no primary or is loading/syncing, with the recommended
+# `replica-serve-stale-data no` (docs/operations.md "Reading from replicas"): an outage, waited out.
+REPLICA_NOT_READY = ("MASTERDOWN", "LOADING")
+
+
+class ReplicaNotReady(ConnectionError):
+    """A replica refused a read until it is in sync with its primary."""
+
+
+@contextlib.contextmanager
+def _replica_not_ready_is_an_outage() -> Iterator[None]:
+    try:
+        yield
+    except ResponseError as exc:
+        if str(exc).startswith(REPLICA_NOT_READY):
+            raise ReplicaNotReady(str(exc)) from None
+        raise
+
+
 READ_COUNT = 1_000
 
 
@@ -100,8 +120,19 @@ class Stats:
 class Hub:
     """Registry of local subscribers, dispatch to them, and the single ticker reader."""
 
-    def __init__(self, redis: Redis, reader_redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        reader_redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        *,
+        primary: Redis | None = None,
+    ) -> None:
+        """`redis` serves snapshots and replays, `reader_redis` the live read: both a replica's with
+        FLASHWIRE_REDIS_READ_FROM_REPLICAS, and then `primary` is where a missing epoch is created."""
         self._reader_redis = reader_redis
+        self._primary = primary
         self._keys = keys
         self._settings = settings
         self._subscribers: dict[str, set[Subscriber]] = {e: set() for e in settings.editions}
@@ -255,7 +286,7 @@ class Hub:
 
     async def _sync(self) -> None:
         """At start and after every Redis outage: warm up the first time, else check the history."""
-        epoch = await current_epoch(self._reader_redis, self._keys)
+        epoch = await current_epoch(self._reader_redis, self._keys, primary=self._primary)
         if self._epoch is None:
             await self.history.warm_up()
             self._epoch = epoch
@@ -265,7 +296,7 @@ class Hub:
     async def _verify(self, epoch: str | None = None) -> None:
         """Reset if the epoch changed or a ticker lost the last entry this node read of it."""
         if epoch is None:
-            epoch = await current_epoch(self._reader_redis, self._keys)
+            epoch = await current_epoch(self._reader_redis, self._keys, primary=self._primary)
         if epoch != self._epoch:
             await self._reset(f"the ticker epoch changed ({self._epoch} -> {epoch})")
             return
@@ -278,7 +309,7 @@ class Hub:
         """Forget this node's history and send every subscriber reset snapshots."""
         self.stats.history_resets += 1
         self.history.forget()
-        epoch = await current_epoch(self._reader_redis, self._keys)
+        epoch = await current_epoch(self._reader_redis, self._keys, primary=self._primary)
         await self.history.warm_up()
         self._epoch = epoch
         subscribers = list(self._each_subscriber())
@@ -297,17 +328,19 @@ class Hub:
         while True:
             try:
                 if not synced:
-                    await self._sync()
+                    with _replica_not_ready_is_an_outage():
+                        await self._sync()
                     synced = True
                     if not self._reading:
                         log.info("hub: reading the tickers")
                     self._reading = True
                     self._ready.set()
-                await self._read_once()
+                with _replica_not_ready_is_an_outage():
+                    await self._read_once()
                 backoff_s = 0.05
             except asyncio.CancelledError:
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, OSError, ReplicaNotReady) as exc:
                 self.stats.redis_errors += 1
                 if self._reading:
                     log.warning("hub: Redis unavailable (%s); refusing new readers until it is back", exc)

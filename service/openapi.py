@@ -168,7 +168,7 @@ def _operations(settings: Settings) -> list[Operation]:
             f"/api/v1/lines/{{line_id}}/{path}",
             op,
             summary,
-            {201: ok},
+            {201: ok, 202: ok},
             (*line_action, 412),
             body,
             required,
@@ -305,7 +305,7 @@ def _operations(settings: Settings) -> list[Operation]:
             "/api/v1/lines",
             "postLine",
             "Post a new line, or schedule it with embargo_until.",
-            {201: PostAccepted},
+            {201: PostAccepted, 202: PostAccepted},
             _WRITE_ERRORS,
             models.post,
             parameters=(_IDEMPOTENCY,),
@@ -677,6 +677,14 @@ def _json(schema: Schema) -> Schema:
     return {"application/json": {"schema": schema}}
 
 
+# The 202 of a desk write (docs/api.md "Replicated or not: 201 and 202").
+NOT_REPLICATED = (
+    "Accepted on the primary, but fewer replicas than FLASHWIRE_WAIT_REPLICAS acknowledged it in"
+    " time (`replicas` says how many): it will be published, and would be lost only if the primary"
+    " is lost before it replicates. Retry with the same Idempotency-Key for a new count."
+)
+
+
 def _operation(op: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode], Schema]) -> Schema:
     responses: Schema = {}
     for status, ok in op.ok.items():
@@ -687,7 +695,7 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], JsonSchemaMode],
             responses[str(status)] = {"description": description, "content": _content(ok)}
         else:
             responses[str(status)] = {
-                "description": op.summary,
+                "description": NOT_REPLICATED if status == 202 else op.summary,
                 "content": _json(refs[(ok, "serialization")]),
             }
     for status, headers in op.headers.items():

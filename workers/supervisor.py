@@ -30,7 +30,8 @@ from redis.asyncio import Redis
 
 from flashwire.core.key_layout import refuse_old_layout
 from flashwire.core.keys import Keys
-from flashwire.core.redis_cluster import main_redis, prepare
+from flashwire.core.redis_cluster import prepare
+from flashwire.core.redis_connect import RedisConnector
 from flashwire.core.settings import Settings
 from flashwire.core.tasks import cancel_until_done
 from flashwire.workers.arq_runner import ArqQueue, ArqRunner
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 # Blocking reads are 1 s at a time: a 15 s socket timeout notices a half-open connection.
 SOCKET_TIMEOUT_S = 15
-CONNECT_TIMEOUT_S = 2
 FORGET_TIMEOUT_S = 2.0
 # Stopping: cancel the parts again every CANCEL_AGAIN_S until they end, for at most STOP_TIMEOUT_S.
 CANCEL_AGAIN_S = 0.5
@@ -93,17 +93,6 @@ class WorkerSupervisor:
         """Ask the worker to stop (what SIGINT and SIGTERM do)."""
         if self._stopping is not None:
             self._stopping.set()
-
-    def _arq_client(self) -> ArqRedis:
-        """arq's Redis (FLASHWIRE_ARQ_REDIS_URL): never a Cluster (../shared/PITFALLS.md 3.15)."""
-        pool = ArqRedis.from_url(
-            self.settings.arq_url,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_keepalive=True,
-        )
-        assert isinstance(pool, ArqRedis)
-        return pool
 
     def _serve_metrics(self) -> MetricsServer | None:
         """Start the metrics endpoint if a port is set; SystemExit if it cannot listen."""
@@ -163,13 +152,11 @@ class WorkerSupervisor:
         loop.set_exception_handler(quiet_orphaned_outage_errors)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop)
-        # The main Redis: a Cluster client with FLASHWIRE_REDIS_CLUSTER (flashwire/core/redis_cluster.py).
-        redis = main_redis(
-            self.settings,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_keepalive=True,
-        )
+        # The main Redis: through the sentinels, or a Cluster client, when configured; arq's pool
+        # built here too, never through arq's own RedisSettings (core/redis_connect.py;
+        # ../shared/PITFALLS.md 3.13).
+        connector = RedisConnector(self.settings)
+        redis = connector.primary(Redis, socket_timeout_s=SOCKET_TIMEOUT_S)
         with contextlib.suppress(*REDIS_DOWN):
             await prepare(redis)
         # Cluster key layout: refuse to start beside data in the old layout (a Redis that is down
@@ -178,7 +165,7 @@ class WorkerSupervisor:
             await refuse_old_layout(redis, self.keys)
         # arq's queues and job keys only (FLASHWIRE_ARQ_REDIS_URL; docs/architecture.md, "arq on a
         # Redis of its own"): the jobs read and write everything else through `redis`.
-        arq_pool = self._arq_client()
+        arq_pool = connector.arq(socket_timeout_s=SOCKET_TIMEOUT_S)
         job_ctx = {"flashwire_settings": self.settings, "flashwire_redis": redis, "flashwire_keys": self.keys}
         runner = ArqRunner(arq_pool, self.settings, self.keys, job_ctx=job_ctx, outages=self.outages)
         consumer = DeskConsumer(
@@ -230,8 +217,7 @@ class WorkerSupervisor:
             for sender in senders.values():
                 await sender.aclose()
             await webhooks.aclose()
-            await arq_pool.aclose()
-            await redis.aclose()
+            await connector.aclose()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             if metrics_server is not None:

@@ -47,17 +47,28 @@ def epoch_text(raw: bytes | str | None) -> str:
     return _text(raw) or NO_EPOCH
 
 
-async def current_epoch(redis: Redis, keys: Keys) -> str:
+async def current_epoch(redis: Redis, keys: Keys, *, primary: Redis | None = None) -> str:
     """The tickers' epoch, creating it (SET NX, so every node agrees on one) if there is none.
 
     Reading is a GET; only a missing epoch is written. A Redis that refuses the write (a
     read-only replica, `min-replicas-to-write`, a full memory, a failing disk) gets NO_EPOCH
     and a warning: it must not stop the node from serving what Redis can still be read.
+
+    A node that reads a replica passes the `primary`: a missing epoch is created there and read
+    back from there (the replica has it a moment later), so the node does not take the epoch's
+    creation by the first write for a change of history and reset its readers.
     """
     for _ in range(3):
         epoch = epoch_text(await redis.get(keys.epoch))
         if epoch:
             return epoch
+        if primary is not None:
+            try:
+                await primary.set(keys.epoch, new_epoch(), nx=True)
+                return epoch_text(await primary.get(keys.epoch))
+            except ResponseError as exc:
+                log.warning("ticker epoch missing and the primary refuses to store one (%s)", exc)
+                return NO_EPOCH
         try:
             await redis.set(keys.epoch, new_epoch(), nx=True)
         except ResponseError as exc:

@@ -310,13 +310,28 @@ class LinePreview(BaseModel):
     embargoed: Timestamp | None
 
 
+class Replicas(BaseModel):
+    """How many replicas acknowledged an action's desk write (Redis WAIT), of how many required."""
+
+    acknowledged: int = Field(ge=0, description="Replicas that had the write when the answer was sent.")
+    required: int = Field(ge=1, description="FLASHWIRE_WAIT_REPLICAS: replicas a 201 needs.")
+
+
 class _Accepted(BaseModel):
-    """Every accepted action: 201 once it is in the desk stream (`desk_id` is its entry id)."""
+    """Every accepted action: 201 once it is in the desk stream (`desk_id` is its entry id), or,
+    with FLASHWIRE_WAIT_REPLICAS set, 201 once that many replicas have it too and 202 when fewer
+    did in time (docs/api.md "Replicated or not")."""
 
     id: str
     edition: str
     accepted_at: Timestamp
     desk_id: str = ""
+    replicas: Replicas | None = Field(
+        default=None,
+        description="Present when the server waits for replicas (FLASHWIRE_WAIT_REPLICAS > 0): 201 when"
+        " `acknowledged` >= `required`, else 202 (on the primary, not yet on enough replicas). Absent"
+        " otherwise: the answer of a single-server deployment is unchanged.",
+    )
 
 
 class PostAccepted(_Accepted):

@@ -315,6 +315,23 @@ class Settings:
     webhook_max_jobs: int = 50
     # A PEM file of CA certificates to trust for endpoints instead of the default (certifi's).
     webhook_ca_file: str = ""
+    # -- Redis Sentinel and WAIT (docs/operations.md "Redis Sentinel") --
+    # (host, port) of each sentinel and the name they know the primary by; empty: REDIS_URL's server.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    # The sentinels' own password (`requirepass` of the sentinels), if they have one.
+    redis_sentinel_password: str = ""
+    # Seconds a desk write keeps retrying while the primary moves (Sentinel only): longer than
+    # the sentinels' down-after-milliseconds plus the failover itself.
+    redis_failover_retry_s: float = 15.0
+    # Replicas that must acknowledge a desk write (WAIT) before it is answered 201 (0: no WAIT),
+    # and how long to wait for them, in milliseconds.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 500
+    # Service nodes read the tickers (live reads, replays, snapshots) from a replica: one the
+    # sentinels name, or, without Sentinel, the one at redis_replica_url. Writes stay on the primary.
+    redis_read_from_replicas: bool = False
+    redis_replica_url: str = ""
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -409,6 +426,7 @@ class Settings:
                 env, "FLASHWIRE_PUSH_MAX_REGISTRATIONS_PER_CLIENT", cls.push_max_registrations_per_client, 1
             ),
             **_webhook_settings(env, cls),
+            **_redis_ha_settings(env, cls),
         )
         _check_push(settings)
         if settings.max_sockets < settings.max_connections:
@@ -435,6 +453,18 @@ class Settings:
             raise SettingsError(
                 "FLASHWIRE_ARQ_REDIS_URL must be redis://, rediss:// or unix://,"
                 f" got {settings.arq_redis_url!r}"
+            )
+        if settings.redis_cluster and (settings.redis_sentinels or settings.redis_read_from_replicas):
+            raise SettingsError(
+                "FLASHWIRE_REDIS_CLUSTER cannot be combined with FLASHWIRE_REDIS_SENTINELS or"
+                " FLASHWIRE_REDIS_READ_FROM_REPLICAS: a Cluster fails over by itself, and reads from its"
+                " replicas are not supported yet (docs/operations.md, 'Redis Cluster')"
+            )
+        if settings.redis_cluster and settings.wait_replicas:
+            raise SettingsError(
+                "FLASHWIRE_WAIT_REPLICAS is not supported with FLASHWIRE_REDIS_CLUSTER: redis-py sends WAIT"
+                " to the client's default node, not to the shard that took the write, so its count would"
+                " say nothing about the post (docs/operations.md, 'Redis Cluster')"
             )
         if settings.redis_cluster and settings.arq_url == settings.redis_url:
             raise SettingsError(
@@ -504,4 +534,69 @@ def _webhook_settings(env: Mapping[str, str], cls: type[Settings]) -> _WebhookSe
         ),
         "webhook_max_jobs": _int(env, "FLASHWIRE_WEBHOOK_MAX_JOBS", cls.webhook_max_jobs, 1, 1000),
         "webhook_ca_file": ca_file,
+    }
+
+
+class _RedisHaSettings(TypedDict):
+    redis_sentinels: tuple[tuple[str, int], ...]
+    redis_sentinel_master: str
+    redis_sentinel_password: str
+    redis_failover_retry_s: float
+    wait_replicas: int
+    wait_timeout_ms: int
+    redis_read_from_replicas: bool
+    redis_replica_url: str
+
+
+def _sentinel_address(raw: str) -> tuple[str, int]:
+    host, _, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(
+            f"FLASHWIRE_REDIS_SENTINELS must be host:port entries separated by commas, got {raw!r}"
+        )
+    return host, int(port)
+
+
+def _redis_ha_settings(env: Mapping[str, str], cls: type[Settings]) -> _RedisHaSettings:
+    """The Sentinel and WAIT settings (docs/operations.md "Redis Sentinel"): sentinels and a master
+    name go together, since a client needs both to ask where the primary is."""
+    sentinels = tuple(_sentinel_address(raw) for raw in _list(env, "FLASHWIRE_REDIS_SENTINELS", ()))
+    master = (env.get("FLASHWIRE_REDIS_SENTINEL_MASTER") or "").strip()
+    if sentinels and not master:
+        raise SettingsError(
+            "FLASHWIRE_REDIS_SENTINELS is set but FLASHWIRE_REDIS_SENTINEL_MASTER is not: name the primary"
+            " as the sentinels know it (their `sentinel monitor <name> ...`)"
+        )
+    if master and not sentinels:
+        raise SettingsError("FLASHWIRE_REDIS_SENTINEL_MASTER is set but FLASHWIRE_REDIS_SENTINELS is not")
+    from_replicas = _bool(env, "FLASHWIRE_REDIS_READ_FROM_REPLICAS", cls.redis_read_from_replicas)
+    replica_url = (env.get("FLASHWIRE_REDIS_REPLICA_URL") or "").strip()
+    if replica_url and sentinels:
+        raise SettingsError(
+            "FLASHWIRE_REDIS_REPLICA_URL is for a deployment without Sentinel: with FLASHWIRE_REDIS_SENTINELS"
+            " the sentinels name the replicas"
+        )
+    if replica_url and not replica_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(
+            f"FLASHWIRE_REDIS_REPLICA_URL must be redis://, rediss:// or unix://, got {replica_url!r}"
+        )
+    if from_replicas and not (sentinels or replica_url):
+        raise SettingsError(
+            "FLASHWIRE_REDIS_READ_FROM_REPLICAS needs FLASHWIRE_REDIS_SENTINELS (replicas found by the"
+            " sentinels) or FLASHWIRE_REDIS_REPLICA_URL (one replica)"
+        )
+    if replica_url and not from_replicas:
+        raise SettingsError(
+            "FLASHWIRE_REDIS_REPLICA_URL is set but FLASHWIRE_REDIS_READ_FROM_REPLICAS is off"
+        )
+    return {
+        "redis_sentinels": sentinels,
+        "redis_sentinel_master": master,
+        "redis_sentinel_password": env.get("FLASHWIRE_REDIS_SENTINEL_PASSWORD") or "",
+        "redis_failover_retry_s": _float(env, "FLASHWIRE_REDIS_FAILOVER_RETRY_S", cls.redis_failover_retry_s),
+        "wait_replicas": _int(env, "FLASHWIRE_WAIT_REPLICAS", cls.wait_replicas, 0, 100),
+        "wait_timeout_ms": _int(env, "FLASHWIRE_WAIT_TIMEOUT_MS", cls.wait_timeout_ms, 1, 60_000),
+        "redis_read_from_replicas": from_replicas,
+        "redis_replica_url": replica_url,
     }

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from flashwire.core.key_layout import migrate_key_layout
 from flashwire.core.keys import Keys
+from flashwire.core.redis_connect import RedisConnector
 from flashwire.core.settings import Settings
 from flashwire.core.vapid import ensure_key_file
 from flashwire.dev.redis_server import RedisProcess, die_with_parent
@@ -45,7 +46,8 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 async def _dev_token(settings: Settings, folder: Path) -> str:
     """Reuse the dev token kept in `folder` if Redis still knows it; else make a new one."""
     path = folder / "dev-token"
-    redis = Redis.from_url(settings.redis_url)
+    connector = RedisConnector(settings)
+    redis = connector.primary(Redis)
     try:
         store = TokenStore(redis, Keys(settings.key_prefix))
         if path.exists():
@@ -57,7 +59,7 @@ async def _dev_token(settings: Settings, folder: Path) -> str:
         path.chmod(0o600)
         return token
     finally:
-        await redis.aclose()
+        await connector.aclose()
 
 
 async def _migrate_embedded(settings: Settings) -> None:

@@ -436,7 +436,10 @@ $("compose-form").addEventListener("submit", async (event) => {
     const result = await api("/api/v1/lines", { method: "POST", body, idempotencyKey: state.idempotencyKey });
     state.idempotencyKey = crypto.randomUUID();
     clearError();
-    notice(result.scheduled ? t("scheduledFor", { time: zonedTime(result.line.embargoed) }) : t("posted"));
+    // A 202 (docs/api.md "Replicated or not"): on the primary, not yet on the replicas asked for.
+    const unsafe = result.replicas && result.replicas.acknowledged < result.replicas.required;
+    const done = result.scheduled ? t("scheduledFor", { time: zonedTime(result.line.embargoed) }) : t("posted");
+    notice(unsafe ? `${done} ${t("notYetReplicated")}` : done);
     resetCompose();
     await refreshLists();
     await refreshAudit();
