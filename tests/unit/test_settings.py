@@ -112,3 +112,22 @@ def test_a_cluster_needs_arq_on_a_redis_of_its_own() -> None:
         }
     )
     assert (cluster.redis_cluster, cluster.arq_url) == (True, "redis://q:6380")
+
+
+def test_a_cluster_refuses_what_only_sentinel_and_replicas_can_do() -> None:
+    """WAIT on a Cluster client goes to its default node, not the write's shard (PITFALLS 3.6), a
+    Cluster fails over without sentinels, and replica reads are not built for it: each, with
+    FLASHWIRE_REDIS_CLUSTER, stops the start naming the setting."""
+    cluster = {
+        "FLASHWIRE_REDIS_CLUSTER": "true",
+        "REDIS_URL": "redis://node1:7000",
+        "FLASHWIRE_ARQ_REDIS_URL": "redis://q:6380",
+    }
+    with pytest.raises(SettingsError, match="FLASHWIRE_WAIT_REPLICAS"):
+        Settings.from_env({**cluster, "FLASHWIRE_WAIT_REPLICAS": "1"})
+    sentinels = {"FLASHWIRE_REDIS_SENTINELS": "s1:26379", "FLASHWIRE_REDIS_SENTINEL_MASTER": "flashwire"}
+    with pytest.raises(SettingsError, match="FLASHWIRE_REDIS_SENTINELS"):
+        Settings.from_env({**cluster, **sentinels})
+    replicas = {"FLASHWIRE_REDIS_READ_FROM_REPLICAS": "true", "FLASHWIRE_REDIS_REPLICA_URL": "redis://r:6379"}
+    with pytest.raises(SettingsError, match="FLASHWIRE_REDIS_READ_FROM_REPLICAS"):
+        Settings.from_env({**cluster, **replicas})
