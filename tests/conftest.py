@@ -41,7 +41,7 @@ from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.dev.ports import free_port
-from flashwire.dev.redis_server import RedisProcess
+from flashwire.dev.redis_server import RedisProcess, redis_server_binary
 from flashwire.service.tokens import TokenStore
 from tests.browser import browser
 from tests.partner import PartnerSite
@@ -96,6 +96,14 @@ def metric(text: str, name: str) -> float:
     ]
     assert len(values) == 1, f"{name}: {values} in\n{text}"
     return values[0]
+
+
+def pytest_report_header() -> str:
+    """Which server the Redis tests run on (FLASHWIRE_REDIS_SERVER: `make test` runs the tests
+    marked redis_compat a second time on another one, docs/testing.md), read from the binary."""
+    binary = redis_server_binary()
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    return f"redis-server: {binary} ({done.stdout.strip() or done.stderr.strip()})"
 
 
 @pytest.fixture
