@@ -109,7 +109,9 @@ def start_node(data_dir: Path, processes: list[subprocess.Popen[bytes]], *args: 
     client = Redis(port=port)
 
     def answers() -> bool:
-        assert process.poll() is None, (data_dir / "log").read_text()
+        log = data_dir / "log"
+        said = log.read_text() if log.exists() else ""
+        assert process.poll() is None, f"exited with {process.returncode}: {said}"
         try:
             return bool(client.ping())
         except RedisConnectionError:  # until it listens
