@@ -121,6 +121,14 @@ REDIS_COMPAT = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse a REDIS_COMPAT entry whose file does not exist (before any test process starts), so a
+    renamed file cannot silently drop out of the second run."""
+    missing = [prefix for prefix in REDIS_COMPAT if not (ROOT / prefix.split("::")[0]).is_file()]
+    if missing:
+        raise pytest.UsageError(f"REDIS_COMPAT in tests/conftest.py names files that do not exist: {missing}")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests of REDIS_COMPAT `redis_compat` (kept here, not in each file: one list to read)."""
     for item in items:
