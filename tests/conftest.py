@@ -103,7 +103,7 @@ def metric(text: str, name: str) -> float:
 # path or node id prefix: the desk's Lua scripts (apply, editions, scheduling) and the API's writes,
 # history, snapshots and resume with the epoch rule, expiry, feeds, push registrations, the webhook
 # store, the rate limits, and the server itself as sentinel and cluster node. Chosen for many Redis
-# commands per second of test: the second run took 40 s with -n 2 on the 2-core machine (budget 60 s).
+# commands per second of test: the second run took 41 s with -n 2 on the 2-core machine (budget 60 s).
 REDIS_COMPAT = (
     "tests/unit/test_apply.py",
     "tests/unit/test_editions.py",
