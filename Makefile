@@ -68,7 +68,7 @@ test: $(STAMP) chromium haproxy $(NODE_STAMP)
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term
+	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -n 3 --dist loadgroup --cov --cov-report=term
 	$(MAKE) --no-print-directory test-redis-compat
 
 test-redis-compat: $(STAMP)

