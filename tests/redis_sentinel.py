@@ -2,9 +2,9 @@
 
 Every process is the redis-server that `flashwire.dev.redis_server.redis_server_binary()` names
 (Valkey 8.1 by default: docs/architecture.md, "The Redis we test on"), a sentinel being the same
-binary with `--sentinel` and a config file of its own (a sentinel rewrites it). Nothing listens on 6379. The sentinels are quick on
-purpose: a primary is "down" after DOWN_AFTER_MS without an answer, so a failover completes in
-about two seconds instead of the thirty of Redis's defaults.
+binary with `--sentinel` and a config file of its own (a sentinel rewrites it). Nothing listens
+on 6379. The sentinels are quick on purpose: a primary is "down" after DOWN_AFTER_MS without an
+answer, so a failover completes in about two seconds instead of the thirty of Redis's defaults.
 """
 
 from __future__ import annotations
