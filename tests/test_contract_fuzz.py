@@ -39,6 +39,7 @@ from websockets.sync.client import connect
 from flashwire.core.cursors import U64_MAX
 from tests.conftest import Stack
 from tests.rawws import RawWebSocket
+from tests.untraced import untraced
 
 # Heavy on CPU and timing: these run one after another on one test process (`-n 2 --dist loadgroup`).
 pytestmark = pytest.mark.xdist_group("heavy")
@@ -74,8 +75,15 @@ async def test_fuzzing_the_running_api_finds_no_server_error_and_no_undocumented
         "--no-color",
         f"--header=Authorization: Bearer {token}",
     ]
+    # schemathesis runs no Flashwire code: no coverage tracer in it (tests/untraced.py).
     run = await asyncio.to_thread(
-        subprocess.run, command, capture_output=True, text=True, timeout=RUN_LIMIT_S, cwd=tmp_path
+        subprocess.run,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=RUN_LIMIT_S,
+        cwd=tmp_path,
+        env=untraced(os.environ),
     )
     (tmp_path / "schemathesis.txt").write_text(run.stdout + run.stderr)
     report = f"full report: {tmp_path / 'schemathesis.txt'}\n" + run.stdout[-12_000:] + run.stderr[-4_000:]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from flashwire.dev.ports import free_port
 from flashwire.dev.redis_server import redis_server_binary
@@ -139,7 +140,15 @@ async def test_deploy_redis_files_fail_over_by_name(tmp_path: Path) -> None:
             assert (replicas[0]["ip"], replicas[0]["port"]) == (HOST, servers["redis-replica"].port)
             sentinels = await sentinel.sentinel_sentinels("flashwire")
             assert {entry["ip"] for entry in sentinels} == {HOST}
-            assert await primary.set("acknowledged", "1")
+            # The primary takes writes once its replica is in sync and acknowledging
+            # (min-replicas-to-write 1): NOREPLICAS until then, which a loaded machine can stretch.
+            while True:
+                try:
+                    assert await primary.set("acknowledged", "1")
+                    break
+                except ResponseError as exc:
+                    assert "NOREPLICAS" in str(exc) and time.monotonic() < deadline, exc
+                    await asyncio.sleep(0.1)
 
             killed_at = time.monotonic()
             servers["redis"].process.send_signal(signal.SIGKILL)

@@ -138,16 +138,18 @@ async def test_worker_survives_redis_outage_and_resumes_publishing(
     try:
         await asyncio.wait_for(reader.snapshot.wait(), 10)
         async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
-            # Everything due lands inside the outage window (checked below).
-            due_ms = int(time.time() * 1000) + 150 + int(outage_s * 1000 / 2)
+            before = await post_line(client, chief, "Posted just before Redis went away")
+            # Everything due lands inside the outage window (checked below): due a little after
+            # the two posts below, and the outage lasts until past it even on a loaded machine
+            # (the 0.5 s outage then lasts a little longer).
+            due_ms = int(time.time() * 1000) + 400 + int(outage_s * 1000 / 2)
             expiring = await post_line(client, chief, "Polls are closing", expires_at=_iso(due_ms))
             embargoed = await post_line(client, chief, "Budget published", embargo_until=_iso(due_ms))
-            before = await post_line(client, chief, "Posted just before Redis went away")
             pid = worker.pid
-            await _stop_redis(stack, how)
             down_ms = int(time.time() * 1000)
+            await _stop_redis(stack, how)
             during = asyncio.create_task(_post_until_accepted(client, chief, "Posted while Redis was away"))
-            await asyncio.sleep(outage_s)
+            await asyncio.sleep(max(outage_s, (due_ms + 100) / 1000 - time.time()))
             up_ms = int(time.time() * 1000)
             await asyncio.to_thread(stack.redis_server.start)
             assert down_ms < due_ms < up_ms, "the expiry and the release fall due during the outage"

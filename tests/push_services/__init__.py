@@ -44,6 +44,7 @@ import httpx
 
 from flashwire.dev.ports import free_port
 from flashwire.dev.redis_server import die_with_parent
+from tests.untraced import untraced
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -78,7 +79,8 @@ class PushService:
             str(self.state_dir),
             *self.extra_args,
         ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # It runs no Flashwire code: no coverage tracer in it (tests/untraced.py).
+        env = untraced({**os.environ, "PYTHONPATH": str(ROOT)})
         log = (self.state_dir / f"{self.name}.log").open("ab")
         with log:  # the child has its own copy of the descriptor
             self.process = subprocess.Popen(
