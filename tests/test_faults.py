@@ -40,8 +40,12 @@ async def _assert_all_once_in_order(readers: list[Reader], ids: list[str]) -> No
             await reader.next_of("line", "update", "retract", timeout_s=0.5)
 
 
-@pytest.mark.parametrize("recovery", ["restart", "second-worker"])
-@pytest.mark.parametrize("stack", ["single", "cluster"], indirect=True)
+# On a Cluster once: a second worker claiming the dead one's entries (XAUTOCLAIM on the Cluster).
+@pytest.mark.parametrize(
+    ("stack", "recovery"),
+    [("single", "restart"), ("single", "second-worker"), ("cluster", "second-worker")],
+    indirect=["stack"],
+)
 async def test_worker_sigkill_mid_burst_loses_and_duplicates_nothing(
     stack: Stack, readers: list[Reader], recovery: str
 ) -> None:

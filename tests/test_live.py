@@ -120,8 +120,9 @@ async def test_snapshot_holds_live_lines_newest_first_and_subscribe_message_work
     assert ar["lines"][0]["direction"] == "rtl"
 
 
-@pytest.mark.parametrize("direct_writes", ["1", "0"])
-@pytest.mark.parametrize("stack", ["single", "cluster"], indirect=True)
+@pytest.mark.parametrize(
+    ("stack", "direct_writes"), [("single", "1"), ("single", "0"), ("cluster", "1")], indirect=["stack"]
+)
 async def test_resume_after_missing_50_lines_gets_exactly_those_then_live_ones(
     stack: Stack, readers: list[Reader], direct_writes: str
 ) -> None:
