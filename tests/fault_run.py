@@ -1038,3 +1038,23 @@ async def run_fault_model(config: RunConfig, progress: Callable[[str], None] | N
     outcome.timings["check"] = time.monotonic() - mark
     outcome.timings["total"] = time.monotonic() - began
     return outcome
+
+
+def reader_events(reader: _Reader) -> list[dict[str, Any]]:
+    """The snapshots and events `reader` received over all its connections, in arrival order."""
+    messages = [orjson.loads(raw) for c in reader.record.connections for raw, _ in c.messages if raw]
+    return [m for m in messages if m.get("type") in ("snapshot", "line", "update", "retract")]
+
+
+def assert_once_and_in_order(reader: _Reader, posted: Sequence[str] = ()) -> None:
+    """What a resuming reader must show after any fault: no reset snapshot, no line twice, cursors
+    strictly increasing; and the lines of `posted` (ids), if given, in that order."""
+    events = reader_events(reader)
+    name = reader.record.name
+    assert not [e for e in events if e["type"] == "snapshot" and e["reset"]], name
+    lines = [e["line"]["id"] for e in events if e["type"] == "line"]
+    assert len(lines) == len(set(lines)), f"{name} got a line twice"
+    if posted:
+        assert [line for line in lines if line in set(posted)] == list(posted), name
+    cursors = [cursor_key(e["cursor"]) for e in events if e["type"] != "snapshot"]
+    assert cursors == sorted(cursors) and len(cursors) == len(set(cursors)), name

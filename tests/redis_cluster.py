@@ -10,14 +10,13 @@ slot fails here with CROSSSLOT, as on any Cluster.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from redis import Redis as SyncRedis
 
-from flashwire.dev.ports import free_port
+from flashwire.dev.ports import bindable, free_port
 from flashwire.dev.redis_server import _ping, redis_cli_binary, redis_server_binary
 
 BUS_PORT_OFFSET = 10_000
@@ -25,20 +24,11 @@ NODES = 3
 START_TIMEOUT_S = 20.0
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too."""
     for _ in range(100):
         port = free_port()
-        if port + BUS_PORT_OFFSET < 65536 and _bindable(port + BUS_PORT_OFFSET):
+        if port + BUS_PORT_OFFSET < 65536 and bindable(port + BUS_PORT_OFFSET):
             return port
     raise RuntimeError("no port found with a free cluster bus port")
 

@@ -17,16 +17,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import httpx
-import orjson
 import pytest
 
-from flashwire.core.cursors import cursor_key
 from tests.conftest import Reader, Stack, auth, close_promptly, open_reader
 from tests.delivery_model import ReaderFilter
-from tests.fault_run import RunConfig, SseReader, WsReader, _Reader
+from tests.fault_run import RunConfig, SseReader, WsReader, _Reader, assert_once_and_in_order, reader_events
 from tests.redis_sentinel import Replicated
 
 pytestmark = pytest.mark.slow
@@ -40,11 +37,6 @@ def pair(tmp_path: Path) -> Iterator[Replicated]:
     topology = Replicated(tmp_path / "redis", sentinels=False)
     yield topology
     topology.close()
-
-
-def _events(reader: _Reader) -> list[dict[str, Any]]:
-    messages = [orjson.loads(raw) for c in reader.record.connections for raw, _ in c.messages if raw]
-    return [m for m in messages if m.get("type") in ("snapshot", "line", "update", "retract")]
 
 
 async def _arrivals(reader: Reader, count: int) -> dict[str, float]:
@@ -121,7 +113,7 @@ async def test_readers_of_a_replica_get_every_line_once_across_its_restart(
 
             async def delivered() -> bool:
                 return all(
-                    set(posted) <= {e["line"]["id"] for e in _events(r) if e["type"] == "line"}
+                    set(posted) <= {e["line"]["id"] for e in reader_events(r) if e["type"] == "line"}
                     for r in readers
                 )
 
@@ -130,13 +122,7 @@ async def test_readers_of_a_replica_get_every_line_once_across_its_restart(
                 assert time.monotonic() < deadline, "readers of the replica did not get every line"
                 await asyncio.sleep(0.1)
         for reader in readers:
-            events = _events(reader)
-            assert not [e for e in events if e["type"] == "snapshot" and e["reset"]], reader.record.name
-            lines = [e["line"]["id"] for e in events if e["type"] == "line"]
-            assert len(lines) == len(set(lines)), f"{reader.record.name} got a line twice"
-            assert [line for line in lines if line in set(posted)] == posted, reader.record.name
-            cursors = [cursor_key(e["cursor"]) for e in events if e["type"] != "snapshot"]
-            assert cursors == sorted(cursors) and len(cursors) == len(set(cursors)), reader.record.name
+            assert_once_and_in_order(reader, posted)
         connections = sum(len(r.record.connections) for r in readers)
         print(f"{len(posted)} lines across the restart, {connections} connections")
         # Node A did read the restarted replica: its XREADs are counted there.

@@ -20,18 +20,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import httpx
-import orjson
 import pytest
 from redis.asyncio import Redis
 
-from flashwire.core.cursors import cursor_key
 from flashwire.core.keys import Keys
 from tests.conftest import Stack, auth
 from tests.delivery_model import ReaderFilter
-from tests.fault_run import RunConfig, SseReader, WsReader, _Reader
+from tests.fault_run import RunConfig, SseReader, WsReader, _Reader, assert_once_and_in_order, reader_events
 from tests.redis_sentinel import Replicated
 
 pytestmark = pytest.mark.slow
@@ -87,11 +84,6 @@ class Poster:
             await asyncio.sleep(max(0.0, POSTERS / POSTS_PER_S - (time.monotonic() - started)))
 
 
-def _events(reader: _Reader) -> list[dict[str, Any]]:
-    messages = [orjson.loads(raw) for c in reader.record.connections for raw, _ in c.messages if raw]
-    return [m for m in messages if m.get("type") in ("snapshot", "line", "update", "retract")]
-
-
 async def test_a_failover_under_load_loses_no_acknowledged_post(
     replicated: Replicated, tmp_path: Path
 ) -> None:
@@ -136,7 +128,7 @@ async def test_a_failover_under_load_loses_no_acknowledged_post(
 
             async def delivered() -> bool:
                 return all(
-                    set(accepted) <= {e["line"]["id"] for e in _events(r) if e["type"] == "line"}
+                    set(accepted) <= {e["line"]["id"] for e in reader_events(r) if e["type"] == "line"}
                     for r in readers
                 )
 
@@ -156,12 +148,7 @@ async def test_a_failover_under_load_loses_no_acknowledged_post(
                 assert time.monotonic() < deadline, "readers did not get every accepted line"
                 await asyncio.sleep(0.1)
         for reader in readers:
-            events = _events(reader)
-            assert not [e for e in events if e["type"] == "snapshot" and e["reset"]], reader.record.name
-            lines = [e["line"]["id"] for e in events if e["type"] == "line"]
-            assert len(lines) == len(set(lines)), f"{reader.record.name} got a line twice"
-            cursors = [cursor_key(e["cursor"]) for e in events if e["type"] != "snapshot"]
-            assert cursors == sorted(cursors) and len(cursors) == len(set(cursors)), reader.record.name
+            assert_once_and_in_order(reader)
         print(
             f"accepted {len(accepted)} posts ({sum(s == 202 for s in accepted.values())} answered 202,"
             f" {sum(p.refusals for p in posters)} answers 503 or lost, each sent again),"

@@ -54,7 +54,8 @@ def port_slice() -> range:
     return range(low, high)
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether a socket can bind `port` on 127.0.0.1 now (nothing listens there, nothing holds it)."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -75,7 +76,7 @@ def free_port() -> int:
     ports = port_slice()
     for _ in range(200):
         port = random.choice(ports)
-        if port not in _given and _bindable(port):
+        if port not in _given and bindable(port):
             _given.add(port)
             return port
     raise RuntimeError(f"no free port found in {ports.start}-{ports.stop - 1}")
