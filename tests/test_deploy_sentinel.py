@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from flashwire.dev.ports import free_port
@@ -102,7 +103,7 @@ async def topology(tmp_path: Path) -> AsyncIterator[dict[str, Server]]:
                         try:
                             if await client.ping():
                                 break
-                        except OSError:
+                        except (OSError, RedisConnectionError):  # not listening yet
                             await asyncio.sleep(0.05)
             finally:
                 await client.aclose()
