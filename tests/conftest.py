@@ -47,6 +47,7 @@ from flashwire.service.tokens import TokenStore
 from tests.browser import browser
 from tests.partner import PartnerSite
 from tests.redis_cluster import RedisCluster3
+from tests.untraced import is_load_test, tracer_paused, untraced
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -144,6 +145,16 @@ def pytest_report_header() -> str:
     binary = redis_server_binary()
     done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
     return f"redis-server: {binary} ({done.stdout.strip() or done.stderr.strip()})"
+
+
+@pytest.fixture(autouse=True)
+def _load_tests_run_untraced(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked `load` runs with coverage's tracer paused in this process (tests/untraced.py)."""
+    if not is_load_test(request.node):
+        yield
+        return
+    with tracer_paused():
+        yield
 
 
 @pytest.fixture
@@ -340,12 +351,13 @@ class ServiceNode(ManagedProcess):
 class Stack(RedisBacked):
     """The processes of one test, all stopped at teardown."""
 
-    def __init__(self, redis_server: RedisProcess, tmp_path: Path) -> None:
+    def __init__(self, redis_server: RedisProcess, tmp_path: Path, *, traced: bool = True) -> None:
+        """`traced=False` (a test marked `load`): the processes run without the coverage tracer."""
         super().__init__(redis_server)
         self.tmp_path = tmp_path
         self.processes: list[ManagedProcess] = []
         self.env = {
-            **os.environ,
+            **(os.environ if traced else untraced(os.environ)),
             "REDIS_URL": redis_server.url,
             "FLASHWIRE_HEARTBEAT_S": "5",
             "FLASHWIRE_CLAIM_IDLE_MS": "1000",
@@ -429,7 +441,7 @@ def stack(request: pytest.FixtureRequest, redis_server: RedisProcess, tmp_path: 
         cluster.flush()
         created = ClusterStack(redis_server, tmp_path, cluster)
     else:
-        created = Stack(redis_server, tmp_path)
+        created = Stack(redis_server, tmp_path, traced=not is_load_test(request.node))
     yield created
     created.close()
 

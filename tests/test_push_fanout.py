@@ -130,6 +130,7 @@ def start_stack(stack: Stack, services: PushServices, **env: str) -> tuple[Servi
     return node, Settings.from_env({**stack.env, **settings_env})
 
 
+@pytest.mark.load
 @pytest.mark.timeout(300)
 async def test_a_flash_line_reaches_10000_web_push_2000_apns_and_2000_fcm_targets_each_once(
     services: PushServices, stack: Stack

@@ -50,6 +50,7 @@ class LineReader(WSListener):  # type: ignore[misc]
 
 
 @pytest.mark.slow
+@pytest.mark.load
 @pytest.mark.timeout(90)
 async def test_ten_thousand_readers_over_two_processes_get_every_line_once(stack: Stack) -> None:
     """10,000 readers on one port served by two processes: both take thousands, and each of 5

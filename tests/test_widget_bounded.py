@@ -70,6 +70,7 @@ async def _shadow(page: Page, selector: str, script: str) -> Any:
     )
 
 
+@pytest.mark.load
 async def test_a_ticker_of_2000_live_lines_shows_a_bounded_set_and_renders_in_constant_time(
     stack: Stack, partner: PartnerSite
 ) -> None:
