@@ -1,9 +1,12 @@
 """The reader WebSocket endpoint `/ws`: greeting, snapshot or replay, then live events.
 
-Each connection runs two tasks: a receiver (client messages, disconnects) and a
-sender that drains the subscriber's outbox. The hub only ever appends to the
-outbox, so a slow connection slows nobody else; when its outbox overflows the
-sender is cancelled and the connection is closed with `SLOW_CONSUMER`.
+Each connection runs its receive loop (client messages, disconnects) in its own
+task, and a sender task that drains the subscriber's outbox until the reader has
+caught up and the hub writes to its socket directly (service/wire.py). The hub
+only ever appends to the outbox, so a slow connection slows nobody else; when its
+outbox overflows the sender is cancelled and the connection is closed with
+`SLOW_CONSUMER`. An idle reader keeps as little as it can (docs/architecture.md,
+"What an idle reader holds").
 
 What a client may send is bounded: one subscribe message, then only pings. A `{"type":"ping"}`
 draws on the connection's ping budget, shared with its protocol pings (service/ws_protocol.py
