@@ -20,6 +20,7 @@ import gc
 import tracemalloc
 from collections.abc import Callable
 
+import pytest
 import uvicorn
 from redis.asyncio import Redis
 
@@ -84,6 +85,7 @@ async def _idle_bytes_per_reader(config: uvicorn.Config) -> float:
     return grown / READERS
 
 
+@pytest.mark.slow  # about 15 s: a child process of readers, connected twice
 def test_an_idle_reader_holds_little_python_memory(shared_redis_server: RedisProcess) -> None:
     """200 idle readers hold less than 17 KiB of Python allocations each in the serving process."""
     with asyncio.Runner() as runner:
