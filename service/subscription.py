@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, cast
 
 from flashwire.core.cursors import cursor_key, parse_since
@@ -53,6 +54,17 @@ class Subscription:
         ).model_dump(mode="json", exclude_none=True)
 
 
+@lru_cache(maxsize=1024)
+def shared_filter(topics: frozenset[str], max_rank: int) -> Filter:
+    """One `Filter` object for every reader that chose the same topics and urgency.
+
+    A filter is immutable, and most readers choose one of a few (all topics, or a section): one
+    shared object instead of one each (a filter and its set, about 260 bytes) per idle reader.
+    Bounded, because topic sets are the client's choice (of the known topics: up to 2^16 sets).
+    """
+    return Filter(topics=topics, max_rank=max_rank)
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -100,7 +112,7 @@ def build(
         cursors[edition] = cursor
     return Subscription(
         editions=tuple(chosen),
-        filter=Filter(topics=frozenset(topics), max_rank=URGENCY_RANK[urgency]),
+        filter=shared_filter(frozenset(topics), URGENCY_RANK[urgency]),
         since=cursors,
         role=cast(ConnectionRole, role),
     )

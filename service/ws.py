@@ -1,9 +1,12 @@
 """The reader WebSocket endpoint `/ws`: greeting, snapshot or replay, then live events.
 
-Each connection runs two tasks: a receiver (client messages, disconnects) and a
-sender that drains the subscriber's outbox. The hub only ever appends to the
-outbox, so a slow connection slows nobody else; when its outbox overflows the
-sender is cancelled and the connection is closed with `SLOW_CONSUMER`.
+Each connection runs its receive loop (client messages, disconnects) in its own
+task, and a sender task that drains the subscriber's outbox until the reader has
+caught up and the hub writes to its socket directly (service/wire.py). The hub
+only ever appends to the outbox, so a slow connection slows nobody else; when its
+outbox overflows the sender is cancelled and the connection is closed with
+`SLOW_CONSUMER`. An idle reader keeps as little as it can (docs/architecture.md,
+"What an idle reader holds").
 
 What a client may send is bounded: one subscribe message, then only pings. A `{"type":"ping"}`
 draws on the connection's ping budget, shared with its protocol pings (service/ws_protocol.py
@@ -23,6 +26,7 @@ from typing import Any
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -78,7 +82,8 @@ async def ticker_endpoint(websocket: WebSocket) -> None:
         hub.clients.add(address)
         try:
             await websocket.send_text(hello_frame(settings))
-            subscription = from_query(settings, websocket.query_params)
+            # Parsed here rather than through `websocket.query_params`, which would keep it.
+            subscription = from_query(settings, QueryParams(websocket.scope["query_string"]))
             if subscription is None:
                 subscription = await _await_subscribe(websocket, settings)
             if not hub.ready:
@@ -159,16 +164,20 @@ async def _close(websocket: WebSocket, code: CloseCode, reason: str) -> Ending:
 
 
 def _shed_handshake_state(websocket: WebSocket) -> None:
-    """Drop the handshake request and response uvicorn keeps for the connection's whole life.
+    """Drop the handshake's headers, which the connection would otherwise keep for its whole life.
 
-    Nothing reads them once the upgrade is answered, and with their headers they are about
-    4 KiB of every idle reader's memory.
+    Nothing reads them once the connection is accepted and checked (origin, client address):
+    uvicorn's handshake request and response (about 4 KiB with their headers), and the scope's
+    list of headers with Starlette's view of it (about 1 KiB). The connection's log line needs
+    only the scope's client and query string (service/connection_log.py).
     """
     protocol: Any = websocket.scope.get(PROTOCOL_SCOPE_KEY)
     sansio = any(cls.__name__ == "WebSocketsSansIOProtocol" for cls in type(protocol).__mro__)
     if sansio and getattr(protocol, "handshake_complete", False):
         protocol.request = None
         protocol.response = None
+    websocket.scope["headers"] = []
+    vars(websocket).pop("_headers", None)
 
 
 class ReaderSocketDispatch:
@@ -257,11 +266,8 @@ class ReaderSession:
         self._sender: asyncio.Task[None] | None = None
         self._handler: asyncio.Task[Any] | None = None
         self._stopping = False
-        # The connection's ping budget, shared with its protocol pings when the node runs our
-        # WebSocket protocol (service/ws_protocol.py), else one of its own.
-        protocol = websocket.scope.get(PROTOCOL_SCOPE_KEY)
-        budget = getattr(protocol, "ping_budget", None)
-        self._pings: PingBudget = budget() if callable(budget) else PingBudget()
+        # The connection's ping budget, made at its first ping (see _ping_budget).
+        self._pings: PingBudget | None = None
 
     def _overflowed(self) -> None:
         # Called by the hub, synchronously: stop now (the sender may be blocked on a socket that
@@ -273,9 +279,20 @@ class ReaderSession:
     def _reset(self) -> None:
         # Called by the hub, synchronously, after it queued a Reset in the outbox. A reader that
         # was handed over to direct writes has no sender any more: start one to send the reset.
-        if self._stopping or self._sender is None or not self._sender.done():
+        if self._stopping or self._handler is None:
+            return
+        if self._sender is not None and not self._sender.done():
             return
         self._start_sender(self._delivery.live())
+
+    def _ping_budget(self) -> PingBudget:
+        """The connection's ping budget, shared with its protocol pings when the node runs our
+        WebSocket protocol (service/ws_protocol.py), else one of its own; made at the first ping,
+        so that an idle reader carries none."""
+        if self._pings is None:
+            budget = getattr(self._ws.scope.get(PROTOCOL_SCOPE_KEY), "ping_budget", None)
+            self._pings = budget() if callable(budget) else PingBudget()
+        return self._pings
 
     def _start_sender(self, frames: AsyncIterator[str]) -> None:
         self._sender = asyncio.create_task(self._send(frames))
@@ -293,6 +310,9 @@ class ReaderSession:
         if self._stopping or sender is not self._sender:
             return  # a sender that a reset already replaced (see _reset)
         if not sender.cancelled() and sender.exception() is None and self._delivery.direct:
+            # Let go of the finished task and its coroutine (about 0.8 KiB an idle reader would
+            # keep); a reset starts a new one.
+            self._sender = None
             return
         self._stop()
 
@@ -306,7 +326,6 @@ class ReaderSession:
         self._delivery.register()
         self._handler = asyncio.current_task()
         self._start_sender(self._delivery.frames())
-        assert self._sender is not None
         disconnect: Message | None = None
         try:
             disconnect = await self._receive()
@@ -317,9 +336,11 @@ class ReaderSession:
         finally:
             self._stopping = True
             self._delivery.unregister()
+            result: BaseException | None = None
             sender = self._sender
-            sender.cancel()
-            [result] = await asyncio.gather(sender, return_exceptions=True)
+            if sender is not None:
+                sender.cancel()
+                [result] = await asyncio.gather(sender, return_exceptions=True)
         if self._delivery.overflowed:
             self._hub.stats.slow_closed += 1
             raise _Closing(
@@ -351,7 +372,7 @@ class ReaderSession:
             data = _parse_client_message(message)
             kind = data.get("type")
             if kind == PING:
-                if not self._pings.take():
+                if not self._ping_budget().take():
                     edge_counts_of(self._ws.app).ping_limit_closed += 1
                     log.warning("reader %s closed (1008): too many pings", _peer(self._ws.scope))
                     raise _Closing(CloseCode.POLICY_VIOLATION, TOO_MANY_PINGS)

@@ -63,10 +63,14 @@ from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.frames import Frame
+from websockets.http11 import Request
+from websockets.protocol import Protocol
+from websockets.streams import StreamReader
 
 from flashwire.core.protocol import PING_BURST, PINGS_PER_S, TOO_MANY_PINGS, CloseCode
 from flashwire.core.settings import Settings
 from flashwire.service.metrics import EdgeCounts, edge_counts_of
+from flashwire.service.ws_waiting import Flag, MessageQueue
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,10 @@ class ReaderSocketProtocol(WebSocketsSansIOProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        # The same as uvicorn's asyncio.Queue and asyncio.Event at a twentieth of the memory
+        # (service/ws_waiting.py).
+        self.queue = MessageQueue()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
         # Reading paused by us because the write buffer is over the budget (uvicorn's own
         # `read_paused` is about the application's queue of received messages).
         self.flow_paused = False
@@ -140,6 +148,15 @@ class ReaderSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_made(transport)
         # The low-water mark defaults to a quarter of the high one (asyncio).
         self.transport.set_write_buffer_limits(high=self.send_budget_bytes)
+
+    def handle_connect(self, event: Request) -> None:
+        """Answer the handshake request (uvicorn), then let go of the request: its headers are in the
+        ASGI scope, and the parsed request would otherwise live as long as the connection (about
+        2.4 KB with its headers): in uvicorn's `request` and in the frame of websockets' handshake
+        parser, which goes on to parse the connection's frames."""
+        super().handle_connect(event)
+        del self.request
+        _restart_frame_parser(self.conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Cancel our timers; uvicorn tells the application. A connection lost without a close frame
@@ -320,6 +337,23 @@ class ReaderSocketProtocol(WebSocketsSansIOProtocol):
             if not self.disconnected:
                 self._watch_stall()
                 self._abort_later(self.close_timeout + self.stall_s)
+
+
+def _restart_frame_parser(conn: Protocol) -> None:
+    """Replace websockets' handshake parser, which keeps the request in a local variable, by its
+    frame parser in the same state, if the handshake parser is waiting for the first frame.
+
+    websockets' `ServerProtocol.parse` reads the request, then runs `Protocol.parse` (frames) within
+    its own frame for the rest of the connection. When that inner parser is waiting at the start
+    of a frame (`StreamReader.at_eof`, suspended only while the buffer is empty) a new
+    `Protocol.parse`, run to its first wait, is in the very same state. Otherwise (the client sent
+    a frame with its request, before the handshake's answer) the parser is left as it is.
+    """
+    inner = getattr(getattr(conn.parser, "gi_yieldfrom", None), "gi_yieldfrom", None)
+    if getattr(inner, "gi_code", None) is not StreamReader.at_eof.__code__ or conn.reader.buffer:
+        return
+    conn.parser = Protocol.parse(conn)
+    next(conn.parser)
 
 
 def _peer(client: tuple[str, int] | None) -> str:
