@@ -17,6 +17,7 @@ import asyncio
 import random
 import sys
 import time
+from collections.abc import Sequence
 
 import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -24,19 +25,38 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from bench.loadgen_args import parse, raise_fd_limit, reader_plans, write_summary
 from bench.reader_check import ReaderCheck, Stats, line_index
 
+__all__ = ["Stats", "Subscriber"]  # bench.burst subclasses Subscriber and builds on Stats
+
 
 class Subscriber(WSListener):  # type: ignore[misc]
-    def __init__(self, check: ReaderCheck, stall: bool, url: str = "", reconnect: bool = False) -> None:
-        self.check = check
-        self.stats = check.stats
+    def __init__(
+        self,
+        stats: Stats,
+        stall: bool,
+        url: str = "",
+        reconnect: bool = False,
+        expected: Sequence[int] | None = None,
+    ) -> None:
+        """A reader due `expected` lines (None: every line), checked by its ReaderCheck."""
+        self.check = ReaderCheck(stats, expected)
+        self.stats = stats
         self.stall = stall
         self.url = url
         self.reconnect = reconnect
         self.cursor = ""
         self.is_ready = False
 
+    @property
+    def finished(self) -> bool:
+        """Whether this reader has all its lines (bench.burst's subclass sets it itself)."""
+        return self.check.finished
+
+    @finished.setter
+    def finished(self, value: bool) -> None:
+        self.check.finished = value
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if self.reconnect and not self.check.finished:
+        if self.reconnect and not self.finished:
             asyncio.get_running_loop().create_task(self.resume())
 
     async def resume(self) -> None:
@@ -54,7 +74,7 @@ class Subscriber(WSListener):  # type: ignore[misc]
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind == WSMsgType.CLOSE:
-            if not self.check.finished and not self.reconnect:
+            if not self.finished and not self.reconnect:
                 self.stats.closed_early += 1
             transport.disconnect()
             return
@@ -94,9 +114,7 @@ async def main() -> None:
             plan = plans[i]
             for attempt in range(5):
                 try:
-                    listener = Subscriber(
-                        ReaderCheck(stats, plan.expected), i < args.stalled, plan.url, args.reconnect
-                    )
+                    listener = Subscriber(stats, i < args.stalled, plan.url, args.reconnect, plan.expected)
                     transport, _ = await ws_connect(
                         lambda listener=listener: listener,  # type: ignore[misc]
                         plan.url,
