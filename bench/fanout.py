@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -244,13 +245,12 @@ class Run:
         sent: list[float] = []
         samples: list[tuple[float, float, int]] = []
         sampling = threading.Event()
-        metric_urls = (
-            [u.replace("ws://", "http://").split("/ws")[0] + "/metrics" for u in urls] if watched else []
-        )
+        # Flashwire's /metrics on each readers' node (the reference has none): http://host:port/metrics.
+        metric_urls = [f"http://{urlsplit(u).netloc}/metrics" for u in urls] if role == "flashwire" else []
 
         def sample() -> None:
             # Every 2 s: resident memory of the servers and frames queued in their outboxes.
-            while not sampling.wait(2.0):
+            while watched and not sampling.wait(2.0):
                 try:
                     rss = sum(p.memory_info().rss for p in watched) / 2**20
                     queued = 0
@@ -515,6 +515,8 @@ def run(args: argparse.Namespace, command: str) -> Outcome:
     transports = [t.strip() for t in args.transport.split(",") if t.strip()]
     if not transports or set(transports) - {"ws", "sse"}:
         raise SystemExit(f"--transport takes ws, sse or ws,sse, got {args.transport!r}")
+    if transports != ["ws"] and (args.workers or args.storm):
+        raise SystemExit("--workers and --storm measure WebSocket readers only")
     if args.filters and args.stalled:
         raise SystemExit("--filters and --stalled do not combine")
     if args.workers and args.reference_processes is None:
@@ -649,11 +651,14 @@ def report(args: argparse.Namespace, command: str, results: list[Result]) -> lis
             third = len(r.samples) // 3
             early = statistics.mean(rss for _, rss, _ in r.samples[:third])
             late = statistics.mean(rss for _, rss, _ in r.samples[-third:])
+            queued = (
+                f"; frames queued in outboxes at most {max(q for _, _, q in r.samples)}"
+                if r.role == "flashwire" else ""
+            )  # fmt: skip
             lines += [
                 "",
                 f"{r.name}: server RSS while posting, first third {early:.0f} MiB, last third "
-                f"{late:.0f} MiB ({late / early - 1:+.1%}); frames queued in outboxes at most "
-                f"{max(q for _, _, q in r.samples)} over {len(r.samples)} samples",
+                f"{late:.0f} MiB ({late / early - 1:+.1%}){queued} over {len(r.samples)} samples",
             ]
     if args.stalled and len(results) >= 2:
         growth = results[1].last_ms / results[0].last_ms - 1

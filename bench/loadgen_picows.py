@@ -112,9 +112,10 @@ async def main() -> None:
     async def open_one(i: int) -> None:
         async with semaphore:
             plan = plans[i]
+            # One listener (and check) for every attempt: a reader due no line counts as complete once.
+            listener = Subscriber(stats, i < args.stalled, plan.url, args.reconnect, plan.expected)
             for attempt in range(5):
                 try:
-                    listener = Subscriber(stats, i < args.stalled, plan.url, args.reconnect, plan.expected)
                     transport, _ = await ws_connect(
                         lambda listener=listener: listener,  # type: ignore[misc]
                         plan.url,

@@ -109,8 +109,9 @@ async def main() -> None:
         async with semaphore:
             plan = plans[i]
             host, port, request = request_for(plan.url)
+            # One reader (and check) for every attempt: a reader due no line counts as complete once.
+            reader = SseReader(ReaderCheck(stats, plan.expected), request, i < args.stalled)
             for attempt in range(5):
-                reader = SseReader(ReaderCheck(stats, plan.expected), request, i < args.stalled)
                 try:
                     transport, _ = await loop.create_connection(partial(_same, reader), host, port)
                 except OSError:

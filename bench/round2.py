@@ -96,7 +96,7 @@ class Round:
         return max(100, round(count * float(self.args.scale)))
 
     def measure(self, *options: str) -> fanout.Outcome:
-        argv = [*options, "--seed", str(self.args.seed)]
+        argv = [*options, *(["--seed", str(self.args.seed)] if "--filters" in options else [])]
         command = "python -m bench.fanout " + " ".join(argv)
         print(f"round2: {command}", file=sys.stderr, flush=True)
         outcome = fanout.run(fanout.build_parser().parse_args(argv), command)
