@@ -108,6 +108,7 @@ class Result:
     expected: int = 0  # arrivals due: readers whose filter matches, summed over the lines
     unexpected: int = 0  # lines a reader got that its filter does not match
     lasts_ms: list[float] = field(default_factory=list)  # POST→last reader, per line with a reader
+    client_cpu_s: float = 0.0  # the load generators' CPU while the lines were posted and read
 
     @property
     def cpu_per_delivery_us(self) -> float | None:
@@ -298,6 +299,7 @@ class Run:
         summaries = [json.loads(out.read_text()) for out, _ in loadgens]
         arrivals: list[list[float]] = [[] for _ in range(args.lines)]
         duplicated = unexpected = 0
+        client_cpu_s = sum(summary.get("cpu_s", 0.0) for summary in summaries)
         self.reconnects = sum(summary["reconnects"] for summary in summaries)
         for summary in summaries:
             duplicated += summary["duplicates"] + summary["out_of_order"]
@@ -326,7 +328,7 @@ class Run:
             lost=lost, duplicated=duplicated, cpu_s=cpu_s if watched else None,
             rss_per_conn_kib=rss_per_conn, connect_s=connect_s, samples=samples,
             role=role, transport=transport, filtered=filtered, deliveries=sum(len(t) for t in arrivals),
-            expected=sum(due), unexpected=unexpected, lasts_ms=[v * ms for v in lasts],
+            expected=sum(due), unexpected=unexpected, lasts_ms=[v * ms for v in lasts], client_cpu_s=client_cpu_s,
         )  # fmt: skip
 
 
@@ -687,6 +689,11 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×" if a is not None and b else "—"
 
 
+def client_cpu_us(result: Result) -> float:
+    """The load generators' CPU per delivery, µs (0 without deliveries)."""
+    return result.client_cpu_s / result.deliveries * 1e6 if result.deliveries else 0.0
+
+
 def comparisons(results: list[Result]) -> list[str]:
     """The ratios each kind of run is for: SSE / WebSocket, filtered / unfiltered, Flashwire / reference."""
     lines: list[str] = []
@@ -699,7 +706,8 @@ def comparisons(results: list[Result]) -> list[str]:
             f"({sse.last_ms:.1f} vs {ws.last_ms:.1f} ms), POST→first median {_ratio(sse.first_ms, ws.first_ms)} "
             f"({sse.first_ms:.1f} vs {ws.first_ms:.1f} ms), CPU per delivery "
             f"{_ratio(sse.cpu_per_delivery_us, ws.cpu_per_delivery_us)}; RSS per idle connection: SSE "
-            f"{sse.rss_per_conn_kib or 0:.1f} KiB, WebSocket {ws.rss_per_conn_kib or 0:.1f} KiB",
+            f"{sse.rss_per_conn_kib or 0:.1f} KiB, WebSocket {ws.rss_per_conn_kib or 0:.1f} KiB; the load "
+            f"generators' own CPU per delivery: SSE {client_cpu_us(sse):.1f} µs, WebSocket {client_cpu_us(ws):.1f} µs",
         ]
     for transport in ("ws", "sse"):
         plain, chosen = outcome.find(transport=transport), outcome.find(transport=transport, filtered=True)

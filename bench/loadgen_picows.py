@@ -130,6 +130,7 @@ async def main() -> None:
     await asyncio.gather(*(open_one(i) for i in range(args.count)))
     await asyncio.wait_for(stats.all_ready.wait(), 120)
     print("ready", flush=True)
+    stats.measuring()
     try:
         await asyncio.wait_for(stats.done.wait(), args.timeout)
     except TimeoutError:

@@ -6,10 +6,11 @@ sequence against the lines it must get (all L lines, or those its filter matches
 each exactly once and in posting order. The summary both write is the same JSON, which
 bench.fanout reads:
 
-    {"arrivals": [[t, ...] per line], "complete": n, "expected_complete": n, "duplicates": n,
+    {"cpu_s": s, "arrivals": [[t, ...] per line], "complete": n, "expected_complete": n, "duplicates": n,
      "out_of_order": n, "unexpected": n, "closed_early": n, "reconnects": n}
 
-`arrivals[i]` holds wall-clock times (time.time(), seconds) so that they compare with the
+`cpu_s` is the load generator's own CPU time from "ready" to the summary (seconds), to tell
+whether the clients, not the server, were what limited a run. `arrivals[i]` holds wall-clock times (time.time(), seconds) so that they compare with the
 POST times taken in the bench process on the same machine. `unexpected` counts lines a reader
 received that its filter does not match; `out_of_order` a line that arrived while an earlier
 expected one was still missing (the reader then waits for the lines after it).
@@ -18,6 +19,7 @@ expected one was still missing (the reader then waits for the lines after it).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,14 +55,20 @@ class Stats:
         self.all_ready = asyncio.Event()
         self.expected_ready = 0
         self.expected_complete = 0
+        self.cpu_at_ready = time.process_time()
 
     def mark_ready(self) -> None:
         self.ready += 1
         if self.ready >= self.expected_ready:
             self.all_ready.set()
 
+    def measuring(self) -> None:
+        """Every reader is ready: the load generator's own CPU counts from here (`cpu_s`)."""
+        self.cpu_at_ready = time.process_time()
+
     def summary(self) -> dict[str, Any]:
         return {
+            "cpu_s": time.process_time() - self.cpu_at_ready,
             "arrivals": self.arrivals,
             "complete": self.complete,
             "expected_complete": self.expected_complete,

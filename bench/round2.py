@@ -159,9 +159,9 @@ class Round:
             "—",
         )
         self.table.add(
-            f"SSE CPU per delivery, {readers:,} readers, vs WebSocket",
-            _us(sse.cpu_per_delivery_us),
-            _us(ws.cpu_per_delivery_us),
+            f"SSE CPU per delivery, {readers:,} readers, vs WebSocket (in brackets: the load generators')",
+            f"{_us(sse.cpu_per_delivery_us)} ({_us(fanout.client_cpu_us(sse))})",
+            f"{_us(ws.cpu_per_delivery_us)} ({_us(fanout.client_cpu_us(ws))})",
             _times(sse.cpu_per_delivery_us, ws.cpu_per_delivery_us),
             "—",
         )
