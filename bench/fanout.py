@@ -222,6 +222,8 @@ class Run:
         started = time.monotonic()
         stalled_left = stalled_total
         first_reader = 0
+        # Load generator i connects from 127.0.0.<i+1>: 30,000 readers of one port would need more than
+        # the ~28,000 ephemeral ports one source address has towards it (`serve --workers 2`).
         for index, count in enumerate(counts):
             share = min(stalled_left, round(count * stalled))
             stalled_left -= share
@@ -232,7 +234,7 @@ class Run:
                 [PYTHON, "-m", module, "--urls", ",".join(urls), "--count", str(count),
                  "--lines", str(args.lines), "--stalled", str(share), "--out", str(out),
                  "--timeout", str(args.lines * args.interval + 60), *(["--reconnect"] if reconnect else []),
-                 *filter_args, *offset],
+                 *filter_args, *offset, "--source", f"127.0.0.{index + 1}"],
                 stdout=subprocess.PIPE,
             )))  # fmt: skip
         for _, process in loadgens:

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.filters import expected_lines, random_lines, reader_filters
 
-__all__ = ["ReaderPlan", "parse", "raise_fd_limit", "reader_plans", "write_summary"]
+__all__ = ["ReaderPlan", "local_addr", "parse", "raise_fd_limit", "reader_plans", "write_summary"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,17 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-reader", type=int, default=0, help="this process's first reader in the run")
     parser.add_argument("--readers-total", type=int, default=0, help="readers in the run (with --seed)")
     parser.add_argument("--topics", default="", help="comma-separated configured topics (with --seed)")
+    parser.add_argument(
+        "--source",
+        help="connect from this local address, e.g. 127.0.0.2: each (source, server address) pair has "
+        "only the ~28,000 ephemeral ports, fewer than 30,000 readers of one port need",
+    )
     return parser.parse_args(argv)
+
+
+def local_addr(args: argparse.Namespace) -> dict[str, Any]:
+    """create_connection's keyword for --source, if given."""
+    return {"local_addr": (args.source, 0)} if args.source else {}
 
 
 def reader_plans(args: argparse.Namespace) -> list[ReaderPlan]:

@@ -18,11 +18,12 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from bench.loadgen_args import parse, raise_fd_limit, reader_plans, write_summary
+from bench.loadgen_args import local_addr, parse, raise_fd_limit, reader_plans, write_summary
 from bench.reader_check import ReaderCheck, Stats, line_index
 
 __all__ = ["Stats", "Subscriber"]  # bench.burst subclasses Subscriber and builds on Stats
@@ -40,6 +41,7 @@ class Subscriber(WSListener):  # type: ignore[misc]
         """A reader due `expected` lines (None: every line), checked by its ReaderCheck."""
         self.check = ReaderCheck(stats, expected)
         self.stats = stats
+        self.connect_kw: dict[str, Any] = {}  # create_connection's extra keywords (--source)
         self.stall = stall
         self.url = url
         self.reconnect = reconnect
@@ -66,7 +68,9 @@ class Subscriber(WSListener):  # type: ignore[misc]
             await asyncio.sleep(random.uniform(0.05, 0.25) * min(attempt + 1, 4))
             since = f"&since=en:{self.cursor}" if self.cursor else ""
             try:
-                await ws_connect(lambda: self, self.url + since, websocket_handshake_timeout=30)
+                await ws_connect(
+                    lambda: self, self.url + since, websocket_handshake_timeout=30, **self.connect_kw
+                )
                 return
             except (TimeoutError, OSError, Exception):
                 continue
@@ -114,12 +118,14 @@ async def main() -> None:
             plan = plans[i]
             # One listener (and check) for every attempt: a reader due no line counts as complete once.
             listener = Subscriber(stats, i < args.stalled, plan.url, args.reconnect, plan.expected)
+            listener.connect_kw = local_addr(args)
             for attempt in range(5):
                 try:
                     transport, _ = await ws_connect(
                         lambda listener=listener: listener,  # type: ignore[misc]
                         plan.url,
                         websocket_handshake_timeout=30,
+                        **listener.connect_kw,
                     )
                     transports.append(transport)
                     return

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from bench.loadgen_args import parse, raise_fd_limit, reader_plans, write_summary
+from bench.loadgen_args import local_addr, parse, raise_fd_limit, reader_plans, write_summary
 from bench.reader_check import ReaderCheck, Stats, line_index
 from bench.sse_stream import SseStream, StreamError
 
@@ -113,7 +113,9 @@ async def main() -> None:
             reader = SseReader(ReaderCheck(stats, plan.expected), request, i < args.stalled)
             for attempt in range(5):
                 try:
-                    transport, _ = await loop.create_connection(partial(_same, reader), host, port)
+                    transport, _ = await loop.create_connection(
+                        partial(_same, reader), host, port, **local_addr(args)
+                    )
                 except OSError:
                     await asyncio.sleep(0.2 * (attempt + 1))
                     continue
