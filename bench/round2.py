@@ -1,9 +1,12 @@
 """Issue 14's table, every row measured once beside its reference, in one invocation.
 
-    python -m bench.round2                      # the issue's scales: about 20 minutes here
+    python -m bench.round2                      # the issue's scales: about 12-15 minutes here (*)
     python -m bench.round2 --scale 0.2          # a quick pass: a fifth of the readers
     python -m bench.round2 --only 1k,filters    # some scenarios only
     python -m bench.round2 --lock /tmp/flashwire-bench.lock   # each scenario alone on a shared machine
+
+(*) Estimated from the scenarios run one at a time at scale 1 on the shared 2-core machine: 10k
+1.4-2.5 minutes, 15k and filters 3.0 together, 30k 2.8; the whole pass at --scale 0.2 took 5.7-8.1.
 
 Runs bench.fanout (in this process: its servers and load generators are processes of their own)
 once per scenario, each on a private redis-server and fresh processes, and bench.burst (another
