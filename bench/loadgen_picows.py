@@ -4,7 +4,8 @@ file-descriptor limit; bench.fanout gives each process 9,000).
 Started by bench.fanout. Connects its share of subscribers (round-robin over the
 given URLs), prints "ready" once every one has its snapshot, then records when
 each `bench <i>` line arrives at each subscriber, and checks order: every
-subscriber must see lines 0..L-1 exactly once, in order. A fraction of the
+subscriber must see lines 0..L-1 (or, with `--seed`, the lines its random filter
+matches: bench.filters) exactly once, in order (bench.reader_check). A fraction of the
 subscribers can be "stalled": they stop reading (their socket's receive side is
 paused) right after the snapshot. Writes a JSON summary with, per line, every
 arrival time, and exits when all live subscribers have all lines or on timeout.
@@ -12,44 +13,49 @@ arrival time, and exits when all live subscribers have all lines or on timeout.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import random
-import resource
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from bench.loadgen_args import local_addr, parse, raise_fd_limit, reader_plans, write_summary
+from bench.reader_check import ReaderCheck, Stats, line_index
 
-class Stats:
-    def __init__(self, lines: int) -> None:
-        self.lines = lines
-        self.arrivals: list[list[float]] = [[] for _ in range(lines)]
-        self.ready = 0
-        self.complete = 0
-        self.out_of_order = 0
-        self.duplicates = 0
-        self.closed_early = 0
-        self.reconnects = 0
-        self.done = asyncio.Event()
-        self.all_ready = asyncio.Event()
-        self.expected_ready = 0
-        self.expected_complete = 0
+__all__ = ["Stats", "Subscriber"]  # bench.burst subclasses Subscriber and builds on Stats
 
 
 class Subscriber(WSListener):  # type: ignore[misc]
-    def __init__(self, stats: Stats, stall: bool, url: str = "", reconnect: bool = False) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        stall: bool,
+        url: str = "",
+        reconnect: bool = False,
+        expected: Sequence[int] | None = None,
+    ) -> None:
+        """A reader due `expected` lines (None: every line), checked by its ReaderCheck."""
+        self.check = ReaderCheck(stats, expected)
         self.stats = stats
+        self.connect_kw: dict[str, Any] = {}  # create_connection's extra keywords (--source)
         self.stall = stall
         self.url = url
         self.reconnect = reconnect
         self.cursor = ""
-        self.next_index = 0
         self.is_ready = False
-        self.finished = False
+
+    @property
+    def finished(self) -> bool:
+        """Whether this reader has all its lines (bench.burst's subclass sets it itself)."""
+        return self.check.finished
+
+    @finished.setter
+    def finished(self, value: bool) -> None:
+        self.check.finished = value
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.reconnect and not self.finished:
@@ -62,7 +68,9 @@ class Subscriber(WSListener):  # type: ignore[misc]
             await asyncio.sleep(random.uniform(0.05, 0.25) * min(attempt + 1, 4))
             since = f"&since=en:{self.cursor}" if self.cursor else ""
             try:
-                await ws_connect(lambda: self, self.url + since, websocket_handshake_timeout=30)
+                await ws_connect(
+                    lambda: self, self.url + since, websocket_handshake_timeout=30, **self.connect_kw
+                )
                 return
             except (TimeoutError, OSError, Exception):
                 continue
@@ -81,10 +89,7 @@ class Subscriber(WSListener):  # type: ignore[misc]
         if not self.is_ready:
             if b'"snapshot"' in payload[:40]:
                 self.is_ready = True
-                stats = self.stats
-                stats.ready += 1
-                if stats.ready >= stats.expected_ready:
-                    stats.all_ready.set()
+                self.stats.mark_ready()
                 if self.stall:
                     # Stop reading: the kernel buffers fill and the server must cope.
                     transport.underlying_transport.pause_reading()
@@ -93,38 +98,15 @@ class Subscriber(WSListener):  # type: ignore[misc]
             return
         message = orjson.loads(payload)
         self.cursor = message["cursor"]
-        text = message["line"]["text"]
-        if not text.startswith("bench "):
-            return
-        index = int(text[6:])
-        if index == self.next_index:
-            self.stats.arrivals[index].append(now)
-            self.next_index += 1
-            if self.next_index == self.stats.lines:
-                self.finished = True
-                self.stats.complete += 1
-                if self.stats.complete >= self.stats.expected_complete:
-                    self.stats.done.set()
-        elif index < self.next_index:
-            self.stats.duplicates += 1
-        else:
-            self.stats.out_of_order += 1
-            self.next_index = index + 1
+        index = line_index(message["line"]["text"])
+        if index is not None:
+            self.check.arrived(index, now)
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--urls", required=True, help="comma-separated ws:// URLs, round-robin")
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--lines", type=int, required=True)
-    parser.add_argument("--stalled", type=int, default=0, help="how many of this process's subscribers stall")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--reconnect", action="store_true", help="resume with the cursor after a drop")
-    args = parser.parse_args()
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
-    urls = args.urls.split(",")
+    args = parse()
+    raise_fd_limit()
+    plans = reader_plans(args)
     stats = Stats(args.lines)
     stats.expected_ready = args.count
     stats.expected_complete = args.count - args.stalled
@@ -133,14 +115,17 @@ async def main() -> None:
 
     async def open_one(i: int) -> None:
         async with semaphore:
+            plan = plans[i]
+            # One listener (and check) for every attempt: a reader due no line counts as complete once.
+            listener = Subscriber(stats, i < args.stalled, plan.url, args.reconnect, plan.expected)
+            listener.connect_kw = local_addr(args)
             for attempt in range(5):
                 try:
-                    url = urls[i % len(urls)]
-                    listener = Subscriber(stats, i < args.stalled, url, args.reconnect)
                     transport, _ = await ws_connect(
                         lambda listener=listener: listener,  # type: ignore[misc]
-                        url,
+                        plan.url,
                         websocket_handshake_timeout=30,
+                        **listener.connect_kw,
                     )
                     transports.append(transport)
                     return
@@ -151,21 +136,12 @@ async def main() -> None:
     await asyncio.gather(*(open_one(i) for i in range(args.count)))
     await asyncio.wait_for(stats.all_ready.wait(), 120)
     print("ready", flush=True)
+    stats.measuring()
     try:
         await asyncio.wait_for(stats.done.wait(), args.timeout)
     except TimeoutError:
         pass
-    summary = {
-        "arrivals": stats.arrivals,
-        "complete": stats.complete,
-        "expected_complete": stats.expected_complete,
-        "duplicates": stats.duplicates,
-        "out_of_order": stats.out_of_order,
-        "closed_early": stats.closed_early,
-        "reconnects": stats.reconnects,
-    }
-    with open(args.out, "w") as handle:  # noqa: ASYNC230 - once, after the measurement
-        json.dump(summary, handle)
+    write_summary(args.out, stats.summary())
     for transport in transports:
         transport.disconnect()
     print("done", flush=True)

@@ -4,6 +4,10 @@ websockets' `broadcast()` on uvloop, compression off, one XREAD reader on the
 same ticker stream as Flashwire, the frame built once per event exactly like
 Flashwire's. No filters, no resume, no outbox: what is left is the cost of
 writing the frames. bench.fanout runs it beside the service in the same run.
+
+With `--reuse-port`, several of these processes listen on one port (SO_REUSEPORT: the kernel
+spreads the connections over them), each with its own XREAD reader: the reference for a node of
+`flashwire serve --workers N` (`bench.fanout --reference-processes N`).
 """
 
 from __future__ import annotations
@@ -47,10 +51,19 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--edition", default="en")
+    parser.add_argument("--reuse-port", action="store_true", help="share the port with other processes")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
-    async with serve(handler, "127.0.0.1", args.port, compression=None, ping_interval=None, max_queue=1):
+    async with serve(
+        handler,
+        "127.0.0.1",
+        args.port,
+        compression=None,
+        ping_interval=None,
+        max_queue=1,
+        reuse_port=args.reuse_port or None,
+    ):
         print("ready", flush=True)
         await reader(args.redis, f"{{fw}}:ticker:{args.edition}", args.edition)
 
