@@ -14,16 +14,18 @@ from flashwire.dev.redis_server import RedisProcess
 from flashwire.service import history as history_module
 from flashwire.service.delivery import Delivery
 from flashwire.service.events import Filter
-from flashwire.service.hub import Hub
+from flashwire.service.hub import Hub, Subscriber
+from flashwire.service.outbox import Outbox
 from flashwire.service.reach import ReachRecorder
 from flashwire.service.subscription import build
-from flashwire.service.wire import OPEN
+from flashwire.service.wire import OPEN, WEBSOCKET
 
 
 class RecordingWriter:
     """Stands in for a socket's direct writer and keeps what it was given."""
 
     backlog_ok = True
+    encoding = WEBSOCKET
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -151,6 +153,38 @@ async def test_snapshot_messages_are_shared_and_bounded(redis_server: RedisProce
                 assert len(orjson.loads(frame)["lines"]) == (1 if rank == 2 else 0)
                 kept = sum(len(f) for f in hub.history._snapshot_frames.values())
                 assert kept == hub.history._snapshot_frames_chars <= 50_000
+    finally:
+        await hub.stop()
+        await redis.aclose()
+
+
+async def test_readers_leaving_leave_no_trace_in_the_hub(redis_server: RedisProcess) -> None:
+    """Readers of different filters and editions registering and leaving (once or twice) leave the
+    hub's subscriber index empty: no group, no topic or urgency entry, no reader counted."""
+    settings = Settings.from_env({"REDIS_URL": redis_server.url})
+    redis = Redis.from_url(redis_server.url)
+    hub = Hub(redis, redis, Keys("fw"), settings)
+    try:
+        await hub.start()
+        subscribers = [
+            Subscriber(
+                editions=settings.editions[: 1 + i % len(settings.editions)],
+                filter=Filter(frozenset(settings.topics[i % 5 : i % 5 + i % 3]), i % 3),
+                outbox=Outbox(8),
+            )
+            for i in range(60)
+        ]
+        for subscriber in subscribers:
+            hub.register(subscriber)
+            hub.register(subscriber)
+        assert hub.subscriber_count == sum(len(s.editions) for s in subscribers)
+        for subscriber in subscribers:
+            hub.unregister(subscriber)
+            hub.unregister(subscriber)
+        assert hub.subscriber_count == 0
+        assert hub.readers == dict.fromkeys(settings.editions, 0)
+        for index in hub._subscribers.values():
+            assert (len(index), index.group_count, index.entry_count) == (0, 0, 0)
     finally:
         await hub.stop()
         await redis.aclose()
