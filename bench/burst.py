@@ -10,11 +10,14 @@ bench.loadgen_picows); then K editors (K tokens) post L lines through the real A
 (L/K each, every POST in flight together) or, with --interval, one every that many seconds.
 Reports the time from the first POST sent to the last POST answered, the last delivery after the
 last answer, lost, duplicated or out-of-order deliveries, readers closed as slow (close frames the
-subscribers saw, and the node's flashwire_slow_closed_total), and the node's CPU per delivery.
+subscribers saw, and the node's flashwire_slow_closed_total), and the node's CPU per delivery
+(its CPU while idle taken off; with --filtered, also what posting the lines costs it, measured in
+a first phase with no readers).
 
 With --filtered the same node is measured twice in one run: first every reader unfiltered, then
-each with a random filter (a random subset of the configured topics, a random min urgency) and
-every line random topics and urgency; each reader must get exactly the lines its filter takes.
+each with a random filter (one to three of the configured topics, a random min urgency) and every
+line random topics (one to three) and urgency, so that about a sixth of the readers take a line;
+each reader must get exactly the lines its filter takes.
 Ratios within one run are what count: the machine is shared.
 """
 
@@ -24,6 +27,7 @@ import argparse
 import asyncio
 import json
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -142,6 +146,10 @@ async def _loadgen(args: argparse.Namespace, plan: list[tuple[str, list[int]]]) 
         await asyncio.wait_for(stats.done.wait(), args.timeout)
     except TimeoutError:
         pass
+    # The parent reads the node's CPU now, then lets us go: closing thousands of connections is
+    # not part of what is measured.
+    print("complete", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     summary = {
         "arrivals": stats.arrivals,
         "lost": sum(len(s.expected - s.seen) for s in subscribers),
@@ -176,7 +184,7 @@ class Outcome:
 
 
 def _random_filter(rng: random.Random, topics: tuple[str, ...]) -> tuple[frozenset[str], int]:
-    return frozenset(rng.sample(topics, rng.randint(1, len(topics)))), rng.randint(0, 2)
+    return frozenset(rng.sample(topics, rng.randint(1, 3))), rng.randint(0, 2)
 
 
 def _plan(
@@ -256,13 +264,30 @@ def _slow_closed(api: str) -> int:
     )
 
 
+def _profiler(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy on the node until stopped with SIGINT (raw collapsed stacks, bench.profile_summary)."""
+    return subprocess.Popen(
+        [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+         "--output", output, "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def _measure(
-    run: Run, args: argparse.Namespace, tokens: list[str], node: psutil.Process, port: int, filtered: bool
+    run: Run,
+    args: argparse.Namespace,
+    tokens: list[str],
+    node: psutil.Process,
+    port: int,
+    kind: str,
+    profile: str | None = None,
 ) -> Outcome:
-    tag = f"run-{filtered}"
+    """One phase: `kind` is "unfiltered", "random filters" or "no readers" (what posting alone costs)."""
+    tag = kind.replace(" ", "-")
+    filtered = kind == "random filters"
     api = f"http://127.0.0.1:{port}"
     lines = _lines(args, filtered)
-    plan = _plan(args, filtered, lines)
+    plan = [] if kind == "no readers" else _plan(args, filtered, lines)
     loadgens = []
     for index, first in enumerate(range(0, len(plan), PER_PROCESS)):
         plan_file = run.tmp / f"{tag}-plan-{index}.json"
@@ -271,22 +296,37 @@ def _measure(
         process = run.start(
             [PYTHON, "-m", "bench.burst", "--loadgen", "--url", f"ws://127.0.0.1:{port}/ws", "--plan",
              str(plan_file), "--lines", str(args.lines), "--out", str(out), "--timeout", "120"],
-            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )  # fmt: skip
         loadgens.append((out, process))
     for _, process in loadgens:
         assert process.stdout is not None
         if process.stdout.readline().strip() != "ready":
             raise SystemExit("a load generator failed to connect its subscribers")
-    time.sleep(1.0)
+    # The node's CPU while idle (heartbeats, reach, readers online), taken off what follows.
+    idle_from, idle_cpu = time.monotonic(), sum(node.cpu_times()[:2])
+    time.sleep(2.0)
     slow_before = _slow_closed(api)
-    cpu_before = sum(node.cpu_times()[:2])
+    cpu_before, started = sum(node.cpu_times()[:2]), time.monotonic()
+    idle_per_s = (cpu_before - idle_cpu) / (started - idle_from)
+    profiler = _profiler(node.pid, profile) if profile else None
     sent, first_sent, last_answered = asyncio.run(_post_all(api, tokens, lines, args.interval))
     for _, process in loadgens:
         assert process.stdout is not None
+        if process.stdout.readline().strip() != "complete":
+            raise SystemExit("a load generator failed")
+    if not loadgens:
+        time.sleep(1.0)  # the node reads and dispatches the lines (to nobody)
+    cpu_s = sum(node.cpu_times()[:2]) - cpu_before - idle_per_s * (time.monotonic() - started)
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes what it has
+        profiler.wait(60)
+    for _, process in loadgens:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write("close\n")
+        process.stdin.flush()
         process.stdout.readline()
         process.wait(150)
-    cpu_s = sum(node.cpu_times()[:2]) - cpu_before
     summaries = [json.loads(out.read_text()) for out, _ in loadgens]
     arrivals: list[list[float]] = [[] for _ in range(args.lines)]
     for summary in summaries:
@@ -295,7 +335,7 @@ def _measure(
     lasts = [(max(times) - sent[i]) * 1000 for i, times in enumerate(arrivals) if times]
     every = [t for times in arrivals for t in times]
     return Outcome(
-        name=f"{'random filters' if filtered else 'unfiltered'}", subscribers=len(plan),
+        name=kind, subscribers=len(plan),
         posts_s=last_answered - first_sent, last_after_posts_s=(max(every) - last_answered) if every else float("nan"),
         line_last_median_ms=statistics.median(lasts) if lasts else float("nan"),
         line_last_max_ms=max(lasts) if lasts else float("nan"),
@@ -355,19 +395,10 @@ def main() -> None:
             _wait_http(f"http://127.0.0.1:{port}/healthz")
             tokens = asyncio.run(_make_tokens(run, args.editors))
             node = psutil.Process(service.pid)
-            profiler = None
-            for filtered in (False, True) if args.filtered else (False,):
-                if args.profile and filtered == args.filtered:
-                    profiler = subprocess.Popen(
-                        [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(service.pid), "--format",
-                         "raw", "--rate", "200", "--output", args.profile, "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                outcomes.append(_measure(run, args, tokens, node, port, filtered))
-                if profiler is not None:
-                    profiler.send_signal(2)  # SIGINT: py-spy writes what it has
-                    profiler.wait(60)
-                    profiler = None
+            kinds = ["no readers", "unfiltered", "random filters"] if args.filtered else ["unfiltered"]
+            for kind in kinds:
+                profile = args.profile if kind == kinds[-1] else None
+                outcomes.append(_measure(run, args, tokens, node, port, kind, profile))
         finally:
             run.close()
     print("\n".join(report(args, command, outcomes)))
@@ -381,19 +412,20 @@ def report(args: argparse.Namespace, command: str, outcomes: list[Outcome]) -> l
         + ("all at once" if args.interval <= 0 else f"one every {args.interval} s"),
         "",
         "| readers | subscribers | first POST sent → last answered | last delivery after it | line POST→last "
-        "(median / max) | deliveries | lost | duplicated | closed (seen / slow_closed) | node CPU per delivery |",
+        "(median / max) | deliveries | lost | duplicated | closed (seen / slow_closed) | node CPU per delivery (whole phase) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    posting = next((o.cpu_s for o in outcomes if o.name == "no readers"), 0.0)
     for o in outcomes:
-        per = o.cpu_s / o.deliveries * 1e6 if o.deliveries else float("nan")
+        per = (o.cpu_s - posting) / o.deliveries * 1e6 if o.deliveries else float("nan")
         lines.append(
             f"| {o.name} | {o.subscribers:,} | {o.posts_s:.2f} s | {o.last_after_posts_s:.2f} s "
             f"| {o.line_last_median_ms:.1f} / {o.line_last_max_ms:.1f} ms | {o.deliveries:,} | {o.lost} "
             f"| {o.duplicated} | {o.closed} / {o.slow_closed} | {per:.2f} µs ({o.cpu_s:.1f} s) |"
         )
-    if len(outcomes) == 2 and all(o.deliveries for o in outcomes):
-        base, filt = outcomes
-        ratio = (filt.cpu_s / filt.deliveries) / (base.cpu_s / base.deliveries)
+    if len(outcomes) == 3 and all(o.deliveries for o in outcomes[1:]):
+        base, filt = outcomes[1:]
+        ratio = ((filt.cpu_s - posting) / filt.deliveries) / ((base.cpu_s - posting) / base.deliveries)
         lines += [
             "",
             f"CPU per delivery, random filters / unfiltered: **{ratio:.2f}×**; slowest line to its last "

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -260,7 +260,70 @@ class Hub:
         No await in here: register() relies on every event up to the positions it returns having
         been dispatched, and every later one still to come.
         """
-        index = self._subscribers[edition]
+        selected = self._select(self._subscribers[edition], events)
+        if not selected:
+            return
+        positions = {e: p for e, p in self.history.positions.items() if e != edition}
+        frames = writes = offered = 0
+        reached: dict[int, int] = {}
+        for group, chosen in selected.items():
+            # Encoded once per encoding: a group may hold WebSocket and SSE readers.
+            encoding: Encoding | None = None
+            encoded: dict[Encoding, bytes] | None = None
+            data = b""
+            group_writes = counted = 0
+            for subscriber in group.subscribers:
+                writer = subscriber.writer
+                if writer is not None:
+                    if writer.encoding is not encoding:
+                        cached = None
+                        if encoding is not None:
+                            encoded = encoded or {}
+                            encoded[encoding] = data
+                            cached = encoded.get(writer.encoding)
+                        encoding = writer.encoding
+                        data = encoding.encode(chosen, positions) if cached is None else cached
+                    outcome = writer.write(data)
+                    if outcome == OPEN:
+                        group_writes += 1
+                        if subscriber.counted:
+                            counted += 1
+                    elif outcome == SLOW:
+                        subscriber.writer = None
+                        subscriber.outbox.overflowed = True
+                        subscriber.on_overflow()
+                    continue
+                outbox = subscriber.outbox
+                for item in chosen:
+                    if outbox.offer(item):
+                        offered += 1
+                    elif outbox.overflowed:
+                        subscriber.on_overflow()
+                        break
+            writes += group_writes
+            frames += group_writes * len(chosen)
+            if counted:
+                for event in chosen:
+                    if event.reach_key is not None:
+                        reached[id(event)] = reached.get(id(event), 0) + counted
+        # One addition per round, whatever the number of readers.
+        stats = self.stats
+        stats.deliveries += frames + offered
+        stats.direct_frames += frames
+        stats.direct_writes += writes
+        if reached and self.reach is not None:
+            now = now_ms()
+            for event in events:
+                count = reached.get(id(event))
+                if count:
+                    self.reach.delivered(event, now, count=count)
+
+    @staticmethod
+    def _select(
+        index: FilterIndex[Subscriber], events: Sequence[Event]
+    ) -> dict[Group[Subscriber], list[Event]]:
+        """What each group of readers is sent of `events`, in order: an event visits only the groups
+        whose filter takes it; one carrying a withdrawal asks every group (Filter.select)."""
         selected: dict[Group[Subscriber], list[Event]] = {}
         for event in events:
             if event.withdrawal is None:
@@ -271,70 +334,12 @@ class Hub:
                     else:
                         chosen.append(event)
                 continue
-            # A correction that moved the line: each filter says whether it gets the update, the
-            # withdrawal or nothing.
+            # A correction that moved the line: the update, its withdrawal, or nothing.
             for group in index.groups():
                 item = group.filter.select(event)
                 if item is not None:
                     selected.setdefault(group, []).append(item)
-        if not selected:
-            return
-        positions = {e: p for e, p in self.history.positions.items() if e != edition}
-        reached: dict[int, int] = {}
-        for group, chosen in selected.items():
-            counted = self._deliver(group, chosen, positions)
-            if counted:
-                for event in chosen:
-                    if event.reach_key is not None:
-                        reached[id(event)] = reached.get(id(event), 0) + counted
-        if reached and self.reach is not None:
-            now = now_ms()
-            for event in events:
-                count = reached.get(id(event))
-                if count:
-                    self.reach.delivered(event, now, count=count)
-
-    def _deliver(self, group: Group[Subscriber], events: list[Event], positions: Mapping[str, str]) -> int:
-        """Give a group's subscribers its events of the round: one write to each caught-up reader
-        (the events encoded once per encoding), each event offered to the others' outboxes.
-        Returns how many counted readers took the write (for reach)."""
-        # Encoded once per encoding (a group may hold WebSocket and SSE readers).
-        encoded: dict[Encoding, bytes] = {}
-        encoding: Encoding | None = None
-        data = b""
-        writes = reached = offered = 0
-        for subscriber in group.subscribers:
-            writer = subscriber.writer
-            if writer is not None:
-                if writer.encoding is not encoding:
-                    encoding = writer.encoding
-                    cached = encoded.get(encoding)
-                    if cached is None:
-                        cached = encoded[encoding] = encoding.encode(events, positions)
-                    data = cached
-                outcome = writer.write(data)
-                if outcome == OPEN:
-                    writes += 1
-                    if subscriber.counted:
-                        reached += 1
-                elif outcome == SLOW:
-                    subscriber.writer = None
-                    subscriber.outbox.overflowed = True
-                    subscriber.on_overflow()
-                continue
-            outbox = subscriber.outbox
-            for event in events:
-                if outbox.offer(event):
-                    offered += 1
-                elif outbox.overflowed:
-                    subscriber.on_overflow()
-                    break
-        # One addition per group and round, whatever the number of readers.
-        stats = self.stats
-        stats.deliveries += writes * len(events) + offered
-        stats.direct_frames += writes * len(events)
-        stats.direct_writes += writes
-        return reached
+        return selected
 
     async def snapshot(self, edition: str) -> Snapshot:
         """The edition's live lines and the cursor they stand at (TickerHistory.snapshot), for the
