@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -80,6 +80,10 @@ def _replica_not_ready_is_an_outage() -> Iterator[None]:
 
 
 READ_COUNT = 1_000
+# A dispatch round gives the event loop a turn at least this often (seconds), checked every
+# SLICE_READERS readers: an editor's POST waits at most about this long behind a fan-out.
+DISPATCH_SLICE_S = 0.005
+SLICE_READERS = 256
 
 
 @dataclass(eq=False, slots=True)
@@ -152,6 +156,8 @@ class Hub:
         # The tickers' generation this node's memory belongs to (None until the first read).
         self._epoch: str | None = None
         self._reading = False
+        # True while a dispatch round is under way (it may give the event loop turns).
+        self._dispatching = False
         self.stats = Stats()
         self.history = TickerHistory(redis, reader_redis, keys, settings, self.stats)
         self.connections = 0
@@ -245,7 +251,9 @@ class Hub:
         snapshot before this node read the newest entries); until the node catches up, the
         events in between must still pass the reader's duplicate check.
         """
-        return self.history.has_reached(positions)
+        # Not during a dispatch round that gave the loop a turn: the round's events, already in the
+        # positions, may still be on their way to this reader's outbox (see _dispatch).
+        return not self._dispatching and self.history.has_reached(positions)
 
     def unregister(self, subscriber: Subscriber) -> None:
         """Remove a subscriber (idempotent)."""
@@ -254,69 +262,108 @@ class Hub:
             if self._subscribers[edition].remove(subscriber, subscriber.filter):
                 counts[edition] -= 1
 
-    def _dispatch(self, edition: str, events: Sequence[Event]) -> None:
+    async def _dispatch(self, edition: str, events: Sequence[Event]) -> None:
         """Hand one round's events of `edition` (in ticker order) to every subscriber they match.
 
-        No await in here: register() relies on every event up to the positions it returns having
-        been dispatched, and every later one still to come.
+        A long round gives the event loop a turn every DISPATCH_SLICE_S, so that the newsroom API
+        and new readers are served while thousands of readers are written to (issue 14: 200 posts
+        took 10 s to be answered behind the fan-out). What a turn lets happen is safe: the round's
+        entries are already recorded, so a reader registering now gets positions after them and
+        any of them reaching it anyway fails its duplicate check (Subscriber.fresh); a reader
+        leaving is at worst written to once more (CLOSED); and no reader switches to direct writes
+        until the round is over (`has_reached`), which would skip that check.
         """
         selected = self._select(self._subscribers[edition], events)
         if not selected:
             return
         positions = {e: p for e, p in self.history.positions.items() if e != edition}
-        frames = writes = offered = 0
+        loop = asyncio.get_running_loop()
+        turn_at = loop.time() + DISPATCH_SLICE_S
+        totals = [0, 0, 0]  # frames written, writes, frames queued in outboxes
         reached: dict[int, int] = {}
-        for group, chosen in selected.items():
-            # Encoded once per encoding: a group may hold WebSocket and SSE readers.
-            encoding: Encoding | None = None
-            encoded: dict[Encoding, bytes] | None = None
-            data = b""
-            group_writes = counted = 0
-            for subscriber in group.subscribers:
-                writer = subscriber.writer
-                if writer is not None:
-                    if writer.encoding is not encoding:
-                        cached = None
-                        if encoding is not None:
-                            encoded = encoded or {}
-                            encoded[encoding] = data
-                            cached = encoded.get(writer.encoding)
-                        encoding = writer.encoding
-                        data = encoding.encode(chosen, positions) if cached is None else cached
-                    outcome = writer.write(data)
-                    if outcome == OPEN:
-                        group_writes += 1
-                        if subscriber.counted:
-                            counted += 1
-                    elif outcome == SLOW:
-                        subscriber.writer = None
-                        subscriber.outbox.overflowed = True
-                        subscriber.on_overflow()
-                    continue
-                outbox = subscriber.outbox
-                for item in chosen:
-                    if outbox.offer(item):
-                        offered += 1
-                    elif outbox.overflowed:
-                        subscriber.on_overflow()
-                        break
-            writes += group_writes
-            frames += group_writes * len(chosen)
-            if counted:
-                for event in chosen:
-                    if event.reach_key is not None:
-                        reached[id(event)] = reached.get(id(event), 0) + counted
+        self._dispatching = True
+        try:
+            for group, chosen in selected.items():
+                if loop.time() >= turn_at:
+                    await asyncio.sleep(0)
+                    turn_at = loop.time() + DISPATCH_SLICE_S
+                members = group.subscribers
+                if len(members) <= SLICE_READERS:
+                    counted = self._deliver(members, chosen, positions, totals)
+                else:
+                    # A copy, taken in slices: the set may change while the loop has a turn.
+                    copied, counted = list(members), 0
+                    for first in range(0, len(copied), SLICE_READERS):
+                        if first and loop.time() >= turn_at:
+                            await asyncio.sleep(0)
+                            turn_at = loop.time() + DISPATCH_SLICE_S
+                        part = copied[first : first + SLICE_READERS]
+                        counted += self._deliver(part, chosen, positions, totals)
+                if counted:
+                    for event in chosen:
+                        if event.reach_key is not None:
+                            reached[id(event)] = reached.get(id(event), 0) + counted
+        finally:
+            self._dispatching = False
         # One addition per round, whatever the number of readers.
         stats = self.stats
-        stats.deliveries += frames + offered
-        stats.direct_frames += frames
-        stats.direct_writes += writes
+        stats.deliveries += totals[0] + totals[2]
+        stats.direct_frames += totals[0]
+        stats.direct_writes += totals[1]
         if reached and self.reach is not None:
             now = now_ms()
             for event in events:
                 count = reached.get(id(event))
                 if count:
                     self.reach.delivered(event, now, count=count)
+
+    @staticmethod
+    def _deliver(
+        subscribers: Iterable[Subscriber],
+        chosen: list[Event],
+        positions: Mapping[str, str],
+        totals: list[int],
+    ) -> int:
+        """Give these subscribers of one group the group's events of the round: one write to each
+        caught-up reader (the events encoded once per encoding: a group may hold WebSocket and SSE
+        readers), each event offered to the others' outboxes. Adds to `totals` (frames written,
+        writes, frames queued); returns how many counted readers took the write (for reach)."""
+        encoding: Encoding | None = None
+        encoded: dict[Encoding, bytes] | None = None
+        data = b""
+        writes = counted = offered = 0
+        for subscriber in subscribers:
+            writer = subscriber.writer
+            if writer is not None:
+                if writer.encoding is not encoding:
+                    cached = None
+                    if encoding is not None:
+                        encoded = encoded or {}
+                        encoded[encoding] = data
+                        cached = encoded.get(writer.encoding)
+                    encoding = writer.encoding
+                    data = encoding.encode(chosen, positions) if cached is None else cached
+                outcome = writer.write(data)
+                if outcome == OPEN:
+                    writes += 1
+                    if subscriber.counted:
+                        counted += 1
+                elif outcome == SLOW:
+                    subscriber.writer = None
+                    subscriber.outbox.overflowed = True
+                    subscriber.on_overflow()
+                continue
+            outbox = subscriber.outbox
+            for item in chosen:
+                if outbox.offer(item):
+                    offered += 1
+                elif outbox.overflowed:
+                    subscriber.on_overflow()
+                    break
+        totals[0] += writes * len(chosen)
+        totals[1] += writes
+        totals[2] += offered
+        return counted
 
     @staticmethod
     def _select(
@@ -449,7 +496,7 @@ class Hub:
                 if event is not None:
                     events.append(event)
             self.stats.events_read += len(events)
-            self._dispatch(edition, events)
+            await self._dispatch(edition, events)
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -227,7 +227,7 @@ async def test_a_round_is_encoded_once_per_encoding_and_written_once_per_reader(
             Event.from_entry("en", f"{i}-0", {b"t": b"line", b"d": orjson.dumps({"line": {"id": f"en-{i}"}})})
             for i in (1, 2, 3)
         ]
-        hub._dispatch("en", events)
+        await hub._dispatch("en", events)
         assert tagged.calls == 1
         for writer in writers[::2]:
             assert writer.frames == [b"".join(event.wire for event in events)]
