@@ -5,7 +5,7 @@ several apps in one process never collide. What /metrics shows, all prefixed `fl
 
 - the hub's state, read when scraped (`_HubCollector`): gauges `connections`,
   `subscriptions`, `outbox_frames`, `direct_writers`; counters `events_read_total`,
-  `deliveries_total`, `direct_frames_total`, `slow_closed_total`, `replay_reads_total`,
+  `deliveries_total`, `direct_frames_total`, `direct_writes_total`, `slow_closed_total`, `replay_reads_total`,
   `snapshot_reads_total`, `replay_from_ring_total`, `redis_errors_total`,
   `history_resets_total`. `direct_writers` says how many connections are on the fast path
   (service/wire.py); `direct_frames_total` that frames really went that way;
@@ -160,6 +160,12 @@ class _HubCollector:
                 "Event frames the hub wrote straight to reader transports (the fast path), "
                 "added once per event for all its readers.",
                 stats.direct_frames,
+            ),
+            (
+                "flashwire_direct_writes",
+                "Writes that carried those frames: one per reader per dispatch round, so fewer than "
+                "the frames when a burst brought several events at once.",
+                stats.direct_writes,
             ),
             (
                 "flashwire_slow_closed",

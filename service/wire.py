@@ -7,14 +7,22 @@ websockets' broadcast() does, instead of one ASGI `send` per subscriber. This
 only engages under uvicorn's websockets-sansio protocol, whose connection state
 we can read; anything else keeps the ASGI path. A reader whose unsent bytes
 exceed the limit is treated as too slow, exactly like an outbox overflow.
+
+When one Redis read brings several events, the hub writes all of a reader's frames of that
+round with one `write` (service/hub.py): a writer's `encoding` turns the events into the bytes
+to write, once for every writer that frames them identically (`WEBSOCKET` here; SSE has its own).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flashwire.core.protocol import HEARTBEAT_FRAME, PONG_FRAME
+
+if TYPE_CHECKING:
+    from flashwire.service.events import Event
 
 WS_TEXT = 0x81  # FIN + text opcode
 
@@ -38,10 +46,67 @@ HEARTBEAT_WIRE = text_frame(HEARTBEAT_FRAME.encode())
 PONG_WIRE = text_frame(PONG_FRAME.encode())
 
 
+class Encoding(Protocol):
+    """How a kind of direct writer frames events: hashable, one object shared by every writer
+    that frames them identically, so that the hub encodes a round's events once per filter."""
+
+    @property
+    def heartbeat(self) -> bytes:
+        """What the hub's heartbeat loop writes."""
+        ...
+
+    def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
+        """The bytes to write for `events`, in order, all of one edition. `positions` is the hub's
+        cursor of every other edition at the dispatch (edition -> cursor text); each event's own
+        edition is at `event.cursor`."""
+        ...
+
+
+class Writer(Protocol):
+    """A connection the hub writes to directly once its reader has caught up."""
+
+    @property
+    def encoding(self) -> Encoding:
+        """How to frame events for it."""
+        ...
+
+    @property
+    def backlog_ok(self) -> bool:
+        """Is little enough still unsent for direct writes to start?"""
+        ...
+
+    def write(self, data: bytes) -> int:
+        """Write `data`: OPEN if written, CLOSED if the connection is closing, SLOW if backed up."""
+        ...
+
+
+class WebSocketEncoding:
+    """How every WebSocket reader is sent events: each event's pre-encoded frame (`Event.wire`),
+    back to back. One instance (`WEBSOCKET`) is shared by every `DirectWriter`, so the hub encodes
+    a round's events once per filter and writes the same bytes to all of its readers."""
+
+    __slots__ = ()
+
+    heartbeat: bytes = HEARTBEAT_WIRE
+
+    def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
+        """The frames of `events`, in order. `positions` (the other editions' cursors, which SSE
+        puts in its event ids) plays no part in a WebSocket frame."""
+        if len(events) == 1:
+            return events[0].wire
+        return b"".join([event.wire for event in events])
+
+
+WEBSOCKET = WebSocketEncoding()
+
+
 class DirectWriter:
     """Writes whole frames to one uvicorn websockets-sansio connection."""
 
     __slots__ = ("_limit", "_protocol", "_transport")
+
+    # How the hub frames events for this writer (see WebSocketEncoding).
+    encoding = WEBSOCKET
 
     def __init__(self, protocol: Any, limit_bytes: int) -> None:
         self._protocol = protocol
@@ -64,12 +129,13 @@ class DirectWriter:
         """Is little enough still unsent (a snapshot, say) for direct writes to start?"""
         return bool(self._transport.get_write_buffer_size() <= self._limit // 2)
 
-    def write(self, frame: bytes) -> int:
-        """Write one frame: OPEN if written, CLOSED if the connection is closing, SLOW if backed up."""
+    def write(self, data: bytes) -> int:
+        """Write whole frames (one, or a round's several): OPEN if written, CLOSED if the connection
+        is closing, SLOW if backed up."""
         transport = self._transport
         if self._protocol.close_sent or transport.is_closing():
             return CLOSED
         if transport.get_write_buffer_size() > self._limit:
             return SLOW
-        transport.write(frame)
+        transport.write(data)
         return OPEN

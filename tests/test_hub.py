@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -13,17 +14,19 @@ from flashwire.core.settings import Settings
 from flashwire.dev.redis_server import RedisProcess
 from flashwire.service import history as history_module
 from flashwire.service.delivery import Delivery
-from flashwire.service.events import Filter
-from flashwire.service.hub import Hub
+from flashwire.service.events import Event, Filter
+from flashwire.service.hub import Hub, Subscriber
+from flashwire.service.outbox import Outbox
 from flashwire.service.reach import ReachRecorder
 from flashwire.service.subscription import build
-from flashwire.service.wire import OPEN
+from flashwire.service.wire import OPEN, WEBSOCKET
 
 
 class RecordingWriter:
     """Stands in for a socket's direct writer and keeps what it was given."""
 
     backlog_ok = True
+    encoding = WEBSOCKET
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -151,6 +154,87 @@ async def test_snapshot_messages_are_shared_and_bounded(redis_server: RedisProce
                 assert len(orjson.loads(frame)["lines"]) == (1 if rank == 2 else 0)
                 kept = sum(len(f) for f in hub.history._snapshot_frames.values())
                 assert kept == hub.history._snapshot_frames_chars <= 50_000
+    finally:
+        await hub.stop()
+        await redis.aclose()
+
+
+async def test_readers_leaving_leave_no_trace_in_the_hub(redis_server: RedisProcess) -> None:
+    """Readers of different filters and editions registering and leaving (once or twice) leave the
+    hub's subscriber index empty: no group, no topic or urgency entry, no reader counted."""
+    settings = Settings.from_env({"REDIS_URL": redis_server.url})
+    redis = Redis.from_url(redis_server.url)
+    hub = Hub(redis, redis, Keys("fw"), settings)
+    try:
+        await hub.start()
+        subscribers = [
+            Subscriber(
+                editions=settings.editions[: 1 + i % len(settings.editions)],
+                filter=Filter(frozenset(settings.topics[i % 5 : i % 5 + i % 3]), i % 3),
+                outbox=Outbox(8),
+            )
+            for i in range(60)
+        ]
+        for subscriber in subscribers:
+            hub.register(subscriber)
+            hub.register(subscriber)
+        assert hub.subscriber_count == sum(len(s.editions) for s in subscribers)
+        for subscriber in subscribers:
+            hub.unregister(subscriber)
+            hub.unregister(subscriber)
+        assert hub.subscriber_count == 0
+        assert hub.readers == dict.fromkeys(settings.editions, 0)
+        for index in hub._subscribers.values():
+            assert (len(index), index.group_count, index.entry_count) == (0, 0, 0)
+    finally:
+        await hub.stop()
+        await redis.aclose()
+
+
+class TaggedEncoding:
+    """Another framing (as SSE's is): each event's cursor, one per line; counts its calls."""
+
+    heartbeat = b"\n"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
+        self.calls += 1
+        return b"".join(f"{event.cursor}\n".encode() for event in events)
+
+
+async def test_a_round_is_encoded_once_per_encoding_and_written_once_per_reader(
+    redis_server: RedisProcess,
+) -> None:
+    """Readers of one filter on two framings and one still catching up (its outbox): a round of three
+    events costs one encode per framing and one write per caught-up reader, in ticker order, and the
+    outbox gets each event."""
+    settings = Settings.from_env({"REDIS_URL": redis_server.url})
+    redis = Redis.from_url(redis_server.url)
+    hub = Hub(redis, redis, Keys("fw"), settings)
+    try:
+        await hub.start()
+        tagged = TaggedEncoding()
+        writers = [RecordingWriter(), RecordingWriter(), RecordingWriter(), RecordingWriter()]
+        writers[1].encoding = writers[3].encoding = tagged  # type: ignore[assignment]
+        subscribers = [Subscriber(editions=("en",), filter=Filter(), outbox=Outbox(8)) for _ in range(5)]
+        for subscriber, writer in zip(subscribers, writers, strict=False):
+            subscriber.writer = writer
+            hub.register(subscriber)
+        hub.register(subscribers[4])
+        events = [
+            Event.from_entry("en", f"{i}-0", {b"t": b"line", b"d": orjson.dumps({"line": {"id": f"en-{i}"}})})
+            for i in (1, 2, 3)
+        ]
+        await hub._dispatch("en", events)
+        assert tagged.calls == 1
+        for writer in writers[::2]:
+            assert writer.frames == [b"".join(event.wire for event in events)]
+        for writer in writers[1::2]:
+            assert writer.frames == [b"1-0\n2-0\n3-0\n"]
+        assert subscribers[4].outbox.drain() == events
+        assert (hub.stats.direct_frames, hub.stats.direct_writes, hub.stats.deliveries) == (12, 4, 15)
     finally:
         await hub.stop()
         await redis.aclose()
