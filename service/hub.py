@@ -40,7 +40,7 @@ from flashwire.service.client_addresses import ClientAddresses
 from flashwire.service.events import Event, Filter
 from flashwire.service.history import Snapshot, TickerHistory, parse_entry
 from flashwire.service.outbox import Outbox, Reset
-from flashwire.service.wire import HEARTBEAT_WIRE, OPEN, SLOW, DirectWriter
+from flashwire.service.wire import OPEN, SLOW, WEBSOCKET, Writer
 
 if TYPE_CHECKING:
     from flashwire.service.reach import ReachRecorder
@@ -87,7 +87,7 @@ class Subscriber:
     on_reset: Callable[[], None] = lambda: None
     positions: dict[str, CursorKey] = field(default_factory=dict)
     # Set once the subscriber has caught up, when its transport can take frames directly.
-    writer: DirectWriter | None = None
+    writer: Writer | None = None
     # False for the desk's own ticker connection (docs/protocol.md 2.4): counted apart, in neither
     # reach nor the readers online.
     counted: bool = True
@@ -251,13 +251,21 @@ class Hub:
         written = 0
         reached = 0
         offered = 0
+        # Other encodings' bytes (SSE, service/sse_wire.py), once per event variant and encoding.
+        encoded: dict[tuple[int, object], bytes] = {}
         for subscriber in self._subscribers[event.edition]:
             selected = subscriber.filter.select(event)
             if selected is None:
                 continue
             writer = subscriber.writer
             if writer is not None:
-                outcome = writer.write(selected.wire)
+                encoding = writer.encoding
+                if encoding is WEBSOCKET:
+                    data = selected.wire
+                elif not (data := encoded.get((id(selected), encoding), b"")):
+                    data = encoding.encode((selected,), self.history.positions)
+                    encoded[id(selected), encoding] = data
+                outcome = writer.write(data)
                 if outcome == OPEN:
                     written += 1
                     if selected is event and subscriber.counted:
@@ -391,6 +399,6 @@ class Hub:
             await asyncio.sleep(self._settings.heartbeat_s)
             for sub in self._each_subscriber():
                 if sub.writer is not None:
-                    sub.writer.write(HEARTBEAT_WIRE)
+                    sub.writer.write(sub.writer.encoding.heartbeat)
                 else:
                     sub.outbox.offer(HEARTBEAT_FRAME)

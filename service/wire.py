@@ -12,9 +12,13 @@ exceed the limit is treated as too slow, exactly like an outbox overflow.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flashwire.core.protocol import HEARTBEAT_FRAME, PONG_FRAME
+
+if TYPE_CHECKING:
+    from flashwire.service.events import Event
 
 WS_TEXT = 0x81  # FIN + text opcode
 
@@ -38,10 +42,50 @@ HEARTBEAT_WIRE = text_frame(HEARTBEAT_FRAME.encode())
 PONG_WIRE = text_frame(PONG_FRAME.encode())
 
 
+class Encoding(Protocol):
+    """How a kind of direct writer frames events: shared (and hashable) by every writer that
+    frames them identically, so that the hub encodes a dispatch once per group of them."""
+
+    heartbeat: bytes
+
+    def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
+        """The bytes to write for `events` (in order, all of one edition); `positions` is the hub's
+        cursor of every other edition (edition -> cursor text) at the time of the dispatch."""
+        ...
+
+
+class Writer(Protocol):
+    """What the hub writes to once a reader has caught up (DirectWriter, service/sse_wire.py's
+    SseWriter): `write` returns OPEN, CLOSED or SLOW."""
+
+    @property
+    def encoding(self) -> Encoding: ...
+
+    @property
+    def backlog_ok(self) -> bool: ...
+
+    def write(self, data: bytes) -> int: ...
+
+
+class WebSocketEncoding:
+    """WebSocket text frames: each event's own pre-encoded frame (`Event.wire`), the same for
+    every reader; `positions` is not needed."""
+
+    heartbeat = HEARTBEAT_WIRE
+
+    def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
+        """The events' frames, one after the other."""
+        return b"".join(event.wire for event in events)
+
+
+WEBSOCKET = WebSocketEncoding()
+
+
 class DirectWriter:
     """Writes whole frames to one uvicorn websockets-sansio connection."""
 
     __slots__ = ("_limit", "_protocol", "_transport")
+    encoding = WEBSOCKET
 
     def __init__(self, protocol: Any, limit_bytes: int) -> None:
         self._protocol = protocol

@@ -17,13 +17,14 @@ from flashwire.service.events import Filter
 from flashwire.service.hub import Hub
 from flashwire.service.reach import ReachRecorder
 from flashwire.service.subscription import build
-from flashwire.service.wire import OPEN
+from flashwire.service.wire import OPEN, WEBSOCKET
 
 
 class RecordingWriter:
     """Stands in for a socket's direct writer and keeps what it was given."""
 
     backlog_ok = True
+    encoding = WEBSOCKET
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
