@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 RETRY_MS = 2_000
 RETRY_AFTER_S = "5"
 CONTENT_TYPE = b"text/event-stream; charset=utf-8"
+# How a stream ends unless something else happens to it (immutable: one for every stream).
+STREAMING = Ending("server", status=200)
 
 
 def sse_endpoint(request: Request) -> ReaderStream:
@@ -143,14 +145,14 @@ class ReaderStream:
         self._settings = settings
         self._subscription = subscription
         self._started = started
-        self._ending = Ending("server", status=200)
+        self._ending = STREAMING  # shared until something happens to this stream
         self._reach = scope["app"].state.reach
         self._delivery: Delivery | None = None
         self._sender: asyncio.Task[None] | None = None
         self._handler: asyncio.Task[Any] | None = None
         self._stopping = False
         # The response's headers, until they are sent.
-        self._head = [(b"content-type", CONTENT_TYPE)] + [
+        self._head: list[tuple[bytes, bytes]] | None = [(b"content-type", CONTENT_TYPE)] + [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
         ]
         # Counted from here (no await since the checks in _open_stream) until the response ends.
@@ -219,7 +221,8 @@ class ReaderStream:
 
     def _start_message(self) -> Message:
         # Not a local of __call__: that frame lives as long as the stream, the headers need not.
-        head, self._head = self._head, []
+        head, self._head = self._head, None
+        assert head is not None
         return {"type": "http.response.start", "status": 200, "headers": head}
 
     def _start_sender(self, frames: AsyncIterator[str]) -> None:
