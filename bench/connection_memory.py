@@ -1,13 +1,14 @@
-"""Python memory per idle /ws reader, measured with tracemalloc inside the serving process.
+"""Python memory per idle /ws or /sse reader, measured with tracemalloc inside the serving process.
 
-    .venv/bin/python -m bench.connection_memory [--readers 5000] [--settle-s 3]
+    .venv/bin/python -m bench.connection_memory [--transport ws|sse] [--readers 5000] [--settle-s 3]
 
 Runs the service the way `flashwire serve` does (uvicorn, websockets-sansio, the same options,
 the default event loop) in this process, against a private redis-server, with tracemalloc on
 from the start. A warm-up round of readers connects and leaves (so lazy imports and caches are
 paid for), then the baseline snapshot is taken; N readers connect from a separate process
 (this module with --hold, so the clients' memory is not counted), each subscribes to `en` by the
-URL query and receives its snapshot, and after `--settle-s` (the readers have been handed over
+URL query and receives its snapshot (`--transport sse`: a GET /sse?editions=en over a plain
+socket, read until its snapshot), and after `--settle-s` (the readers have been handed over
 to direct writes and hold only idle state) the second snapshot is taken.
 
 Reported: bytes of Python allocations per reader (live at the second snapshot and not at the
@@ -17,6 +18,9 @@ starlette, uvicorn, websockets, asyncio, other; `--top N` lists the N files that
 Memory that C code allocates outside Python's allocators (the kernel's socket buffers, libuv's
 handles) is not included; the RSS figures of bench.fanout include it. Both snapshots are taken
 in one run, so the figure is steady from run to run (within about 60 B on the 2-core machine).
+Also reported: the serving process's resident memory (RSS, psutil) grown between the two
+snapshots, per reader; it includes the C allocations above and tracemalloc's own bookkeeping,
+so read it as an upper bound.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import psutil
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -65,8 +70,8 @@ def server_config(settings: Settings, port: int) -> uvicorn.Config:
 
 
 class Readers:
-    """N idle WebSocket readers in a child process (this module with --hold), so that their memory
-    is not the server's."""
+    """N idle readers (WebSocket, or SSE for an http:// URL) in a child process (this module with
+    --hold), so that their memory is not the server's."""
 
     def __init__(self, url: str, count: int) -> None:
         self.process = subprocess.Popen(
@@ -108,6 +113,35 @@ async def hold(url: str, count: int) -> None:
     await asyncio.Event().wait()
 
 
+async def hold_sse(url: str, count: int) -> None:
+    """The child for /sse: `count` plain sockets that each send the GET, read until their
+    snapshot, then stay connected without reading (a heartbeat or two fits in the socket
+    buffers), until the process is killed."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    handshakes = asyncio.Semaphore(100)  # within uvicorn's listen backlog
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    request = f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    connections: list[asyncio.StreamWriter] = []
+
+    async def subscribe() -> None:
+        async with handshakes:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            connections.append(writer)
+            writer.write(request)
+            received = b""
+            while b'"snapshot"' not in received:
+                data = await reader.read(65536)
+                if not data:
+                    raise RuntimeError(f"the server closed an SSE stream: {received[:200]!r}")
+                received += data
+
+    await asyncio.gather(*(subscribe() for _ in range(count)))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -120,7 +154,9 @@ async def _until_connections(server: uvicorn.Server, count: int, timeout_s: floa
         await asyncio.sleep(0.1)
 
 
-async def measure(config: uvicorn.Config, readers: int, warmup: int, settle_s: float, top: int) -> None:
+async def measure(
+    config: uvicorn.Config, transport: str, readers: int, warmup: int, settle_s: float, top: int
+) -> None:
     """Serve, take the two snapshots around `readers` idle readers, report, stop the server."""
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -128,7 +164,8 @@ async def measure(config: uvicorn.Config, readers: int, warmup: int, settle_s: f
         if serving.done():
             serving.result()
         await asyncio.sleep(0.05)
-    url = f"ws://127.0.0.1:{config.port}/ws?editions=en"
+    url = f"{'ws' if transport == 'ws' else 'http'}://127.0.0.1:{config.port}/{transport}?editions=en"
+    process = psutil.Process()
     children: list[Readers] = []
     try:
         progress(f"warm-up: {warmup} readers connect and leave")
@@ -139,6 +176,7 @@ async def measure(config: uvicorn.Config, readers: int, warmup: int, settle_s: f
         await asyncio.sleep(settle_s)
         gc.collect()
         before = tracemalloc.take_snapshot()
+        rss_before = process.memory_info().rss
 
         progress(f"baseline taken; {readers} readers connect")
         started = time.monotonic()
@@ -148,16 +186,18 @@ async def measure(config: uvicorn.Config, readers: int, warmup: int, settle_s: f
         await asyncio.sleep(settle_s)
         gc.collect()
         after = tracemalloc.take_snapshot()
+        rss_after = process.memory_info().rss
         connections = len(server.server_state.connections)
         progress("second snapshot taken")
     finally:
         for child in children:
             child.stop()
     print(
-        f"{readers:,} idle /ws readers ({connections:,} connections open at the snapshot; "
+        f"{readers:,} idle /{transport} readers ({connections:,} connections open at the snapshot; "
         f"connected and subscribed in {connect_s:.1f} s)"
     )
     report(before, after, readers, top)
+    print(f"RSS grown per reader: {(rss_after - rss_before) / readers:,.0f} B")
     server.should_exit = True
     await asyncio.wait_for(serving, 60)
 
@@ -181,6 +221,7 @@ def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, readers: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transport", choices=("ws", "sse"), default="ws")
     parser.add_argument("--readers", type=int, default=5000)
     parser.add_argument("--warmup", type=int, default=200, help="readers that connect and leave first")
     parser.add_argument("--settle-s", type=float, default=3.0)
@@ -188,7 +229,7 @@ def main() -> None:
     parser.add_argument("--hold", metavar="URL", help=argparse.SUPPRESS)  # the readers' child process
     args = parser.parse_args()
     if args.hold:
-        asyncio.run(hold(args.hold, args.readers))
+        asyncio.run((hold_sse if args.hold.startswith("http://") else hold)(args.hold, args.readers))
         return
     logging.basicConfig(level=logging.WARNING)
     tracemalloc.start()
@@ -207,7 +248,9 @@ def main() -> None:
             config = server_config(Settings.from_env(env), free_port())
             # The event loop `flashwire serve` gets: uvloop when it is installed.
             with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-                runner.run(measure(config, args.readers, args.warmup, args.settle_s, args.top))
+                runner.run(
+                    measure(config, args.transport, args.readers, args.warmup, args.settle_s, args.top)
+                )
         finally:
             redis.stop()
 

@@ -246,7 +246,8 @@ def create_app(settings: Settings | None = None) -> ReaderSocketDispatch:
         routes=routes,
         lifespan=lifespan,
         # Inside Starlette's error layer, whose 500 answer (_server_error) adds them itself.
-        middleware=[Middleware(SecurityHeaders)],
+        # SseAhead serves GET /sse ahead of the router, inside the headers (service/sse.py).
+        middleware=[Middleware(SecurityHeaders), Middleware(sse.SseAhead)],
         exception_handlers={
             ApiError: _api_error,
             RedisConnectionError: _redis_unavailable,

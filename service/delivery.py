@@ -28,7 +28,7 @@ from flashwire.service.hub import Hub, Subscriber
 from flashwire.service.outbox import Outbox, Reset
 from flashwire.service.reach import ReachRecorder
 from flashwire.service.subscription import Subscription
-from flashwire.service.wire import DirectWriter
+from flashwire.service.wire import Writer
 
 
 def dumps(message: dict[str, Any]) -> str:
@@ -48,7 +48,7 @@ class Delivery:
         *,
         on_overflow: Callable[[], None] = lambda: None,
         on_reset: Callable[[], None] = lambda: None,
-        writer: DirectWriter | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self._hub = hub
         self._reach = reach

@@ -8,7 +8,7 @@ several apps in one process never collide. What /metrics shows, all prefixed `fl
   `deliveries_total`, `direct_frames_total`, `direct_writes_total`, `slow_closed_total`, `replay_reads_total`,
   `snapshot_reads_total`, `replay_from_ring_total`, `redis_errors_total`,
   `history_resets_total`. `direct_writers` says how many connections are on the fast path
-  (service/wire.py); `direct_frames_total` that frames really went that way;
+  (service/wire.py, service/sse_wire.py); `direct_frames_total` that frames really went that way;
 - publishing as Redis shows it, read by the handler just before rendering
   (`_PublishingCollector`): gauges `redis_up`, `workers_alive`, `desk_lag_seconds` (the last
   two are left out, not reported as 0, when Redis cannot be read);

@@ -10,11 +10,14 @@ event frames it actually wrote that way as the counter `flashwire_direct_frames_
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from flashwire.core.cursors import cursor_key
 from tests.conftest import Reader, ServiceNode, Stack, open_reader, post_line
+from tests.test_sse_feeds import SseReader
 
 READERS = 3
 # One line per edition, both on politics: the readers of _caught_up_readers get 1, 2 and 1 of them.
@@ -102,3 +105,68 @@ async def test_the_gauge_shows_a_node_without_direct_writes(stack: Stack, reader
     await asyncio.sleep(0.3)
     assert await _direct_writers(node) == 0
     assert await _frames_after_posting(stack, node, readers) == 0
+
+
+async def _sse_messages(sse: SseReader, count: int) -> list[tuple[str | None, dict[str, Any]]]:
+    """The next `count` line events of `sse`, each with its event id."""
+    got = []
+    for _ in range(count):
+        event = await sse.next_of("line", "snapshot")
+        got.append((sse.last_id, event))
+    return got
+
+
+async def test_caught_up_sse_readers_are_written_to_directly_and_resume_exactly(stack: Stack) -> None:
+    """Caught-up SSE readers (of one and of two editions) are on the direct-write path too
+    (service/sse_wire.py): the lines posted reach each once, in order, each with the reader's
+    complete cursor set as its id, and a reader that reconnects with the last id it got is sent
+    exactly what it missed."""
+    stack.worker()
+    node = stack.service()
+    editor = await stack.token("editor", ["en", "ar"])
+    posts = [("en", "first en"), ("ar", "أول"), ("en", "second en"), ("ar", "ثان"), ("en", "third en")]
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
+        async with (
+            client.stream("GET", "/sse", params={"editions": "en"}) as one,
+            client.stream("GET", "/sse", params={"editions": "en,ar"}) as two,
+        ):
+            readers = {"en": SseReader(one), "en,ar": SseReader(two)}
+            for query, sse in readers.items():
+                for _ in query.split(","):
+                    await sse.next_of("snapshot")
+            assert await _settled_gauge(node, 2) == 2, "the SSE readers are not written to directly"
+            before = await _metric(node, "flashwire_direct_frames")
+            posted = [await post_line(client, editor, text, edition=edition) for edition, text in posts]
+            for query, sse in readers.items():
+                expected = [p for p in posted if p["edition"] in query.split(",")]
+                got = await _sse_messages(sse, len(expected))
+                assert [event["line"]["id"] for _, event in got] == [p["id"] for p in expected]
+                cursors: dict[str, str] = {}
+                for event_id, event in got:
+                    assert event_id is not None
+                    ids = dict(part.split(":", 1) for part in event_id.split(","))
+                    assert sorted(ids) == sorted(query.split(","))
+                    assert ids[event["edition"]] == event["cursor"]
+                    for edition, cursor in cursors.items():  # no edition goes back
+                        assert cursor_key(ids[edition]) >= cursor_key(cursor)
+                    cursors = ids
+            after = await _metric(node, "flashwire_direct_frames")
+            assert before is not None and after is not None
+            assert after - before >= 3 + 5, "the lines did not go through the direct writes"
+            last_id = readers["en,ar"].last_id
+        editions = ["en", "ar", "en", "ar"]
+        missed = [await post_line(client, editor, f"missed {i}", edition=e) for i, e in enumerate(editions)]
+        async with client.stream(
+            "GET", "/sse", params={"editions": "en,ar"}, headers={"Last-Event-ID": str(last_id)}
+        ) as again:
+            sse = SseReader(again)
+            await sse.next_of("subscribed")
+            got = await _sse_messages(sse, len(missed))
+            assert [event["type"] for _, event in got] == ["line"] * len(missed)
+            for edition in ("en", "ar"):  # in order per edition (a replay goes edition by edition)
+                assert [e["line"]["id"] for _, e in got if e["edition"] == edition] == [
+                    m["id"] for m in missed if m["edition"] == edition
+                ]
+            posted_live = await post_line(client, editor, "live again", edition="ar")
+            [(_, event)] = await _sse_messages(sse, 1)
+            assert event["line"]["id"] == posted_live["id"]

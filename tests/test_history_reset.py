@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from flashwire.core.epoch import HISTORY_CHANGED
-from tests.conftest import Reader, ServiceNode, Stack, open_reader, post_line
+from tests.conftest import Reader, ServiceNode, Stack, eventually, metric, open_reader, post_line
 from tests.test_sse_feeds import SseReader
 
 pytestmark = pytest.mark.slow
@@ -52,6 +52,13 @@ async def _sse(client: httpx.AsyncClient, url: str) -> tuple[SseReader, Any]:
     return SseReader(response), stream
 
 
+async def _direct_writers(node: ServiceNode, expected: float) -> bool:
+    """Does the node write to `expected` readers directly (`flashwire_direct_writers`)?"""
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
+        text = (await client.get("/metrics")).text
+    return metric(text, "flashwire_direct_writers") == expected
+
+
 @pytest.mark.parametrize("how", ["flushall", "restart-without-data"])
 async def test_data_loss_sends_reset_snapshots_to_connected_and_resuming_readers(
     stack: Stack, readers: list[Reader], how: str
@@ -76,6 +83,9 @@ async def test_data_loss_sends_reset_snapshots_to_connected_and_resuming_readers
         sse_reader, stream = await _sse(sse_client, "/sse?editions=en")
         try:
             assert (await sse_reader.next_of("snapshot"))["lines"]
+            # Caught up, the SSE reader is written to directly (service/sse_wire.py): the reset
+            # must bring it back through its outbox.
+            await eventually(lambda: _direct_writers(second, 1), timeout_s=10)
             await _lose_data(stack, how)
             for reset in (
                 await ws_reader.next_of("snapshot", timeout_s=10),
@@ -89,6 +99,7 @@ async def test_data_loss_sends_reset_snapshots_to_connected_and_resuming_readers
                 await post_line(client, editor, "after the loss")
             for line in (await ws_reader.next_of("line", timeout_s=10), await sse_reader.next_of("line")):
                 assert line["line"]["text"] == "after the loss"
+            await eventually(lambda: _direct_writers(second, 1), timeout_s=10)  # and direct again
         finally:
             await stream.__aexit__(None, None, None)
     for node in (first, second):

@@ -141,10 +141,14 @@ async def test_ping_message_gets_pong_and_heartbeats_flow(stack: Stack, readers:
     await reader.next_of("heartbeat", timeout_s=2)
 
 
-async def test_an_sse_reader_that_stops_reading_is_cut_off(stack: Stack) -> None:
-    """An SSE client that never reads, with more events for it than its outbox holds, is dropped by the node
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "asgi"])
+async def test_an_sse_reader_that_stops_reading_is_cut_off(stack: Stack, direct: bool) -> None:
+    """An SSE client that never reads, with more events for it than its outbox (or, once the node
+    writes to it directly, its send buffer: service/sse_wire.py) holds, is dropped by the node
     (counted as a slow reader; its connection slot and subscription freed), as a WebSocket gets 4001."""
-    node = stack.service(FLASHWIRE_OUTBOX_MAX_FRAMES="16", FLASHWIRE_HEARTBEAT_S="30")
+    node = stack.service(
+        FLASHWIRE_OUTBOX_MAX_FRAMES="16", FLASHWIRE_HEARTBEAT_S="30", FLASHWIRE_DIRECT_WRITES=str(int(direct))
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", node.port))
@@ -154,6 +158,11 @@ async def test_an_sse_reader_that_stops_reading_is_cut_off(stack: Stack) -> None
             if await _metric(node, "flashwire_connections") == 1:
                 break
             await asyncio.sleep(0.05)
+        for _ in range(100):  # caught up: written to directly, or not at all
+            if await _metric(node, "flashwire_direct_writers") == int(direct):
+                break
+            await asyncio.sleep(0.05)
+        assert await _metric(node, "flashwire_direct_writers") == int(direct)
         redis = stack.redis()
         try:
             body = orjson.dumps({"line": {"id": "en-big", "version": 1, "text": "x" * 20_000, "topics": []}})
