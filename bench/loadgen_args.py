@@ -9,16 +9,28 @@ of the process is reader `--first-reader + j` of the run and gets that reader's 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import resource
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.filters import expected_lines, random_lines, reader_filters
 
-__all__ = ["ReaderPlan", "local_addr", "parse", "raise_fd_limit", "reader_plans", "write_summary"]
+__all__ = [
+    "ReaderPlan",
+    "hold_readers",
+    "local_addr",
+    "parse",
+    "raise_fd_limit",
+    "reader_plans",
+    "write_summary",
+]
+
+# Connections opened at once by one load generator.
+CONNECTING_AT_ONCE = 200
 
 
 @dataclass(frozen=True)
@@ -74,3 +86,32 @@ def raise_fd_limit() -> None:
 
 def write_summary(path: str, summary: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(summary))
+
+
+async def hold_readers(
+    args: argparse.Namespace,
+    stats: Any,
+    open_one: Callable[[int], Awaitable[None]],
+    close_all: Callable[[], None],
+) -> None:
+    """What both load generators do with their readers: open `args.count` of them (`open_one(i)`,
+    CONNECTING_AT_ONCE at a time), print "ready" once every one has its snapshot, measure until
+    each got its lines or `args.timeout` passed, write the summary to `args.out`, close them
+    (`close_all`) and print "done". `stats` is a bench.reader_check.Stats."""
+    gate = asyncio.Semaphore(CONNECTING_AT_ONCE)
+
+    async def gated(i: int) -> None:
+        async with gate:
+            await open_one(i)
+
+    await asyncio.gather(*(gated(i) for i in range(args.count)))
+    await asyncio.wait_for(stats.all_ready.wait(), 120)
+    print("ready", flush=True)
+    stats.measuring()
+    try:
+        await asyncio.wait_for(stats.done.wait(), args.timeout)
+    except TimeoutError:
+        pass
+    write_summary(args.out, stats.summary())
+    close_all()
+    print("done", flush=True)

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from bench.loadgen_args import local_addr, parse, raise_fd_limit, reader_plans, write_summary
+from bench.loadgen_args import hold_readers, local_addr, parse, raise_fd_limit, reader_plans
 from bench.reader_check import ReaderCheck, Stats, line_index
 
 __all__ = ["Stats", "Subscriber"]  # bench.burst subclasses Subscriber and builds on Stats
@@ -110,41 +110,32 @@ async def main() -> None:
     stats = Stats(args.lines)
     stats.expected_ready = args.count
     stats.expected_complete = args.count - args.stalled
-    semaphore = asyncio.Semaphore(200)
     transports: list[WSTransport] = []
 
     async def open_one(i: int) -> None:
-        async with semaphore:
-            plan = plans[i]
-            # One listener (and check) for every attempt: a reader due no line counts as complete once.
-            listener = Subscriber(stats, i < args.stalled, plan.url, args.reconnect, plan.expected)
-            listener.connect_kw = local_addr(args)
-            for attempt in range(5):
-                try:
-                    transport, _ = await ws_connect(
-                        lambda listener=listener: listener,  # type: ignore[misc]
-                        plan.url,
-                        websocket_handshake_timeout=30,
-                        **listener.connect_kw,
-                    )
-                    transports.append(transport)
-                    return
-                except OSError:
-                    await asyncio.sleep(0.2 * (attempt + 1))
-            raise RuntimeError("could not connect")
+        plan = plans[i]
+        # One listener (and check) for every attempt: a reader due no line counts as complete once.
+        listener = Subscriber(stats, i < args.stalled, plan.url, args.reconnect, plan.expected)
+        listener.connect_kw = local_addr(args)
+        for attempt in range(5):
+            try:
+                transport, _ = await ws_connect(
+                    lambda listener=listener: listener,  # type: ignore[misc]
+                    plan.url,
+                    websocket_handshake_timeout=30,
+                    **listener.connect_kw,
+                )
+                transports.append(transport)
+                return
+            except OSError:
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise RuntimeError("could not connect")
 
-    await asyncio.gather(*(open_one(i) for i in range(args.count)))
-    await asyncio.wait_for(stats.all_ready.wait(), 120)
-    print("ready", flush=True)
-    stats.measuring()
-    try:
-        await asyncio.wait_for(stats.done.wait(), args.timeout)
-    except TimeoutError:
-        pass
-    write_summary(args.out, stats.summary())
-    for transport in transports:
-        transport.disconnect()
-    print("done", flush=True)
+    def close_all() -> None:
+        for transport in transports:
+            transport.disconnect()
+
+    await hold_readers(args, stats, open_one, close_all)
 
 
 if __name__ == "__main__":

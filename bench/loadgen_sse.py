@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from bench.loadgen_args import local_addr, parse, raise_fd_limit, reader_plans, write_summary
+from bench.loadgen_args import hold_readers, local_addr, parse, raise_fd_limit, reader_plans
 from bench.reader_check import ReaderCheck, Stats, line_index
 from bench.sse_stream import SseStream, StreamError
 
@@ -102,39 +102,30 @@ async def main() -> None:
     stats.expected_ready = args.count
     stats.expected_complete = args.count - args.stalled
     loop = asyncio.get_running_loop()
-    semaphore = asyncio.Semaphore(200)
     transports: list[asyncio.BaseTransport] = []
 
     async def open_one(i: int) -> None:
-        async with semaphore:
-            plan = plans[i]
-            host, port, request = request_for(plan.url)
-            # One reader (and check) for every attempt: a reader due no line counts as complete once.
-            reader = SseReader(ReaderCheck(stats, plan.expected), request, i < args.stalled)
-            for attempt in range(5):
-                try:
-                    transport, _ = await loop.create_connection(
-                        partial(_same, reader), host, port, **local_addr(args)
-                    )
-                except OSError:
-                    await asyncio.sleep(0.2 * (attempt + 1))
-                    continue
-                transports.append(transport)
-                return
-            raise RuntimeError("could not connect")
+        plan = plans[i]
+        host, port, request = request_for(plan.url)
+        # One reader (and check) for every attempt: a reader due no line counts as complete once.
+        reader = SseReader(ReaderCheck(stats, plan.expected), request, i < args.stalled)
+        for attempt in range(5):
+            try:
+                transport, _ = await loop.create_connection(
+                    partial(_same, reader), host, port, **local_addr(args)
+                )
+            except OSError:
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            transports.append(transport)
+            return
+        raise RuntimeError("could not connect")
 
-    await asyncio.gather(*(open_one(i) for i in range(args.count)))
-    await asyncio.wait_for(stats.all_ready.wait(), 120)
-    print("ready", flush=True)
-    stats.measuring()
-    try:
-        await asyncio.wait_for(stats.done.wait(), args.timeout)
-    except TimeoutError:
-        pass
-    write_summary(args.out, stats.summary())
-    for transport in transports:
-        transport.close()
-    print("done", flush=True)
+    def close_all() -> None:
+        for transport in transports:
+            transport.close()
+
+    await hold_readers(args, stats, open_one, close_all)
 
 
 if __name__ == "__main__":
