@@ -178,6 +178,11 @@ def main() -> None:
         f"| {result['duplicates']} |"
     )
 
+    answers = [(answered[line_id] - sent) * ms for line_id, sent in posted.items()]
+    print(
+        f"POST sent -> answer received: median {statistics.median(answers):.2f} ms, "
+        f"p90 {_percentile(answers, 0.9):.2f} ms"
+    )
     if args.legs:
         _print_legs(posted, answered, result["arrivals"], commands)
 
