@@ -275,7 +275,10 @@ async def _arrival(request: Request) -> tuple[Token, Any, Idempotency | None, Re
     if presented is not None:
         with contextlib.suppress(ApiError):  # refused below, once the token is checked
             guessed = _keyed(request, presented, body)
-    token, stored = await together(authenticate(request), desk.stored_answer(guessed))
+    if guessed is None:
+        token, stored = await authenticate(request), None
+    else:
+        token, stored = await together(authenticate(request), desk.stored_answer(guessed))
     idempotency = _idempotency(request, token, body)
     return token, body, idempotency, await _replay(desk, idempotency, (guessed, stored))
 
@@ -482,17 +485,15 @@ async def _line_for(request: Request, permission: str) -> tuple[Token, str, str]
     desk: Desk = request.app.state.desk
     line_id = str(request.path_params["line_id"])
     # The line's edition is read in the token's round trip, and looked at only once the token is.
-    token, edition = await together(
-        authenticate(request), desk.line_edition(line_id) if LINE_ID_RE.match(line_id) else _nothing()
-    )
+    edition = None
+    if LINE_ID_RE.match(line_id):
+        token, edition = await together(authenticate(request), desk.line_edition(line_id))
+    else:
+        token = await authenticate(request)
     if edition is None:
         raise ApiError(404, "not_found", f"no line {line_id!r}", field="id")
     authorise(token, permission, edition)
     return token, line_id, edition
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def _current_line(request: Request, line_id: str) -> Line | None:
