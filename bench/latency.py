@@ -7,6 +7,14 @@ process with N subscribers, then posts L lines through the real API (one every
 `--interval` seconds) and reports, per line, the time from the POST being sent
 to the first, median, 99th-percentile and last delivery; plus lost and
 duplicated events. Loopback only, bounded in time.
+
+    python -m bench.latency --subscribers 1000 --lines 50 --legs
+
+`--legs` also splits each line's way into legs, from the Redis server's MONITOR feed
+(bench/redis_trace.py): the POST sent -> its desk XADD -> the POST's answer received; the desk
+XADD -> the worker's ticker XADD -> the first delivery; medians over the lines, and the Redis
+commands of one line in order (the round trips of each leg). MONITOR slows the server a little:
+take the headline figures from a run without it.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from bench.redis_trace import RedisTrace, desk_and_ticker_times, trace_of
 from flashwire.dev.ports import free_port
 from flashwire.dev.redis_server import RedisProcess
 
@@ -50,7 +60,10 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=50)
     parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument("--legs", action="store_true", help="split each line's way into legs (MONITOR)")
     args = parser.parse_args()
+    trace: RedisTrace | None = None
+    answered: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisProcess(Path(tmp) / "redis").start()
         port = free_port()
@@ -116,15 +129,19 @@ def main() -> None:
             if loadgen.stdout.readline().strip() != "ready":
                 raise SystemExit("load generator failed")
             posted: dict[str, float] = {}
+            if args.legs:
+                trace = RedisTrace(redis.url)
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
                 for i in range(args.lines):
                     started = time.time()
                     response = client.post("/api/v1/lines", json={"edition": "en", "text": f"bench line {i}"})
                     response.raise_for_status()
                     posted[response.json()["id"]] = started
+                    answered[response.json()["id"]] = time.time()
                     time.sleep(args.interval)
             loadgen.wait(180)
             result = json.loads(out.read_text())
+            commands = trace.stop() if trace is not None else []
         finally:
             for process in (loadgen, service, worker):
                 if process is not None and process.poll() is None:
@@ -160,6 +177,60 @@ def main() -> None:
         f"| {statistics.median(lasts) * ms:.1f} ms | {max(lasts) * ms:.1f} ms | {lost} "
         f"| {result['duplicates']} |"
     )
+
+    answers = [(answered[line_id] - sent) * ms for line_id, sent in posted.items()]
+    print(
+        f"POST sent -> answer received: median {statistics.median(answers):.2f} ms, "
+        f"p90 {_percentile(answers, 0.9):.2f} ms"
+    )
+    if args.legs:
+        _print_legs(posted, answered, result["arrivals"], commands)
+
+
+def _print_legs(
+    posted: dict[str, float],
+    answered: dict[str, float],
+    arrivals: dict[str, list[float]],
+    commands: list[Any],
+) -> None:
+    """Median per leg over the lines (ms), and one line's Redis commands in order."""
+    desk, ticker = desk_and_ticker_times(commands)
+    legs: dict[str, list[float]] = {
+        name: []
+        for name in (
+            "POST sent -> desk XADD",
+            "desk XADD -> POST answer received",
+            "POST (sent -> answer received)",
+            "desk XADD -> ticker XADD (worker)",
+            "ticker XADD -> first delivery (node)",
+            "POST sent -> first delivery",
+        )
+    }
+    for line_id, sent in posted.items():
+        if line_id not in desk or line_id not in ticker or not arrivals.get(line_id):
+            continue
+        first = min(arrivals[line_id])
+        points = [
+            (sent, desk[line_id]),
+            (desk[line_id], answered[line_id]),
+            (sent, answered[line_id]),
+            (desk[line_id], ticker[line_id]),
+            (ticker[line_id], first),
+            (sent, first),
+        ]
+        for values, (start, end) in zip(legs.values(), points, strict=True):
+            values.append((end - start) * 1000)
+    print(f"| leg (MONITOR on, {len(legs['POST sent -> first delivery'])} lines) | median | p90 |")
+    print("|---|---|---|")
+    for name, values in legs.items():
+        if values:
+            print(f"| {name} | {statistics.median(values):.2f} ms | {_percentile(values, 0.9):.2f} ms |")
+    middle = sorted(posted)[len(posted) // 2] if posted else None
+    if middle is not None and middle in arrivals:
+        start = posted[middle]
+        print(f"\nRedis commands from the POST of {middle} to its first delivery:")
+        for row in trace_of(commands, start, min(arrivals[middle])):
+            print(row)
 
 
 if __name__ == "__main__":

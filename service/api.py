@@ -7,11 +7,12 @@ only once the action is in the desk stream.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 import pydantic
@@ -72,6 +73,8 @@ from flashwire.service.http import (
     invalid,
     json_body,
     model_response,
+    presented_token_id,
+    together,
 )
 from flashwire.service.hub import Hub
 from flashwire.service.openapi import openapi_document
@@ -84,6 +87,11 @@ Idempotency = tuple[str, str, str]
 
 
 def _idempotency(request: Request, token: Token, body: object) -> Idempotency | None:
+    """(token id, key, fingerprint) of a request with an Idempotency-Key, else None (see `_keyed`)."""
+    return _keyed(request, token.id, body)
+
+
+def _keyed(request: Request, token_id: str, body: object) -> Idempotency | None:
     """(token id, key, fingerprint) of a request with an Idempotency-Key, else None.
 
     The fingerprint covers the method, the path and the parsed JSON body in a canonical form
@@ -101,7 +109,7 @@ def _idempotency(request: Request, token: Token, body: object) -> Idempotency | 
     fingerprint = hashlib.sha256(
         request.method.encode() + request.url.path.encode() + b"\n" + canonical
     ).hexdigest()
-    return token.id, key, fingerprint
+    return token_id, key, fingerprint
 
 
 # RFC 9110 section 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE. Ours are strong, "v<revision>".
@@ -219,11 +227,19 @@ async def _submit(
     return _accepted(accepted)
 
 
-async def _replay(desk: Desk, idempotency: Idempotency | None) -> Response | None:
+async def _replay(
+    desk: Desk,
+    idempotency: Idempotency | None,
+    looked_up: tuple[Idempotency | None, bytes | None] = (None, None),
+) -> Response | None:
     """The first answer to a retried request, before anything is validated again: a retry gets
-    what the first attempt got, even if (say) its expiry time has passed since."""
+    what the first attempt got, even if (say) its expiry time has passed since. `looked_up` is
+    (idempotency, stored answer) when the answer was read already, beside the token (`_arrival`)."""
     try:
-        earlier = await desk.replayed(idempotency)
+        if idempotency is not None and looked_up[0] == idempotency:
+            earlier = await desk.replay_of(idempotency, looked_up[1])
+        else:
+            earlier = await desk.replayed(idempotency)
     except IdempotencyConflict as exc:
         raise ApiError(409, "conflict", str(exc), field="Idempotency-Key") from None
     except NotEnoughReplicas as exc:
@@ -242,6 +258,31 @@ async def _count_desk_action(request: Request, token: Token) -> None:
     await limits.hit(limits.desk_actions, token.id)
 
 
+async def _arrival(request: Request) -> tuple[Token, Any, Idempotency | None, Response | None]:
+    """A post's token, JSON body, idempotency and, for a retry, its first answer, with the stored
+    answer read in the token's round trip (issue 14): the body is read first and the key taken as
+    the presented token's, and what is refused is refused in the order it always was (the
+    credentials, then the body, then the Idempotency-Key); a lookup made for a request then
+    refused is not used."""
+    desk: Desk = request.app.state.desk
+    try:
+        body, _ = await json_body(request)
+    except ApiError as refused:
+        await authenticate(request)
+        raise refused from None
+    guessed: Idempotency | None = None
+    presented = presented_token_id(request)
+    if presented is not None:
+        with contextlib.suppress(ApiError):  # refused below, once the token is checked
+            guessed = _keyed(request, presented, body)
+    if guessed is None:
+        token, stored = await authenticate(request), None
+    else:
+        token, stored = await together(authenticate(request), desk.stored_answer(guessed))
+    idempotency = _idempotency(request, token, body)
+    return token, body, idempotency, await _replay(desk, idempotency, (guessed, stored))
+
+
 async def post_line(request: Request) -> Response:
     """POST /api/v1/lines: publish a new line, or schedule it with `embargo_until`.
 
@@ -250,10 +291,7 @@ async def post_line(request: Request) -> Response:
     edition; a body with no configured edition is refused 422 by the validation, uncounted.
     """
     settings: Settings = request.app.state.settings
-    token = await authenticate(request)
-    body, _ = await json_body(request)
-    idempotency = _idempotency(request, token, body)
-    earlier = await _replay(request.app.state.desk, idempotency)
+    token, body, idempotency, earlier = await _arrival(request)
     if earlier is not None:
         return earlier
     edition = body.get("edition") if isinstance(body, dict) else None
@@ -426,10 +464,10 @@ def _follow_up(action_name: str) -> Callable[[Request], Awaitable[Response]]:
             action, accepted, new_expiry_ms = plan(body, settings, line_id, edition, _actor(token), now_ms())
         except ValidationError as exc:
             raise invalid(exc) from None
-        current = await _current_line(request, line_id)
+        current, revision = await together(_current_line(request, line_id), desk.revision(line_id))
         # A change made against an old revision is told so before any refusal by state (the line may
         # have been retracted meanwhile: the 412 shows it); desk.submit checks it again atomically.
-        _check_if_match(if_match, await desk.revision(line_id), current)
+        _check_if_match(if_match, revision, current)
         refusal = _state_error(action_name, current) if current is not None else None
         if refusal is not None:
             raise ApiError(409, "conflict", refusal, field="id")
@@ -445,9 +483,13 @@ def _follow_up(action_name: str) -> Callable[[Request], Awaitable[Response]]:
 async def _line_for(request: Request, permission: str) -> tuple[Token, str, str]:
     """The caller's token, the {line_id} of the path and its edition: 401, 404 or 403 otherwise."""
     desk: Desk = request.app.state.desk
-    token = await authenticate(request)
     line_id = str(request.path_params["line_id"])
-    edition = await desk.line_edition(line_id) if LINE_ID_RE.match(line_id) else None
+    # The line's edition is read in the token's round trip, and looked at only once the token is.
+    edition = None
+    if LINE_ID_RE.match(line_id):
+        token, edition = await together(authenticate(request), desk.line_edition(line_id))
+    else:
+        token = await authenticate(request)
     if edition is None:
         raise ApiError(404, "not_found", f"no line {line_id!r}", field="id")
     authorise(token, permission, edition)

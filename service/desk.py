@@ -152,7 +152,7 @@ class Desk:
         self._wait_timeout_ms = wait_timeout_ms
         self._script = redis.register_script(_SUBMIT)
 
-    async def _wait(self, write: tuple[str, ...] | None, script: dict[str, Any] | None) -> list[Any]:
+    async def _wait(self, write: tuple[str | bytes, ...] | None, script: dict[str, Any] | None) -> list[Any]:
         """Run the script (or the write) and WAIT on one connection; [its result, replicas]."""
         pipe = self._redis.pipeline(transaction=False)
         if script is not None:
@@ -185,21 +185,31 @@ class Desk:
         raw = await self._redis.hget(self._keys.revisions, line_id)
         return 1 if raw is None else int(raw)
 
+    async def stored_answer(self, idempotency: tuple[str, str, str] | None) -> bytes | None:
+        """The answer stored under the request's Idempotency-Key, raw (None without one): a plain
+        read, sent beside the token's lookup (service/api.py), then given to `replay_of`."""
+        if idempotency is None:
+            return None
+        token_id, key, _ = idempotency
+        raw: bytes | None = await self._redis.get(self._keys.idempotency(token_id, key))
+        return raw
+
     async def replayed(self, idempotency: tuple[str, str, str] | None) -> Accepted | None:
         """The stored first result of a retried request, if there is one (checked before any
         state check, so a retry gets what the first attempt got)."""
-        if idempotency is None:
+        return await self.replay_of(idempotency, await self.stored_answer(idempotency))
+
+    async def replay_of(self, idempotency: tuple[str, str, str] | None, raw: bytes | None) -> Accepted | None:
+        """The first result of a retried request from its stored answer `raw` (`stored_answer`):
+        None if there is none; IdempotencyConflict for another request under the same key."""
+        if idempotency is None or raw is None:
             return None
         token_id, key, fingerprint = idempotency
-        idem_key = self._keys.idempotency(token_id, key)
-
-        raw = await self._redis.get(idem_key)
-        if raw is None:
-            return None
         stored = _stored(raw.decode(), fingerprint)
         if not self._wait_replicas:
             return stored
         # Rewritten as it is (a write that propagates), so this connection's WAIT covers it.
+        idem_key = self._keys.idempotency(token_id, key)
         _, acknowledged = await self._wait(("SET", idem_key, raw, "KEEPTTL", "XX"), None)
         return Accepted(
             body=stored.body.model_copy(update={"replicas": self._replicas(int(acknowledged))}),

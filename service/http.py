@@ -3,8 +3,10 @@ responses."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Any
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel
@@ -15,9 +17,11 @@ from flashwire.core.lines import ValidationError
 from flashwire.core.settings import Settings
 from flashwire.service.errors import ApiError
 from flashwire.service.rate_limits import RateLimits, client_address
-from flashwire.service.tokens import Token, TokenStore
+from flashwire.service.tokens import Token, TokenStore, token_id
 
 LINE_ID_RE = re.compile(r"^[a-z0-9-]{1,64}$")
+A = TypeVar("A")
+B = TypeVar("B")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flashwire"'}
 
 
@@ -25,18 +29,18 @@ async def authenticate(request: Request) -> Token:
     """The token presented as `Authorization: Bearer …`, or 401.
 
     A request that carries credentials (any non-blank `Authorization`) from a client address over
-    FLASHWIRE_AUTH_FAILURE_RATE_LIMIT is answered 429 with Retry-After before its token is looked
-    at, and a credential that fails (malformed, unknown, revoked, not Bearer) counts against that
-    address (service/rate_limits.py). A request with no credentials is neither refused nor counted.
+    FLASHWIRE_AUTH_FAILURE_RATE_LIMIT is answered 429 with Retry-After whatever its token (the token
+    is looked up in the same round trip as the check, and its answer is not used), and a
+    credential that fails (malformed, unknown, revoked, not Bearer) counts against that address
+    (service/rate_limits.py). A request with no credentials is neither refused nor counted.
     """
     header = request.headers.get("authorization", "")
     limits: RateLimits = request.app.state.rate_limits
     address = client_address(request)
-    if header.strip():
-        await limits.check(limits.auth_failures, address)
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         if header.strip():
+            await limits.check(limits.auth_failures, address)
             await limits.hit(limits.auth_failures, address)
         raise ApiError(
             401,
@@ -46,13 +50,44 @@ async def authenticate(request: Request) -> Token:
             headers=_CHALLENGE,
         )
     tokens: TokenStore = request.app.state.tokens
-    token = await tokens.authenticate(presented.strip())
-    if token is None:
+    # The address's check and the token's lookup go to Redis together, one round trip instead of
+    # two (issue 14): the lookup only reads, and its answer is used only once the check has let
+    # the request through, so a refused request is told 429 exactly as if it had not been made.
+    _, looked_up = await together(
+        limits.check(limits.auth_failures, address), tokens.authenticate(presented.strip())
+    )
+    if looked_up is None:
         await limits.hit(limits.auth_failures, address)
         raise ApiError(
             401, "unauthorized", "the token is unknown or revoked", field="Authorization", headers=_CHALLENGE
         )
-    return token
+    return looked_up
+
+
+async def together(first: Awaitable[A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
+    """Both answers, their Redis commands sent at once (one round trip, not two); an error of
+    `first` is raised before one of `second`, as if `first` had been awaited alone first. For
+    reads only whose answer waits on `first`'s (a line looked up beside the token that may see it).
+
+    `second` runs as a task started before `first` is awaited here (one task, not gather's two:
+    on loopback a round trip costs about as much as a task does)."""
+    started = asyncio.ensure_future(second)
+    try:
+        one = await first
+    except BaseException:
+        if not started.done():
+            await asyncio.wait([started])
+        if not started.cancelled():
+            started.exception()  # retrieved: the first error is the one that counts
+        raise
+    return one, await started
+
+
+def presented_token_id(request: Request) -> str | None:
+    """The id of the bearer token the request presents, unchecked (None without one): what a
+    lookup sent beside the token's own (`together`) may be keyed by."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return token_id(presented.strip()) if scheme.lower() == "bearer" else None
 
 
 def authorise(token: Token, action: str, edition: str) -> None:

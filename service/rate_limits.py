@@ -7,9 +7,10 @@ Four limits, each a `limits` notation string from the settings (docs/configurati
   line, the line found and the token allowed), accepted or then refused (409, 422), except the
   replay of an `Idempotency-Key` already answered (service/api.py);
 - failed authentications per client address (`FLASHWIRE_AUTH_FAILURE_RATE_LIMIT`): once over,
-  every request from that address carrying credentials is refused before its token is looked
-  at, so guessing stops until the window passes (OWASP Authentication Cheat Sheet, "Protect
-  Against Automated Attacks");
+  every request from that address carrying credentials is refused whatever its token (looked
+  up in the same round trip as the check, its answer unused: service/http.py), so guessing
+  stops until the window passes (OWASP Authentication Cheat Sheet, "Protect Against Automated
+  Attacks");
 - admin actions per token (`FLASHWIRE_ADMIN_RATE_LIMIT`): token creations and revocations;
 - push registrations per client address (`FLASHWIRE_PUSH_REGISTRATION_RATE_LIMIT`), which fail
   closed as desk actions do (service/push_api.py).

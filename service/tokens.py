@@ -122,9 +122,9 @@ class TokenStore:
 
     async def authenticate(self, presented: str) -> Token | None:
         """The token record for a presented bearer token, or None if unknown or revoked."""
-        parts = presented.split("_", 2)
-        if len(parts) != 3 or parts[0] != "fwt" or not parts[1] or not parts[2]:
+        if token_id(presented) is None:
             return None
+        parts = presented.split("_", 2)
         raw = await self._redis.hget(self._keys.tokens, parts[1])
         if raw is None:
             # Hash anyway so that unknown ids and wrong secrets take the same time.
@@ -136,6 +136,15 @@ class TokenStore:
         if token.revoked_at is not None:
             return None
         return token
+
+
+def token_id(presented: str) -> str | None:
+    """The id a presented token `fwt_<id>_<secret>` names (nothing checked), or None if it is not
+    shaped so."""
+    parts = presented.split("_", 2)
+    if len(parts) != 3 or parts[0] != "fwt" or not parts[1] or not parts[2]:
+        return None
+    return parts[1]
 
 
 def _load(raw: bytes | str) -> Token:

@@ -375,6 +375,42 @@ async def test_retried_post_with_idempotency_key_yields_one_line(
     assert lengths[KEYS.ticker("en")] == 2
 
 
+async def test_a_stored_answer_goes_only_to_its_token_and_refusals_keep_their_order(
+    app: InProcessApp,
+) -> None:
+    """A post's stored answer is read beside its token (service/api.py `_arrival`), and given only
+    once the token checks out: a retry under the same key with the token's id but a wrong secret,
+    or after the token was revoked, is 401; without a valid token a bad body or a malformed key is
+    still 401, and with one a bad body is 422 before a malformed key is."""
+    client = app.client
+    redis = app.redis()
+    try:
+        secret, record = await TokenStore(redis, KEYS).create(name="Rania", role="editor", editions=["en"])
+        keyed = {**auth(secret), "Idempotency-Key": "desk-2b1c-0001"}
+        first = await client.post("/api/v1/lines", json=valid(), headers=keyed)
+        assert first.status_code == 201, first.text
+        wrong_secret = {**keyed, **auth(f"fwt_{record.id}_{'A' * 32}")}
+        assert_error(
+            await client.post("/api/v1/lines", json=valid(), headers=wrong_secret), 401, "Authorization"
+        )
+        unknown = {**keyed, **auth("fwt_deadbeef_notthesecret")}
+        assert_error(await client.post("/api/v1/lines", content=b"{", headers=unknown), 401, "Authorization")
+        bad_key = {**unknown, "Idempotency-Key": "x" * 300}
+        assert_error(await client.post("/api/v1/lines", json=valid(), headers=bad_key), 401, "Authorization")
+        both_bad = {**keyed, "Idempotency-Key": "x" * 300}
+        assert_error(await client.post("/api/v1/lines", content=b"{", headers=both_bad), 422, "body")
+        assert_error(
+            await client.post("/api/v1/lines", json=valid(), headers=both_bad), 422, "Idempotency-Key"
+        )
+        replay = await client.post("/api/v1/lines", json=valid(), headers=keyed)
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert await TokenStore(redis, KEYS).revoke(record.id)
+        assert_error(await client.post("/api/v1/lines", json=valid(), headers=keyed), 401, "Authorization")
+        assert await redis.xlen(KEYS.desk) == 1
+    finally:
+        await redis.aclose()
+
+
 async def test_concurrent_retries_with_one_idempotency_key_yield_one_line(app: InProcessApp) -> None:
     """Ten simultaneous copies of one keyed POST all answer with the same id; one desk entry is written."""
     client = app.client

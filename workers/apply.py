@@ -13,11 +13,24 @@ So:
   that reads a later entry first applies every earlier one still pending,
   including those a dead worker had claimed;
 - two workers racing for the same entry: one commit wins, the other re-reads.
+
+The short path (issue 14). A worker that knows the cursor (it moved it last) commits an entry
+it has just read from the consumer group in one round trip: no GET of the cursor, no XRANGE of
+the desk, no GET of the line, no separate XACK. The script checks what those reads used to
+establish: that the cursor is still where the worker left it, that the entry is the very next
+one on the desk after it (so an entry another worker read and has not applied yet is never
+overtaken), and that the line's stored state is the one the plan was made from (none for a new
+post; for a follow-up, the state this worker last wrote, or read). If the cursor moved the
+worker falls back to reading the cursor and the desk (`apply_through`); if the line changed it
+plans again from a fresh read. The entry is acknowledged in the same script, after its ticker
+event is written, with `pcall` so that an applier running without the group (a catch-up in a
+test) still commits.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,23 +72,39 @@ DAY_MS = 24 * 3600 * 1000
 # a new generation is never visible before its epoch (flashwire/core/epoch.py).
 #
 # Every key the script touches is in KEYS (a Redis Cluster routes and checks a script by its
-# declared keys; PITFALLS 3.9): KEYS[1..4] are fixed, and each op in ARGV[3] names its key by its
-# index in KEYS (`["SET", "5", ...]`), never by name.
+# declared keys; PITFALLS 3.9): KEYS[1..6] are fixed (the cursor, the ticker, the epoch, the
+# ticker's origin, the desk, the line), and each op in ARGV[3] names its key by its index in KEYS
+# (`["SET", "7", ...]`), never by name.
+#
+# ARGV: 1 the cursor expected, 2 the entry, 3 the ops, 4 the event type ('' for none), 5 the event,
+# 6 the ticker's MAXLEN, 7 a new epoch, 8 the consumer group, 9 the line's stored JSON the plan
+# was made from ('' for none). Returns {'ok', <ticker entry id or ''>}, {'moved'} (the cursor is
+# elsewhere, or the entry is not the next one after it) or {'changed'} (the line is not as planned).
 _COMMIT = """
-if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return false end
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return {'moved'} end
+local after = '-'
+if ARGV[1] ~= '' then after = '(' .. ARGV[1] end
+local next_entry = redis.call('XRANGE', KEYS[5], after, '+', 'COUNT', 1)[1]
+if next_entry == nil or next_entry[1] ~= ARGV[2] then return {'moved'} end
+if (redis.call('GET', KEYS[6]) or '') ~= ARGV[9] then return {'changed'} end
 redis.call('SET', KEYS[1], ARGV[2])
 for _, op in ipairs(cjson.decode(ARGV[3])) do
   op[2] = KEYS[tonumber(op[2])]
   redis.call(unpack(op))
 end
+local id = ''
 if ARGV[4] ~= '' then
   redis.call('SET', KEYS[3], ARGV[7], 'NX')
-  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 't', ARGV[4], 'd', ARGV[5])
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 't', ARGV[4], 'd', ARGV[5])
   redis.call('SET', KEYS[4], id, 'NX')
-  return id
 end
-return ''
+redis.pcall('XACK', KEYS[5], ARGV[8], ARGV[2])
+return {'ok', id}
 """
+
+# Lines whose stored JSON a worker remembers (those it wrote or read last), so that a follow-up
+# on a recent line is planned without reading it first; the commit checks it is still current.
+LINE_MEMORY = 1024
 
 # Called after a commit that scheduled a line: (line id, edition, release time in ms).
 ScheduleHook = Callable[[str, str, int], Awaitable[None]]
@@ -97,6 +126,8 @@ class Plan:
     event_type: str = ""
     event: dict[str, Any] | None = None
     scheduled_at_ms: int | None = None
+    # The line's JSON as this entry stores it (None if it does not write the line).
+    line_doc: str | None = None
 
 
 def declared_keys(fixed: list[str], ops: list[list[str]]) -> tuple[list[str], list[list[str]]]:
@@ -129,6 +160,15 @@ def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _action(entry_id: str, fields: dict[bytes, bytes]) -> DeskAction | None:
+    """The desk entry's action (field `a`), or None (logged) if it is malformed: skipped."""
+    try:
+        return DESK_ACTION_ADAPTER.validate_json(fields[b"a"])
+    except (KeyError, pydantic.ValidationError):
+        log.error("skipping malformed desk entry %s: %r", entry_id, fields)
+        return None
+
+
 def _derive(current: Line, **changes: Any) -> Line:
     """A new version of `current`, validated as a whole: a change that would make the stored
     line break the contract fails here, in the worker, and never reaches a reader."""
@@ -150,11 +190,38 @@ class Applier:
         self._settings = settings
         self._commit = redis.register_script(_COMMIT)
         self._on_schedule = on_schedule
+        # The cursor as this worker left it (None: unknown, read it first).
+        self._cursor: str | None = None
+        self._lines: OrderedDict[str, str] = OrderedDict()
 
     async def applied_cursor(self) -> str:
-        """The id of the last desk entry applied, or '' if none yet."""
+        """The id of the last desk entry applied, or '' if none yet (and this applier knows it)."""
         raw = await self._redis.get(self._keys.desk_applied)
-        return "" if raw is None else _decode(raw)
+        self._cursor = "" if raw is None else _decode(raw)
+        return self._cursor
+
+    async def apply_read(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> tuple[int, bool]:
+        """Apply `entries` (id, fields), just read from the consumer group in desk order: each in
+        one round trip while this worker knows the cursor and each is the next entry on the desk
+        (the short path above), else everything through the last of them as `apply_through` does.
+        Returns how many this call applied, and whether every entry was acknowledged by its commit
+        (if not, the caller acknowledges them: some were applied elsewhere, or skipped)."""
+        done = 0
+        acknowledged = True
+        for entry_id, fields in entries:
+            if self._cursor is None:
+                break
+            if self._cursor and stream_id_key(entry_id) <= stream_id_key(self._cursor):
+                acknowledged = False  # applied already (a catch-up at start-up read it first)
+                continue
+            status = await self._commit_entry(self._cursor, entry_id, fields)
+            if status != "ok":
+                self._cursor = None
+                break
+            done += 1
+        else:
+            return done, acknowledged
+        return done + await self.apply_through(entries[-1][0]), False
 
     async def apply_through(self, target: str) -> int:
         """Apply every desk entry up to and including `target`; returns how many this call did."""
@@ -170,21 +237,43 @@ class Applier:
                 return done
             for raw_id, fields in entries:
                 entry_id = _decode(raw_id)
-                plan = await self._plan(entry_id, fields)
-                if not await self._apply(last, entry_id, plan):
+                if await self._commit_entry(last, entry_id, fields) != "ok":
+                    self._cursor = None
                     break  # another worker moved the cursor: re-read it
                 last = entry_id
                 done += 1
-                if plan.scheduled_at_ms is not None and self._on_schedule is not None:
-                    await self._on_schedule(plan.line_id, plan.edition, plan.scheduled_at_ms)
 
-    async def _apply(self, expected: str, entry_id: str, plan: Plan) -> bool:
+    async def _commit_entry(self, expected: str, entry_id: str, fields: dict[bytes, bytes]) -> str:
+        """Plan and commit one entry with the cursor at `expected`: "ok" (the cursor is now at
+        `entry_id`) or "moved". A plan made from a remembered line that is no longer current is
+        made again from the line as stored."""
+        action = _action(entry_id, fields)
+        fresh = False
+        while True:
+            stored = await self._stored_line(action, fresh=fresh)
+            plan = self._plan(entry_id, fields, action, stored)
+            status = await self._apply(expected, entry_id, plan, stored)
+            if status != "changed":
+                break
+            fresh = True
+        if status != "ok":
+            return status
+        self._cursor = entry_id
+        if plan.line_doc is not None:
+            self._remember(plan.line_id, plan.line_doc)
+        if plan.scheduled_at_ms is not None and self._on_schedule is not None:
+            await self._on_schedule(plan.line_id, plan.edition, plan.scheduled_at_ms)
+        return "ok"
+
+    async def _apply(self, expected: str, entry_id: str, plan: Plan, stored: str) -> str:
         keys, ops = declared_keys(
             [
                 self._keys.desk_applied,
                 self._keys.ticker(plan.edition),
                 self._keys.epoch,
                 self._keys.ticker_origin(plan.edition),
+                self._keys.desk,
+                self._keys.line(plan.line_id),
             ],
             plan.ops,
         )
@@ -198,24 +287,46 @@ class Applier:
                 orjson.dumps(plan.event) if plan.event is not None else b"",
                 self._settings.ticker_retention,
                 new_epoch(),
+                self._keys.desk_group,
+                stored,
             ],
         )
-        return result is not None
+        return _decode(result[0])
 
-    async def _current(self, line_id: str) -> Line | None:
-        raw = await self._redis.get(self._keys.line(line_id))
-        return None if raw is None else LINE_ADAPTER.validate_json(raw)
+    async def _stored_line(self, action: DeskAction | None, *, fresh: bool) -> str:
+        """The line's stored JSON ('' for none) that the plan starts from: none for a new post (its
+        id is new: service/desk.py), the remembered one for a line this worker touched lately, else
+        read; always read when `fresh`. The commit checks it (the short path above)."""
+        if action is None:
+            return ""
+        if not fresh:
+            if isinstance(action, PostAction):
+                return ""
+            if action.id in self._lines:
+                self._lines.move_to_end(action.id)
+                return self._lines[action.id]
+        raw = await self._redis.get(self._keys.line(action.id))
+        doc = "" if raw is None else _decode(raw)
+        if doc:
+            self._remember(action.id, doc)
+        return doc
+
+    def _remember(self, line_id: str, doc: str) -> None:
+        self._lines[line_id] = doc
+        self._lines.move_to_end(line_id)
+        while len(self._lines) > LINE_MEMORY:
+            self._lines.popitem(last=False)
 
     # -- planning --------------------------------------------------------------
 
-    async def _plan(self, entry_id: str, fields: dict[bytes, bytes]) -> Plan:
-        try:
-            action = DESK_ACTION_ADAPTER.validate_json(fields[b"a"])
-        except (KeyError, pydantic.ValidationError):
-            log.error("skipping malformed desk entry %s: %r", entry_id, fields)
+    def _plan(
+        self, entry_id: str, fields: dict[bytes, bytes], action: DeskAction | None, stored: str
+    ) -> Plan:
+        """What entry `entry_id` (`action`, None if malformed) changes, from the line's `stored` JSON."""
+        if action is None:
             return Plan(line_id="-", edition="-")
         plan = Plan(line_id=action.id, edition=action.edition, entry_id=entry_id)
-        current = await self._current(plan.line_id)
+        current = LINE_ADAPTER.validate_json(stored) if stored else None
         revision = _revision(fields)
         # The line's revision is counted when the desk accepts an action (service/desk.py): the line
         # takes the number its entry carries, so an If-Match made against it matches the counter.
@@ -229,7 +340,8 @@ class Applier:
         elif base is not None and current is not None and base.revision != current.revision:
             # An accepted action that changes nothing (a second pin, say) still moves the revision
             # on, quietly: no history entry, no audit record, no event.
-            plan.ops.append(["SET", self._keys.line(plan.line_id), base.model_dump_json(), "KEEPTTL"])
+            plan.line_doc = base.model_dump_json()
+            plan.ops.append(["SET", self._keys.line(plan.line_id), plan.line_doc, "KEEPTTL"])
         return plan
 
     def _planned(self, plan: Plan, action: DeskAction, current: Line | None) -> Line | None:
@@ -253,7 +365,7 @@ class Applier:
         return self._plan_expire(plan, action, current)
 
     def _store(self, plan: Plan, line: Line) -> None:
-        doc = line.model_dump_json()
+        doc = plan.line_doc = line.model_dump_json()
         keep = str(LINE_KEEP_S)
         history = self._keys.history(plan.line_id)
         plan.ops += [
