@@ -62,21 +62,14 @@ COMPAT_REDIS ?= $(if $(wildcard /usr/bin/redis-server),/usr/bin/redis-server,red
 # Lint, format check, types and the layering of docs/architecture.md first (seconds), then the suite
 # on three test processes (the tests marked xdist_group("heavy") one after another on one of them)
 # with coverage of every process it starts (pyproject.toml [tool.coverage.*]; below the floor
-# `fail_under` the run fails). Beside it, at the lowest CPU priority so that it takes only what the
-# main run leaves idle, the redis_compat tests run again on $(COMPAT_REDIS); each run keeps its own
-# share of the test ports (FLASHWIRE_PORT_SHARE, flashwire/dev/ports.py). The second run's output
-# follows the first's; `make test` fails if either fails.
-COMPAT_LOG := .test-redis-compat.log
+# `fail_under` the run fails); then the redis_compat tests again on $(COMPAT_REDIS).
 test: $(STAMP) chromium haproxy $(NODE_STAMP)
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	@FLASHWIRE_PORT_SHARE=1/2 nice -n 19 $(MAKE) --no-print-directory test-redis-compat >$(COMPAT_LOG) 2>&1 & compat=$$!; \
-	FLASHWIRE_PORT_SHARE=0/2 FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -n 3 --dist loadgroup --cov --cov-report=term; \
-	main=$$?; wait $$compat; second=$$?; \
-	echo "== the redis_compat tests again, on $(COMPAT_REDIS) (beside the run above) =="; cat $(COMPAT_LOG); \
-	test $$main -eq 0 && test $$second -eq 0
+	FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -n 3 --dist loadgroup --cov --cov-report=term
+	$(MAKE) --no-print-directory test-redis-compat
 
 test-redis-compat: $(STAMP)
 	FLASHWIRE_REDIS_SERVER=$(COMPAT_REDIS) FLASHWIRE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -n 2 --dist loadgroup -m redis_compat

@@ -156,8 +156,9 @@ class Hub:
         # The tickers' generation this node's memory belongs to (None until the first read).
         self._epoch: str | None = None
         self._reading = False
-        # True while a dispatch round is under way (it may give the event loop turns).
-        self._dispatching = False
+        # Set between dispatch rounds, clear while one is under way (it may give the loop turns).
+        self._between_rounds = asyncio.Event()
+        self._between_rounds.set()
         self.stats = Stats()
         self.history = TickerHistory(redis, reader_redis, keys, settings, self.stats)
         self.connections = 0
@@ -253,7 +254,7 @@ class Hub:
         """
         # Not during a dispatch round that gave the loop a turn: the round's events, already in the
         # positions, may still be on their way to this reader's outbox (see _dispatch).
-        return not self._dispatching and self.history.has_reached(positions)
+        return self._between_rounds.is_set() and self.history.has_reached(positions)
 
     def unregister(self, subscriber: Subscriber) -> None:
         """Remove a subscriber (idempotent)."""
@@ -281,7 +282,7 @@ class Hub:
         turn_at = loop.time() + DISPATCH_SLICE_S
         totals = [0, 0, 0]  # frames written, writes, frames queued in outboxes
         reached: dict[int, int] = {}
-        self._dispatching = True
+        self._between_rounds.clear()
         try:
             for group, chosen in selected.items():
                 if loop.time() >= turn_at:
@@ -304,7 +305,7 @@ class Hub:
                         if event.reach_key is not None:
                             reached[id(event)] = reached.get(id(event), 0) + counted
         finally:
-            self._dispatching = False
+            self._between_rounds.set()
         # One addition per round, whatever the number of readers.
         stats = self.stats
         stats.deliveries += totals[0] + totals[2]
@@ -499,10 +500,25 @@ class Hub:
             await self._dispatch(edition, events)
 
     async def _heartbeat_loop(self) -> None:
+        """Every heartbeat_s, a heartbeat to every subscriber: written to the caught-up ones, once
+        encoded per encoding, queued for the others.
+
+        Never in the middle of a dispatch round (it may give the loop turns): an SSE heartbeat's id
+        names the node's positions, which already count the round's events, so a reader not yet
+        written them that dropped after such a heartbeat would resume past them. No await between
+        the check and the writes."""
         while True:
             await asyncio.sleep(self._settings.heartbeat_s)
+            while not self._between_rounds.is_set():
+                await self._between_rounds.wait()
+            positions = self.history.positions
+            beats: dict[Encoding, bytes] = {}
             for sub in self._each_subscriber():
-                if sub.writer is not None:
-                    sub.writer.write(sub.writer.encoding.heartbeat)
+                writer = sub.writer
+                if writer is not None:
+                    beat = beats.get(writer.encoding)
+                    if beat is None:
+                        beat = beats[writer.encoding] = writer.encoding.heartbeat(positions)
+                    writer.write(beat)
                 else:
                     sub.outbox.offer(HEARTBEAT_FRAME)

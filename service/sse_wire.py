@@ -55,12 +55,18 @@ class SseEncoding:
     exactly those editions. One instance per set (`encoding_for`), so that the hub can group
     readers by it (hashable by identity)."""
 
-    __slots__ = ("editions", "heartbeat")
+    __slots__ = ("editions",)
 
     def __init__(self, editions: tuple[str, ...]) -> None:
         self.editions = tuple(sorted(editions))
-        # No id: a heartbeat does not move the reader's position (the browser keeps its last id).
-        self.heartbeat = chunk(message(HEARTBEAT_FRAME).encode())
+
+    def heartbeat(self, positions: Mapping[str, str]) -> bytes:
+        """A heartbeat with the reader's complete cursor set as its id, like every message after
+        `subscribed` (docs/protocol.md section 15, the `id` rule): every edition at the hub's
+        position, which a caught-up reader has been given, or had filtered out, all of. The hub
+        never sends one in the middle of a dispatch round (Hub._heartbeat_loop)."""
+        cursors = {edition: positions[edition] for edition in self.editions}
+        return chunk(message(HEARTBEAT_FRAME, resume_token(cursors)).encode())
 
     def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
         """One chunk with the SSE message of each event, in order. `positions`: the hub's cursor

@@ -50,9 +50,9 @@ class Encoding(Protocol):
     """How a kind of direct writer frames events: hashable, one object shared by every writer
     that frames them identically, so that the hub encodes a round's events once per filter."""
 
-    @property
-    def heartbeat(self) -> bytes:
-        """What the hub's heartbeat loop writes."""
+    def heartbeat(self, positions: Mapping[str, str]) -> bytes:
+        """What the hub's heartbeat loop writes, given its position of every edition (edition ->
+        cursor text): SSE puts them in the heartbeat's id (docs/protocol.md section 15)."""
         ...
 
     def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
@@ -87,7 +87,9 @@ class WebSocketEncoding:
 
     __slots__ = ()
 
-    heartbeat: bytes = HEARTBEAT_WIRE
+    def heartbeat(self, positions: Mapping[str, str]) -> bytes:
+        """The heartbeat frame; a WebSocket heartbeat carries no cursor."""
+        return HEARTBEAT_WIRE
 
     def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
         """The frames of `events`, in order. `positions` (the other editions' cursors, which SSE

@@ -194,7 +194,8 @@ async def test_readers_leaving_leave_no_trace_in_the_hub(redis_server: RedisProc
 class TaggedEncoding:
     """Another framing (as SSE's is): each event's cursor, one per line; counts its calls."""
 
-    heartbeat = b"\n"
+    def heartbeat(self, positions: Mapping[str, str]) -> bytes:
+        return b"\n"
 
     def __init__(self) -> None:
         self.calls = 0

@@ -42,9 +42,12 @@ def test_events_are_one_chunk_of_messages_each_with_the_cursor_set() -> None:
     assert _unchunk(encoding.encode((first, second), positions)).decode() == expected
 
 
-def test_one_encoding_per_set_of_editions_and_a_heartbeat_without_id() -> None:
+def test_one_encoding_per_set_of_editions_and_a_heartbeat_with_the_cursor_set() -> None:
     """Readers of the same editions share one encoding (the hub groups writes by it); a heartbeat
-    carries no id, so it leaves the browser's last event id as it was."""
+    carries the reader's complete cursor set like every other message (docs/protocol.md 15, the
+    `id` rule: the delivery model flags a message without one)."""
     assert encoding_for(frozenset({"ar", "en"})) is encoding_for(frozenset({"en", "ar"}))
     assert encoding_for(frozenset({"en"})) is not encoding_for(frozenset({"en", "ar"}))
-    assert _unchunk(encoding_for(frozenset({"en"})).heartbeat) == b'data: {"type":"heartbeat"}\n\n'
+    positions = {"en": "1795627049800-0", "ar": "1795627050159-0", "es": "1795627040000-0"}
+    beat = _unchunk(encoding_for(frozenset({"en", "ar"})).heartbeat(positions))
+    assert beat == b'id: ar:1795627050159-0,en:1795627049800-0\ndata: {"type":"heartbeat"}\n\n'

@@ -10,9 +10,7 @@ ephemeral range are never given to outgoing connections, so a port chosen
 there stays free unless another server binds it on purpose.
 
 Parallel test processes (pytest-xdist) each get their own slice of that range,
-so two of them never choose the same port at the same moment. Two test runs at
-once (`make test` runs its second, Redis-compatibility run beside the first) each
-take their share first, FLASHWIRE_PORT_SHARE=`i/n` (the i-th of n, from 0).
+so two of them never choose the same port at the same moment.
 """
 
 from __future__ import annotations
@@ -43,23 +41,10 @@ def ephemeral_low() -> int:
 def port_slice() -> range:
     """The ports this process may choose from: its own share of [LOWEST_PORT, ephemeral low).
 
-    With FLASHWIRE_PORT_SHARE=`i/n` the range is first cut into n equal shares and this run
-    keeps the i-th (counted from 0). Under pytest-xdist, worker `gwN` of
-    `PYTEST_XDIST_WORKER_COUNT` then takes the N-th of that many equal slices; any other
-    process takes the whole range (or share).
-
-    Raises:
-        ValueError: FLASHWIRE_PORT_SHARE is set but is not `i/n` with 0 <= i < n.
+    Under pytest-xdist, worker `gwN` of `PYTEST_XDIST_WORKER_COUNT` takes the
+    N-th of that many equal slices; any other process takes the whole range.
     """
     low, high = LOWEST_PORT, max(ephemeral_low(), LOWEST_PORT + 1_000)
-    share = os.environ.get("FLASHWIRE_PORT_SHARE", "").strip()
-    if share:
-        index, _, count_text = share.partition("/")
-        if not (index.isdigit() and count_text.isdigit() and int(index) < int(count_text)):
-            raise ValueError(f"FLASHWIRE_PORT_SHARE={share!r}: expected i/n with 0 <= i < n, e.g. 1/2")
-        size = (high - low) // int(count_text)
-        low = low + int(index) * size
-        high = low + size
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or "1")
     if worker.startswith("gw") and worker[2:].isdigit() and count > 1:

@@ -42,24 +42,3 @@ def test_parallel_test_processes_choose_from_disjoint_slices(monkeypatch: pytest
     assert all(len(s) > 1_000 for s in slices)
     assert not (slices[0] & slices[1]) and not (slices[1] & slices[2]) and not (slices[0] & slices[2])
     assert max(max(s) for s in slices) < ephemeral_low()
-
-
-def test_two_runs_at_once_choose_from_disjoint_shares(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`make test` runs its Redis-compatibility run beside the main one: FLASHWIRE_PORT_SHARE keeps
-    their workers' slices apart (the same xdist worker name in both runs)."""
-    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
-    shares = []
-    for share in ("0/2", "1/2"):
-        monkeypatch.setenv("FLASHWIRE_PORT_SHARE", share)
-        shares.append(set(port_slice()))
-    assert all(len(s) > 500 for s in shares)
-    assert not (shares[0] & shares[1])
-    assert ports.LOWEST_PORT <= min(shares[0]) and max(shares[1]) < ephemeral_low()
-
-
-@pytest.mark.parametrize("share", ["2/2", "1", "a/2", "-1/2"])
-def test_a_malformed_port_share_is_refused(monkeypatch: pytest.MonkeyPatch, share: str) -> None:
-    monkeypatch.setenv("FLASHWIRE_PORT_SHARE", share)
-    with pytest.raises(ValueError, match="FLASHWIRE_PORT_SHARE"):
-        port_slice()
