@@ -178,7 +178,11 @@ async def test_worker_survives_redis_outage_and_resumes_publishing(
     down = log.count("Redis unavailable")
     assert 1 <= down <= 2, log
     assert log.count("Redis reachable again") == down, log
-    assert log.count(" WARNING ") == 2 * down, log
+    # One warning as Redis goes and one as it comes back; besides them, only an arq job caught in
+    # flight may add its one line (workers/outage.py quiet_orphaned_outage_errors): it is run
+    # again once Redis is back, and the check above shows it published.
+    in_flight = log.count("failed while Redis was away")
+    assert log.count(" WARNING ") == 2 * down + in_flight, log
 
 
 async def test_worker_started_while_redis_is_down_waits_and_then_works(stack: Stack) -> None:
