@@ -273,13 +273,18 @@ class Round:
 
 
 def burst_cells(report: str) -> dict[str, str] | None:
-    """The first data row of bench.burst's table, by its header's column names; None if absent."""
+    """The row of bench.burst's table with readers (`unfiltered`), by its header's column names;
+    None if absent. bench.burst first posts with no readers (its posting floor): that row is not
+    the burst's."""
     lines = [line.strip() for line in report.splitlines() if line.strip().startswith("|")]
     for position, line in enumerate(lines):
-        if "last answered" in line and position + 2 < len(lines):
-            names = [cell.strip() for cell in line.strip("|").split("|")]
-            values = [cell.strip() for cell in lines[position + 2].strip("|").split("|")]
-            return dict(zip(names, values, strict=False))
+        if "last answered" not in line:
+            continue
+        names = [cell.strip() for cell in line.strip("|").split("|")]
+        for row in lines[position + 2 :]:
+            values = [cell.strip() for cell in row.strip("|").split("|")]
+            if values and values[0] == "unfiltered":
+                return dict(zip(names, values, strict=False))
     return None
 
 
