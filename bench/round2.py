@@ -1,12 +1,15 @@
 """Issue 14's table, every row measured once beside its reference, in one invocation.
 
-    python -m bench.round2                      # the issue's scales: about 12-15 minutes here (*)
+    python -m bench.round2                      # the issue's scales: 5.9 minutes here (*)
     python -m bench.round2 --scale 0.2          # a quick pass: a fifth of the readers
     python -m bench.round2 --only 1k,filters    # some scenarios only
     python -m bench.round2 --lock /tmp/flashwire-bench.lock   # each scenario alone on a shared machine
 
-(*) Estimated from the scenarios run one at a time at scale 1 on the shared 2-core machine: 10k
-1.4-2.5 minutes, 15k and filters 3.0 together, 30k 2.8; the whole pass at --scale 0.2 took 5.7-8.1.
+(*) The whole pass at scale 1 on the 2-core machine with nothing else running (2026-12-08). On a
+shared machine the scenarios alone took longer: 10k 1.4-2.5 minutes, 15k and filters 3.0 together,
+30k 2.8; the pass at --scale 0.2 5.7-8.1. Many thousands of connections in a few minutes leave
+their sockets in TIME_WAIT: a second pass started at once failed to connect its filters scenario's
+readers (25,000 in TIME_WAIT); give it a minute.
 
 Runs bench.fanout (in this process: its servers and load generators are processes of their own)
 once per scenario, each on a private redis-server and fresh processes, and bench.burst (another
