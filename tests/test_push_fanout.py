@@ -299,6 +299,7 @@ async def _push_reach(
     return push if push and push["accepted"] == accepted and push["ms"] is not None else None
 
 
+@pytest.mark.timeout(240)  # its own waits add up to 180 s (60 for the first third, 120 for the rest)
 async def test_a_worker_killed_mid_fan_out_loses_no_target_and_its_repeats_collapse(
     web_push: PushServices, stack: Stack
 ) -> None:
