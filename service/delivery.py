@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from flashwire.core.clock import now_ms
-from flashwire.core.cursors import cursor_key
+from flashwire.core.cursors import cursor_key, cursor_set
 from flashwire.core.settings import Settings
 from flashwire.service.events import Event
 from flashwire.service.hub import Hub, Subscriber
@@ -84,7 +84,7 @@ class Delivery:
     def resume_token(self) -> str:
         """The cursors as one string, `en:<cursor>,ar:<cursor>` (the SSE event id): every edition
         given a cursor, and every other one once its snapshot is out."""
-        return ",".join(f"{edition}:{cursor}" for edition, cursor in sorted(self.cursors.items()))
+        return cursor_set(self.cursors)
 
     @property
     def direct(self) -> bool:

@@ -25,6 +25,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flashwire.core.cursors import cursor_set
 from flashwire.core.protocol import HEARTBEAT_FRAME
 from flashwire.service.events import Event
 from flashwire.service.wire import CLOSED, OPEN, SLOW
@@ -45,11 +46,6 @@ def message(frame: str, event_id: str = "") -> str:
     return f"id: {event_id}\ndata: {frame}\n\n" if event_id else f"data: {frame}\n\n"
 
 
-def resume_token(cursors: Mapping[str, str]) -> str:
-    """A cursor set as one event id, `ar:<cursor>,en:<cursor>` (editions in sorted order)."""
-    return ",".join(f"{edition}:{cursor}" for edition, cursor in sorted(cursors.items()))
-
-
 class SseEncoding:
     """How events are framed for the SSE readers of one set of editions: their event id names
     exactly those editions. One instance per set (`encoding_for`), so that the hub can group
@@ -66,7 +62,7 @@ class SseEncoding:
         position, which a caught-up reader has been given, or had filtered out, all of. The hub
         never sends one in the middle of a dispatch round (Hub._heartbeat_loop)."""
         cursors = {edition: positions[edition] for edition in self.editions}
-        return chunk(message(HEARTBEAT_FRAME, resume_token(cursors)).encode())
+        return chunk(message(HEARTBEAT_FRAME, cursor_set(cursors)).encode())
 
     def encode(self, events: Sequence[Event], positions: Mapping[str, str]) -> bytes:
         """One chunk with the SSE message of each event, in order. `positions`: the hub's cursor
@@ -76,7 +72,7 @@ class SseEncoding:
         parts = []
         for event in events:
             cursors[event.edition] = event.cursor
-            parts.append(message(event.frame, resume_token(cursors)))
+            parts.append(message(event.frame, cursor_set(cursors)))
         return chunk("".join(parts).encode())
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ server message goes through `cursor_key`, so every reader of the protocol agrees
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["CURSOR_PATTERN", "START", "U64_MAX", "CursorKey", "cursor_key", "is_cursor", "parse_since"]
 
@@ -86,3 +86,9 @@ def parse_since(value: str, editions: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"malformed cursor {cursor!r} for {edition!r}")
         cursors[edition] = cursor
     return cursors
+
+
+def cursor_set(cursors: Mapping[str, str]) -> str:
+    """{edition: cursor} written as one string, `ar:<cursor>,en:<cursor>` (editions sorted): the
+    SSE event id (docs/protocol.md 15), which `parse_since` reads back as a `Last-Event-ID`."""
+    return ",".join(f"{edition}:{cursor}" for edition, cursor in sorted(cursors.items()))
